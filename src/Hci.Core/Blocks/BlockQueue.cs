@@ -1,0 +1,211 @@
+namespace Hci.Core.Blocks;
+
+/// <summary>
+/// A submission and completion queue on a device, owned by one thread (a reactor): the data path.
+/// </summary>
+/// <remarks>
+/// <para>The owner thread calls <see cref="Submit"/> and <see cref="Poll"/>; completions are delivered
+/// inside <see cref="Poll"/> on that same thread, to each request's <see cref="BlockRequest.Handler"/>.
+/// Nothing is allocated, no lock is taken and no other thread is involved per request. Only
+/// <see cref="Wake"/> may be called from other threads.</para>
+/// <para>Submission never fails for lack of room: a request beyond the device's queue depth is held
+/// and submitted when a slot frees (backpressure is a delay, not an exception). A request that breaks
+/// the geometry is refused before it reaches the device and completes with <see cref="BlockError"/>
+/// and errno set.</para>
+/// </remarks>
+public abstract class BlockQueue : IDisposable
+{
+    private readonly BlockDevice _device;
+    private BlockRequest? _deferredHead;
+    private BlockRequest? _deferredTail;
+    private int _deferredCount;
+    private int _inFlight;
+    private bool _disposed;
+
+    /// <summary>Creates the queue for <paramref name="device"/>.</summary>
+    /// <param name="device">The device the queue belongs to.</param>
+    protected BlockQueue(BlockDevice device)
+    {
+        _device = device ?? throw new ArgumentNullException(nameof(device));
+    }
+
+    /// <summary>The device this queue submits to.</summary>
+    public BlockDevice Device => _device;
+
+    /// <summary>Requests submitted and not yet delivered as completed.</summary>
+    public int InFlight => _inFlight;
+
+    /// <summary>True once <see cref="Dispose()"/> has run.</summary>
+    protected bool IsDisposed => _disposed;
+
+    /// <summary>
+    /// Submits a request. It is validated against the device's geometry first; a refusal completes it at the
+    /// next <see cref="Poll"/> with <see cref="BlockRequest.Error"/> set. Submission to the device may be
+    /// batched until the next <see cref="Poll"/>.
+    /// </summary>
+    /// <param name="request">An idle request with its operation, range and buffers set.</param>
+    /// <exception cref="InvalidOperationException">The request is already in flight.</exception>
+    /// <exception cref="ObjectDisposedException">The queue is disposed.</exception>
+    public void Submit(BlockRequest request)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        request.BeginSubmit();
+        _inFlight++;
+        var error = _device.Validate(request, out int errno);
+        if (error != BlockError.None)
+        {
+            CompleteLater(request, -errno, error);
+            return;
+        }
+
+        SubmitCore(request);
+    }
+
+    /// <summary>
+    /// Sends batched submissions to the device and delivers completions to their handlers.
+    /// </summary>
+    /// <param name="minCompletions">
+    /// Wait until at least this many requests have completed (clamped to <see cref="InFlight"/> when the
+    /// timeout is infinite, so that a poll never waits for work that does not exist). 0 never waits.
+    /// </param>
+    /// <param name="timeoutMilliseconds">Longest wait; <see cref="Timeout.Infinite"/> for none. A poll also
+    /// returns early when <see cref="Wake"/> is called.</param>
+    /// <returns>The number of completions delivered.</returns>
+    public int Poll(int minCompletions = 1, int timeoutMilliseconds = Timeout.Infinite)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return PollInternal(minCompletions, timeoutMilliseconds);
+    }
+
+    /// <summary>Makes a waiting <see cref="Poll"/> return soon. Safe from any thread.</summary>
+    public abstract void Wake();
+
+    /// <summary>
+    /// Registers native memory regions with the device so that transfers inside them skip per-I/O page pinning
+    /// (io_uring fixed buffers). A capability: queues that gain nothing from it answer false.
+    /// </summary>
+    /// <param name="regions">Regions such as <see cref="Buffers.AlignedBufferPool.Slab"/>; they must outlive the queue.</param>
+    /// <returns>True when registered.</returns>
+    public virtual bool TryRegisterBuffers(ReadOnlySpan<BlockSegment> regions) => false;
+
+    /// <summary>Waits for every request in flight, then releases the queue's resources.</summary>
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        try
+        {
+            Drain();
+        }
+        finally
+        {
+            _disposed = true;
+            Dispose(true);
+            _device.OnQueueClosed();
+            GC.SuppressFinalize(this);
+        }
+    }
+
+    /// <summary>Starts a validated request on the device.</summary>
+    /// <param name="request">The request, in flight.</param>
+    protected abstract void SubmitCore(BlockRequest request);
+
+    /// <summary>
+    /// Flushes batched submissions and reaps device completions, calling <see cref="Complete"/> for each;
+    /// waits for <paramref name="minCompletions"/> of them, for a wake or for the timeout.
+    /// </summary>
+    /// <param name="minCompletions">Completions to wait for; 0 means do not block.</param>
+    /// <param name="timeoutMilliseconds">Longest wait, or <see cref="Timeout.Infinite"/>.</param>
+    /// <returns>Completions delivered.</returns>
+    protected abstract int PollCore(int minCompletions, int timeoutMilliseconds);
+
+    /// <summary>Completes a request now, on the polling thread.</summary>
+    /// <param name="request">The request in flight.</param>
+    /// <param name="result">Bytes transferred or a negative errno.</param>
+    /// <param name="error">A refusal reason, or <see cref="BlockError.None"/> (then a negative result means a device error).</param>
+    protected void Complete(BlockRequest request, int result, BlockError error = BlockError.None)
+    {
+        _inFlight--;
+        request.Complete(result, error);
+    }
+
+    /// <summary>Holds a completion for delivery at the next poll (used by synchronous devices and refusals).</summary>
+    /// <param name="request">The request in flight.</param>
+    /// <param name="result">Bytes transferred or a negative errno.</param>
+    /// <param name="error">A refusal reason, or <see cref="BlockError.None"/>.</param>
+    protected void CompleteLater(BlockRequest request, int result, BlockError error = BlockError.None)
+    {
+        request.PendingResult = result;
+        request.PendingError = error;
+        request.Next = null;
+        if (_deferredTail == null)
+        {
+            _deferredHead = request;
+        }
+        else
+        {
+            _deferredTail.Next = request;
+        }
+
+        _deferredTail = request;
+        _deferredCount++;
+    }
+
+    /// <summary>True when completions are held for the next poll: a poll must not block then.</summary>
+    protected bool HasDeferredCompletions => _deferredCount != 0;
+
+    /// <summary>Releases the queue's resources once nothing is in flight.</summary>
+    /// <param name="disposing">True from <see cref="Dispose()"/>.</param>
+    protected virtual void Dispose(bool disposing)
+    {
+    }
+
+    /// <summary>Waits for every request in flight to complete.</summary>
+    protected void Drain()
+    {
+        while (_inFlight > 0)
+        {
+            PollInternal(_inFlight, Timeout.Infinite);
+        }
+    }
+
+    private int PollInternal(int minCompletions, int timeoutMilliseconds)
+    {
+        if (timeoutMilliseconds == Timeout.Infinite && minCompletions > _inFlight)
+        {
+            minCompletions = _inFlight;
+        }
+
+        int done = DeliverDeferred();
+        int remaining = HasDeferredCompletions ? 0 : Math.Max(0, minCompletions - done);
+        bool idleWait = minCompletions > 0 && done == 0 && !HasDeferredCompletions;
+        done += PollCore(remaining, remaining > 0 || idleWait ? timeoutMilliseconds : 0);
+        done += DeliverDeferred();
+        return done;
+    }
+
+    private int DeliverDeferred()
+    {
+        int count = _deferredCount;
+        int delivered = 0;
+        while (delivered < count)
+        {
+            var request = _deferredHead!;
+            _deferredHead = request.Next;
+            if (_deferredHead == null)
+            {
+                _deferredTail = null;
+            }
+
+            request.Next = null;
+            _deferredCount--;
+            delivered++;
+            Complete(request, request.PendingResult, request.PendingError);
+        }
+
+        return delivered;
+    }
+}

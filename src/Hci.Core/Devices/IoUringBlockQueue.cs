@@ -1,0 +1,433 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Versioning;
+using Hci.Core.Blocks;
+using Hci.Core.Native;
+using Tmds.Linux;
+using static Hci.Core.Native.Interop;
+
+namespace Hci.Core.Devices;
+
+/// <summary>One io_uring ring serving one thread's requests to an <see cref="IoUringBlockDevice"/>.</summary>
+[SupportedOSPlatform("linux")]
+internal sealed unsafe class IoUringBlockQueue : BlockQueue
+{
+    private const ulong WakeUserData = ulong.MaxValue;
+
+    private readonly IoUringBlockDevice _device;
+    private readonly IoUring _ring;
+    private readonly BlockRequest?[] _slots;
+    private readonly int[] _freeSlots;
+    private readonly bool _extArg;
+    private int _freeCount;
+    private BlockRequest? _heldHead;
+    private BlockRequest? _heldTail;
+    private FileDescriptorHandle? _eventFd;
+    private ulong* _wakeBuffer;
+    private bool _wakeArmed;
+    private BlockSegment[] _registered = [];
+    private bool _fileAddRef;
+
+    public IoUringBlockQueue(IoUringBlockDevice device, int depth)
+        : base(device)
+    {
+        _device = device;
+        var support = device.Support;
+        uint entries = (uint)Math.Max(8, (int)BitOperations.RoundUpToPowerOf2((uint)depth + 1));
+        _ring = new IoUring(entries, entries * 2, support.SetupFlags);
+        try
+        {
+            _extArg = support.HasExtArg;
+            int slotCount = Math.Min(depth, (int)_ring.SqEntries - 1);
+            _slots = new BlockRequest?[slotCount];
+            _freeSlots = new int[slotCount];
+            for (int i = 0; i < slotCount; i++)
+            {
+                _freeSlots[i] = slotCount - 1 - i;
+            }
+
+            _freeCount = slotCount;
+            device.File.Handle.DangerousAddRef(ref _fileAddRef);
+            int fd = device.File.Fd;
+            if (_ring.Register(IORING_REGISTER_FILES, &fd, 1) < 0)
+            {
+                throw new IOException($"Registering '{device.Name}' with io_uring failed: {Errno.Describe(LibC.errno)}.");
+            }
+
+            _wakeBuffer = (ulong*)NativeMemory.AllocZeroed(sizeof(ulong));
+        }
+        catch
+        {
+            ReleaseResources();
+            throw;
+        }
+    }
+
+    /// <summary>Buffers registered with this ring (io_uring fixed buffers).</summary>
+    public ReadOnlySpan<BlockSegment> RegisteredBuffers => _registered;
+
+    public override void Wake()
+    {
+        var eventFd = _eventFd;
+        if (eventFd == null)
+        {
+            return; // nobody has waited yet
+        }
+
+        bool added = false;
+        try
+        {
+            eventFd.DangerousAddRef(ref added);
+            ulong one = 1;
+            LibC.write(eventFd.Fd, &one, sizeof(ulong));
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+        finally
+        {
+            if (added)
+            {
+                eventFd.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>Registers native memory regions (each at most 1 GiB) as fixed buffers; reads and writes inside them skip page pinning.</summary>
+    public override bool TryRegisterBuffers(ReadOnlySpan<BlockSegment> regions)
+    {
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        if (_registered.Length != 0 || regions.IsEmpty || InFlight != 0)
+        {
+            return false;
+        }
+
+        fixed (BlockSegment* iov = regions)
+        {
+            if (_ring.Register(IORING_REGISTER_BUFFERS, iov, (uint)regions.Length) < 0)
+            {
+                return false;
+            }
+        }
+
+        _registered = regions.ToArray();
+        return true;
+    }
+
+    protected override void SubmitCore(BlockRequest request)
+    {
+        if (_freeCount == 0)
+        {
+            Hold(request);
+            return;
+        }
+
+        Start(request);
+    }
+
+    protected override int PollCore(int minCompletions, int timeoutMilliseconds)
+    {
+        int done = Reap();
+        uint wait = done >= minCompletions ? 0u : (uint)(minCompletions - done);
+        if (wait > 0 && timeoutMilliseconds != 0)
+        {
+            ArmWake();
+        }
+        else
+        {
+            wait = 0;
+        }
+
+        if (wait == 0 && _ring.PendingSubmissions == 0)
+        {
+            return done;
+        }
+
+        while (true)
+        {
+            int rc = _ring.Enter(wait, _extArg ? timeoutMilliseconds : -1);
+            if (rc == 0 || rc == -Errno.ETIME)
+            {
+                break;
+            }
+
+            if (rc == -Errno.EINTR)
+            {
+                if (timeoutMilliseconds >= 0)
+                {
+                    break;
+                }
+
+                continue;
+            }
+
+            if (rc == -Errno.EBUSY || rc == -Errno.EAGAIN)
+            {
+                // The completion ring is full or the kernel is short of memory: reap, then try again.
+                done += Reap();
+                wait = 0;
+                continue;
+            }
+
+            Environment.FailFast($"io_uring_enter failed unexpectedly: {Errno.Describe(-rc)}");
+        }
+
+        done += Reap();
+        return done;
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        // BlockQueue.Dispose has drained everything in flight; held requests were submitted as slots freed.
+        ReleaseResources();
+        base.Dispose(disposing);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Start(BlockRequest request)
+    {
+        int slot = _freeSlots[--_freeCount];
+        _slots[slot] = request;
+        request.Slot = slot;
+        Prepare(request, slot);
+    }
+
+    private void Prepare(BlockRequest request, int slot)
+    {
+        var sqe = _ring.GetSqe();
+        if (sqe == null)
+        {
+            // Cannot happen while slots < SQ entries and every poll submits; flush and retry once.
+            _ring.Enter(0, -1);
+            sqe = _ring.GetSqe();
+            if (sqe == null)
+            {
+                Environment.FailFast("io_uring submission ring unexpectedly full.");
+            }
+        }
+
+        sqe->fd = 0;
+        sqe->flags = IOSQE_FIXED_FILE;
+        sqe->user_data = (ulong)slot;
+        long offset = request.Offset + request.Progress;
+        switch (request.Operation)
+        {
+            case BlockOperation.Read:
+            case BlockOperation.Write:
+            {
+                bool write = request.Operation == BlockOperation.Write;
+                sqe->off = (ulong)offset;
+                if ((request.Flags & BlockRequestFlags.ForceUnitAccess) != 0)
+                {
+                    sqe->rw_flags = RWF_DSYNC;
+                }
+
+                if (request.SegmentCount == 1)
+                {
+                    var segment = request.SegmentPointer[0];
+                    nint address = segment.Address + request.Progress;
+                    uint length = (uint)(segment.Length - request.Progress);
+                    sqe->addr = (ulong)address;
+                    sqe->len = length;
+                    int index = FindRegistered(address, length);
+                    if (index >= 0)
+                    {
+                        sqe->opcode = write ? IORING_OP_WRITE_FIXED : IORING_OP_READ_FIXED;
+                        sqe->buf_index = (ushort)index;
+                    }
+                    else
+                    {
+                        sqe->opcode = write ? IORING_OP_WRITE : IORING_OP_READ;
+                    }
+                }
+                else
+                {
+                    sqe->opcode = write ? IORING_OP_WRITEV : IORING_OP_READV;
+                    sqe->addr = (ulong)request.SegmentPointer;
+                    sqe->len = (uint)request.SegmentCount;
+                }
+
+                break;
+            }
+
+            case BlockOperation.Flush:
+                sqe->opcode = IORING_OP_FSYNC;
+                sqe->fsync_flags = IORING_FSYNC_DATASYNC;
+                break;
+
+            case BlockOperation.Discard:
+            case BlockOperation.WriteZeroes:
+                sqe->opcode = IORING_OP_FALLOCATE;
+                sqe->off = (ulong)offset;
+                sqe->addr = (ulong)request.Length;
+                sqe->len = (uint)(FALLOC_FL_KEEP_SIZE | (request.Operation == BlockOperation.Discard ? FALLOC_FL_PUNCH_HOLE : FALLOC_FL_ZERO_RANGE));
+                break;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int FindRegistered(nint address, uint length)
+    {
+        var registered = _registered;
+        for (int i = 0; i < registered.Length; i++)
+        {
+            var r = registered[i];
+            if (address >= r.Address && address + (nint)length <= r.Address + r.Length)
+            {
+                return i;
+            }
+        }
+
+        return -1;
+    }
+
+    private int Reap()
+    {
+        int done = 0;
+        while (true)
+        {
+            uint ready = _ring.CqReady;
+            if (ready == 0)
+            {
+                return done;
+            }
+
+            uint head = _ring.CqHead;
+            for (uint i = 0; i < ready; i++)
+            {
+                var cqe = _ring.CqeAt(head + i);
+                ulong userData = cqe->user_data;
+                int res = cqe->res;
+                if (userData == WakeUserData)
+                {
+                    _wakeArmed = false;
+                    continue;
+                }
+
+                var request = _slots[(int)userData]!;
+                if (HandleResult(request, res))
+                {
+                    done++;
+                }
+            }
+
+            _ring.AdvanceCq(ready);
+        }
+    }
+
+    /// <summary>Completes the request, or resubmits the rest of a short transfer; true when completed.</summary>
+    private bool HandleResult(BlockRequest request, int res)
+    {
+        int slot = request.Slot;
+        if (res >= 0 && request.Operation is BlockOperation.Read or BlockOperation.Write)
+        {
+            int remaining = (int)request.Length - request.Progress;
+            if (res < remaining)
+            {
+                if (res > 0 && request.SegmentCount == 1)
+                {
+                    request.Progress += res;
+                    Prepare(request, slot);
+                    return false;
+                }
+
+                res = -Errno.EIO; // end of device or a vectored short transfer
+            }
+            else
+            {
+                res = (int)request.Length;
+            }
+        }
+        else if (res == -Errno.EAGAIN || res == -Errno.EINTR)
+        {
+            Prepare(request, slot);
+            return false;
+        }
+
+        _slots[slot] = null;
+        _freeSlots[_freeCount++] = slot;
+        var held = _heldHead;
+        if (held != null)
+        {
+            _heldHead = held.Next;
+            if (_heldHead == null)
+            {
+                _heldTail = null;
+            }
+
+            held.Next = null;
+            Start(held);
+        }
+
+        Complete(request, res);
+        return true;
+    }
+
+    private void Hold(BlockRequest request)
+    {
+        request.Next = null;
+        if (_heldTail == null)
+        {
+            _heldHead = request;
+        }
+        else
+        {
+            _heldTail.Next = request;
+        }
+
+        _heldTail = request;
+    }
+
+    private void ArmWake()
+    {
+        if (_wakeArmed)
+        {
+            return;
+        }
+
+        if (_eventFd == null)
+        {
+            int fd = LibC.eventfd(0, LibC.EFD_CLOEXEC);
+            if (fd < 0)
+            {
+                return; // without an eventfd a wait ends only by completion or timeout
+            }
+
+            _eventFd = new FileDescriptorHandle(fd);
+        }
+
+        var sqe = _ring.GetSqe();
+        if (sqe == null)
+        {
+            return;
+        }
+
+        sqe->opcode = IORING_OP_READ;
+        sqe->fd = _eventFd.Fd;
+        sqe->addr = (ulong)_wakeBuffer;
+        sqe->len = sizeof(ulong);
+        sqe->off = ulong.MaxValue; // eventfds have no position: -1 means the current one
+        sqe->user_data = WakeUserData;
+        _wakeArmed = true;
+    }
+
+    private void ReleaseResources()
+    {
+        _ring.Dispose(); // closing the ring cancels the pending wake read
+        _eventFd?.Dispose();
+        if (_wakeBuffer != null && !_wakeArmed)
+        {
+            // An armed read may still be torn down by the kernel after close: its 8 bytes are left to the process then.
+            NativeMemory.Free(_wakeBuffer);
+        }
+
+        _wakeBuffer = null;
+
+        if (_fileAddRef)
+        {
+            _device.File.Handle.DangerousRelease();
+            _fileAddRef = false;
+        }
+    }
+}
