@@ -103,6 +103,9 @@ public sealed unsafe class BlockRequest : IValueTaskSource<int>, IDisposable
     /// <summary>Error held for delivery at the next poll.</summary>
     internal BlockError PendingError;
 
+    /// <summary>When a held completion is due (delay decorator), in <see cref="TimeProvider"/> ticks.</summary>
+    internal long DueTimestamp;
+
     /// <summary>Clears the operation, range, segments and result so that the request can be used again.</summary>
     /// <exception cref="InvalidOperationException">The request is in flight.</exception>
     public void Reset()

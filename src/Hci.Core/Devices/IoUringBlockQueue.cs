@@ -130,6 +130,14 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
     {
         int done = Reap();
         uint wait = done >= minCompletions ? 0u : (uint)(minCompletions - done);
+
+        // Only requests holding a slot can complete during this wait; held ones start as slots free.
+        uint atDevice = (uint)(_slots.Length - _freeCount);
+        if (wait > atDevice && atDevice > 0)
+        {
+            wait = atDevice;
+        }
+
         if (wait > 0 && timeoutMilliseconds != 0)
         {
             ArmWake();

@@ -1,0 +1,88 @@
+using Hci.Core.Blocks;
+
+namespace Hci.Core.Devices.Decorators;
+
+/// <summary>
+/// A queue over an inner device's queue: each outer request travels as a shadow request with the same
+/// operation, range and buffers, so decorators nest. Shadows are pooled: no allocation in steady state.
+/// </summary>
+public abstract class DecoratorQueue : BlockQueue, IBlockCompletionHandler
+{
+    private readonly Stack<BlockRequest> _shadows = new();
+
+    /// <summary>Creates the queue and its inner queue.</summary>
+    /// <param name="device">The decorating device.</param>
+    /// <param name="inner">The wrapped device.</param>
+    /// <param name="depth">Depth of the inner queue.</param>
+    protected DecoratorQueue(BlockDevice device, BlockDevice inner, int depth)
+        : base(device)
+    {
+        InnerQueue = (inner ?? throw new ArgumentNullException(nameof(inner))).CreateQueue(depth);
+    }
+
+    /// <summary>The inner device's queue.</summary>
+    protected BlockQueue InnerQueue { get; }
+
+    /// <inheritdoc/>
+    public override void Wake() => InnerQueue.Wake();
+
+    /// <inheritdoc/>
+    public override bool TryRegisterBuffers(ReadOnlySpan<BlockSegment> regions) => InnerQueue.TryRegisterBuffers(regions);
+
+    /// <summary>Receives a shadow's completion from the inner queue.</summary>
+    /// <param name="request">The shadow.</param>
+    void IBlockCompletionHandler.OnCompleted(BlockRequest request)
+    {
+        var outer = (BlockRequest)request.UserState!;
+        request.UserState = null;
+        OnInnerCompleted(outer, request.Result, request.Error);
+        _shadows.Push(request);
+    }
+
+    /// <summary>Passes <paramref name="request"/> to the inner queue.</summary>
+    /// <param name="request">The outer request, in flight.</param>
+    protected unsafe void Forward(BlockRequest request)
+    {
+        if (!_shadows.TryPop(out var shadow) || shadow.SegmentCapacity < request.SegmentCount)
+        {
+            shadow?.Dispose();
+            shadow = new BlockRequest(Math.Max(4, request.SegmentCount));
+        }
+
+        shadow.Reset();
+        shadow.Operation = request.Operation;
+        shadow.Flags = request.Flags;
+        shadow.Offset = request.Offset;
+        shadow.Handler = this;
+        shadow.UserState = request;
+        foreach (var s in request.Segments)
+        {
+            shadow.AddSegment((void*)s.Address, (int)s.Length);
+        }
+
+        if (request.SegmentCount == 0)
+        {
+            shadow.Length = request.Length;
+        }
+
+        InnerQueue.Submit(shadow);
+    }
+
+    /// <summary>Called when the inner device has completed a forwarded request; by default completes it as is.</summary>
+    /// <param name="request">The outer request.</param>
+    /// <param name="result">The inner result.</param>
+    /// <param name="error">The inner error.</param>
+    protected virtual void OnInnerCompleted(BlockRequest request, int result, BlockError error) => Complete(request, result, error);
+
+    /// <inheritdoc/>
+    protected override void Dispose(bool disposing)
+    {
+        InnerQueue.Dispose();
+        while (_shadows.TryPop(out var shadow))
+        {
+            shadow.Dispose();
+        }
+
+        base.Dispose(disposing);
+    }
+}

@@ -1,0 +1,502 @@
+using Hci.Core.Blocks;
+using Hci.Core.Buffers;
+
+namespace Hci.Core.Tests;
+
+/// <summary>The contract every device keeps, run over every implementation.</summary>
+public sealed class BlockDeviceContractTests
+{
+    public static TheoryData<DeviceKind> AllKinds => new(Enum.GetValues<DeviceKind>());
+
+    public static TheoryData<DeviceKind> PersistentKinds => new(Enum.GetValues<DeviceKind>().Where(k => k != DeviceKind.Null));
+
+    [Theory]
+    [MemberData(nameof(AllKinds))]
+    public async Task GeometryIsCoherentAndReportsTheRequestedCapacity(DeviceKind kind)
+    {
+        await using var t = TestDevice.Create(kind);
+        var g = t.Device.Geometry;
+        Assert.Equal(TestDevice.DefaultSize, g.Capacity);
+        Assert.True(int.IsPow2(g.LogicalBlockSize));
+        Assert.Equal(0, g.Capacity % g.LogicalBlockSize);
+        Assert.True(g.MaxTransferBytes >= g.LogicalBlockSize);
+        Assert.True(g.MaxSegments >= 1);
+        Assert.True(g.QueueCount >= 1);
+        Assert.False(string.IsNullOrEmpty(t.Device.Engine));
+    }
+
+    [Theory]
+    [MemberData(nameof(PersistentKinds))]
+    public async Task RandomWritesReadBackExactlyAtRandomOffsetsAndSizes(DeviceKind kind)
+    {
+        await using var t = TestDevice.Create(kind);
+        var d = t.Device;
+        int lbs = d.Geometry.LogicalBlockSize;
+        var rng = new Random(1234);
+        var model = new byte[d.Geometry.Capacity];
+        using var buffer = new AlignedBuffer(d.Geometry.MaxTransferBytes);
+        for (int i = 0; i < 200; i++)
+        {
+            int blocks = rng.Next(1, Math.Min(64, d.Geometry.MaxTransferBytes / lbs) + 1);
+            long offset = (long)rng.Next(0, (int)(d.Geometry.BlockCount - blocks + 1)) * lbs;
+            int length = blocks * lbs;
+            if (rng.Next(3) == 0)
+            {
+                await d.ReadAsync(offset, buffer.Memory[..length]);
+                Assert.True(buffer.Span[..length].SequenceEqual(model.AsSpan((int)offset, length)), $"read of {length} at {offset} differs from what was written");
+            }
+            else
+            {
+                rng.NextBytes(buffer.Span[..length]);
+                buffer.Span[..length].CopyTo(model.AsSpan((int)offset, length));
+                await d.WriteAsync(offset, buffer.Memory[..length]);
+            }
+        }
+
+        // Read everything back.
+        for (long offset = 0; offset < d.Geometry.Capacity; offset += d.Geometry.MaxTransferBytes)
+        {
+            int length = (int)Math.Min(d.Geometry.MaxTransferBytes, d.Geometry.Capacity - offset);
+            await d.ReadAsync(offset, buffer.Memory[..length]);
+            Assert.True(buffer.Span[..length].SequenceEqual(model.AsSpan((int)offset, length)), $"final read at {offset} differs");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(PersistentKinds))]
+    public async Task ScatterGatherWriteAndReadMoveEverySegmentInOrder(DeviceKind kind)
+    {
+        await using var t = TestDevice.Create(kind);
+        var d = t.Device;
+        int lbs = d.Geometry.LogicalBlockSize;
+        using var pool = new AlignedBufferPool(lbs, 8);
+        var buffers = Enumerable.Range(0, 4).Select(_ => pool.Rent()).ToArray();
+        for (int i = 0; i < buffers.Length; i++)
+        {
+            buffers[i].Span.Fill((byte)(0x10 + i));
+        }
+
+        using var request = new BlockRequest(4);
+        request.Operation = BlockOperation.Write;
+        request.Offset = 8L * lbs;
+        unsafe
+        {
+            foreach (var b in buffers)
+            {
+                request.AddSegment(b.Pointer, lbs);
+            }
+        }
+
+        Assert.Equal(4 * lbs, await d.ExecuteAsync(request));
+        Assert.True(request.Succeeded);
+
+        using var readBack = new AlignedBuffer(4 * lbs);
+        await d.ReadAsync(8L * lbs, readBack.Memory);
+        for (int i = 0; i < 4; i++)
+        {
+            Assert.All(readBack.Span.Slice(i * lbs, lbs).ToArray(), b => Assert.Equal((byte)(0x10 + i), b));
+        }
+
+        // Gather the other way: one contiguous write read into four segments.
+        var into = Enumerable.Range(0, 4).Select(_ => pool.Rent()).ToArray();
+        request.Reset();
+        request.Operation = BlockOperation.Read;
+        request.Offset = 8L * lbs;
+        unsafe
+        {
+            foreach (var b in into)
+            {
+                request.AddSegment(b.Pointer, lbs);
+            }
+        }
+
+        Assert.Equal(4 * lbs, await d.ExecuteAsync(request));
+        for (int i = 0; i < 4; i++)
+        {
+            Assert.True(into[i].Span.SequenceEqual(readBack.Span.Slice(i * lbs, lbs)));
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(PersistentKinds))]
+    public async Task ConcurrentWritersOnDisjointRangesNeverDisturbEachOther(DeviceKind kind)
+    {
+        await using var t = TestDevice.Create(kind);
+        var d = t.Device;
+        int lbs = d.Geometry.LogicalBlockSize;
+        const int writers = 8;
+        long region = d.Geometry.Capacity / writers;
+        await Task.WhenAll(Enumerable.Range(0, writers).Select(w => Task.Run(async () =>
+        {
+            using var buffer = new AlignedBuffer(4 * lbs);
+            var rng = new Random(w);
+            for (int i = 0; i < 50; i++)
+            {
+                long offset = (w * region) + ((long)rng.Next(0, (int)(region / lbs) - 4) * lbs);
+                buffer.Span.Fill((byte)(w + 1));
+                await d.WriteAsync(offset, buffer.Memory);
+            }
+        })));
+
+        // The same through per-thread queues: each thread owns its queue, as a reactor would.
+        var threads = Enumerable.Range(0, 4).Select(w => new Thread(() => WriteOwnRangeThroughQueue(d, w, region, lbs))).ToArray();
+        foreach (var th in threads)
+        {
+            th.Start();
+        }
+
+        foreach (var th in threads)
+        {
+            th.Join();
+        }
+
+        using var check = new AlignedBuffer((int)Math.Min(region, d.Geometry.MaxTransferBytes));
+        for (int w = 0; w < writers; w++)
+        {
+            for (long offset = w * region; offset < (w + 1) * region; offset += check.Length)
+            {
+                await d.ReadAsync(offset, check.Memory);
+                foreach (byte b in check.Span)
+                {
+                    if (b != 0 && b != w + 1 && b != 0x80 + w)
+                    {
+                        Assert.Fail($"byte {b:x2} from another writer inside writer {w}'s range at {offset}");
+                    }
+                }
+            }
+        }
+    }
+
+    private static unsafe void WriteOwnRangeThroughQueue(BlockDevice d, int w, long region, int lbs)
+    {
+        using var queue = d.CreateQueue(16);
+        using var pool = new AlignedBufferPool(lbs, 16);
+        var requests = new BlockRequest[16];
+        for (int i = 0; i < requests.Length; i++)
+        {
+            var b = pool.Rent();
+            b.Span.Fill((byte)(0x80 + w));
+            requests[i] = new BlockRequest();
+            requests[i].SetReadWrite(BlockOperation.Write, (w * region) + (i * 3L * lbs), b.Pointer, lbs);
+            queue.Submit(requests[i]);
+        }
+
+        while (queue.InFlight > 0)
+        {
+            queue.Poll();
+        }
+
+        Assert.All(requests, r => Assert.True(r.Succeeded, $"{r.Error} errno {r.Errno}"));
+    }
+
+    [Theory]
+    [MemberData(nameof(AllKinds))]
+    public async Task FlushAndForceUnitAccessWritesSucceedWhereSupported(DeviceKind kind)
+    {
+        await using var t = TestDevice.Create(kind);
+        var d = t.Device;
+        using var buffer = new AlignedBuffer(d.Geometry.LogicalBlockSize);
+        Assert.True(d.Supports(BlockDeviceCapabilities.Flush));
+        await d.WriteAsync(0, buffer.Memory);
+        await d.FlushAsync();
+        if (d.Supports(BlockDeviceCapabilities.ForceUnitAccess))
+        {
+            await d.WriteAsync(0, buffer.Memory, BlockRequestFlags.ForceUnitAccess);
+        }
+        else
+        {
+            var ex = await Assert.ThrowsAsync<BlockDeviceException>(() => d.WriteAsync(0, buffer.Memory, BlockRequestFlags.ForceUnitAccess).AsTask());
+            Assert.Equal(BlockError.Unsupported, ex.Error);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(PersistentKinds))]
+    public async Task WriteZeroesZeroesExactlyTheRangeAndLeavesNeighboursAlone(DeviceKind kind)
+    {
+        await using var t = TestDevice.Create(kind);
+        var d = t.Device;
+        int lbs = d.Geometry.LogicalBlockSize;
+        Assert.True(d.Supports(BlockDeviceCapabilities.WriteZeroes));
+        using var buffer = new AlignedBuffer(8 * lbs);
+        buffer.Span.Fill(0xAB);
+        await d.WriteAsync(0, buffer.Memory);
+        await d.WriteZeroesAsync(2L * lbs, 3L * lbs);
+        buffer.Span.Clear();
+        await d.ReadAsync(0, buffer.Memory);
+        for (int i = 0; i < 8 * lbs; i++)
+        {
+            byte expected = i >= 2 * lbs && i < 5 * lbs ? (byte)0 : (byte)0xAB;
+            Assert.True(buffer.Span[i] == expected, $"byte {i} is {buffer.Span[i]:x2}, expected {expected:x2}");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(AllKinds))]
+    public async Task DiscardIsAcceptedWhereSupportedAndReadsZeroesWhereAdvertised(DeviceKind kind)
+    {
+        await using var t = TestDevice.Create(kind);
+        var d = t.Device;
+        int lbs = d.Geometry.LogicalBlockSize;
+        using var buffer = new AlignedBuffer(4 * lbs);
+        buffer.Span.Fill(0x5A);
+        await d.WriteAsync(0, buffer.Memory);
+        if (!d.Supports(BlockDeviceCapabilities.Discard))
+        {
+            var ex = await Assert.ThrowsAsync<BlockDeviceException>(() => d.DiscardAsync(0, lbs).AsTask());
+            Assert.Equal(BlockError.Unsupported, ex.Error);
+            Assert.Equal(Errno.EOPNOTSUPP, ex.Errno);
+            return;
+        }
+
+        await d.DiscardAsync(lbs, 2L * lbs);
+        await d.ReadAsync(0, buffer.Memory);
+        if (d.Supports(BlockDeviceCapabilities.DiscardZeroesData))
+        {
+            Assert.All(buffer.Span.Slice(lbs, 2 * lbs).ToArray(), b => Assert.Equal(0, b));
+        }
+
+        if (d.Supports(BlockDeviceCapabilities.PersistentData))
+        {
+            Assert.All(buffer.Span[..lbs].ToArray(), b => Assert.Equal(0x5A, b));
+            Assert.All(buffer.Span[(3 * lbs)..].ToArray(), b => Assert.Equal(0x5A, b));
+        }
+    }
+
+    public static TheoryData<DeviceKind, string> BadInputs()
+    {
+        var data = new TheoryData<DeviceKind, string>();
+        foreach (var kind in Enum.GetValues<DeviceKind>())
+        {
+            foreach (var input in new[] { "misaligned-offset", "misaligned-length", "empty", "past-end", "straddles-end", "negative-offset", "too-large", "too-many-segments", "misaligned-buffer", "discard-past-end", "write-zeroes-misaligned", "fua-on-read" })
+            {
+                data.Add(kind, input);
+            }
+        }
+
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(BadInputs))]
+    public async Task BadRequestsAreRefusedWithATypedErrorAndTheDeviceKeepsWorking(DeviceKind kind, string input)
+    {
+        await using var t = TestDevice.Create(kind);
+        var d = t.Device;
+        var g = d.Geometry;
+        int lbs = g.LogicalBlockSize;
+        using var big = new AlignedBuffer(g.MaxTransferBytes + (2 * lbs));
+        using var request = new BlockRequest(g.MaxSegments + 1);
+        BlockError expected;
+        unsafe
+        {
+            switch (input)
+            {
+                case "misaligned-offset":
+                    request.SetReadWrite(BlockOperation.Read, 1, big.Pointer, lbs);
+                    expected = BlockError.Misaligned;
+                    break;
+                case "misaligned-length":
+                    request.SetReadWrite(BlockOperation.Write, 0, big.Pointer, lbs + 1);
+                    expected = BlockError.Misaligned;
+                    break;
+                case "empty":
+                    request.Reset();
+                    request.Operation = BlockOperation.Read;
+                    expected = BlockError.OutOfRange;
+                    break;
+                case "past-end":
+                    request.SetReadWrite(BlockOperation.Read, g.Capacity, big.Pointer, lbs);
+                    expected = BlockError.OutOfRange;
+                    break;
+                case "straddles-end":
+                    request.SetReadWrite(BlockOperation.Write, g.Capacity - lbs, big.Pointer, 2 * lbs);
+                    expected = BlockError.OutOfRange;
+                    break;
+                case "negative-offset":
+                    request.SetReadWrite(BlockOperation.Read, -lbs, big.Pointer, lbs);
+                    expected = BlockError.OutOfRange;
+                    break;
+                case "too-large":
+                    request.SetReadWrite(BlockOperation.Read, 0, big.Pointer, g.MaxTransferBytes + lbs);
+                    expected = BlockError.TooLarge;
+                    break;
+                case "too-many-segments":
+                    request.Reset();
+                    request.Operation = BlockOperation.Read;
+                    for (int i = 0; i <= g.MaxSegments; i++)
+                    {
+                        request.AddSegment(big.Pointer, lbs / 8);
+                    }
+
+                    // Keep the length aligned so that only the segment count is wrong.
+                    request.Length = ((request.Length / lbs) + 1) * lbs;
+                    expected = BlockError.BadSegments;
+
+                    break;
+                case "misaligned-buffer":
+                    request.SetReadWrite(BlockOperation.Read, 0, big.Pointer + 1, lbs);
+                    expected = g.BufferAlignment > 1 ? BlockError.Misaligned : BlockError.None;
+                    break;
+                case "discard-past-end":
+                    request.SetRange(BlockOperation.Discard, g.Capacity - lbs, 2L * lbs);
+                    expected = BlockError.OutOfRange;
+                    break;
+                case "write-zeroes-misaligned":
+                    request.SetRange(BlockOperation.WriteZeroes, 0, lbs / 2);
+                    expected = BlockError.Misaligned;
+                    break;
+                case "fua-on-read":
+                    request.SetReadWrite(BlockOperation.Read, 0, big.Pointer, lbs, BlockRequestFlags.ForceUnitAccess);
+                    expected = BlockError.Unsupported;
+                    break;
+                default:
+                    throw new ArgumentOutOfRangeException(nameof(input));
+            }
+        }
+
+        Assert.Equal(expected, d.Validate(request, out int errno));
+        int result = await d.ExecuteAsync(request);
+        Assert.Equal(expected, request.Error);
+        if (expected != BlockError.None)
+        {
+            Assert.True(result < 0);
+            Assert.Equal(errno, -result);
+            var ex = request.ToException(d.Name)!;
+            Assert.Contains("refused", ex.Message);
+            Assert.Equal(request.Operation, ex.Operation);
+            Assert.Equal(request.Offset, ex.Offset);
+        }
+
+        // The device still serves a good request afterwards.
+        using var ok = new AlignedBuffer(lbs);
+        await d.WriteAsync(0, ok.Memory);
+        await d.ReadAsync(0, ok.Memory);
+    }
+
+    [Theory]
+    [MemberData(nameof(AllKinds))]
+    public async Task AsyncApiThrowsBlockDeviceExceptionWithOperationOffsetAndErrno(DeviceKind kind)
+    {
+        await using var t = TestDevice.Create(kind);
+        var d = t.Device;
+        using var buffer = new AlignedBuffer(d.Geometry.LogicalBlockSize);
+        var ex = await Assert.ThrowsAsync<BlockDeviceException>(() => d.ReadAsync(d.Geometry.Capacity, buffer.Memory).AsTask());
+        Assert.Equal(BlockOperation.Read, ex.Operation);
+        Assert.Equal(d.Geometry.Capacity, ex.Offset);
+        Assert.Equal(BlockError.OutOfRange, ex.Error);
+        Assert.Equal(Errno.ERANGE, ex.Errno);
+        Assert.Contains("outside the device", ex.Message);
+    }
+
+    [Theory]
+    [MemberData(nameof(AllKinds))]
+    public async Task MoreRequestsThanTheQueueDepthAreHeldNotRefused(DeviceKind kind)
+    {
+        await using var t = TestDevice.Create(kind);
+        var d = t.Device;
+        int lbs = d.Geometry.LogicalBlockSize;
+        using var pool = new AlignedBufferPool(lbs, 64);
+        using var queue = d.CreateQueue(4);
+        var handler = new CountingHandler();
+        var requests = new BlockRequest[64];
+        unsafe
+        {
+            for (int i = 0; i < requests.Length; i++)
+            {
+                requests[i] = new BlockRequest { Handler = handler };
+                requests[i].SetReadWrite(i % 2 == 0 ? BlockOperation.Write : BlockOperation.Read, (long)i * lbs, pool.Rent().Pointer, lbs);
+                queue.Submit(requests[i]);
+            }
+        }
+
+        Assert.Equal(64, queue.InFlight);
+        int delivered = 0;
+        while (queue.InFlight > 0)
+        {
+            delivered += queue.Poll();
+        }
+
+        Assert.Equal(64, delivered);
+        Assert.Equal(64, handler.Count);
+        Assert.All(requests, r => Assert.True(r.Succeeded));
+    }
+
+    [Theory]
+    [MemberData(nameof(AllKinds))]
+    public async Task DisposingAQueueWithIoInFlightCompletesEveryRequest(DeviceKind kind)
+    {
+        await using var t = TestDevice.Create(kind);
+        var d = t.Device;
+        int lbs = d.Geometry.LogicalBlockSize;
+        using var pool = new AlignedBufferPool(lbs, 32);
+        var handler = new CountingHandler();
+        var queue = d.CreateQueue(8);
+        unsafe
+        {
+            for (int i = 0; i < 32; i++)
+            {
+                var r = new BlockRequest { Handler = handler };
+                r.SetReadWrite(BlockOperation.Write, (long)i * lbs, pool.Rent().Pointer, lbs);
+                queue.Submit(r);
+            }
+        }
+
+        queue.Poll(0, 0);
+        queue.Dispose();
+        Assert.Equal(32, handler.Count);
+        Assert.Equal(0, queue.InFlight);
+        Assert.Throws<ObjectDisposedException>(() => queue.Poll());
+    }
+
+    [Theory]
+    [MemberData(nameof(AllKinds))]
+    public async Task APollWithATimeoutAndNothingInFlightReturnsAndWakeCutsItShort(DeviceKind kind)
+    {
+        await using var t = TestDevice.Create(kind);
+        using var queue = t.Device.CreateQueue(4);
+        Assert.Equal(0, queue.Poll(1, 10));
+        Assert.Equal(0, queue.Poll()); // nothing in flight and no timeout: returns at once
+        var waiter = Task.Run(() => queue.Poll(1, 30_000));
+        await Task.Delay(50);
+        while (!waiter.IsCompleted)
+        {
+            queue.Wake();
+            await Task.WhenAny(waiter, Task.Delay(50));
+        }
+
+        Assert.Equal(0, await waiter);
+    }
+
+    [Theory]
+    [MemberData(nameof(AllKinds))]
+    public async Task SubmittingARequestTwiceWhileInFlightIsRefused(DeviceKind kind)
+    {
+        await using var t = TestDevice.Create(kind);
+        var d = t.Device;
+        using var buffer = new AlignedBuffer(d.Geometry.LogicalBlockSize);
+        using var queue = d.CreateQueue(4);
+        using var r = new BlockRequest { Handler = new CountingHandler() };
+        unsafe
+        {
+            r.SetReadWrite(BlockOperation.Read, 0, buffer.Pointer, buffer.Length);
+        }
+
+        queue.Submit(r);
+        Assert.Throws<InvalidOperationException>(() => queue.Submit(r));
+        Assert.Throws<InvalidOperationException>(() => r.Reset());
+        while (queue.InFlight > 0)
+        {
+            queue.Poll();
+        }
+
+        Assert.True(r.Succeeded);
+    }
+
+    private sealed class CountingHandler : IBlockCompletionHandler
+    {
+        public int Count;
+
+        public void OnCompleted(BlockRequest request) => Count++;
+    }
+}

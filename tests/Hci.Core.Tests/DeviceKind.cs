@@ -1,0 +1,12 @@
+namespace Hci.Core.Tests;
+
+public enum DeviceKind
+{
+    IoUring,
+    IoUringBuffered,
+    File,
+    Memory,
+    Null,
+    FaultPassThrough,
+    DelayPassThrough,
+}
