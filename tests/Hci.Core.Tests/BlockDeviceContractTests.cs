@@ -455,16 +455,26 @@ public sealed class BlockDeviceContractTests
     {
         await using var t = TestDevice.Create(kind);
         using var queue = t.Device.CreateQueue(4);
-        Assert.Equal(0, queue.Poll(1, 10));
-        Assert.Equal(0, queue.Poll()); // nothing in flight and no timeout: returns at once
-        var waiter = Task.Run(() => queue.Poll(1, 30_000));
-        await Task.Delay(50);
+        var polled = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var started = new ManualResetEventSlim();
+        var owner = new Thread(() =>
+        {
+            // A queue belongs to one thread: every poll happens here; only Wake comes from elsewhere.
+            Assert.Equal(0, queue.Poll(1, 10));
+            Assert.Equal(0, queue.Poll()); // nothing in flight and no timeout: returns at once
+            started.Set();
+            polled.SetResult(queue.Poll(1, 30_000));
+        });
+        owner.Start();
+        started.Wait();
+        var waiter = polled.Task;
         while (!waiter.IsCompleted)
         {
             queue.Wake();
             await Task.WhenAny(waiter, Task.Delay(50));
         }
 
+        owner.Join();
         Assert.Equal(0, await waiter);
     }
 

@@ -132,3 +132,60 @@ public sealed class EngineAndOptionsTests
         }
     }
 }
+
+public sealed class QueueOwnershipTests
+{
+    [Theory]
+    [MemberData(nameof(BlockDeviceContractTests.AllKinds), MemberType = typeof(BlockDeviceContractTests))]
+    public async Task UsingAQueueFromASecondThreadIsRefusedBeforeAnythingChanges(DeviceKind kind)
+    {
+        await using var t = TestDevice.Create(kind);
+        using var buffer = new Hci.Core.Buffers.AlignedBuffer(4096);
+        var queue = t.Device.CreateQueue(4);
+        var request = new Hci.Core.Blocks.BlockRequest { Handler = new Sink() };
+        unsafe
+        {
+            request.SetReadWrite(Hci.Core.Blocks.BlockOperation.Read, 0, buffer.Pointer, 4096);
+        }
+
+        var owner = new Thread(() =>
+        {
+            queue.Submit(request);
+            while (queue.InFlight > 0)
+            {
+                queue.Poll();
+            }
+        });
+        owner.Start();
+        owner.Join();
+        Assert.True(request.Succeeded);
+
+        Exception? second = null;
+        var other = new Thread(() =>
+        {
+            try
+            {
+                queue.Submit(request);
+            }
+            catch (Exception ex)
+            {
+                second = ex;
+            }
+        });
+        other.Start();
+        other.Join();
+        var error = Assert.IsType<InvalidOperationException>(second);
+        Assert.Contains("one thread", error.Message);
+        Assert.False(request.IsInFlight);
+        Assert.Equal(0, queue.InFlight);
+        queue.Dispose(); // nothing in flight: any thread may close it
+        request.Dispose();
+    }
+
+    private sealed class Sink : Hci.Core.Blocks.IBlockCompletionHandler
+    {
+        public void OnCompleted(Hci.Core.Blocks.BlockRequest request)
+        {
+        }
+    }
+}

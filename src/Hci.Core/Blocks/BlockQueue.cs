@@ -20,6 +20,7 @@ public abstract class BlockQueue : IDisposable
     private BlockRequest? _deferredTail;
     private int _deferredCount;
     private int _inFlight;
+    private int _owner;
     private bool _disposed;
 
     /// <summary>Creates the queue for <paramref name="device"/>.</summary>
@@ -49,6 +50,7 @@ public abstract class BlockQueue : IDisposable
     public void Submit(BlockRequest request)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        CheckOwner();
         request.BeginSubmit();
         _inFlight++;
         var error = _device.Validate(request, out int errno);
@@ -74,6 +76,7 @@ public abstract class BlockQueue : IDisposable
     public int Poll(int minCompletions = 1, int timeoutMilliseconds = Timeout.Infinite)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        CheckOwner();
         return PollInternal(minCompletions, timeoutMilliseconds);
     }
 
@@ -94,6 +97,11 @@ public abstract class BlockQueue : IDisposable
         if (_disposed)
         {
             return;
+        }
+
+        if (_inFlight > 0)
+        {
+            CheckOwner();
         }
 
         try
@@ -171,6 +179,28 @@ public abstract class BlockQueue : IDisposable
             PollInternal(_inFlight, Timeout.Infinite);
         }
     }
+
+    /// <summary>The first thread to submit or poll owns the queue; any other is refused before anything changes.</summary>
+    private void CheckOwner()
+    {
+        int current = Environment.CurrentManagedThreadId;
+        int owner = _owner;
+        if (owner == current)
+        {
+            return;
+        }
+
+        if (owner == 0)
+        {
+            _owner = current;
+            return;
+        }
+
+        ThrowNotOwner();
+    }
+
+    private static void ThrowNotOwner()
+        => throw new InvalidOperationException("A block queue was used from a thread other than the one that first used it; a queue belongs to one thread (create one queue per thread).");
 
     private int PollInternal(int minCompletions, int timeoutMilliseconds)
     {

@@ -20,6 +20,8 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
     private readonly BlockRequest?[] _slots;
     private readonly int[] _freeSlots;
     private readonly bool _extArg;
+    private readonly bool _deferTaskRun;
+    private bool _enabled;
     private int _freeCount;
     private BlockRequest? _heldHead;
     private BlockRequest? _heldTail;
@@ -39,6 +41,8 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
         try
         {
             _extArg = support.HasExtArg;
+            _deferTaskRun = support.DefersTaskRun;
+            _enabled = (support.SetupFlags & IORING_SETUP_R_DISABLED) == 0;
             int slotCount = Math.Min(depth, (int)_ring.SqEntries - 1);
             _slots = new BlockRequest?[slotCount];
             _freeSlots = new int[slotCount];
@@ -117,6 +121,11 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
 
     protected override void SubmitCore(BlockRequest request)
     {
+        if (!_enabled)
+        {
+            Enable();
+        }
+
         if (_freeCount == 0)
         {
             Hold(request);
@@ -124,10 +133,20 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
         }
 
         Start(request);
+
+        // Submit at once rather than at the next poll. Measured on a RAM-backed loop device at QD32 (the stack is
+        // the bottleneck there), eager submission gave about 1.4x the IOPS of submitting in the poll's batch: the
+        // device starts on a request while the rest of a completion batch is still being handled.
+        _ring.Enter(0, -1);
     }
 
     protected override int PollCore(int minCompletions, int timeoutMilliseconds)
     {
+        if (!_enabled)
+        {
+            Enable();
+        }
+
         int done = Reap();
         uint wait = done >= minCompletions ? 0u : (uint)(minCompletions - done);
 
@@ -147,14 +166,16 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
             wait = 0;
         }
 
-        if (wait == 0 && _ring.PendingSubmissions == 0)
+        // With deferred task work, completions reach the ring only inside io_uring_enter(GETEVENTS).
+        bool getEvents = _deferTaskRun && atDevice > 0;
+        if (wait == 0 && _ring.PendingSubmissions == 0 && !getEvents)
         {
             return done;
         }
 
         while (true)
         {
-            int rc = _ring.Enter(wait, _extArg ? timeoutMilliseconds : -1);
+            int rc = _ring.Enter(wait, _extArg ? timeoutMilliseconds : -1, getEvents);
             if (rc == 0 || rc == -Errno.ETIME)
             {
                 break;
@@ -178,6 +199,11 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
                 continue;
             }
 
+            if (rc == -17 /* EEXIST */)
+            {
+                throw new InvalidOperationException("A block queue was used from a thread other than the one that first used it; a queue belongs to one thread.");
+            }
+
             Environment.FailFast($"io_uring_enter failed unexpectedly: {Errno.Describe(-rc)}");
         }
 
@@ -190,6 +216,18 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
         // BlockQueue.Dispose has drained everything in flight; held requests were submitted as slots freed.
         ReleaseResources();
         base.Dispose(disposing);
+    }
+
+    /// <summary>Enables a ring created disabled: the calling thread becomes its single issuer.</summary>
+    private void Enable()
+    {
+        int rc = _ring.Register(IORING_REGISTER_ENABLE_RINGS, null, 0);
+        if (rc < 0)
+        {
+            throw new IOException($"Enabling an io_uring ring failed: {Errno.Describe(-rc)}.");
+        }
+
+        _enabled = true;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -24,6 +24,7 @@ internal static partial class Interop
 
     internal const uint IORING_SETUP_CQSIZE = 1U << 3;
     internal const uint IORING_SETUP_CLAMP = 1U << 4;
+    internal const uint IORING_SETUP_R_DISABLED = 1U << 6;
     internal const uint IORING_SETUP_SUBMIT_ALL = 1U << 7;
     internal const uint IORING_SETUP_COOP_TASKRUN = 1U << 8;
     internal const uint IORING_SETUP_SINGLE_ISSUER = 1U << 12;
@@ -44,6 +45,7 @@ internal static partial class Interop
     internal const uint IORING_REGISTER_FILES = 2;
     internal const uint IORING_UNREGISTER_FILES = 3;
     internal const uint IORING_REGISTER_PROBE = 8;
+    internal const uint IORING_REGISTER_ENABLE_RINGS = 12;
 
     internal const ulong IORING_OFF_SQ_RING = 0UL;
     internal const ulong IORING_OFF_CQ_RING = 0x8000000UL;

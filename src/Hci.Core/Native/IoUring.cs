@@ -131,12 +131,13 @@ internal sealed unsafe class IoUring : IDisposable
     /// <summary>Submits prepared SQEs and optionally waits for completions.</summary>
     /// <param name="minComplete">Completions to wait for (0: do not wait).</param>
     /// <param name="timeoutMilliseconds">Longest wait when waiting; infinite when negative.</param>
+    /// <param name="getEvents">Enter with GETEVENTS even without waiting, to run deferred completions.</param>
     /// <returns>0 or a negative errno (ETIME on timeout, EINTR when interrupted).</returns>
-    public int Enter(uint minComplete, int timeoutMilliseconds)
+    public int Enter(uint minComplete, int timeoutMilliseconds, bool getEvents = false)
     {
         uint toSubmit = _sqLocalTail - _sqSubmitted;
         Volatile.Write(ref *_sqTail, _sqLocalTail);
-        uint flags = minComplete > 0 ? IORING_ENTER_GETEVENTS : 0;
+        uint flags = minComplete > 0 || getEvents ? IORING_ENTER_GETEVENTS : 0;
         int rc;
         if (minComplete > 0 && timeoutMilliseconds >= 0)
         {

@@ -34,6 +34,9 @@ internal sealed class IoUringSupport
 
     public bool HasExtArg => (Features & IORING_FEAT_EXT_ARG) != 0;
 
+    /// <summary>Rings are single-issuer with deferred task work: completions appear only inside io_uring_enter(GETEVENTS).</summary>
+    public bool DefersTaskRun => (SetupFlags & IORING_SETUP_DEFER_TASKRUN) != 0;
+
     public bool Supports(byte op) => op < Ops.Length && Ops[op];
 
     private static IoUringSupport Probe()
@@ -61,6 +64,10 @@ internal sealed class IoUringSupport
 
         uint[] candidates =
         [
+            // Single issuer with deferred task work (Linux 6.1+): completions are posted only when the owner thread
+            // enters to wait, never by interrupting it. The ring starts disabled and its first user enables it,
+            // becoming the single issuer.
+            IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED,
             IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN,
             IORING_SETUP_COOP_TASKRUN,
             0,
