@@ -1,0 +1,211 @@
+using System.Diagnostics;
+using Hci.Core.Blocks;
+using Hci.Core.Buffers;
+using Hci.Core.Devices;
+
+namespace Hci.Bench;
+
+/// <summary>Runs one hci-bench invocation: opens the device, lays the file out, runs the jobs and reports.</summary>
+internal static class BenchRunner
+{
+    public static int Run(BenchOptions options, TextWriter output, TextWriter log)
+    {
+        bool existed = options.FileName != null && File.Exists(options.FileName);
+        long existingSize = existed ? new FileInfo(options.FileName!).Length : 0;
+        using var device = BlockDevices.Open(new BlockDeviceOptions
+        {
+            Engine = options.Engine,
+            Path = options.FileName,
+            Size = options.Size == 0 ? null : options.Size,
+            Direct = options.Direct,
+            LogicalBlockSize = Math.Min(4096, options.BlockSize & -options.BlockSize),
+            MaxTransferBytes = Math.Max(1 << 20, options.BlockSize),
+        });
+
+        if (options.BlockSize % device.Geometry.LogicalBlockSize != 0)
+        {
+            throw new ArgumentException($"--bs={options.BlockSize} is not a multiple of the device's {device.Geometry.LogicalBlockSize}-byte blocks");
+        }
+
+        if (options.FileName != null && device.Engine is "io_uring" or "file" && (!existed || existingSize < device.Geometry.Capacity) && !IsBlockDevice(options.FileName))
+        {
+            LayOut(device, options, existingSize, log);
+        }
+
+        var jobs = Enumerable.Range(0, options.NumJobs).Select(i => new Job(options, device, i)).ToArray();
+        using var ready = new Barrier(jobs.Length + 1);
+        foreach (var job in jobs)
+        {
+            job.Start(long.MaxValue, long.MaxValue, ready);
+        }
+
+        ready.SignalAndWait();
+        long start = Stopwatch.GetTimestamp();
+        long measureFrom = start + (long)(options.RampSeconds * Stopwatch.Frequency);
+        long stopAt = options.RuntimeSeconds > 0 ? measureFrom + (long)(options.RuntimeSeconds * Stopwatch.Frequency) : long.MaxValue;
+        foreach (var job in jobs)
+        {
+            job.SetWindow(measureFrom, stopAt);
+        }
+
+        WaitUntil(measureFrom, jobs);
+        long allocStart = GC.GetTotalAllocatedBytes(precise: true);
+        var cpuStart = Environment.CpuUsage;
+        long windowStart = Stopwatch.GetTimestamp();
+        WaitUntil(stopAt, jobs);
+        long windowEnd = Math.Min(Stopwatch.GetTimestamp(), stopAt);
+        var cpuEnd = Environment.CpuUsage;
+        long allocEnd = GC.GetTotalAllocatedBytes(precise: true);
+        foreach (var job in jobs)
+        {
+            job.Stop();
+        }
+
+        foreach (var job in jobs)
+        {
+            job.Thread!.Join();
+        }
+
+        var reads = new LatencyHistogram();
+        var writes = new LatencyHistogram();
+        foreach (var job in jobs)
+        {
+            reads.Add(job.Reads);
+            writes.Add(job.Writes);
+        }
+
+        long ios = reads.Count + writes.Count;
+        var result = new BenchResult
+        {
+            Options = options,
+            Engine = device.Engine,
+            Reads = reads,
+            Writes = writes,
+            Seconds = Math.Max(1e-9, (windowEnd - windowStart) / (double)Stopwatch.Frequency),
+            AllocBytesPerIo = ios == 0 ? 0 : (allocEnd - allocStart) / (double)ios,
+            CpuNsPerIo = ios == 0 ? 0 : (cpuEnd.TotalTime - cpuStart.TotalTime).TotalNanoseconds / ios,
+            UserCpu = cpuEnd.UserTime - cpuStart.UserTime,
+            SystemCpu = cpuEnd.PrivilegedTime - cpuStart.PrivilegedTime,
+            Errors = jobs.Sum(j => j.Errors),
+            FirstError = jobs.Select(j => j.FirstError).FirstOrDefault(e => e != null),
+        };
+
+        if (options.Json)
+        {
+            output.WriteLine(result.ToJson());
+        }
+        else
+        {
+            output.Write(result.ToText());
+        }
+
+        if (result.Errors > 0)
+        {
+            log.WriteLine($"hci-bench: {result.Errors} I/O error(s); first: {result.FirstError}");
+            return 1;
+        }
+
+        return 0;
+    }
+
+    private static void WaitUntil(long timestamp, Job[] jobs)
+    {
+        while (true)
+        {
+            if (jobs.All(j => j.Done))
+            {
+                return;
+            }
+
+            long now = Stopwatch.GetTimestamp();
+            if (now >= timestamp)
+            {
+                return;
+            }
+
+            double ms = (timestamp - now) * 1000.0 / Stopwatch.Frequency;
+            Thread.Sleep((int)Math.Clamp(ms, 1, 100));
+        }
+    }
+
+    private static bool IsBlockDevice(string path) => path.StartsWith("/dev/", StringComparison.Ordinal);
+
+    private static unsafe void LayOut(BlockDevice device, BenchOptions options, long from, TextWriter log)
+    {
+        // Like fio, write the file out before measuring, so that reads hit the device rather than holes.
+        const int chunk = 1 << 20;
+        long capacity = device.Geometry.Capacity;
+        from -= from % chunk;
+        if (!options.Json)
+        {
+            log.Write($"hci-bench: laying out {options.FileName} ({capacity >> 20} MiB)");
+        }
+
+        using var queue = device.CreateQueue(4);
+        using var pool = new AlignedBufferPool(chunk, 4);
+        var handler = new LayoutHandler();
+        var requests = Enumerable.Range(0, 4).Select(_ => new BlockRequest { Handler = handler, UserState = pool.Rent() }).ToArray();
+        foreach (var r in requests)
+        {
+            Random.Shared.NextBytes(((AlignedBuffer)r.UserState!).Span);
+        }
+
+        long offset = from;
+        int lastPercent = -1;
+        while (offset < capacity || queue.InFlight > 0)
+        {
+            while (offset < capacity && queue.InFlight < requests.Length)
+            {
+                var r = Array.Find(requests, x => !x.IsInFlight)!;
+                int length = (int)Math.Min(chunk, capacity - offset);
+                r.SetReadWrite(BlockOperation.Write, offset, ((AlignedBuffer)r.UserState!).Pointer, length);
+                queue.Submit(r);
+                offset += length;
+            }
+
+            queue.Poll(1);
+            if (handler.Error != null)
+            {
+                throw new IOException($"laying out {options.FileName} failed: {handler.Error}");
+            }
+
+            int percent = (int)(offset * 100 / capacity);
+            if (!options.Json && percent / 10 != lastPercent / 10)
+            {
+                log.Write($" {percent}%");
+                lastPercent = percent;
+            }
+        }
+
+        requests[0].SetRange(BlockOperation.Flush, 0, 0);
+        queue.Submit(requests[0]);
+        while (queue.InFlight > 0)
+        {
+            queue.Poll(1);
+        }
+
+        if (!options.Json)
+        {
+            log.WriteLine(" done");
+        }
+
+        foreach (var r in requests)
+        {
+            r.Dispose();
+        }
+    }
+}
+
+/// <summary>Notes the first failure while the file is laid out.</summary>
+internal sealed class LayoutHandler : IBlockCompletionHandler
+{
+    public string? Error { get; private set; }
+
+    public void OnCompleted(BlockRequest request)
+    {
+        if (!request.Succeeded)
+        {
+            Error ??= request.ToException("layout")?.Message;
+        }
+    }
+}
