@@ -62,6 +62,12 @@ public sealed unsafe class BlockRequest : IValueTaskSource<int>, IDisposable
     /// <summary>Called on completion; when null, completion goes to the request's value-task source.</summary>
     public IBlockCompletionHandler? Handler { get; set; }
 
+    /// <summary>Who issued the request, for schedulers. Kept by <see cref="Reset"/>: a front-end sets it once per request object.</summary>
+    public IoClass Class { get; set; }
+
+    /// <summary>The tenant (volume, guest or session) the request belongs to, for schedulers; kept by <see cref="Reset"/>.</summary>
+    public int Tenant { get; set; }
+
     /// <summary>Free for the owner: a reference to find its own state from the request.</summary>
     public object? UserState { get; set; }
 

@@ -53,6 +53,8 @@ public abstract class DecoratorQueue : BlockQueue, IBlockCompletionHandler
         shadow.Operation = request.Operation;
         shadow.Flags = request.Flags;
         shadow.Offset = request.Offset;
+        shadow.Class = request.Class;
+        shadow.Tenant = request.Tenant;
         shadow.Handler = this;
         shadow.UserState = request;
         foreach (var s in request.Segments)

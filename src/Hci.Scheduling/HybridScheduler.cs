@@ -1,0 +1,353 @@
+using Hci.Core.Blocks;
+
+namespace Hci.Scheduling;
+
+/// <summary>
+/// The scheduler the paper proposes for a node shared by VMs and containers: not fair, but best for the node.
+/// Container I/O (no I/O virtualization, far faster) is served first; while containers press, VM tenants are
+/// throttled to a small share that adapts to the device's rate and the number of busy VMs, and their waiting
+/// I/O is released in batches. A VM never starves (a floor rate per VM and a bound on the delay added to any
+/// I/O), and when containers are idle VMs run as under FIFO. Background work gets what is left, above a floor.
+/// </summary>
+/// <typeparam name="T">The caller's handle for an I/O.</typeparam>
+public sealed class HybridScheduler<T> : IoScheduler<T>
+    where T : class
+{
+    private readonly HybridSchedulerOptions _options;
+    private readonly long _maxDelayNs;
+    private readonly long _holdNs;
+    private readonly TenantTable<VmTenant> _vms;
+    private readonly Queue<(T Item, IoDescriptor Io)> _containers = new(256);
+    private readonly Queue<(T Item, IoDescriptor Io)> _background = new(64);
+    private TokenBucket _backgroundFloor;
+    private int _containerOutstanding;
+    private int _vmWaiting;
+    private int _busyVms;
+    private int _cursor;
+    private long _pressedUntilNs = long.MinValue;
+    private double _containerLatencyNs;
+    private double _deviceRate;
+    private long _rateWindowStartNs = long.MinValue;
+    private long _rateWindowCompletions;
+
+    /// <summary>Creates the scheduler.</summary>
+    /// <param name="options">Options; validated here.</param>
+    public HybridScheduler(HybridSchedulerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _options = options;
+        _maxDelayNs = (long)options.MaxAddedDelay.TotalNanoseconds;
+        _holdNs = (long)options.PressureHold.TotalNanoseconds;
+        _vms = new TenantTable<VmTenant>(_ => new VmTenant(options.VmFloorIops, options.VmBatchSize));
+        _backgroundFloor = new TokenBucket(options.BackgroundFloorIops, 1);
+    }
+
+    /// <inheritdoc/>
+    public override string Name => "hybrid";
+
+    /// <inheritdoc/>
+    public override int Count => _containers.Count + _vmWaiting + _background.Count;
+
+    /// <summary>The device's completion rate as last measured, in I/Os per second.</summary>
+    public double MeasuredDeviceRate => _deviceRate;
+
+    /// <summary>True when containers press at <paramref name="nowNs"/>, so VMs are throttled.</summary>
+    /// <param name="nowNs">The current time.</param>
+    /// <returns>Whether containers press.</returns>
+    public bool ContainersPressing(long nowNs)
+    {
+        bool pressing = _containerOutstanding >= _options.ContainerPressureDepth
+            || (_options.ContainerLatencyThreshold > TimeSpan.Zero && _containerOutstanding > 0 && _containerLatencyNs > _options.ContainerLatencyThreshold.TotalNanoseconds);
+        if (pressing)
+        {
+            _pressedUntilNs = nowNs + _holdNs;
+            return true;
+        }
+
+        return nowNs < _pressedUntilNs;
+    }
+
+    /// <inheritdoc/>
+    public override void Enqueue(T item, in IoDescriptor io)
+    {
+        switch (io.Class)
+        {
+            case IoClass.Container:
+                _containers.Enqueue((item, io));
+                _containerOutstanding++;
+                break;
+            case IoClass.Background:
+                _background.Enqueue((item, io));
+                break;
+            default:
+                var vm = _vms.Get(io.Tenant);
+                if (vm.Queue.Count == 0)
+                {
+                    _busyVms++;
+                }
+
+                vm.Queue.Enqueue((item, io));
+                _vmWaiting++;
+                break;
+        }
+    }
+
+    /// <inheritdoc/>
+    public override bool TryDequeue(long nowNs, out T item, out IoDescriptor io)
+    {
+        // 1. A VM I/O at its delay bound goes first: the bound is a promise.
+        var overdue = FindOverdueVm(nowNs);
+        if (overdue != null)
+        {
+            return TakeVm(overdue, nowNs, out item, out io);
+        }
+
+        // 2. Background work at its floor rate, so rebuilds finish even on a busy node.
+        if (_background.Count > 0 && _options.BackgroundFloorIops > 0 && _backgroundFloor.CanSpend(1, nowNs))
+        {
+            _backgroundFloor.Spend(1, nowNs);
+            return Take(_background, out item, out io);
+        }
+
+        // 3. While containers press, each VM's throttled share goes when its tokens allow, a batch at a time;
+        //    it goes ahead of containers, or a saturating container load would leave VMs only their delay bound.
+        bool pressing = ContainersPressing(nowNs);
+        if (pressing && _vmWaiting > 0)
+        {
+            UpdateVmRates();
+            int n = _vms.Count;
+            for (int i = 0; i < n; i++)
+            {
+                var vm = _vms[(_cursor + i) % n];
+                if (vm.Queue.Count == 0)
+                {
+                    continue;
+                }
+
+                if (vm.BatchLeft > 0 || vm.Bucket.CanSpend(Math.Min(vm.Queue.Count, _options.VmBatchSize), nowNs))
+                {
+                    if (vm.BatchLeft == 0)
+                    {
+                        vm.BatchLeft = Math.Min(vm.Queue.Count, _options.VmBatchSize);
+                        vm.Bucket.Spend(vm.BatchLeft, nowNs);
+                        vm.Batches++;
+                    }
+
+                    _cursor = (_cursor + i) % n;
+                    return TakeVm(vm, nowNs, out item, out io);
+                }
+            }
+        }
+
+        // 4. Containers.
+        if (_containers.Count > 0)
+        {
+            return Take(_containers, out item, out io);
+        }
+
+        // 5. VMs at full speed when containers are quiet: work-conserving.
+        if (!pressing && _vmWaiting > 0)
+        {
+            return TakeVm(NextBusyVm(), nowNs, out item, out io);
+        }
+
+        // 6. Background work takes what is left.
+        if (_background.Count > 0 && !pressing && _vmWaiting == 0)
+        {
+            return Take(_background, out item, out io);
+        }
+
+        item = null!;
+        io = default;
+        return false;
+    }
+
+    /// <inheritdoc/>
+    public override long NextEligibleNs(long nowNs)
+    {
+        if (_containers.Count > 0)
+        {
+            return nowNs;
+        }
+
+        // (VM batches that are due are found below.)
+
+        long next = long.MaxValue;
+        if (_background.Count > 0)
+        {
+            next = _options.BackgroundFloorIops > 0 ? _backgroundFloor.ReadyAt(1, nowNs) : next;
+            if (!ContainersPressing(nowNs) && _vmWaiting == 0)
+            {
+                return nowNs;
+            }
+        }
+
+        if (_vmWaiting > 0)
+        {
+            if (!ContainersPressing(nowNs))
+            {
+                return nowNs;
+            }
+
+            for (int i = 0; i < _vms.Count; i++)
+            {
+                var vm = _vms[i];
+                if (vm.Queue.Count == 0)
+                {
+                    continue;
+                }
+
+                long due = vm.Queue.Peek().Io.EnqueuedNs + _maxDelayNs;
+                long ready = vm.BatchLeft > 0 ? nowNs : vm.Bucket.ReadyAt(Math.Min(vm.Queue.Count, _options.VmBatchSize), nowNs);
+                next = Math.Min(next, Math.Min(due, ready));
+            }
+
+            // Pressure may end before then, and VMs would run at once.
+            next = Math.Min(next, Math.Max(nowNs, _pressedUntilNs));
+        }
+
+        return next;
+    }
+
+    /// <inheritdoc/>
+    public override void OnCompleted(in IoDescriptor io, long nowNs)
+    {
+        if (io.Class == IoClass.Container)
+        {
+            _containerOutstanding--;
+            double latency = nowNs - io.EnqueuedNs;
+            _containerLatencyNs = _containerLatencyNs == 0 ? latency : (_containerLatencyNs * 0.95) + (latency * 0.05);
+        }
+
+        // The device's rate over windows of 10 ms, smoothed: the base of the VMs' share.
+        if (_rateWindowStartNs == long.MinValue)
+        {
+            _rateWindowStartNs = nowNs;
+        }
+
+        _rateWindowCompletions++;
+        long elapsed = nowNs - _rateWindowStartNs;
+        if (elapsed >= 10_000_000)
+        {
+            double rate = _rateWindowCompletions * 1e9 / elapsed;
+            _deviceRate = _deviceRate == 0 ? rate : (_deviceRate * 0.7) + (rate * 0.3);
+            _rateWindowStartNs = nowNs;
+            _rateWindowCompletions = 0;
+        }
+    }
+
+    /// <inheritdoc/>
+    public override bool IsThrottled(int tenant, long nowNs)
+    {
+        if (!ContainersPressing(nowNs) || !_vms.TryGet(tenant, out var vm))
+        {
+            return false;
+        }
+
+        return vm.BatchLeft == 0 && !vm.Bucket.CanSpend(Math.Min(Math.Max(1, vm.Queue.Count), _options.VmBatchSize), nowNs);
+    }
+
+    /// <summary>Batches released to <paramref name="tenant"/> while throttled (each a single release of up to <see cref="HybridSchedulerOptions.VmBatchSize"/> I/Os).</summary>
+    /// <param name="tenant">A VM tenant.</param>
+    /// <returns>The count.</returns>
+    public long BatchesReleased(int tenant) => _vms.TryGet(tenant, out var vm) ? vm.Batches : 0;
+
+    private void UpdateVmRates()
+    {
+        double share = _deviceRate * _options.VmShareWhenPressed / Math.Max(1, _busyVms);
+        double rate = Math.Max(_options.VmFloorIops, share);
+        for (int i = 0; i < _vms.Count; i++)
+        {
+            _vms[i].Bucket.RatePerSecond = rate;
+        }
+    }
+
+    private VmTenant? FindOverdueVm(long nowNs)
+    {
+        if (_vmWaiting == 0)
+        {
+            return null;
+        }
+
+        VmTenant? oldest = null;
+        long oldestAt = long.MaxValue;
+        for (int i = 0; i < _vms.Count; i++)
+        {
+            var vm = _vms[i];
+            if (vm.Queue.Count > 0)
+            {
+                long at = vm.Queue.Peek().Io.EnqueuedNs;
+                if (at < oldestAt)
+                {
+                    oldest = vm;
+                    oldestAt = at;
+                }
+            }
+        }
+
+        return oldest != null && nowNs - oldestAt >= _maxDelayNs ? oldest : null;
+    }
+
+    private VmTenant NextBusyVm()
+    {
+        int n = _vms.Count;
+        for (int i = 0; i < n; i++)
+        {
+            int slot = (_cursor + i) % n;
+            if (_vms[slot].Queue.Count > 0)
+            {
+                _cursor = (slot + 1) % n;
+                return _vms[slot];
+            }
+        }
+
+        throw new InvalidOperationException("No VM I/O waits.");
+    }
+
+    private bool TakeVm(VmTenant vm, long nowNs, out T item, out IoDescriptor io)
+    {
+        var entry = vm.Queue.Dequeue();
+        _vmWaiting--;
+        if (vm.Queue.Count == 0)
+        {
+            _busyVms--;
+            vm.BatchLeft = 0;
+        }
+        else if (vm.BatchLeft > 0)
+        {
+            vm.BatchLeft--;
+        }
+
+        long delay = nowNs - entry.Io.EnqueuedNs;
+        if (delay > vm.MaxDelayNs)
+        {
+            vm.MaxDelayNs = delay;
+        }
+
+        item = entry.Item;
+        io = entry.Io;
+        return true;
+    }
+
+    private static bool Take(Queue<(T Item, IoDescriptor Io)> queue, out T item, out IoDescriptor io)
+    {
+        var entry = queue.Dequeue();
+        item = entry.Item;
+        io = entry.Io;
+        return true;
+    }
+
+    private sealed class VmTenant(double floor, int batch)
+    {
+        public Queue<(T Item, IoDescriptor Io)> Queue { get; } = new(128);
+
+        public TokenBucket Bucket = new(floor, Math.Max(batch, 1));
+
+        public int BatchLeft;
+
+        public long Batches;
+
+        public long MaxDelayNs;
+    }
+}

@@ -1,0 +1,176 @@
+namespace Hci.Scheduling;
+
+/// <summary>
+/// mClock (Gulati, Merchant and Varman, OSDI 2010): every tenant gets its reservation first (constraint-based
+/// phase, smallest reservation tag due), then what is left is shared in proportion to the weights among
+/// tenants under their limit (weight-based phase, smallest proportional tag). Tags are set when an I/O
+/// reaches the head of its tenant's queue, and an I/O's cost grows with its size.
+/// </summary>
+/// <typeparam name="T">The caller's handle for an I/O.</typeparam>
+public sealed class MClockScheduler<T> : IoScheduler<T>
+    where T : class
+{
+    private readonly MClockSchedulerOptions _options;
+    private readonly TenantTable<Tenant> _tenants;
+    private int _count;
+
+    /// <summary>Creates the scheduler.</summary>
+    /// <param name="options">Shares; validated here.</param>
+    public MClockScheduler(MClockSchedulerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _options = options;
+        _tenants = new TenantTable<Tenant>(id => new Tenant(options.Tenants.TryGetValue(id, out var s) ? s : options.Default));
+    }
+
+    /// <inheritdoc/>
+    public override string Name => "mclock";
+
+    /// <summary>I/Os dispatched in the constraint-based (reservation) phase so far.</summary>
+    public long ReservationDispatches { get; private set; }
+
+    /// <inheritdoc/>
+    public override int Count => _count;
+
+    /// <inheritdoc/>
+    public override void Enqueue(T item, in IoDescriptor io)
+    {
+        var t = _tenants.Get(io.Tenant);
+        t.Queue.Enqueue((item, io));
+        _count++;
+        if (t.Queue.Count == 1)
+        {
+            TagHead(t, io.EnqueuedNs);
+        }
+    }
+
+    /// <inheritdoc/>
+    public override bool TryDequeue(long nowNs, out T item, out IoDescriptor io)
+    {
+        double now = nowNs / 1e9;
+        Tenant? best = null;
+
+        // Constraint-based phase: the most overdue reservation.
+        for (int i = 0; i < _tenants.Count; i++)
+        {
+            var t = _tenants[i];
+            if (t.Queue.Count > 0 && t.HeadR <= now && (best == null || t.HeadR < best.HeadR))
+            {
+                best = t;
+            }
+        }
+
+        bool reservation = best != null;
+        if (best == null)
+        {
+            // Weight-based phase: the smallest proportional tag among tenants under their limit.
+            for (int i = 0; i < _tenants.Count; i++)
+            {
+                var t = _tenants[i];
+                if (t.Queue.Count > 0 && t.HeadL <= now && (best == null || t.HeadP < best.HeadP))
+                {
+                    best = t;
+                }
+            }
+        }
+
+        if (best == null)
+        {
+            item = null!;
+            io = default;
+            return false;
+        }
+
+        var entry = best.Queue.Dequeue();
+        _count--;
+        if (reservation)
+        {
+            best.LastR = best.HeadR;
+            ReservationDispatches++;
+        }
+
+        // A weight-based dispatch leaves the reservation tag where it was, so it does not count against the reservation.
+        best.LastL = best.HeadL;
+        best.LastP = best.HeadP;
+        if (best.Queue.Count > 0)
+        {
+            TagHead(best, nowNs);
+        }
+
+        item = entry.Item;
+        io = entry.Io;
+        return true;
+    }
+
+    /// <inheritdoc/>
+    public override long NextEligibleNs(long nowNs)
+    {
+        double next = double.MaxValue;
+        for (int i = 0; i < _tenants.Count; i++)
+        {
+            var t = _tenants[i];
+            if (t.Queue.Count > 0)
+            {
+                next = Math.Min(next, Math.Min(t.HeadR, t.HeadL));
+            }
+        }
+
+        return next == double.MaxValue ? long.MaxValue : Math.Max(nowNs, (long)Math.Ceiling(next * 1e9));
+    }
+
+    /// <inheritdoc/>
+    public override bool IsThrottled(int tenant, long nowNs)
+        => _tenants.TryGet(tenant, out var t) && t.Queue.Count > 0 && t.HeadL > nowNs / 1e9 && t.HeadR > nowNs / 1e9;
+
+    private void TagHead(Tenant t, long arrivalNs)
+    {
+        var io = t.Queue.Peek().Io;
+        double cost = io.Length <= _options.CostIoSize ? 1 : (double)io.Length / _options.CostIoSize;
+        // Tags follow the I/O's own arrival, so a backlogged tenant that fell behind its reservation catches up.
+        _ = arrivalNs;
+        double arrival = io.EnqueuedNs / 1e9;
+        t.HeadR = t.Share.Reservation > 0 ? Math.Max(t.LastR + (cost / t.Share.Reservation), arrival) : double.MaxValue;
+        t.HeadL = t.Share.Limit > 0 ? Math.Max(t.LastL + (cost / t.Share.Limit), arrival) : double.MinValue;
+
+        // Proportional tags start from the smallest tag of the tenants already waiting, so a tenant that was idle
+        // neither banks credit nor is pushed behind (start-time fair queueing's virtual time).
+        double start = t.LastP;
+        double virtualNow = MinWaitingP(t);
+        if (virtualNow != double.MaxValue && start < virtualNow)
+        {
+            start = virtualNow;
+        }
+
+        t.HeadP = start + (cost / t.Share.Weight);
+    }
+
+    private double MinWaitingP(Tenant except)
+    {
+        double min = double.MaxValue;
+        for (int i = 0; i < _tenants.Count; i++)
+        {
+            var t = _tenants[i];
+            if (t != except && t.Queue.Count > 0)
+            {
+                min = Math.Min(min, t.HeadP - (1 / t.Share.Weight));
+            }
+        }
+
+        return min;
+    }
+
+    private sealed class Tenant(MClockTenant share)
+    {
+        public MClockTenant Share { get; } = share;
+
+        public Queue<(T Item, IoDescriptor Io)> Queue { get; } = new(64);
+
+        public double LastR;
+        public double LastL;
+        public double LastP;
+        public double HeadR;
+        public double HeadL;
+        public double HeadP;
+    }
+}
