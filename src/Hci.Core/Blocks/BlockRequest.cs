@@ -68,6 +68,12 @@ public sealed unsafe class BlockRequest : IValueTaskSource<int>, IDisposable
     /// <summary>The tenant (volume, guest or session) the request belongs to, for schedulers; kept by <see cref="Reset"/>.</summary>
     public int Tenant { get; set; }
 
+    /// <summary>
+    /// Used by a scheduling layer while the request is in its hands (the time it arrived, in that layer's clock);
+    /// owners leave it alone.
+    /// </summary>
+    public long SchedulerTimestamp { get; set; }
+
     /// <summary>Free for the owner: a reference to find its own state from the request.</summary>
     public object? UserState { get; set; }
 

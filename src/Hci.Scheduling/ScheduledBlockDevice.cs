@@ -1,0 +1,131 @@
+using System.Diagnostics;
+using Hci.Core.Blocks;
+using Hci.Core.Devices.Decorators;
+
+namespace Hci.Scheduling;
+
+/// <summary>
+/// A device whose queues pass every request through a scheduler before the inner device: each queue runs its
+/// own scheduler instance on its owner thread (no locks), keeps at most its depth of requests at the device,
+/// and exposes the scheduler's "throttled now" signal to the front-end. Without a scheduler configured, use the
+/// inner device directly: the decorator is the only cost.
+/// </summary>
+public sealed class ScheduledBlockDevice : BlockDeviceDecorator
+{
+    private readonly SchedulerOptions _options;
+
+    /// <summary>Wraps <paramref name="inner"/>.</summary>
+    /// <param name="inner">The device that carries the I/O.</param>
+    /// <param name="options">Which scheduler; validated here.</param>
+    /// <param name="ownsInner">Dispose the inner device with this one.</param>
+    public ScheduledBlockDevice(BlockDevice inner, SchedulerOptions options, bool ownsInner = true)
+        : base(inner, ownsInner)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _options = options;
+    }
+
+    /// <summary>The scheduler settings.</summary>
+    public SchedulerOptions Options => _options;
+
+    /// <inheritdoc/>
+    protected override BlockQueue CreateQueueCore(int depth) => new ScheduledBlockQueue(this, _options.Create<BlockRequest>(), depth);
+}
+
+/// <summary>A queue of <see cref="ScheduledBlockDevice"/>: requests wait in its scheduler until it lets them go.</summary>
+public sealed class ScheduledBlockQueue : DecoratorQueue
+{
+    private static readonly double s_nsPerTick = 1e9 / Stopwatch.Frequency;
+    private readonly IoScheduler<BlockRequest> _scheduler;
+    private readonly int _maxAtDevice;
+    private readonly long _startTicks = Stopwatch.GetTimestamp();
+    private int _atDevice;
+
+    internal ScheduledBlockQueue(ScheduledBlockDevice device, IoScheduler<BlockRequest> scheduler, int depth)
+        : base(device, device.Inner, depth)
+    {
+        _scheduler = scheduler;
+        _maxAtDevice = depth;
+    }
+
+    /// <summary>The scheduler this queue runs.</summary>
+    public IoScheduler<BlockRequest> Scheduler => _scheduler;
+
+    /// <summary>Requests waiting in the scheduler.</summary>
+    public int Waiting => _scheduler.Count;
+
+    /// <summary>The scheduler clock: nanoseconds since the queue was made.</summary>
+    public long NowNs => (long)((Stopwatch.GetTimestamp() - _startTicks) * s_nsPerTick);
+
+    /// <summary>True when the scheduler is holding <paramref name="tenant"/>'s I/O back now; a front-end may then leave that tenant's work at the edge.</summary>
+    /// <param name="tenant">The tenant.</param>
+    /// <returns>Whether it is throttled.</returns>
+    public bool IsThrottled(int tenant) => _scheduler.IsThrottled(tenant, NowNs);
+
+    /// <inheritdoc/>
+    protected override void SubmitCore(BlockRequest request)
+    {
+        long now = NowNs;
+        request.SchedulerTimestamp = now;
+        _scheduler.Enqueue(request, new IoDescriptor(request.Class, request.Tenant, request.Operation, request.Offset, request.Length, now));
+        Pump(now);
+    }
+
+    /// <inheritdoc/>
+    protected override int PollCore(int minCompletions, int timeoutMilliseconds)
+    {
+        int before = InFlight;
+        long deadline = timeoutMilliseconds < 0 ? long.MaxValue : NowNs + (timeoutMilliseconds * 1_000_000L);
+        while (true)
+        {
+            long now = NowNs;
+            Pump(now);
+            int done = before - InFlight;
+            int wantMore = minCompletions - done;
+            if (wantMore <= 0 || now >= deadline)
+            {
+                InnerQueue.Poll(0, 0);
+                Pump(NowNs);
+                return before - InFlight;
+            }
+
+            // Wait for the device, or for the scheduler's next release, whichever comes first.
+            long until = deadline;
+            if (_scheduler.Count > 0 && _atDevice < _maxAtDevice)
+            {
+                until = Math.Min(until, _scheduler.NextEligibleNs(now));
+            }
+
+            if (_atDevice == 0 && until == long.MaxValue)
+            {
+                return before - InFlight; // nothing at the device, nothing the scheduler will release: do not wait forever
+            }
+
+            int waitMs = until == long.MaxValue ? Timeout.Infinite : (int)Math.Clamp((until - now + 999_999) / 1_000_000, 0, int.MaxValue);
+            int arrived = InnerQueue.Poll(_atDevice > 0 ? 1 : 0, waitMs);
+            if (arrived == 0 && waitMs != 0 && NowNs < until)
+            {
+                return before - InFlight; // woken
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void OnInnerCompleted(BlockRequest request, int result, BlockError error)
+    {
+        _atDevice--;
+        long now = NowNs;
+        _scheduler.OnCompleted(new IoDescriptor(request.Class, request.Tenant, request.Operation, request.Offset, request.Length, request.SchedulerTimestamp), now);
+        Complete(request, result, error);
+    }
+
+    private void Pump(long now)
+    {
+        while (_atDevice < _maxAtDevice && _scheduler.TryDequeue(now, out var request, out _))
+        {
+            _atDevice++;
+            Forward(request);
+        }
+    }
+}
