@@ -130,7 +130,7 @@ internal static class BenchRunner
 
     private static bool IsBlockDevice(string path) => path.StartsWith("/dev/", StringComparison.Ordinal);
 
-    private static unsafe void LayOut(BlockDevice device, BenchOptions options, long from, TextWriter log)
+    internal static unsafe void LayOut(BlockDevice device, BenchOptions options, long from, TextWriter log)
     {
         // Like fio, write the file out before measuring, so that reads hit the device rather than holes.
         const int chunk = 1 << 20;

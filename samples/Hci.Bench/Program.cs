@@ -1,5 +1,28 @@
 using Hci.Bench;
 
+if (args.Length > 0 && args[0] == "contention")
+{
+    try
+    {
+        return ContentionRunner.Run(ContentionOptions.Parse(args[1..]), Console.Out, Console.Error);
+    }
+    catch (BenchHelpException)
+    {
+        Console.WriteLine(ContentionOptions.Usage);
+        return 0;
+    }
+    catch (BenchUsageException ex)
+    {
+        Console.Error.WriteLine($"hci-bench contention: {ex.Message}");
+        return 2;
+    }
+    catch (Exception ex) when (ex is IOException or ArgumentException or PlatformNotSupportedException)
+    {
+        Console.Error.WriteLine($"hci-bench contention: {ex.Message}");
+        return 1;
+    }
+}
+
 BenchOptions options;
 try
 {
