@@ -67,7 +67,10 @@ public sealed class ScheduledBlockQueue : DecoratorQueue
     protected override void SubmitCore(BlockRequest request)
     {
         long now = NowNs;
-        request.SchedulerTimestamp = now;
+
+        // The low bit notes whether the tenant was throttled on arrival (for the throttled-time meter).
+        bool throttled = SchedulingMetrics.Enabled && _scheduler.IsThrottled(request.Tenant, now);
+        request.SchedulerTimestamp = (now & ~1L) | (throttled ? 1L : 0L);
         _scheduler.Enqueue(request, new IoDescriptor(request.Class, request.Tenant, request.Operation, request.Offset, request.Length, now));
         Pump(now);
     }
@@ -116,15 +119,27 @@ public sealed class ScheduledBlockQueue : DecoratorQueue
     {
         _atDevice--;
         long now = NowNs;
-        _scheduler.OnCompleted(new IoDescriptor(request.Class, request.Tenant, request.Operation, request.Offset, request.Length, request.SchedulerTimestamp), now);
+        _scheduler.OnCompleted(new IoDescriptor(request.Class, request.Tenant, request.Operation, request.Offset, request.Length, request.SchedulerTimestamp & ~1L), now);
         Complete(request, result, error);
     }
 
     private void Pump(long now)
     {
-        while (_atDevice < _maxAtDevice && _scheduler.TryDequeue(now, out var request, out _))
+        bool metrics = SchedulingMetrics.Enabled;
+        while (_atDevice < _maxAtDevice && _scheduler.TryDequeue(now, out var request, out var io))
         {
             _atDevice++;
+            if (metrics)
+            {
+                long queued = now - io.EnqueuedNs;
+                SchedulingMetrics.RecordDispatch(io.Class, io.Tenant, io.Length, queued);
+                if ((request.SchedulerTimestamp & 1) != 0)
+                {
+                    // The tenant was throttled when this I/O arrived: its wait is throttled time.
+                    SchedulingMetrics.RecordThrottled(io.Class, io.Tenant, queued);
+                }
+            }
+
             Forward(request);
         }
     }
