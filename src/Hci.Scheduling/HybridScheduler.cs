@@ -29,6 +29,12 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
     private double _deviceRate;
     private long _rateWindowStartNs = long.MinValue;
     private long _rateWindowCompletions;
+    private long _earliestOverdueNs = long.MaxValue;
+    private double _vmRate;
+    private long _nextVmReadyNs;
+    private VmTenant? _batchVm;
+    private int _rateBusyVms = -1;
+    private double _rateDevice = -1;
 
     /// <summary>Creates the scheduler.</summary>
     /// <param name="options">Options; validated here.</param>
@@ -85,10 +91,12 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
                 if (vm.Queue.Count == 0)
                 {
                     _busyVms++;
+                    _nextVmReadyNs = 0; // a newly busy VM may be ready at once
                 }
 
                 vm.Queue.Enqueue((item, io));
                 _vmWaiting++;
+                _earliestOverdueNs = Math.Min(_earliestOverdueNs, vm.Queue.Peek().Io.EnqueuedNs + _maxDelayNs);
                 break;
         }
     }
@@ -116,27 +124,40 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
         if (pressing && _vmWaiting > 0)
         {
             UpdateVmRates();
-            int n = _vms.Count;
-            for (int i = 0; i < n; i++)
+            if (_batchVm != null && _batchVm.BatchLeft > 0 && _batchVm.Queue.Count > 0)
             {
-                var vm = _vms[(_cursor + i) % n];
-                if (vm.Queue.Count == 0)
-                {
-                    continue;
-                }
+                return TakeVm(_batchVm, nowNs, out item, out io);
+            }
 
-                if (vm.BatchLeft > 0 || vm.Bucket.CanSpend(Math.Min(vm.Queue.Count, _options.VmBatchSize), nowNs))
+            // Scan only when some VM may have tokens for a batch: the scan records when the next one will.
+            if (nowNs >= _nextVmReadyNs)
+            {
+                long nextReady = long.MaxValue;
+                int n = _vms.Count;
+                for (int i = 0; i < n; i++)
                 {
-                    if (vm.BatchLeft == 0)
+                    var vm = _vms[(_cursor + i) % n];
+                    if (vm.Queue.Count == 0)
                     {
-                        vm.BatchLeft = Math.Min(vm.Queue.Count, _options.VmBatchSize);
-                        vm.Bucket.Spend(vm.BatchLeft, nowNs);
-                        vm.Batches++;
+                        continue;
                     }
 
-                    _cursor = (_cursor + i) % n;
-                    return TakeVm(vm, nowNs, out item, out io);
+                    int want = Math.Min(vm.Queue.Count, _options.VmBatchSize);
+                    if (vm.Bucket.CanSpend(want, nowNs))
+                    {
+                        vm.BatchLeft = want;
+                        vm.Bucket.Spend(want, nowNs);
+                        vm.Batches++;
+                        _batchVm = vm;
+                        _cursor = (_cursor + i + 1) % n;
+                        _nextVmReadyNs = 0;
+                        return TakeVm(vm, nowNs, out item, out io);
+                    }
+
+                    nextReady = Math.Min(nextReady, vm.Bucket.ReadyAt(want, nowNs));
                 }
+
+                _nextVmReadyNs = nextReady;
             }
         }
 
@@ -255,17 +276,26 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
 
     private void UpdateVmRates()
     {
+        if (_busyVms == _rateBusyVms && _deviceRate == _rateDevice)
+        {
+            return;
+        }
+
+        _rateBusyVms = _busyVms;
+        _rateDevice = _deviceRate;
+        _nextVmReadyNs = 0;
         double share = _deviceRate * _options.VmShareWhenPressed / Math.Max(1, _busyVms);
-        double rate = Math.Max(_options.VmFloorIops, share);
+        _vmRate = Math.Max(_options.VmFloorIops, share);
         for (int i = 0; i < _vms.Count; i++)
         {
-            _vms[i].Bucket.RatePerSecond = rate;
+            _vms[i].Bucket.RatePerSecond = _vmRate;
         }
     }
 
     private VmTenant? FindOverdueVm(long nowNs)
     {
-        if (_vmWaiting == 0)
+        // Nothing can be overdue before the earliest due time seen (a lower bound: heads only get younger).
+        if (_vmWaiting == 0 || nowNs < _earliestOverdueNs)
         {
             return null;
         }
@@ -286,6 +316,7 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
             }
         }
 
+        _earliestOverdueNs = oldest == null ? long.MaxValue : oldestAt + _maxDelayNs;
         return oldest != null && nowNs - oldestAt >= _maxDelayNs ? oldest : null;
     }
 
