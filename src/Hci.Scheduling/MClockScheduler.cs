@@ -12,6 +12,10 @@ public sealed class MClockScheduler<T> : IoScheduler<T>
 {
     private readonly MClockSchedulerOptions _options;
     private readonly TenantTable<Tenant> _tenants;
+    private readonly PriorityQueue<HeapEntry, double> _rHeap = new();
+    private readonly PriorityQueue<HeapEntry, double> _pHeap = new();
+    private readonly PriorityQueue<HeapEntry, double> _lHeap = new();
+    private double _virtualP;
     private int _count;
 
     /// <summary>Creates the scheduler.</summary>
@@ -49,29 +53,56 @@ public sealed class MClockScheduler<T> : IoScheduler<T>
     public override bool TryDequeue(long nowNs, out T item, out IoDescriptor io)
     {
         double now = nowNs / 1e9;
-        Tenant? best = null;
+
+        // Tenants whose limit tag has come due may compete on weight again.
+        while (_lHeap.TryPeek(out var le, out double lTag) && lTag <= now)
+        {
+            _lHeap.Dequeue();
+            if (le.Version == le.Tenant.Version)
+            {
+                _pHeap.Enqueue(le, le.Tenant.HeadP);
+            }
+        }
 
         // Constraint-based phase: the most overdue reservation.
-        for (int i = 0; i < _tenants.Count; i++)
+        Tenant? best = null;
+        while (_rHeap.TryPeek(out var re, out double rTag))
         {
-            var t = _tenants[i];
-            if (t.Queue.Count > 0 && t.HeadR <= now && (best == null || t.HeadR < best.HeadR))
+            if (re.Version != re.Tenant.Version)
             {
-                best = t;
+                _rHeap.Dequeue();
+                continue;
             }
+
+            if (rTag <= now)
+            {
+                best = re.Tenant;
+            }
+
+            break;
         }
 
         bool reservation = best != null;
         if (best == null)
         {
             // Weight-based phase: the smallest proportional tag among tenants under their limit.
-            for (int i = 0; i < _tenants.Count; i++)
+            while (_pHeap.TryPeek(out var pe, out _))
             {
-                var t = _tenants[i];
-                if (t.Queue.Count > 0 && t.HeadL <= now && (best == null || t.HeadP < best.HeadP))
+                if (pe.Version != pe.Tenant.Version)
                 {
-                    best = t;
+                    _pHeap.Dequeue();
+                    continue;
                 }
+
+                if (pe.Tenant.HeadL > now)
+                {
+                    _pHeap.Dequeue();
+                    _lHeap.Enqueue(pe, pe.Tenant.HeadL);
+                    continue;
+                }
+
+                best = pe.Tenant;
+                break;
             }
         }
 
@@ -89,10 +120,15 @@ public sealed class MClockScheduler<T> : IoScheduler<T>
             best.LastR = best.HeadR;
             ReservationDispatches++;
         }
+        else
+        {
+            _virtualP = Math.Max(_virtualP, best.HeadP - best.HeadCostOverWeight);
+        }
 
         // A weight-based dispatch leaves the reservation tag where it was, so it does not count against the reservation.
         best.LastL = best.HeadL;
         best.LastP = best.HeadP;
+        best.Version++;
         if (best.Queue.Count > 0)
         {
             TagHead(best, nowNs);
@@ -106,14 +142,45 @@ public sealed class MClockScheduler<T> : IoScheduler<T>
     /// <inheritdoc/>
     public override long NextEligibleNs(long nowNs)
     {
-        double next = double.MaxValue;
-        for (int i = 0; i < _tenants.Count; i++)
+        if (_count == 0)
         {
-            var t = _tenants[i];
-            if (t.Queue.Count > 0)
+            return long.MaxValue;
+        }
+
+        double next = double.MaxValue;
+        while (_pHeap.TryPeek(out var pe, out _))
+        {
+            if (pe.Version != pe.Tenant.Version)
             {
-                next = Math.Min(next, Math.Min(t.HeadR, t.HeadL));
+                _pHeap.Dequeue();
+                continue;
             }
+
+            return nowNs; // a tenant may compete on weight now (or is moved to wait for its limit on the next try)
+        }
+
+        while (_rHeap.TryPeek(out var re, out double rTag))
+        {
+            if (re.Version != re.Tenant.Version)
+            {
+                _rHeap.Dequeue();
+                continue;
+            }
+
+            next = Math.Min(next, rTag);
+            break;
+        }
+
+        while (_lHeap.TryPeek(out var le, out double lTag))
+        {
+            if (le.Version != le.Tenant.Version)
+            {
+                _lHeap.Dequeue();
+                continue;
+            }
+
+            next = Math.Min(next, lTag);
+            break;
         }
 
         return next == double.MaxValue ? long.MaxValue : Math.Max(nowNs, (long)Math.Ceiling(next * 1e9));
@@ -127,38 +194,28 @@ public sealed class MClockScheduler<T> : IoScheduler<T>
     {
         var io = t.Queue.Peek().Io;
         double cost = io.Length <= _options.CostIoSize ? 1 : (double)io.Length / _options.CostIoSize;
+
         // Tags follow the I/O's own arrival, so a backlogged tenant that fell behind its reservation catches up.
         _ = arrivalNs;
         double arrival = io.EnqueuedNs / 1e9;
         t.HeadR = t.Share.Reservation > 0 ? Math.Max(t.LastR + (cost / t.Share.Reservation), arrival) : double.MaxValue;
         t.HeadL = t.Share.Limit > 0 ? Math.Max(t.LastL + (cost / t.Share.Limit), arrival) : double.MinValue;
 
-        // Proportional tags start from the smallest tag of the tenants already waiting, so a tenant that was idle
-        // neither banks credit nor is pushed behind (start-time fair queueing's virtual time).
-        double start = t.LastP;
-        double virtualNow = MinWaitingP(t);
-        if (virtualNow != double.MaxValue && start < virtualNow)
+        // Proportional tags start at the virtual time (the start tag of the last weight-based dispatch), so a
+        // tenant that was idle neither banks credit nor is pushed behind: start-time fair queueing.
+        t.HeadCostOverWeight = cost / t.Share.Weight;
+        t.HeadP = Math.Max(t.LastP, _virtualP) + t.HeadCostOverWeight;
+        t.Version++;
+        var entry = new HeapEntry(t, t.Version);
+        if (t.Share.Reservation > 0)
         {
-            start = virtualNow;
+            _rHeap.Enqueue(entry, t.HeadR);
         }
 
-        t.HeadP = start + (cost / t.Share.Weight);
+        _pHeap.Enqueue(entry, t.HeadP);
     }
 
-    private double MinWaitingP(Tenant except)
-    {
-        double min = double.MaxValue;
-        for (int i = 0; i < _tenants.Count; i++)
-        {
-            var t = _tenants[i];
-            if (t != except && t.Queue.Count > 0)
-            {
-                min = Math.Min(min, t.HeadP - (1 / t.Share.Weight));
-            }
-        }
-
-        return min;
-    }
+    private readonly record struct HeapEntry(Tenant Tenant, int Version);
 
     private sealed class Tenant(MClockTenant share)
     {
@@ -172,5 +229,7 @@ public sealed class MClockScheduler<T> : IoScheduler<T>
         public double HeadR;
         public double HeadL;
         public double HeadP;
+        public double HeadCostOverWeight;
+        public int Version;
     }
 }
