@@ -26,6 +26,8 @@ internal sealed class ContentionOptions
 
     public int BlockSize { get; set; } = 4096;
 
+    public int Rounds { get; set; } = 1;
+
     public const string Usage = """
         hci-bench contention: a container-class load (direct) and a VM-class load (with a per-I/O virtualization
         cost on both sides of each I/O) on one io_uring device, each alone and then together, under a scheduler.
@@ -38,6 +40,7 @@ internal sealed class ContentionOptions
           --scheduler=KIND         fifo | limits | mclock | hybrid (default hybrid)
           --vm-overhead-us=US      virtualization cost added before and after each VM I/O; default 16
           --bs=BYTES               default 4k
+          --rounds=N               repeat the three phases N times, alternating, and report medians (default 1)
           --sweep                  iodepth 1, 2, 4 ... 128: prints the paper's Fig. 6 table and writes CSV
           --csv=PATH               where --sweep writes (default contention-SCHEDULER.csv)
           --output-format=FMT      normal | json
@@ -130,6 +133,14 @@ internal sealed class ContentionOptions
                     }
 
                     o.BlockSize = (int)bs;
+                    break;
+                case "rounds":
+                    if (!int.TryParse(Value(), NumberStyles.None, CultureInfo.InvariantCulture, out int rounds) || rounds < 1 || rounds > 100)
+                    {
+                        throw new BenchUsageException($"--rounds={value}: expected 1 to 100");
+                    }
+
+                    o.Rounds = rounds;
                     break;
                 case "sweep":
                     o.Sweep = value == null || value is "1" or "true";

@@ -77,13 +77,35 @@ internal static class ContentionRunner
     {
         if (!options.Json)
         {
-            log.WriteLine($"hci-bench contention: scheduler={options.Scheduler.ToString().ToLowerInvariant()} iodepth={depth}: container alone, VM alone, together ({options.RuntimeSeconds:g} s each)");
+            log.WriteLine($"hci-bench contention: scheduler={options.Scheduler.ToString().ToLowerInvariant()} iodepth={depth}: container alone, VM alone, together ({options.RuntimeSeconds:g} s each, {options.Rounds} round(s))");
         }
 
-        var soloContainer = RunPhase(device, options, depth, container: true, vm: false);
-        var soloVm = RunPhase(device, options, depth, container: false, vm: true);
-        var together = RunPhase(device, options, depth, container: true, vm: true);
-        return new ContentionResult(depth, soloContainer.Container, soloVm.Vm, together.Container, together.Vm);
+        // Rounds alternate the three phases, so that drift in the machine's speed hits all of them; medians are reported.
+        var soloContainers = new List<LoadStats>();
+        var soloVms = new List<LoadStats>();
+        var containers = new List<LoadStats>();
+        var vms = new List<LoadStats>();
+        for (int round = 0; round < options.Rounds; round++)
+        {
+            soloContainers.Add(RunPhase(device, options, depth, container: true, vm: false).Container);
+            soloVms.Add(RunPhase(device, options, depth, container: false, vm: true).Vm);
+            var together = RunPhase(device, options, depth, container: true, vm: true);
+            containers.Add(together.Container);
+            vms.Add(together.Vm);
+        }
+
+        return new ContentionResult(depth, Median(soloContainers), Median(soloVms), Median(containers), Median(vms));
+    }
+
+    private static LoadStats Median(List<LoadStats> runs)
+    {
+        static double Mid(IEnumerable<double> values)
+        {
+            var sorted = values.Order().ToArray();
+            return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
+        }
+
+        return new LoadStats(Mid(runs.Select(r => r.Iops)), Mid(runs.Select(r => r.MeanNs)), (long)Mid(runs.Select(r => (double)r.P99Ns)));
     }
 
     private static (LoadStats Container, LoadStats Vm) RunPhase(BlockDevice device, ContentionOptions options, int depth, bool container, bool vm)
@@ -307,7 +329,7 @@ internal sealed record ContentionResult(int IoDepth, LoadStats SoloContainer, Lo
     public static string ToTable(IReadOnlyList<ContentionResult> rows, ContentionOptions o)
     {
         var sb = new StringBuilder();
-        sb.AppendLine(CultureInfo.InvariantCulture, $"scheduler={o.Scheduler.ToString().ToLowerInvariant()}, vm overhead {o.VmOverheadUs:g} us each way, bs={o.BlockSize}, randread, {o.RuntimeSeconds:g} s per phase");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"scheduler={o.Scheduler.ToString().ToLowerInvariant()}, vm overhead {o.VmOverheadUs:g} us each way, bs={o.BlockSize}, randread, {o.RuntimeSeconds:g} s per phase, median of {o.Rounds} round(s)");
         sb.AppendLine("   QD | container IOPS solo -> together (kept) | VM IOPS solo -> together | container lat us mean/p99 solo -> together | VM lat us mean/p99 solo -> together | total IOPS");
         foreach (var r in rows)
         {
