@@ -30,6 +30,12 @@ public sealed class HybridSchedulerOptions
     /// <summary>VM I/Os released together when a throttled VM may go: fewer, larger releases cost fewer notifications. <remarks>Default: 8.</remarks></summary>
     public int VmBatchSize { get; set; } = 8;
 
+    /// <summary>
+    /// Merge VM reads or writes that the scheduler releases one after another and that follow one another on the
+    /// device into one request, up to the device's maximum transfer and segments. <remarks>Default: true.</remarks>
+    /// </summary>
+    public bool CoalesceVmIo { get; set; } = true;
+
     /// <summary>I/Os per second background work (rebuild, scrub) gets even when others keep the device busy. <remarks>Default: 200.</remarks></summary>
     public double BackgroundFloorIops { get; set; } = 200;
 

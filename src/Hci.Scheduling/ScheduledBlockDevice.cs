@@ -40,6 +40,11 @@ public sealed class ScheduledBlockQueue : DecoratorQueue
     private readonly IoScheduler<BlockRequest> _scheduler;
     private readonly int _maxAtDevice;
     private readonly long _startTicks = Stopwatch.GetTimestamp();
+    private readonly bool _coalesce;
+    private readonly BlockRequest[] _run;
+    private int _runCount;
+    private long _runEnd;
+    private int _runSegments;
     private int _atDevice;
 
     internal ScheduledBlockQueue(ScheduledBlockDevice device, IoScheduler<BlockRequest> scheduler, int depth)
@@ -47,10 +52,15 @@ public sealed class ScheduledBlockQueue : DecoratorQueue
     {
         _scheduler = scheduler;
         _maxAtDevice = depth;
+        _coalesce = device.Options.Kind == SchedulerKind.Hybrid && device.Options.Hybrid.CoalesceVmIo;
+        _run = new BlockRequest[Math.Min(depth, device.Geometry.MaxSegments)];
     }
 
     /// <summary>The scheduler this queue runs.</summary>
     public IoScheduler<BlockRequest> Scheduler => _scheduler;
+
+    /// <summary>VM requests merged into a neighbour before the device so far.</summary>
+    public long Coalesced { get; private set; }
 
     /// <summary>Requests waiting in the scheduler.</summary>
     public int Waiting => _scheduler.Count;
@@ -115,9 +125,11 @@ public sealed class ScheduledBlockQueue : DecoratorQueue
     }
 
     /// <inheritdoc/>
+    protected override void OnInnerRequestCompleted() => _atDevice--;
+
+    /// <inheritdoc/>
     protected override void OnInnerCompleted(BlockRequest request, int result, BlockError error)
     {
-        _atDevice--;
         long now = NowNs;
         _scheduler.OnCompleted(new IoDescriptor(request.Class, request.Tenant, request.Operation, request.Offset, request.Length, request.SchedulerTimestamp & ~1L), now);
         Complete(request, result, error);
@@ -126,9 +138,9 @@ public sealed class ScheduledBlockQueue : DecoratorQueue
     private void Pump(long now)
     {
         bool metrics = SchedulingMetrics.Enabled;
+        // _atDevice counts device requests: a merged run is one, so coalescing lets more I/O through the same depth.
         while (_atDevice < _maxAtDevice && _scheduler.TryDequeue(now, out var request, out var io))
         {
-            _atDevice++;
             if (metrics)
             {
                 long queued = now - io.EnqueuedNs;
@@ -140,7 +152,53 @@ public sealed class ScheduledBlockQueue : DecoratorQueue
                 }
             }
 
-            Forward(request);
+            if (!_coalesce || request.Class != IoClass.Vm || request.Operation is not (BlockOperation.Read or BlockOperation.Write))
+            {
+                FlushRun();
+                _atDevice++;
+                Forward(request);
+                continue;
+            }
+
+            // VM I/O released one after another: merge what follows on the device into one request.
+            if (_runCount > 0 && !Extends(request))
+            {
+                FlushRun();
+            }
+
+            _run[_runCount++] = request;
+            _runEnd = request.Offset + request.Length;
+            _runSegments += request.SegmentCount;
+            if (_runCount == _run.Length)
+            {
+                FlushRun();
+            }
         }
+
+        FlushRun();
+    }
+
+    private bool Extends(BlockRequest request)
+    {
+        var first = _run[0];
+        var g = Device.Geometry;
+        return request.Tenant == first.Tenant && request.Operation == first.Operation && request.Flags == first.Flags
+            && request.Offset == _runEnd && _runEnd + request.Length - first.Offset <= g.MaxTransferBytes
+            && _runSegments + request.SegmentCount <= g.MaxSegments;
+    }
+
+    private void FlushRun()
+    {
+        if (_runCount == 0)
+        {
+            return;
+        }
+
+        Coalesced += _runCount - 1;
+        _atDevice++;
+        ForwardMerged(_run.AsSpan(0, _runCount));
+        Array.Clear(_run, 0, _runCount);
+        _runCount = 0;
+        _runSegments = 0;
     }
 }

@@ -9,6 +9,7 @@ namespace Hci.Core.Devices.Decorators;
 public abstract class DecoratorQueue : BlockQueue, IBlockCompletionHandler
 {
     private readonly Stack<BlockRequest> _shadows = new();
+    private readonly Stack<List<BlockRequest>> _groups = new();
 
     /// <summary>Creates the queue and its inner queue.</summary>
     /// <param name="device">The decorating device.</param>
@@ -33,10 +34,73 @@ public abstract class DecoratorQueue : BlockQueue, IBlockCompletionHandler
     /// <param name="request">The shadow.</param>
     void IBlockCompletionHandler.OnCompleted(BlockRequest request)
     {
-        var outer = (BlockRequest)request.UserState!;
+        var state = request.UserState!;
         request.UserState = null;
-        OnInnerCompleted(outer, request.Result, request.Error);
+        OnInnerRequestCompleted();
+        if (state is List<BlockRequest> group)
+        {
+            // A merged request: each part completes with its own length, or with the merged request's error.
+            foreach (var outer in group)
+            {
+                OnInnerCompleted(outer, request.Result < 0 ? request.Result : (int)outer.Length, request.Error);
+            }
+
+            group.Clear();
+            _groups.Push(group);
+        }
+        else
+        {
+            OnInnerCompleted((BlockRequest)state, request.Result, request.Error);
+        }
+
         _shadows.Push(request);
+    }
+
+    /// <summary>
+    /// Passes several reads or writes that follow one another on the device (same operation and flags, each
+    /// starting where the previous ends) to the inner queue as one request whose segments are all of theirs.
+    /// </summary>
+    /// <param name="requests">The outer requests, in flight, in device order; their total must fit the geometry.</param>
+    protected unsafe void ForwardMerged(ReadOnlySpan<BlockRequest> requests)
+    {
+        if (requests.Length == 1)
+        {
+            Forward(requests[0]);
+            return;
+        }
+
+        int segments = 0;
+        foreach (var r in requests)
+        {
+            segments += r.SegmentCount;
+        }
+
+        if (!_shadows.TryPop(out var shadow) || shadow.SegmentCapacity < segments)
+        {
+            shadow?.Dispose();
+            shadow = new BlockRequest(Math.Max(segments, 64));
+        }
+
+        var group = _groups.TryPop(out var g) ? g : new List<BlockRequest>(16);
+        shadow.Reset();
+        shadow.Operation = requests[0].Operation;
+        shadow.Flags = requests[0].Flags;
+        shadow.Offset = requests[0].Offset;
+        shadow.Class = requests[0].Class;
+        shadow.Tenant = requests[0].Tenant;
+        shadow.Handler = this;
+        foreach (var r in requests)
+        {
+            foreach (var s in r.Segments)
+            {
+                shadow.AddSegment((void*)s.Address, (int)s.Length);
+            }
+
+            group.Add(r);
+        }
+
+        shadow.UserState = group;
+        InnerQueue.Submit(shadow);
     }
 
     /// <summary>Passes <paramref name="request"/> to the inner queue.</summary>
@@ -70,6 +134,11 @@ public abstract class DecoratorQueue : BlockQueue, IBlockCompletionHandler
         InnerQueue.Submit(shadow);
     }
 
+    /// <summary>Called once per request the inner device completes (a merged request counts once), before its parts complete.</summary>
+    protected virtual void OnInnerRequestCompleted()
+    {
+    }
+
     /// <summary>Called when the inner device has completed a forwarded request; by default completes it as is.</summary>
     /// <param name="request">The outer request.</param>
     /// <param name="result">The inner result.</param>
@@ -80,6 +149,7 @@ public abstract class DecoratorQueue : BlockQueue, IBlockCompletionHandler
     protected override void Dispose(bool disposing)
     {
         InnerQueue.Dispose();
+        _groups.Clear();
         while (_shadows.TryPop(out var shadow))
         {
             shadow.Dispose();
