@@ -26,6 +26,15 @@ public sealed class ScheduledBlockDevice : BlockDeviceDecorator
         _options = options;
     }
 
+    /// <summary>Wraps <paramref name="inner"/> with options from dependency injection (bound from configuration).</summary>
+    /// <param name="inner">The device that carries the I/O.</param>
+    /// <param name="options">Which scheduler; validated here, so a bad configuration stops the host at start-up.</param>
+    /// <param name="ownsInner">Dispose the inner device with this one.</param>
+    public ScheduledBlockDevice(BlockDevice inner, Microsoft.Extensions.Options.IOptions<SchedulerOptions> options, bool ownsInner = true)
+        : this(inner, (options ?? throw new ArgumentNullException(nameof(options))).Value, ownsInner)
+    {
+    }
+
     /// <summary>The scheduler settings.</summary>
     public SchedulerOptions Options => _options;
 

@@ -116,3 +116,20 @@ public sealed class ScheduledBlockDeviceTests
         public void OnCompleted(BlockRequest request) => Count++;
     }
 }
+
+public sealed class SchedulerOptionsBindingTests
+{
+    [Fact]
+    public void OptionsFromDependencyInjectionChooseTheSchedulerAndAreValidatedAtStart()
+    {
+        var options = Microsoft.Extensions.Options.Options.Create(new SchedulerOptions { Kind = SchedulerKind.MClock });
+        using var device = new ScheduledBlockDevice(new MemoryBlockDevice(1 << 20), options);
+        using var queue = (ScheduledBlockQueue)device.CreateQueue(4);
+        Assert.Equal("mclock", queue.Scheduler.Name);
+
+        var bad = new SchedulerOptions { Kind = SchedulerKind.MClock };
+        bad.MClock.Tenants[1] = new MClockTenant { Weight = 0 };
+        var ex = Assert.Throws<ArgumentException>(() => new ScheduledBlockDevice(new MemoryBlockDevice(1 << 20), Microsoft.Extensions.Options.Options.Create(bad)));
+        Assert.Contains("weight must be positive", ex.Message);
+    }
+}
