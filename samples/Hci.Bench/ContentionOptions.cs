@@ -49,37 +49,12 @@ internal sealed class ContentionOptions
     public static ContentionOptions Parse(string[] args)
     {
         var o = new ContentionOptions();
-        for (int i = 0; i < args.Length; i++)
+        var cursor = new OptionCursor(args);
+        while (cursor.Next())
         {
-            string arg = args[i];
-            if (!arg.StartsWith("--", StringComparison.Ordinal))
-            {
-                throw new BenchUsageException($"unexpected argument '{arg}': options start with --");
-            }
-
-            string name = arg[2..];
-            string? value = null;
-            int eq = name.IndexOf('=');
-            if (eq >= 0)
-            {
-                value = name[(eq + 1)..];
-                name = name[..eq];
-            }
-
-            string Value()
-            {
-                if (value != null)
-                {
-                    return value;
-                }
-
-                if (i + 1 >= args.Length)
-                {
-                    throw new BenchUsageException($"--{name} needs a value");
-                }
-
-                return args[++i];
-            }
+            string name = cursor.Name;
+            string? value = cursor.Inline;
+            string Value() => cursor.Value();
 
             switch (name.Replace('_', '-'))
             {
