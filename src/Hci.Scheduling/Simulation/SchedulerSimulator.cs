@@ -106,7 +106,7 @@ public static class SchedulerSimulator
                         _deviceCompleted += _now >= _measureFrom ? 1 : 0;
                         var done = e.Io!;
                         _scheduler.OnCompleted(new IoDescriptor(_tenants[done.TenantIndex].Class, _tenants[done.TenantIndex].Tenant, done.Read ? BlockOperation.Read : BlockOperation.Write, 0, done.Bytes, done.EnqueuedNs), _now);
-                        Schedule(_now + (long)_tenants[done.TenantIndex].VirtualizationCost.TotalNanoseconds, TenantDone, done, done.TenantIndex);
+                        Schedule(_now + (long)_tenants[done.TenantIndex].EffectiveVirtualizationCost.TotalNanoseconds, TenantDone, done, done.TenantIndex);
                         break;
                     case TenantDone:
                         Finish(e.Io!);
@@ -154,7 +154,7 @@ public static class SchedulerSimulator
             var t = _tenants[tenant];
             bool read = t.ReadFraction >= 1 || (t.ReadFraction > 0 && NextDouble(tenant) < t.ReadFraction);
             var io = new SimulatedIo { TenantIndex = tenant, Read = read, Bytes = t.IoSize, IssuedNs = _now };
-            Schedule(_now + (long)t.VirtualizationCost.TotalNanoseconds, Arrive, io, tenant);
+            Schedule(_now + (long)t.EffectiveVirtualizationCost.TotalNanoseconds, Arrive, io, tenant);
         }
 
         private void Dispatch()
