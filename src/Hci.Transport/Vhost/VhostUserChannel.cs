@@ -1,0 +1,214 @@
+using Hci.Core.Blocks;
+using Tmds.Linux;
+
+namespace Hci.Transport.Vhost;
+
+/// <summary>
+/// One vhost-user connection: messages with their file descriptors (SCM_RIGHTS) in, replies out. Control plane:
+/// blocking calls on the connection's own thread. Descriptors arrive close-on-exec; any that cannot be used
+/// (too many, or a truncated control message) are closed at once, never leaked.
+/// </summary>
+public sealed unsafe class VhostUserChannel : IDisposable
+{
+    /// <summary>Most file descriptors one message may carry.</summary>
+    public const int MaxFds = 8;
+
+    /// <summary>
+    /// CMSG_LEN(0) on Linux: the aligned header. Tmds.LibC's CMSG_LEN also rounds the data length up (CMSG_LEN(4)
+    /// is 24 there, 20 in glibc), which would miscount descriptors, so lengths are computed here.
+    /// </summary>
+    internal const int CmsgHeaderLength = 16;
+
+    private int _fd;
+
+    /// <summary>Takes ownership of a connected Unix stream socket.</summary>
+    /// <param name="fd">The socket.</param>
+    public VhostUserChannel(int fd)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(fd);
+        _fd = fd;
+    }
+
+    /// <summary>The socket.</summary>
+    public int Fd => _fd;
+
+    /// <summary>Reads one message.</summary>
+    /// <param name="payload">Receives the payload; at least <see cref="VhostUserHeader.MaxPayload"/> bytes.</param>
+    /// <param name="fds">Receives the descriptors; the caller owns (and must close) those it is given.</param>
+    /// <param name="header">The header.</param>
+    /// <param name="fdCount">Descriptors received.</param>
+    /// <returns>
+    /// <see cref="VhostUserError.None"/>; a header error (the connection cannot be resynchronized and should be
+    /// closed); or <see cref="VhostUserError.ShortHeader"/> when the peer closed the connection.
+    /// </returns>
+    public VhostUserError Receive(Span<byte> payload, Span<int> fds, out VhostUserHeader header, out int fdCount)
+    {
+        header = default;
+        fdCount = 0;
+        byte* head = stackalloc byte[VhostUserHeader.Length];
+        int controlLength = LibC.CMSG_SPACE(MaxFds * sizeof(int));
+        byte* control = stackalloc byte[controlLength];
+        iovec iov = default;
+        iov.iov_base = head;
+        iov.iov_len = VhostUserHeader.Length;
+        msghdr msg = default;
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = controlLength;
+        long n;
+        do
+        {
+            n = LibC.recvmsg(_fd, &msg, LibC.MSG_CMSG_CLOEXEC);
+        }
+        while (n < 0 && LibC.errno == Errno.EINTR);
+
+        // Collect descriptors first, whatever else is wrong, so that none leaks.
+        int received = 0;
+        bool tooMany = false;
+        for (var c = LibC.CMSG_FIRSTHDR(&msg); c != null; c = LibC.CMSG_NXTHDR(&msg, c))
+        {
+            if (c->cmsg_level != LibC.SOL_SOCKET || c->cmsg_type != LibC.SCM_RIGHTS)
+            {
+                continue;
+            }
+
+            int count = ((int)(uint)c->cmsg_len - CmsgHeaderLength) / sizeof(int);
+            int* data = (int*)LibC.CMSG_DATA(c);
+            for (int i = 0; i < count; i++)
+            {
+                if (received < fds.Length && received < MaxFds)
+                {
+                    fds[received++] = data[i];
+                }
+                else
+                {
+                    LibC.close(data[i]);
+                    tooMany = true;
+                }
+            }
+        }
+
+        if (n <= 0)
+        {
+            CloseAll(fds[..received]);
+            return VhostUserError.ShortHeader;
+        }
+
+        if (n < VhostUserHeader.Length && !ReadExactly(new Span<byte>(head + n, VhostUserHeader.Length - (int)n)))
+        {
+            CloseAll(fds[..received]);
+            return VhostUserError.ShortHeader;
+        }
+
+        if (tooMany || (msg.msg_flags & 0x8 /* MSG_CTRUNC */) != 0)
+        {
+            CloseAll(fds[..received]);
+            return VhostUserError.BadFds;
+        }
+
+        var error = VhostUserMessage.ParseHeader(new ReadOnlySpan<byte>(head, VhostUserHeader.Length), out header);
+        if (error != VhostUserError.None)
+        {
+            CloseAll(fds[..received]);
+            return error;
+        }
+
+        if (header.Size > payload.Length)
+        {
+            CloseAll(fds[..received]);
+            return VhostUserError.TooLarge;
+        }
+
+        if (header.Size > 0 && !ReadExactly(payload[..(int)header.Size]))
+        {
+            CloseAll(fds[..received]);
+            return VhostUserError.ShortHeader;
+        }
+
+        fdCount = received;
+        return VhostUserError.None;
+    }
+
+    /// <summary>Sends a reply (version 1 with the reply bit) or a message.</summary>
+    /// <param name="request">The request being answered.</param>
+    /// <param name="payload">The payload.</param>
+    /// <returns>False when the peer is gone.</returns>
+    public bool Reply(VhostUserRequest request, ReadOnlySpan<byte> payload)
+    {
+        Span<byte> message = stackalloc byte[VhostUserHeader.Length + Math.Min(payload.Length, 512)];
+        if (payload.Length > 512)
+        {
+            message = new byte[VhostUserHeader.Length + payload.Length];
+        }
+
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(message, (uint)request);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(message[4..], 0x5);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(message[8..], (uint)payload.Length);
+        payload.CopyTo(message[VhostUserHeader.Length..]);
+        fixed (byte* p = message)
+        {
+            int sent = 0;
+            while (sent < message.Length)
+            {
+                long n = LibC.send(_fd, p + sent, message.Length - sent, LibC.MSG_NOSIGNAL);
+                if (n < 0 && LibC.errno == Errno.EINTR)
+                {
+                    continue;
+                }
+
+                if (n <= 0)
+                {
+                    return false;
+                }
+
+                sent += (int)n;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>Closes the socket.</summary>
+    public void Dispose()
+    {
+        int fd = Interlocked.Exchange(ref _fd, -1);
+        if (fd >= 0)
+        {
+            LibC.close(fd);
+        }
+    }
+
+    private static void CloseAll(Span<int> fds)
+    {
+        foreach (int fd in fds)
+        {
+            LibC.close(fd);
+        }
+    }
+
+    private bool ReadExactly(Span<byte> into)
+    {
+        fixed (byte* p = into)
+        {
+            int have = 0;
+            while (have < into.Length)
+            {
+                long n = LibC.recv(_fd, p + have, into.Length - have, 0);
+                if (n < 0 && LibC.errno == Errno.EINTR)
+                {
+                    continue;
+                }
+
+                if (n <= 0)
+                {
+                    return false;
+                }
+
+                have += (int)n;
+            }
+        }
+
+        return true;
+    }
+}
