@@ -67,17 +67,19 @@ internal sealed class ContentionOptions
                     o.Size = BenchOptions.ParseBytes(name, Value());
                     break;
                 case "runtime":
-                    if (!double.TryParse(Value().TrimEnd('s'), NumberStyles.Float, CultureInfo.InvariantCulture, out double rt) || rt <= 0)
+                    string runtime = Value();
+                    if (!double.TryParse(runtime.TrimEnd('s'), NumberStyles.Float, CultureInfo.InvariantCulture, out double rt) || rt <= 0)
                     {
-                        throw new BenchUsageException($"--runtime={value}: expected a positive number of seconds");
+                        throw new BenchUsageException($"--runtime={runtime}: expected a positive number of seconds");
                     }
 
                     o.RuntimeSeconds = rt;
                     break;
                 case "iodepth":
-                    if (!int.TryParse(Value(), NumberStyles.None, CultureInfo.InvariantCulture, out int qd) || qd < 1 || qd > 1024)
+                    string depth = Value();
+                    if (!int.TryParse(depth, NumberStyles.None, CultureInfo.InvariantCulture, out int qd) || qd < 1 || qd > 1024)
                     {
-                        throw new BenchUsageException($"--iodepth={value}: expected 1 to 1024");
+                        throw new BenchUsageException($"--iodepth={depth}: expected 1 to 1024");
                     }
 
                     o.IoDepth = qd;
@@ -93,9 +95,10 @@ internal sealed class ContentionOptions
                     };
                     break;
                 case "vm-overhead-us":
-                    if (!double.TryParse(Value(), NumberStyles.Float, CultureInfo.InvariantCulture, out double us) || us < 0 || us > 1_000_000)
+                    string overhead = Value();
+                    if (!double.TryParse(overhead, NumberStyles.Float, CultureInfo.InvariantCulture, out double us) || us < 0 || us > 1_000_000)
                     {
-                        throw new BenchUsageException($"--vm-overhead-us={value}: expected 0 to 1000000");
+                        throw new BenchUsageException($"--vm-overhead-us={overhead}: expected 0 to 1000000");
                     }
 
                     o.VmOverheadUs = us;
@@ -110,9 +113,10 @@ internal sealed class ContentionOptions
                     o.BlockSize = (int)bs;
                     break;
                 case "rounds":
-                    if (!int.TryParse(Value(), NumberStyles.None, CultureInfo.InvariantCulture, out int rounds) || rounds < 1 || rounds > 100)
+                    string roundsText = Value();
+                    if (!int.TryParse(roundsText, NumberStyles.None, CultureInfo.InvariantCulture, out int rounds) || rounds < 1 || rounds > 100)
                     {
-                        throw new BenchUsageException($"--rounds={value}: expected 1 to 100");
+                        throw new BenchUsageException($"--rounds={roundsText}: expected 1 to 100");
                     }
 
                     o.Rounds = rounds;

@@ -51,3 +51,14 @@ public sealed class ContentionTests
         Assert.Contains(message, ex.Message);
     }
 }
+
+public sealed class ContentionOptionSpellingTests
+{
+    [Fact]
+    public void AValueGivenAsTheNextArgumentIsNamedInTheError()
+    {
+        var ex = Assert.Throws<BenchUsageException>(() => ContentionOptions.Parse(["--iodepth", "0"]));
+        Assert.Contains("--iodepth=0", ex.Message);
+        Assert.Equal(64, ContentionOptions.Parse(["--iodepth", "64"]).IoDepth);
+    }
+}

@@ -33,6 +33,11 @@ internal sealed class BlockReactor
         }
 
         _inbox.Enqueue(request);
+        if (_stopping)
+        {
+            _queue.Wake(); // the reactor may be on its way out: make sure it looks at the inbox once more
+        }
+
         if (Volatile.Read(ref _sleeping) != 0 && Interlocked.Exchange(ref _sleeping, 0) != 0)
         {
             _queue.Wake();
@@ -78,6 +83,14 @@ internal sealed class BlockReactor
             }
 
             _queue.Dispose();
+
+            // A request posted while the device was being disposed is answered, never left to hang its awaiter.
+            while (_inbox.TryDequeue(out var late))
+            {
+                late.BeginSubmit();
+                late.Complete(-Errno.ECANCELED, BlockError.Canceled);
+            }
+
             _stopped.SetResult();
         }
         catch (Exception ex)
