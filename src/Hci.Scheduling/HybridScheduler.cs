@@ -30,7 +30,6 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
     private long _rateWindowStartNs = long.MinValue;
     private long _rateWindowCompletions;
     private long _earliestOverdueNs = long.MaxValue;
-    private double _vmRate;
     private long _nextVmReadyNs;
     private VmTenant? _batchVm;
     private int _rateBusyVms = -1;
@@ -108,7 +107,7 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
         var overdue = FindOverdueVm(nowNs);
         if (overdue != null)
         {
-            return TakeVm(overdue, nowNs, out item, out io);
+            return TakeVm(overdue, out item, out io);
         }
 
         // 2. Background work at its floor rate, so rebuilds finish even on a busy node.
@@ -126,7 +125,7 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
             UpdateVmRates();
             if (_batchVm != null && _batchVm.BatchLeft > 0 && _batchVm.Queue.Count > 0)
             {
-                return TakeVm(_batchVm, nowNs, out item, out io);
+                return TakeVm(_batchVm, out item, out io);
             }
 
             // Scan only when some VM may have tokens for a batch: the scan records when the next one will.
@@ -151,7 +150,7 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
                         _batchVm = vm;
                         _cursor = (_cursor + i + 1) % n;
                         _nextVmReadyNs = 0;
-                        return TakeVm(vm, nowNs, out item, out io);
+                        return TakeVm(vm, out item, out io);
                     }
 
                     nextReady = Math.Min(nextReady, vm.Bucket.ReadyAt(want, nowNs));
@@ -170,7 +169,7 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
         // 5. VMs at full speed when containers are quiet: work-conserving.
         if (!pressing && _vmWaiting > 0)
         {
-            return TakeVm(NextBusyVm(), nowNs, out item, out io);
+            return TakeVm(NextBusyVm(), out item, out io);
         }
 
         // 6. Background work takes what is left.
@@ -285,10 +284,10 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
         _rateDevice = _deviceRate;
         _nextVmReadyNs = 0;
         double share = _deviceRate * _options.VmShareWhenPressed / Math.Max(1, _busyVms);
-        _vmRate = Math.Max(_options.VmFloorIops, share);
+        double rate = Math.Max(_options.VmFloorIops, share);
         for (int i = 0; i < _vms.Count; i++)
         {
-            _vms[i].Bucket.RatePerSecond = _vmRate;
+            _vms[i].Bucket.RatePerSecond = rate;
         }
     }
 
@@ -336,7 +335,7 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
         throw new InvalidOperationException("No VM I/O waits.");
     }
 
-    private bool TakeVm(VmTenant vm, long nowNs, out T item, out IoDescriptor io)
+    private bool TakeVm(VmTenant vm, out T item, out IoDescriptor io)
     {
         var entry = vm.Queue.Dequeue();
         _vmWaiting--;
@@ -348,12 +347,6 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
         else if (vm.BatchLeft > 0)
         {
             vm.BatchLeft--;
-        }
-
-        long delay = nowNs - entry.Io.EnqueuedNs;
-        if (delay > vm.MaxDelayNs)
-        {
-            vm.MaxDelayNs = delay;
         }
 
         item = entry.Item;
@@ -378,7 +371,5 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
         public int BatchLeft;
 
         public long Batches;
-
-        public long MaxDelayNs;
     }
 }

@@ -45,7 +45,7 @@ public sealed class MClockScheduler<T> : IoScheduler<T>
         _count++;
         if (t.Queue.Count == 1)
         {
-            TagHead(t, io.EnqueuedNs);
+            TagHead(t);
         }
     }
 
@@ -131,7 +131,7 @@ public sealed class MClockScheduler<T> : IoScheduler<T>
         best.Version++;
         if (best.Queue.Count > 0)
         {
-            TagHead(best, nowNs);
+            TagHead(best);
         }
 
         item = entry.Item;
@@ -190,13 +190,12 @@ public sealed class MClockScheduler<T> : IoScheduler<T>
     public override bool IsThrottled(int tenant, long nowNs)
         => _tenants.TryGet(tenant, out var t) && t.Queue.Count > 0 && t.HeadL > nowNs / 1e9 && t.HeadR > nowNs / 1e9;
 
-    private void TagHead(Tenant t, long arrivalNs)
+    private void TagHead(Tenant t)
     {
         var io = t.Queue.Peek().Io;
         double cost = io.Length <= _options.CostIoSize ? 1 : (double)io.Length / _options.CostIoSize;
 
         // Tags follow the I/O's own arrival, so a backlogged tenant that fell behind its reservation catches up.
-        _ = arrivalNs;
         double arrival = io.EnqueuedNs / 1e9;
         t.HeadR = t.Share.Reservation > 0 ? Math.Max(t.LastR + (cost / t.Share.Reservation), arrival) : double.MaxValue;
         t.HeadL = t.Share.Limit > 0 ? Math.Max(t.LastL + (cost / t.Share.Limit), arrival) : double.MinValue;

@@ -28,6 +28,7 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
     private FileDescriptorHandle? _eventFd;
     private ulong* _wakeBuffer;
     private bool _wakeArmed;
+    private bool _woken;
     private BlockSegment[] _registered = [];
     private bool _fileAddRef;
 
@@ -67,9 +68,6 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
             throw;
         }
     }
-
-    /// <summary>Buffers registered with this ring (io_uring fixed buffers).</summary>
-    public ReadOnlySpan<BlockSegment> RegisteredBuffers => _registered;
 
     public override void Wake()
     {
@@ -147,6 +145,7 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
             Enable();
         }
 
+        _woken = false;
         int done = Reap();
         uint wait = done >= minCompletions ? 0u : (uint)(minCompletions - done);
 
@@ -157,7 +156,7 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
             wait = atDevice;
         }
 
-        if (wait > 0 && timeoutMilliseconds != 0)
+        if (wait > 0 && timeoutMilliseconds != 0 && !_woken)
         {
             ArmWake();
         }
@@ -348,6 +347,7 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
                 if (userData == WakeUserData)
                 {
                     _wakeArmed = false;
+                    _woken = true;
                     continue;
                 }
 

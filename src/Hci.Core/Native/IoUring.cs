@@ -109,9 +109,6 @@ internal sealed unsafe class IoUring : IDisposable
     /// <summary>SQEs prepared and not yet handed to the kernel by <see cref="Enter"/>.</summary>
     public uint PendingSubmissions => _sqLocalTail - _sqSubmitted;
 
-    /// <summary>Free SQEs.</summary>
-    public uint SqSpace => SqEntries - (_sqLocalTail - Volatile.Read(ref *_sqHead));
-
     /// <summary>The next SQE, zeroed; null when the submission ring is full.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public io_uring_sqe* GetSqe()
@@ -154,22 +151,6 @@ internal sealed unsafe class IoUring : IDisposable
         // Without SQPOLL the kernel consumes SQEs inside io_uring_enter and publishes its head there.
         _sqSubmitted = Volatile.Read(ref *_sqHead);
         return -errno;
-    }
-
-    /// <summary>Reads up to the available completions; call <see cref="AdvanceCq"/> after handling them.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public bool TryPeekCqe(uint index, out io_uring_cqe* cqe)
-    {
-        uint head = *_cqHead + index;
-        uint tail = Volatile.Read(ref *_cqTail);
-        if (head == tail)
-        {
-            cqe = null;
-            return false;
-        }
-
-        cqe = &_cqes[head & _cqMask];
-        return true;
     }
 
     /// <summary>Number of completions ready.</summary>

@@ -47,39 +47,23 @@ public sealed class GuestMemory
     /// <param name="length">Its length; 0 is refused.</param>
     /// <param name="pointer">The host pointer to its first byte.</param>
     /// <returns>False when the range is empty, wraps, or is not wholly inside one region.</returns>
-    public bool TryTranslate(ulong guestAddress, ulong length, out nint pointer)
-    {
-        foreach (ref readonly var r in _regions.AsSpan())
-        {
-            if (guestAddress >= r.GuestPhysicalAddress && guestAddress - r.GuestPhysicalAddress < r.Size)
-            {
-                ulong offset = guestAddress - r.GuestPhysicalAddress;
-                if (length == 0 || length > r.Size - offset)
-                {
-                    break;
-                }
-
-                pointer = r.HostAddress + (nint)offset;
-                return true;
-            }
-        }
-
-        pointer = 0;
-        return false;
-    }
+    public bool TryTranslate(ulong guestAddress, ulong length, out nint pointer) => Translate(guestAddress, length, user: false, out pointer);
 
     /// <summary>Translates a range given in the front-end's virtual addresses (vring addresses are).</summary>
     /// <param name="userAddress">Start of the range.</param>
     /// <param name="length">Its length; 0 is refused.</param>
     /// <param name="pointer">The host pointer to its first byte.</param>
     /// <returns>False when the range is not wholly inside one region.</returns>
-    public bool TryTranslateUser(ulong userAddress, ulong length, out nint pointer)
+    public bool TryTranslateUser(ulong userAddress, ulong length, out nint pointer) => Translate(userAddress, length, user: true, out pointer);
+
+    private bool Translate(ulong address, ulong length, bool user, out nint pointer)
     {
         foreach (ref readonly var r in _regions.AsSpan())
         {
-            if (userAddress >= r.UserAddress && userAddress - r.UserAddress < r.Size)
+            ulong start = user ? r.UserAddress : r.GuestPhysicalAddress;
+            if (address >= start && address - start < r.Size)
             {
-                ulong offset = userAddress - r.UserAddress;
+                ulong offset = address - start;
                 if (length == 0 || length > r.Size - offset)
                 {
                     break;
