@@ -60,6 +60,8 @@ public sealed unsafe class VirtioBlkQueueProcessorTests : IDisposable
         {
             _queue.Poll();
         }
+
+        _blk.FlushNotifications();
     }
 
     [Fact]
@@ -137,6 +139,20 @@ public sealed unsafe class VirtioBlkQueueProcessorTests : IDisposable
         }
 
         Assert.Equal(8, _g.UsedIdx);
+    }
+
+    [Fact]
+    public void ABatchOfCompletionsRaisesOneInterrupt()
+    {
+        for (ushort i = 0; i < 8; i++)
+        {
+            Request((ushort)(i * 4), VirtioBlk.TypeIn, i, 0x40000 + (i * 0x1000UL), 512, true, 0x30000 + (i * 0x100UL), 0x38000 + (i * 0x100UL));
+        }
+
+        Run();
+        Assert.Equal(8, _g.UsedIdx);
+        Assert.Equal(1, _signals);
+        Assert.Equal(1, _blk.Interrupts);
     }
 
     [Fact]

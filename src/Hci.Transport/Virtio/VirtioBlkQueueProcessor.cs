@@ -26,6 +26,7 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
     private readonly ChainSegment[] _data;
     private readonly Action? _signal;
     private bool _kicksSuppressed;
+    private bool _notifyPending;
 
     /// <summary>Creates the processor.</summary>
     /// <param name="vq">The virtqueue.</param>
@@ -90,7 +91,28 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
             Handle(head);
         }
 
+        FlushNotifications();
         return taken;
+    }
+
+    /// <summary>
+    /// Raises the guest's interrupt if what was returned since the last call needs one. Completions only mark
+    /// it pending, so a batch of them costs one check and at most one eventfd write: call this after each poll
+    /// of the block queue (<see cref="Process"/> calls it too).
+    /// </summary>
+    public void FlushNotifications()
+    {
+        if (!_notifyPending)
+        {
+            return;
+        }
+
+        _notifyPending = false;
+        if (_vq.NeedsInterrupt())
+        {
+            Interrupts++;
+            _signal?.Invoke();
+        }
     }
 
     /// <inheritdoc/>
@@ -231,12 +253,5 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
         Notify();
     }
 
-    private void Notify()
-    {
-        if (_vq.NeedsInterrupt())
-        {
-            Interrupts++;
-            _signal?.Invoke();
-        }
-    }
+    private void Notify() => _notifyPending = true;
 }
