@@ -64,6 +64,20 @@ public abstract class BlockQueue : IDisposable
     }
 
     /// <summary>
+    /// Submits a request that an outer queue of a device with the same geometry has already validated
+    /// (a decorator's shadow): checking it again would be the same work twice per I/O.
+    /// </summary>
+    /// <param name="request">An idle, validated request.</param>
+    internal void SubmitValidated(BlockRequest request)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        CheckOwner();
+        request.BeginSubmit();
+        _inFlight++;
+        SubmitCore(request);
+    }
+
+    /// <summary>
     /// Sends batched submissions to the device and delivers completions to their handlers.
     /// </summary>
     /// <param name="minCompletions">

@@ -38,6 +38,7 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
     {
         _vq = vq ?? throw new ArgumentNullException(nameof(vq));
         _queue = queue ?? throw new ArgumentNullException(nameof(queue));
+        ArgumentNullException.ThrowIfNull(serial);
         _signal = signal;
         Encoding.ASCII.GetBytes(serial.AsSpan(0, Math.Min(serial.Length, VirtioBlk.IdLength)), _id);
         int maxSegments = Math.Min(queue.Device.Geometry.MaxSegments, BlockRequest.MaxSegmentsLimit);

@@ -100,7 +100,9 @@ public abstract class DecoratorQueue : BlockQueue, IBlockCompletionHandler
         }
 
         shadow.UserState = group;
-        InnerQueue.Submit(shadow);
+
+        // Each part was validated; the caller keeps the merge within the maximum transfer and segments.
+        InnerQueue.SubmitValidated(shadow);
     }
 
     /// <summary>Passes <paramref name="request"/> to the inner queue.</summary>
@@ -131,7 +133,8 @@ public abstract class DecoratorQueue : BlockQueue, IBlockCompletionHandler
             shadow.Length = request.Length;
         }
 
-        InnerQueue.Submit(shadow);
+        // The outer queue validated the request against the same geometry.
+        InnerQueue.SubmitValidated(shadow);
     }
 
     /// <summary>Called once per request the inner device completes (a merged request counts once), before its parts complete.</summary>
