@@ -13,6 +13,10 @@ public sealed class SchedulingMetricsTests
         var ios = new Dictionary<(string, int), long>();
         double throttledUs = 0;
         long queuedSamples = 0;
+
+        // The meter is process-wide and other tests run in parallel: only measurements made on this
+        // thread (the one that submits and polls the queue) belong to this test.
+        int thread = Environment.CurrentManagedThreadId;
         using var listener = new MeterListener();
         listener.InstrumentPublished = (instrument, l) =>
         {
@@ -23,6 +27,11 @@ public sealed class SchedulingMetricsTests
         };
         listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
         {
+            if (Environment.CurrentManagedThreadId != thread)
+            {
+                return;
+            }
+
             if (instrument.Name == "hci.scheduler.ios")
             {
                 string cls = "";
@@ -47,6 +56,11 @@ public sealed class SchedulingMetricsTests
         });
         listener.SetMeasurementEventCallback<double>((instrument, value, _, _) =>
         {
+            if (Environment.CurrentManagedThreadId != thread)
+            {
+                return;
+            }
+
             if (instrument.Name == "hci.scheduler.throttled")
             {
                 throttledUs += value;
