@@ -80,7 +80,7 @@ public sealed class ScheduledBlockQueue : DecoratorQueue
     /// <summary>True when the scheduler is holding <paramref name="tenant"/>'s I/O back now; a front-end may then leave that tenant's work at the edge.</summary>
     /// <param name="tenant">The tenant.</param>
     /// <returns>Whether it is throttled.</returns>
-    public bool IsThrottled(int tenant) => _scheduler.IsThrottled(tenant, NowNs);
+    public override bool IsThrottled(int tenant) => _scheduler.IsThrottled(tenant, NowNs);
 
     /// <inheritdoc/>
     protected override void SubmitCore(BlockRequest request)

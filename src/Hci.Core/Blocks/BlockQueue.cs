@@ -105,6 +105,24 @@ public abstract class BlockQueue : IDisposable
     /// <returns>True when registered.</returns>
     public virtual bool TryRegisterBuffers(ReadOnlySpan<BlockSegment> regions) => false;
 
+    /// <summary>
+    /// Makes a waiting <see cref="Poll"/> also return when <paramref name="fd"/> becomes readable, so that a reactor
+    /// can sleep on its device and on other events (a virtqueue kick, a socket) in one wait, with no thread in
+    /// between. The caller still reads the fd itself. A capability: queues that cannot watch descriptors answer
+    /// false, and the caller must then wait on the descriptor on its own (bounding its polls with a timeout).
+    /// </summary>
+    /// <param name="fd">A pollable descriptor (an eventfd or an epoll fd) that outlives the queue; -1 removes it.</param>
+    /// <returns>True when the queue watches it.</returns>
+    public virtual bool TrySetWakeSource(int fd) => false;
+
+    /// <summary>
+    /// True when the policy behind this queue is holding <paramref name="tenant"/>'s I/O back now (a scheduler's
+    /// throttle), so that a front-end may leave that tenant's requests at the edge instead of queuing them here.
+    /// </summary>
+    /// <param name="tenant">The tenant.</param>
+    /// <returns>False for queues with no such policy.</returns>
+    public virtual bool IsThrottled(int tenant) => false;
+
     /// <summary>Waits for every request in flight, then releases the queue's resources.</summary>
     public void Dispose()
     {

@@ -14,6 +14,7 @@ namespace Hci.Core.Devices;
 internal sealed unsafe class IoUringBlockQueue : BlockQueue
 {
     private const ulong WakeUserData = ulong.MaxValue;
+    private const ulong WakeSourceUserData = ulong.MaxValue - 1;
 
     private readonly IoUringBlockDevice _device;
     private readonly IoUring _ring;
@@ -28,6 +29,8 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
     private FileDescriptorHandle? _eventFd;
     private ulong* _wakeBuffer;
     private bool _wakeArmed;
+    private int _wakeSource = -1;
+    private bool _wakeSourceArmed;
     private bool _woken;
     private BlockSegment[] _registered = [];
     private bool _fileAddRef;
@@ -69,6 +72,20 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
         }
     }
 
+    /// <inheritdoc/>
+    public override bool TrySetWakeSource(int fd)
+    {
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        if (_wakeSourceArmed && fd != _wakeSource)
+        {
+            return false; // a poll on the old source is still in the ring; set the source before the first wait
+        }
+
+        _wakeSource = fd < 0 ? -1 : fd;
+        return true;
+    }
+
+    /// <inheritdoc/>
     public override void Wake()
     {
         var eventFd = _eventFd;
@@ -351,6 +368,13 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
                     continue;
                 }
 
+                if (userData == WakeSourceUserData)
+                {
+                    _wakeSourceArmed = false;
+                    _woken = true;
+                    continue;
+                }
+
                 var request = _slots[(int)userData]!;
                 if (HandleResult(request, res))
                 {
@@ -427,6 +451,20 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
 
     private void ArmWake()
     {
+        if (_wakeSource >= 0 && !_wakeSourceArmed)
+        {
+            // One-shot POLL_ADD: readiness ends the wait; the owner reads the source and the next wait re-arms it.
+            var poll = _ring.GetSqe();
+            if (poll != null)
+            {
+                poll->opcode = IORING_OP_POLL_ADD;
+                poll->fd = _wakeSource;
+                poll->rw_flags = 0x1; // POLLIN
+                poll->user_data = WakeSourceUserData;
+                _wakeSourceArmed = true;
+            }
+        }
+
         if (_wakeArmed)
         {
             return;

@@ -134,8 +134,34 @@ public sealed unsafe class VhostUserChannel : IDisposable
     /// <param name="request">The request being answered.</param>
     /// <param name="payload">The payload.</param>
     /// <returns>False when the peer is gone.</returns>
-    public bool Reply(VhostUserRequest request, ReadOnlySpan<byte> payload)
+    public bool Reply(VhostUserRequest request, ReadOnlySpan<byte> payload) => Send(request, 0x5, payload, -1);
+
+    /// <summary>Sends a message with the given flags and, optionally, one file descriptor (SCM_RIGHTS).</summary>
+    /// <param name="request">The request.</param>
+    /// <param name="flags">Header flags: 1 for a front-end message, 0x9 to also ask for a REPLY_ACK, 0x5 for a reply.</param>
+    /// <param name="payload">The payload.</param>
+    /// <param name="fd">A descriptor to pass, or -1.</param>
+    /// <returns>False when the peer is gone.</returns>
+    public bool Send(VhostUserRequest request, uint flags, ReadOnlySpan<byte> payload, int fd)
     {
+        Span<int> fds = stackalloc int[1];
+        fds[0] = fd;
+        return Send(request, flags, payload, fd < 0 ? default : fds);
+    }
+
+    /// <summary>Sends a message with the given flags and file descriptors (SCM_RIGHTS).</summary>
+    /// <param name="request">The request.</param>
+    /// <param name="flags">Header flags.</param>
+    /// <param name="payload">The payload.</param>
+    /// <param name="fds">Descriptors to pass (at most <see cref="MaxFds"/>); they stay the caller's.</param>
+    /// <returns>False when the peer is gone.</returns>
+    public bool Send(VhostUserRequest request, uint flags, ReadOnlySpan<byte> payload, ReadOnlySpan<int> fds)
+    {
+        if (fds.Length > MaxFds)
+        {
+            throw new ArgumentException($"At most {MaxFds} descriptors go with one message.", nameof(fds));
+        }
+
         Span<byte> message = stackalloc byte[VhostUserHeader.Length + Math.Min(payload.Length, 512)];
         if (payload.Length > 512)
         {
@@ -143,12 +169,50 @@ public sealed unsafe class VhostUserChannel : IDisposable
         }
 
         System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(message, (uint)request);
-        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(message[4..], 0x5);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(message[4..], flags);
         System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(message[8..], (uint)payload.Length);
         payload.CopyTo(message[VhostUserHeader.Length..]);
         fixed (byte* p = message)
         {
             int sent = 0;
+            if (fds.Length > 0)
+            {
+                // The descriptors ride with the first bytes; the rest of a long message follows with send.
+                int controlLength = LibC.CMSG_SPACE(MaxFds * sizeof(int));
+                byte* control = stackalloc byte[controlLength];
+                new Span<byte>(control, controlLength).Clear();
+                iovec iov = default;
+                iov.iov_base = p;
+                iov.iov_len = message.Length;
+                msghdr msg = default;
+                msg.msg_iov = &iov;
+                msg.msg_iovlen = 1;
+                msg.msg_control = control;
+                msg.msg_controllen = CmsgSpace(fds.Length);
+                var c = (cmsghdr*)control;
+                c->cmsg_level = LibC.SOL_SOCKET;
+                c->cmsg_type = LibC.SCM_RIGHTS;
+                c->cmsg_len = CmsgHeaderLength + (fds.Length * sizeof(int));
+                int* data = (int*)(control + CmsgHeaderLength);
+                for (int i = 0; i < fds.Length; i++)
+                {
+                    data[i] = fds[i];
+                }
+
+                long n;
+                do
+                {
+                    n = LibC.sendmsg(_fd, &msg, LibC.MSG_NOSIGNAL);
+                }
+                while (n < 0 && LibC.errno == Errno.EINTR);
+                if (n <= 0)
+                {
+                    return false;
+                }
+
+                sent = (int)n;
+            }
+
             while (sent < message.Length)
             {
                 long n = LibC.send(_fd, p + sent, message.Length - sent, LibC.MSG_NOSIGNAL);
@@ -178,6 +242,8 @@ public sealed unsafe class VhostUserChannel : IDisposable
             LibC.close(fd);
         }
     }
+
+    private static int CmsgSpace(int fdCount) => CmsgHeaderLength + (((fdCount * sizeof(int)) + 7) & ~7);
 
     private static void CloseAll(Span<int> fds)
     {

@@ -221,6 +221,30 @@ public sealed unsafe class SplitVirtqueue
         return !valid || (ushort)(newIdx - usedEvent - 1) < (ushort)(newIdx - oldIdx);
     }
 
+    /// <summary>The used index this side has published.</summary>
+    public ushort UsedIndex => _usedIdx;
+
+    /// <summary>
+    /// After draining the available ring: asks the guest to kick for the next chain (with EVENT_IDX, by moving
+    /// avail_event to where reading stopped), then looks again, closing the race with a chain published before
+    /// the guest could see the request.
+    /// </summary>
+    /// <returns>True when a chain is already available (keep popping, no kick will come for it).</returns>
+    public bool ArmKick()
+    {
+        if (_eventIdx)
+        {
+            Volatile.Write(ref *(ushort*)(_used + 4 + (Size * 8)), _lastAvail);
+        }
+        else
+        {
+            Volatile.Write(ref *(ushort*)_used, (ushort)0);
+        }
+
+        Interlocked.MemoryBarrier(); // the request to kick is visible before the index is read again
+        return Volatile.Read(ref _avail[1]) != _lastAvail;
+    }
+
     /// <summary>Asks the guest not to kick (true) or to kick again (false) for new available chains.</summary>
     /// <param name="suppress">Whether kicks are unwanted now.</param>
     public void SuppressKicks(bool suppress)

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.InteropServices;
 using System.Text;
 using Hci.Core.Blocks;
 
@@ -25,6 +26,9 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
     private readonly ChainSegment[] _chain;
     private readonly ChainSegment[] _data;
     private readonly Action? _signal;
+    private readonly int _tenant;
+    private readonly nint _alignMask;
+    private Bounce?[]? _bounces;
     private bool _kicksSuppressed;
     private bool _notifyPending;
 
@@ -40,6 +44,8 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
         _queue = queue ?? throw new ArgumentNullException(nameof(queue));
         ArgumentNullException.ThrowIfNull(serial);
         _signal = signal;
+        _tenant = tenant;
+        _alignMask = queue.Device.Geometry.BufferAlignment - 1;
         Encoding.ASCII.GetBytes(serial.AsSpan(0, Math.Min(serial.Length, VirtioBlk.IdLength)), _id);
         int maxSegments = Math.Min(queue.Device.Geometry.MaxSegments, BlockRequest.MaxSegmentsLimit);
         _chain = new ChainSegment[maxSegments + 2];
@@ -52,8 +58,20 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
         }
     }
 
-    /// <summary>Asked before popping: true leaves the guest's requests in its ring for now.</summary>
+    /// <summary>
+    /// Asked before popping: true leaves the guest's requests in its ring for now. When null, the block queue's
+    /// own <see cref="BlockQueue.IsThrottled"/> is asked for this processor's tenant.
+    /// </summary>
     public Func<bool>? IsThrottled { get; set; }
+
+    /// <summary>Requests submitted to the block queue and not yet answered.</summary>
+    public int InFlight { get; private set; }
+
+    /// <summary>True when the last <see cref="Process"/> left work in the ring because the tenant was throttled.</summary>
+    public bool Throttled => _kicksSuppressed;
+
+    /// <summary>The shared in-flight record, when the front-end gave one (restart support).</summary>
+    internal InflightRegion? Inflight { get; set; }
 
     /// <summary>Chains failed as malformed so far.</summary>
     public long Malformed { get; private set; }
@@ -68,7 +86,7 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
     /// <returns>Chains taken.</returns>
     public int Process()
     {
-        if (IsThrottled?.Invoke() == true)
+        if (IsThrottled?.Invoke() ?? _queue.IsThrottled(_tenant))
         {
             if (!_kicksSuppressed)
             {
@@ -86,14 +104,34 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
         }
 
         int taken = 0;
-        while (_vq.TryPop(out ushort head))
+        do
         {
-            taken++;
+            while (_vq.TryPop(out ushort head))
+            {
+                taken++;
+                Inflight?.Fetched(head);
+                Handle(head);
+            }
+        }
+        while (_vq.ArmKick());
+
+        FlushNotifications();
+        return taken;
+    }
+
+    /// <summary>
+    /// Runs again the requests a previous back-end took and never answered (from the in-flight record after a
+    /// restart), oldest first; they are already counted as popped.
+    /// </summary>
+    /// <param name="heads">The heads.</param>
+    internal void Resubmit(ReadOnlySpan<ushort> heads)
+    {
+        foreach (ushort head in heads)
+        {
             Handle(head);
         }
 
         FlushNotifications();
-        return taken;
     }
 
     /// <summary>
@@ -120,6 +158,14 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
     public void OnCompleted(BlockRequest request)
     {
         ushort head = (ushort)request.UserTag;
+        InFlight--;
+        var bounce = _bounces?[head];
+        if (bounce != null)
+        {
+            _bounces![head] = null;
+            bounce.Finish(request.Error == BlockError.None && request.Operation == BlockOperation.Read);
+        }
+
         byte status = request.Error switch
         {
             BlockError.None => VirtioBlk.StatusOk,
@@ -148,7 +194,7 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
         {
             // Nothing trustworthy to answer in: return the chain empty.
             Malformed++;
-            _vq.PushUsed(head, 0);
+            PushUsed(head, 0);
             Notify();
             return;
         }
@@ -157,7 +203,7 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
         if (error == VirtioBlkParseError.NoStatus)
         {
             Malformed++;
-            _vq.PushUsed(head, 0);
+            PushUsed(head, 0);
             Notify();
             return;
         }
@@ -232,7 +278,44 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
 
         request.UserState = null;
         _statusAddresses[head] = blk.Status;
+        if (request.SegmentCount > 0 && !Aligned(request))
+        {
+            BounceRequest(head, request);
+        }
+
+        InFlight++;
         _queue.Submit(request);
+    }
+
+    private bool Aligned(BlockRequest request)
+    {
+        if (_alignMask == 0)
+        {
+            return true;
+        }
+
+        foreach (var segment in request.Segments)
+        {
+            if (((segment.Address | segment.Length) & _alignMask) != 0)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    // Guest buffers the device cannot take as they are (an odd address or length under O_DIRECT) go through one
+    // aligned buffer: a copy, on a path a Linux guest does not take (its buffers are page or sector aligned).
+    private void BounceRequest(ushort head, BlockRequest request)
+    {
+        var bounce = new Bounce(request);
+        _bounces ??= new Bounce?[_requests.Length];
+        _bounces[head] = bounce;
+        long offset = request.Offset;
+        var operation = request.Operation;
+        request.Reset();
+        request.SetReadWrite(operation, offset, bounce.Buffer, bounce.Length);
     }
 
     private void WriteId(in VirtioBlkRequest blk)
@@ -250,8 +333,59 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
     {
         *status = value;
         Completed++;
-        _vq.PushUsed(head, dataWritten + 1);
+        PushUsed(head, dataWritten + 1);
         Notify();
+    }
+
+    private void PushUsed(ushort head, uint written)
+    {
+        var inflight = Inflight;
+        inflight?.BeforePut(head);
+        _vq.PushUsed(head, written);
+        inflight?.AfterPut(head, _vq.UsedIndex);
+    }
+
+    private sealed class Bounce
+    {
+        private readonly (nint Address, int Length)[] _guest;
+
+        public Bounce(BlockRequest request)
+        {
+            Length = (int)request.Length;
+            _guest = new (nint, int)[request.SegmentCount];
+            Buffer = NativeMemory.AlignedAlloc((nuint)Math.Max(Length, 1), 4096);
+            var segments = request.Segments;
+            int at = 0;
+            for (int i = 0; i < _guest.Length; i++)
+            {
+                _guest[i] = (segments[i].Address, (int)segments[i].Length);
+                if (request.Operation == BlockOperation.Write)
+                {
+                    new ReadOnlySpan<byte>((void*)_guest[i].Address, _guest[i].Length).CopyTo(new Span<byte>((byte*)Buffer + at, _guest[i].Length));
+                }
+
+                at += _guest[i].Length;
+            }
+        }
+
+        public void* Buffer { get; }
+
+        public int Length { get; }
+
+        public void Finish(bool copyOut)
+        {
+            if (copyOut)
+            {
+                int at = 0;
+                foreach (var (address, length) in _guest)
+                {
+                    new ReadOnlySpan<byte>((byte*)Buffer + at, length).CopyTo(new Span<byte>((void*)address, length));
+                    at += length;
+                }
+            }
+
+            NativeMemory.AlignedFree(Buffer);
+        }
     }
 
     private void Notify() => _notifyPending = true;

@@ -30,6 +30,12 @@ public abstract class DecoratorQueue : BlockQueue, IBlockCompletionHandler
     /// <inheritdoc/>
     public override bool TryRegisterBuffers(ReadOnlySpan<BlockSegment> regions) => InnerQueue.TryRegisterBuffers(regions);
 
+    /// <inheritdoc/>
+    public override bool TrySetWakeSource(int fd) => InnerQueue.TrySetWakeSource(fd);
+
+    /// <inheritdoc/>
+    public override bool IsThrottled(int tenant) => InnerQueue.IsThrottled(tenant);
+
     /// <summary>Receives a shadow's completion from the inner queue.</summary>
     /// <param name="request">The shadow.</param>
     void IBlockCompletionHandler.OnCompleted(BlockRequest request)

@@ -1,0 +1,104 @@
+using System.Runtime.InteropServices;
+using Hci.Core.Blocks;
+using Hci.Core.Devices;
+using Hci.Samples.HostType;
+using Hci.Scheduling;
+using Hci.Transport.Vhost;
+using Microsoft.Extensions.Logging;
+
+// hci-hosttype: the paper's host-type controller. Volumes are exported as vhost-user-blk, so a VM's virtio-blk
+// requests reach the device through shared memory, and processes reach the same back-end with the Hci client.
+HostOptions options;
+try
+{
+    options = HostOptions.Parse(args);
+}
+catch (UsageException e)
+{
+    Console.Error.WriteLine($"hci-hosttype: {e.Message}");
+    return 2;
+}
+
+if (options.Help)
+{
+    Console.WriteLine(HostOptions.Usage);
+    return 0;
+}
+
+var logger = new ConsoleLogger(options.Verbose ? LogLevel.Debug : LogLevel.Information);
+var devices = new List<BlockDevice>();
+var servers = new List<VhostUserBlkServer>();
+using var stop = new ManualResetEventSlim();
+using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
+using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
+try
+{
+    foreach (var volume in options.Volumes)
+    {
+        BlockDevice device = BlockDevices.Open(
+            new BlockDeviceOptions
+            {
+                Engine = volume.Engine,
+                Path = volume.Backing,
+                Size = volume.Size,
+                Direct = !volume.Buffered,
+                ReadOnly = volume.ReadOnly,
+            },
+            logger);
+        if (volume.SchedulerKind is { } kind)
+        {
+            device = new ScheduledBlockDevice(device, new SchedulerOptions { Kind = kind });
+        }
+
+        devices.Add(device);
+        var server = new VhostUserBlkServer(
+            device,
+            new VhostUserBlkServerOptions
+            {
+                SocketPath = volume.Socket,
+                MaxQueues = volume.Queues,
+                ReactorThreads = options.Reactors,
+                ReadOnly = volume.ReadOnly,
+                Serial = string.IsNullOrEmpty(volume.Serial) ? Path.GetFileNameWithoutExtension(volume.Socket) : volume.Serial,
+                Tenant = volume.Tenant,
+            },
+            logger);
+        server.Start();
+        servers.Add(server);
+        logger.LogInformation(
+            "hci-hosttype: ready: {Socket} serves {Backing} ({Size} bytes, block {Block}, engine {Engine}, scheduler {Scheduler})",
+            volume.Socket,
+            volume.Backing ?? volume.IoEngine,
+            device.Geometry.Capacity,
+            device.Geometry.LogicalBlockSize,
+            volume.IoEngine,
+            volume.Scheduler);
+    }
+
+    stop.Wait();
+    logger.LogInformation("hci-hosttype: stopping");
+    return 0;
+}
+catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or PlatformNotSupportedException)
+{
+    logger.LogError("hci-hosttype: {Message}", e.Message);
+    return 1;
+}
+finally
+{
+    foreach (var server in servers)
+    {
+        server.Dispose();
+    }
+
+    foreach (var device in devices)
+    {
+        device.Dispose();
+    }
+}
+
+void Stop(PosixSignalContext context)
+{
+    context.Cancel = true;
+    stop.Set();
+}

@@ -1,0 +1,366 @@
+using System.Diagnostics.Metrics;
+using System.Text;
+using Hci.Core.Blocks;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Tmds.Linux;
+
+namespace Hci.Transport.Vhost;
+
+/// <summary>
+/// A vhost-user-blk back-end: exports one <see cref="BlockDevice"/> on a Unix socket to vhost-user front-ends
+/// (QEMU, or the vhost-user-blk client for processes and containers). Each connection gets a control
+/// thread; its virtqueues are spread over a fixed set of reactor threads that serve guest memory with no copy.
+/// Guest I/O enters the device as class VM under <see cref="VhostUserBlkServerOptions.Tenant"/>, so a scheduler
+/// below sees it, and a throttled tenant's requests are left in the guest's ring with kicks suppressed.
+/// </summary>
+/// <remarks>
+/// Meter <c>Hci.Transport.VhostUser</c>: <c>hci.vhost.requests</c>, <c>hci.vhost.kicks</c> and
+/// <c>hci.vhost.interrupts</c> (their ratios are the notifications per I/O), tagged with the socket path.
+/// </remarks>
+public sealed unsafe class VhostUserBlkServer : IDisposable
+{
+    /// <summary>Name of the meter.</summary>
+    public const string MeterName = "Hci.Transport.VhostUser";
+
+    private readonly ILogger _logger;
+    private readonly Lock _lock = new();
+    private readonly List<VhostUserBlkSession> _sessions = [];
+    private readonly Meter _meter;
+    private VirtqueueReactor[] _reactors = [];
+    private Thread? _acceptThread;
+    private int _listen = -1;
+    private int _nextSession;
+    private long _retiredRequests;
+    private long _retiredInterrupts;
+    private readonly List<ReactorRing> _live = [];
+    private volatile bool _stopping;
+
+    /// <summary>Creates the server; <see cref="Start"/> opens the socket.</summary>
+    /// <param name="device">The device to export; it must outlive the server.</param>
+    /// <param name="options">Settings, checked here.</param>
+    /// <param name="logger">Where to log; none by default.</param>
+    /// <exception cref="ArgumentException">The options are invalid; the message says what to fix.</exception>
+    public VhostUserBlkServer(BlockDevice device, VhostUserBlkServerOptions options, ILogger? logger = null)
+    {
+        Device = device ?? throw new ArgumentNullException(nameof(device));
+        ArgumentNullException.ThrowIfNull(options);
+        Options = options.Resolve();
+        _logger = logger ?? NullLogger.Instance;
+        var tags = new KeyValuePair<string, object?>("hci.socket", Options.SocketPath);
+        _meter = new Meter(MeterName);
+        _meter.CreateObservableCounter("hci.vhost.requests", () => new Measurement<long>(Requests, tags), "{request}", "Requests answered to front-ends.");
+        _meter.CreateObservableCounter("hci.vhost.kicks", () => new Measurement<long>(Kicks, tags), "{kick}", "Kicks (guest-to-host notifications) read.");
+        _meter.CreateObservableCounter("hci.vhost.interrupts", () => new Measurement<long>(Interrupts, tags), "{interrupt}", "Interrupts (host-to-guest notifications) raised.");
+    }
+
+    /// <summary>The exported device.</summary>
+    public BlockDevice Device { get; }
+
+    /// <summary>The settings, defaults resolved.</summary>
+    public VhostUserBlkServerOptions Options { get; }
+
+    /// <summary>The socket path.</summary>
+    public string SocketPath => Options.SocketPath;
+
+    /// <summary>Front-ends connected now.</summary>
+    public int Connections
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _sessions.Count;
+            }
+        }
+    }
+
+    /// <summary>Requests answered so far (approximate while rings run).</summary>
+    public long Requests
+    {
+        get
+        {
+            lock (_lock)
+            {
+                long n = _retiredRequests;
+                foreach (var r in _live)
+                {
+                    n += r.Processor?.Completed ?? 0;
+                }
+
+                return n;
+            }
+        }
+    }
+
+    /// <summary>Interrupts raised so far (approximate while rings run).</summary>
+    public long Interrupts
+    {
+        get
+        {
+            lock (_lock)
+            {
+                long n = _retiredInterrupts;
+                foreach (var r in _live)
+                {
+                    n += r.Processor?.Interrupts ?? 0;
+                }
+
+                return n;
+            }
+        }
+    }
+
+    /// <summary>Kicks read so far.</summary>
+    public long Kicks => _reactors.Sum(r => r.Kicks);
+
+    /// <summary>Starts the reactors, creates the socket (replacing a stale one) and accepts front-ends.</summary>
+    /// <exception cref="IOException">The socket could not be created; the message says why.</exception>
+    public void Start()
+    {
+        if (_acceptThread != null)
+        {
+            throw new InvalidOperationException("The server is already started.");
+        }
+
+        var reactors = new List<VirtqueueReactor>();
+        try
+        {
+            for (int i = 0; i < Options.ReactorThreads; i++)
+            {
+                reactors.Add(new VirtqueueReactor(Device, Options.QueueDepth, $"hci-vhost-{i}", _logger));
+            }
+
+            _reactors = [.. reactors];
+            _listen = Listen(Options.SocketPath, Options.SocketMode);
+        }
+        catch
+        {
+            foreach (var r in reactors)
+            {
+                r.Dispose();
+            }
+
+            _reactors = [];
+            throw;
+        }
+
+        _acceptThread = new Thread(AcceptLoop) { IsBackground = true, Name = "hci-vhost-accept" };
+        _acceptThread.Start();
+        _logger.LogInformation("vhost-user-blk: listening on {Socket} ({Device}, {Capacity} bytes, {Queues} queue(s), {Reactors} reactor(s)).", Options.SocketPath, Device.Name, Device.Geometry.Capacity, Options.MaxQueues, _reactors.Length);
+    }
+
+    /// <summary>Closes the socket, disconnects every front-end (after their requests complete) and stops the reactors.</summary>
+    public void Dispose()
+    {
+        if (_stopping)
+        {
+            return;
+        }
+
+        _stopping = true;
+        if (_listen >= 0)
+        {
+            LibC.shutdown(_listen, LibC.SHUT_RDWR);
+        }
+
+        _acceptThread?.Join();
+        if (_listen >= 0)
+        {
+            LibC.close(_listen);
+            _listen = -1;
+            Unlink(Options.SocketPath);
+        }
+
+        VhostUserBlkSession[] sessions;
+        lock (_lock)
+        {
+            sessions = [.. _sessions];
+        }
+
+        foreach (var s in sessions)
+        {
+            s.Shutdown();
+        }
+
+        foreach (var s in sessions)
+        {
+            s.Dispose();
+        }
+
+        foreach (var r in _reactors)
+        {
+            r.Dispose();
+        }
+
+        _meter.Dispose();
+    }
+
+    internal VirtqueueReactor PickReactor()
+    {
+        lock (_lock)
+        {
+            var best = _reactors[0];
+            foreach (var r in _reactors)
+            {
+                if (r.RingCount < best.RingCount)
+                {
+                    best = r;
+                }
+            }
+
+            return best;
+        }
+    }
+
+    internal void Track(ReactorRing ring)
+    {
+        lock (_lock)
+        {
+            _live.Add(ring);
+        }
+    }
+
+    internal void Retire(ReactorRing ring)
+    {
+        lock (_lock)
+        {
+            if (_live.Remove(ring) && ring.Processor != null)
+            {
+                _retiredRequests += ring.Processor.Completed;
+                _retiredInterrupts += ring.Processor.Interrupts;
+            }
+        }
+    }
+
+    internal void OnSessionClosed(VhostUserBlkSession session)
+    {
+        lock (_lock)
+        {
+            _sessions.Remove(session);
+        }
+    }
+
+    private static int Listen(string path, UnixFileMode mode)
+    {
+        int fd = LibC.socket(LibC.AF_UNIX, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC, 0);
+        if (fd < 0)
+        {
+            throw new IOException($"Creating a Unix socket failed: {Errno.Describe(LibC.errno)}.");
+        }
+
+        try
+        {
+            // A socket left by a previous run is replaced; anything else at that path is not touched.
+            switch (FileType(path))
+            {
+                case 0:
+                    break;
+                case 0xC000: // S_IFSOCK
+                    Unlink(path);
+                    break;
+                default:
+                    throw new IOException($"'{path}' exists and is not a socket; choose another socket path or remove it.");
+            }
+
+            sockaddr_un address = default;
+            address.sun_family = (ushort)LibC.AF_UNIX;
+            byte[] bytes = Encoding.UTF8.GetBytes(path);
+            for (int i = 0; i < bytes.Length; i++)
+            {
+                address.sun_path[i] = bytes[i];
+            }
+
+            LibC.fchmod(fd, (mode_t)(uint)mode);
+            if (LibC.bind(fd, (sockaddr*)&address, sizeof(sockaddr_un)) != 0)
+            {
+                throw new IOException($"Binding '{path}' failed: {Errno.Describe(LibC.errno)}. Check the directory exists and is writable.");
+            }
+
+            File.SetUnixFileMode(path, mode);
+            if (LibC.listen(fd, 16) != 0)
+            {
+                throw new IOException($"Listening on '{path}' failed: {Errno.Describe(LibC.errno)}.");
+            }
+
+            return fd;
+        }
+        catch
+        {
+            LibC.close(fd);
+            throw;
+        }
+    }
+
+    // The S_IFMT bits of lstat(path), or 0 when nothing is there.
+    private static uint FileType(string path)
+    {
+        byte* buffer = stackalloc byte[256];
+        byte[] bytes = Encoding.UTF8.GetBytes(path + "\0");
+        fixed (byte* p = bytes)
+        {
+            if (Lstat(p, buffer) != 0)
+            {
+                return 0;
+            }
+        }
+
+        // st_mode: after st_dev and st_ino, then st_nlink (8 bytes) on x86_64; st_nlink follows it elsewhere.
+        int modeOffset = System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture == System.Runtime.InteropServices.Architecture.X64 ? 24 : 16;
+        return *(uint*)(buffer + modeOffset) & 0xF000;
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "lstat", SetLastError = true)]
+    private static extern int Lstat(byte* path, byte* stat);
+
+    private static void Unlink(string path)
+    {
+        byte[] bytes = Encoding.UTF8.GetBytes(path + "\0");
+        fixed (byte* p = bytes)
+        {
+            LibC.unlink(p);
+        }
+    }
+
+    private void AcceptLoop()
+    {
+        while (!_stopping)
+        {
+            int fd = LibC.accept4(_listen, null, null, LibC.SOCK_CLOEXEC);
+            if (fd < 0)
+            {
+                int errno = LibC.errno;
+                if (_stopping)
+                {
+                    return;
+                }
+
+                if (errno is Errno.EINTR or 103 /* ECONNABORTED */)
+                {
+                    continue;
+                }
+
+                _logger.LogError("vhost-user-blk: accept on {Socket} failed: {Error}; retrying.", Options.SocketPath, Errno.Describe(errno));
+                Thread.Sleep(100);
+                continue;
+            }
+
+            VhostUserBlkSession session;
+            lock (_lock)
+            {
+                if (_sessions.Count >= Options.MaxConnections)
+                {
+                    _logger.LogWarning("vhost-user-blk: {Socket} already has {Count} front-end(s) (MaxConnections); closing a new connection.", Options.SocketPath, _sessions.Count);
+                    LibC.close(fd);
+                    continue;
+                }
+
+                session = new VhostUserBlkSession(this, fd, ++_nextSession, _logger);
+                _sessions.Add(session);
+            }
+
+            _logger.LogInformation("vhost-user-blk: front-end connected to {Socket} (session {Id}).", Options.SocketPath, session.Id);
+            new Thread(session.Run) { IsBackground = true, Name = $"hci-vhost-session-{session.Id}" }.Start();
+        }
+    }
+}

@@ -1,0 +1,86 @@
+namespace Hci.Transport.Vhost;
+
+/// <summary>Settings of a <see cref="VhostUserBlkServer"/>: one socket, one exported device.</summary>
+public sealed class VhostUserBlkServerOptions
+{
+    /// <summary>Path of the Unix socket to listen on (under 108 bytes). A stale socket there is replaced.</summary>
+    public string SocketPath { get; set; } = "";
+
+    /// <summary>Permissions of the socket file; owner read and write by default, so only the owner can connect.</summary>
+    public UnixFileMode SocketMode { get; set; } = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+
+    /// <summary>Most virtqueues a front-end may use (GET_QUEUE_NUM and num_queues); 0 picks min(processors, 8).</summary>
+    public int MaxQueues { get; set; }
+
+    /// <summary>Data-plane threads the queues are spread over; 0 picks half the processors, 1 to 8.</summary>
+    public int ReactorThreads { get; set; }
+
+    /// <summary>Depth of each reactor's block queue (requests at the device at once).</summary>
+    public int QueueDepth { get; set; } = 256;
+
+    /// <summary>Front-ends connected at once; further connections are closed at once.</summary>
+    public int MaxConnections { get; set; } = 4;
+
+    /// <summary>The id answered to GET_ID (at most 20 ASCII bytes are used).</summary>
+    public string Serial { get; set; } = "hci";
+
+    /// <summary>Export read-only.</summary>
+    public bool ReadOnly { get; set; }
+
+    /// <summary>The tenant the front-end's I/O counts against in the schedulers (its class is VM).</summary>
+    public int Tenant { get; set; }
+
+    /// <summary>Checks the settings and fills in defaults.</summary>
+    /// <returns>A copy with every default resolved.</returns>
+    /// <exception cref="ArgumentException">A setting is invalid; the message names it and says what to fix.</exception>
+    public VhostUserBlkServerOptions Resolve()
+    {
+        if (string.IsNullOrWhiteSpace(SocketPath))
+        {
+            throw new ArgumentException("VhostUserBlkServerOptions.SocketPath is required: the Unix socket path front-ends connect to.");
+        }
+
+        if (System.Text.Encoding.UTF8.GetByteCount(SocketPath) > 107)
+        {
+            throw new ArgumentException($"VhostUserBlkServerOptions.SocketPath '{SocketPath}' is longer than a Unix socket path may be (107 bytes); use a shorter path.");
+        }
+
+        if (MaxQueues is < 0 or > 256)
+        {
+            throw new ArgumentException($"VhostUserBlkServerOptions.MaxQueues must be from 1 to 256, or 0 for the default (was {MaxQueues}).");
+        }
+
+        if (ReactorThreads is < 0 or > 256)
+        {
+            throw new ArgumentException($"VhostUserBlkServerOptions.ReactorThreads must be from 1 to 256, or 0 for the default (was {ReactorThreads}).");
+        }
+
+        if (QueueDepth is < 1 or > 65536)
+        {
+            throw new ArgumentException($"VhostUserBlkServerOptions.QueueDepth must be from 1 to 65536 (was {QueueDepth}).");
+        }
+
+        if (MaxConnections < 1)
+        {
+            throw new ArgumentException($"VhostUserBlkServerOptions.MaxConnections must be at least 1 (was {MaxConnections}).");
+        }
+
+        if (Serial == null || Serial.Any(c => c > 127))
+        {
+            throw new ArgumentException("VhostUserBlkServerOptions.Serial must be ASCII.");
+        }
+
+        return new VhostUserBlkServerOptions
+        {
+            SocketPath = SocketPath,
+            SocketMode = SocketMode,
+            MaxQueues = MaxQueues == 0 ? Math.Clamp(Environment.ProcessorCount, 1, 8) : MaxQueues,
+            ReactorThreads = ReactorThreads == 0 ? Math.Clamp(Environment.ProcessorCount / 2, 1, 8) : ReactorThreads,
+            QueueDepth = QueueDepth,
+            MaxConnections = MaxConnections,
+            Serial = Serial,
+            ReadOnly = ReadOnly,
+            Tenant = Tenant,
+        };
+    }
+}

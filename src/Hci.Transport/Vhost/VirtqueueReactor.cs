@@ -1,0 +1,392 @@
+using Hci.Core.Blocks;
+using Hci.Transport.Virtio;
+using Microsoft.Extensions.Logging;
+using Tmds.Linux;
+
+namespace Hci.Transport.Vhost;
+
+/// <summary>
+/// A data-plane thread: owns one <see cref="BlockQueue"/> on the device and serves any number of virtqueues on
+/// it. It sleeps in one wait on its device and on every kick eventfd (the kick eventfds sit in an epoll set
+/// that the queue watches, see <see cref="BlockQueue.TrySetWakeSource"/>), so a kick or a completion wakes it
+/// with no other thread in between. Rings are added, changed and removed by commands from the control threads;
+/// a ring stops only once every request it started has completed.
+/// </summary>
+internal sealed unsafe class VirtqueueReactor : IDisposable
+{
+    private const int MaxEvents = 64;
+
+    private readonly BlockDevice _device;
+    private readonly int _depth;
+    private readonly ILogger _logger;
+    private readonly Thread _thread;
+    private readonly int _epoll;
+    private readonly int _control;
+    private readonly Lock _lock = new();
+    private readonly List<Action> _commands = [];
+    private readonly List<Action> _running = [];
+    private readonly List<ReactorRing> _rings = [];
+    private readonly ManualResetEventSlim _started = new();
+    private BlockQueue? _queue;
+    private Exception? _startError;
+    private volatile bool _stopping;
+    private long _kicks;
+
+    public VirtqueueReactor(BlockDevice device, int depth, string name, ILogger logger)
+    {
+        _device = device;
+        _depth = depth;
+        _logger = logger;
+        _epoll = LibC.epoll_create1(LibC.EPOLL_CLOEXEC);
+        if (_epoll < 0)
+        {
+            throw new IOException($"epoll_create1 failed: {Errno.Describe(LibC.errno)}.");
+        }
+
+        _control = LibC.eventfd(0, LibC.EFD_CLOEXEC | LibC.EFD_NONBLOCK);
+        if (_control < 0 || !Watch(_control))
+        {
+            LibC.close(_epoll);
+            throw new IOException($"eventfd failed: {Errno.Describe(LibC.errno)}.");
+        }
+
+        _thread = new Thread(Run) { IsBackground = true, Name = name };
+        _thread.Start();
+        _started.Wait();
+        if (_startError != null)
+        {
+            Dispose();
+            throw new IOException($"The reactor could not open a queue on '{device.Name}': {_startError.Message}", _startError);
+        }
+    }
+
+    /// <summary>Rings served now (for placing new rings on the least loaded reactor).</summary>
+    public int RingCount { get; private set; }
+
+    /// <summary>Kicks read so far.</summary>
+    public long Kicks => Interlocked.Read(ref _kicks);
+
+    /// <summary>The block queue (valid once constructed).</summary>
+    public BlockQueue Queue => _queue!;
+
+    /// <summary>Runs <paramref name="command"/> on the reactor thread and waits for it.</summary>
+    /// <param name="command">The command.</param>
+    public void Invoke(Action command)
+    {
+        if (Environment.CurrentManagedThreadId == _thread.ManagedThreadId)
+        {
+            command();
+            return;
+        }
+
+        using var done = new ManualResetEventSlim();
+        Exception? error = null;
+        Post(() =>
+        {
+            try
+            {
+                command();
+            }
+            catch (Exception e)
+            {
+                error = e;
+            }
+            finally
+            {
+                done.Set();
+            }
+        });
+        done.Wait();
+        if (error != null)
+        {
+            throw new InvalidOperationException(error.Message, error);
+        }
+    }
+
+    /// <summary>Starts serving a ring.</summary>
+    /// <param name="ring">The ring; its processor is made on the reactor thread.</param>
+    public void Add(ReactorRing ring)
+    {
+        lock (_lock)
+        {
+            RingCount++;
+        }
+
+        Invoke(() =>
+        {
+            ring.Attach(_queue!);
+            if (ring.KickFd >= 0 && !Watch(ring.KickFd))
+            {
+                _logger.LogWarning("Could not watch the kick eventfd of {Ring}: {Error}; polling it instead.", ring.Name, Errno.Describe(LibC.errno));
+                ring.Polled = true;
+            }
+
+            _rings.Add(ring);
+            ring.StartResubmit();
+        });
+    }
+
+    /// <summary>Stops a ring once its requests have completed; returns where it stopped reading the ring.</summary>
+    /// <param name="ring">The ring.</param>
+    /// <returns>The next available index it would have read.</returns>
+    public ushort Remove(ReactorRing ring)
+    {
+        Post(() => ring.Stopping = true);
+        ring.Stopped.Wait();
+        lock (_lock)
+        {
+            RingCount--;
+        }
+
+        return ring.LastAvail;
+    }
+
+    /// <summary>Stops the thread; every ring must have been removed.</summary>
+    public void Dispose()
+    {
+        _stopping = true;
+        Signal();
+        if (_thread.IsAlive && Environment.CurrentManagedThreadId != _thread.ManagedThreadId)
+        {
+            _thread.Join();
+        }
+
+        LibC.close(_control);
+        LibC.close(_epoll);
+        _started.Dispose();
+    }
+
+    private void Post(Action command)
+    {
+        lock (_lock)
+        {
+            _commands.Add(command);
+        }
+
+        Signal();
+    }
+
+    private void Signal()
+    {
+        ulong one = 1;
+        LibC.write(_control, &one, sizeof(ulong));
+        _queue?.Wake();
+    }
+
+    private bool Watch(int fd)
+    {
+        epoll_event ev = default;
+        ev.events = LibC.EPOLLIN;
+        ev.data.fd = fd;
+        return LibC.epoll_ctl(_epoll, LibC.EPOLL_CTL_ADD, fd, &ev) == 0;
+    }
+
+    private void Run()
+    {
+        try
+        {
+            _queue = _device.CreateQueue(_depth);
+        }
+        catch (Exception e)
+        {
+            _startError = e;
+            _started.Set();
+            return;
+        }
+
+        bool watched = _queue.TrySetWakeSource(_epoll);
+        _started.Set();
+        var events = stackalloc epoll_event[MaxEvents];
+        try
+        {
+            while (true)
+            {
+                RunCommands();
+                if (_stopping && _rings.Count == 0)
+                {
+                    break;
+                }
+
+                int taken = 0;
+                bool throttled = false;
+                bool polled = false;
+                foreach (var ring in _rings)
+                {
+                    if (!ring.Stopping)
+                    {
+                        taken += ring.Processor!.Process();
+                        throttled |= ring.Processor.Throttled;
+                        polled |= ring.Polled;
+                    }
+                }
+
+                int done = _queue.InFlight > 0 ? _queue.Poll(0, 0) : 0;
+                for (int i = _rings.Count - 1; i >= 0; i--)
+                {
+                    var ring = _rings[i];
+                    ring.Processor!.FlushNotifications();
+                    if (ring.Stopping && ring.Processor.InFlight == 0)
+                    {
+                        Detach(ring);
+                        _rings.RemoveAt(i);
+                    }
+                }
+
+                if (taken > 0 || done > 0 || polled)
+                {
+                    continue;
+                }
+
+                // Idle: sleep until a kick, a completion, a command, or a throttle's next look.
+                int timeout = throttled ? 1 : -1;
+                if (_queue.InFlight > 0)
+                {
+                    _queue.Poll(1, watched ? timeout : 1);
+                    Drain(events, 0);
+                }
+                else
+                {
+                    Drain(events, timeout);
+                }
+            }
+        }
+        catch (Exception e)
+        {
+            _logger.LogCritical(e, "The vhost-user reactor {Name} failed; its rings stop.", _thread.Name);
+            foreach (var ring in _rings)
+            {
+                ring.Stopped.Set();
+            }
+        }
+        finally
+        {
+            if (_queue.InFlight == 0)
+            {
+                _queue.Dispose();
+            }
+        }
+    }
+
+    private void Drain(epoll_event* events, int timeout)
+    {
+        int n = LibC.epoll_wait(_epoll, events, MaxEvents, timeout);
+        for (int i = 0; i < n; i++)
+        {
+            int fd = events[i].data.fd;
+            ulong value;
+            while (LibC.read(fd, &value, sizeof(ulong)) == sizeof(ulong))
+            {
+                if (fd != _control)
+                {
+                    _kicks++;
+                }
+            }
+        }
+    }
+
+    private void RunCommands()
+    {
+        lock (_lock)
+        {
+            if (_commands.Count == 0)
+            {
+                return;
+            }
+
+            _running.AddRange(_commands);
+            _commands.Clear();
+        }
+
+        foreach (var command in _running)
+        {
+            command();
+        }
+
+        _running.Clear();
+    }
+
+    private void Detach(ReactorRing ring)
+    {
+        if (ring.KickFd >= 0)
+        {
+            LibC.epoll_ctl(_epoll, LibC.EPOLL_CTL_DEL, ring.KickFd, null);
+        }
+
+        ring.LastAvail = ring.Virtqueue.LastAvailIndex;
+        ring.Processor!.Dispose();
+        ring.Stopped.Set();
+    }
+}
+
+/// <summary>A ring as a reactor serves it: the virtqueue, its processor, its eventfds.</summary>
+internal sealed unsafe class ReactorRing
+{
+    private readonly string _serial;
+    private readonly int _tenant;
+    private readonly Action _signal;
+    private ushort[]? _resubmit;
+    private int _callFd;
+
+    public ReactorRing(string name, SplitVirtqueue virtqueue, int kickFd, int callFd, string serial, int tenant, InflightRegion? inflight, ushort[]? resubmit)
+    {
+        Name = name;
+        Virtqueue = virtqueue;
+        KickFd = kickFd;
+        Polled = kickFd < 0;
+        _callFd = callFd;
+        _serial = serial;
+        _tenant = tenant;
+        Inflight = inflight;
+        _resubmit = resubmit;
+        _signal = RaiseInterrupt;
+    }
+
+    public string Name { get; }
+
+    public SplitVirtqueue Virtqueue { get; }
+
+    public int KickFd { get; }
+
+    public bool Polled { get; set; }
+
+    public InflightRegion? Inflight { get; }
+
+    public VirtioBlkQueueProcessor? Processor { get; private set; }
+
+    public bool Stopping { get; set; }
+
+    public ushort LastAvail { get; set; }
+
+    public ManualResetEventSlim Stopped { get; } = new();
+
+    /// <summary>The call eventfd; changed on the reactor thread only (QEMU swaps it while the ring runs).</summary>
+    public int CallFd
+    {
+        get => _callFd;
+        set => _callFd = value;
+    }
+
+    public void Attach(BlockQueue queue)
+    {
+        Processor = new VirtioBlkQueueProcessor(Virtqueue, queue, _serial, _tenant, _signal) { Inflight = Inflight };
+    }
+
+    public void StartResubmit()
+    {
+        if (_resubmit is { Length: > 0 } heads)
+        {
+            _resubmit = null;
+            Processor!.Resubmit(heads);
+        }
+    }
+
+    private void RaiseInterrupt()
+    {
+        int fd = _callFd;
+        if (fd >= 0)
+        {
+            ulong one = 1;
+            LibC.write(fd, &one, sizeof(ulong));
+        }
+    }
+}
