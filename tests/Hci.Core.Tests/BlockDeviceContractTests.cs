@@ -8,7 +8,7 @@ public sealed class BlockDeviceContractTests
 {
     public static TheoryData<DeviceKind> AllKinds => new(Enum.GetValues<DeviceKind>());
 
-    public static TheoryData<DeviceKind> PersistentKinds => new(Enum.GetValues<DeviceKind>().Where(k => k != DeviceKind.Null));
+    public static TheoryData<DeviceKind> PersistentKinds => new(Enum.GetValues<DeviceKind>().Where(TestDevice.IsPersistent));
 
     [Theory]
     [MemberData(nameof(AllKinds))]
@@ -69,7 +69,7 @@ public sealed class BlockDeviceContractTests
         await using var t = TestDevice.Create(kind);
         var d = t.Device;
         int lbs = d.Geometry.LogicalBlockSize;
-        using var pool = new AlignedBufferPool(lbs, 8);
+        using var pool = new AlignedBufferPool(lbs, 8, alignment: Math.Min(lbs, 4096));
         var buffers = Enumerable.Range(0, 4).Select(_ => pool.Rent()).ToArray();
         for (int i = 0; i < buffers.Length; i++)
         {
@@ -170,7 +170,7 @@ public sealed class BlockDeviceContractTests
     private static unsafe void WriteOwnRangeThroughQueue(BlockDevice d, int w, long region, int lbs)
     {
         using var queue = d.CreateQueue(16);
-        using var pool = new AlignedBufferPool(lbs, 16);
+        using var pool = new AlignedBufferPool(lbs, 16, alignment: Math.Min(lbs, 4096));
         var requests = new BlockRequest[16];
         for (int i = 0; i < requests.Length; i++)
         {
@@ -396,7 +396,7 @@ public sealed class BlockDeviceContractTests
         await using var t = TestDevice.Create(kind);
         var d = t.Device;
         int lbs = d.Geometry.LogicalBlockSize;
-        using var pool = new AlignedBufferPool(lbs, 64);
+        using var pool = new AlignedBufferPool(lbs, 64, alignment: Math.Min(lbs, 4096));
         using var queue = d.CreateQueue(4);
         var handler = new CountingHandler();
         var requests = new BlockRequest[64];
@@ -429,7 +429,7 @@ public sealed class BlockDeviceContractTests
         await using var t = TestDevice.Create(kind);
         var d = t.Device;
         int lbs = d.Geometry.LogicalBlockSize;
-        using var pool = new AlignedBufferPool(lbs, 32);
+        using var pool = new AlignedBufferPool(lbs, 32, alignment: Math.Min(lbs, 4096));
         var handler = new CountingHandler();
         var queue = d.CreateQueue(8);
         unsafe

@@ -19,6 +19,9 @@ internal sealed class TestDevice : IAsyncDisposable
 
     public static readonly long DefaultSize = 16L << 20;
 
+    /// <summary>Whether data written to a device of this kind can be read back.</summary>
+    public static bool IsPersistent(DeviceKind kind) => kind != DeviceKind.Null;
+
     public static TestDevice Create(DeviceKind kind, long size = 0)
     {
         size = size == 0 ? DefaultSize : size;

@@ -41,7 +41,16 @@ public sealed unsafe class VhostUserChannel : IDisposable
     /// <see cref="VhostUserError.None"/>; a header error (the connection cannot be resynchronized and should be
     /// closed); or <see cref="VhostUserError.ShortHeader"/> when the peer closed the connection.
     /// </returns>
-    public VhostUserError Receive(Span<byte> payload, Span<int> fds, out VhostUserHeader header, out int fdCount)
+    public VhostUserError Receive(Span<byte> payload, Span<int> fds, out VhostUserHeader header, out int fdCount) => Receive(payload, fds, reply: false, out header, out fdCount);
+
+    /// <summary>Reads one message: a front-end's request, or (<paramref name="reply"/> true) a back-end's reply.</summary>
+    /// <param name="payload">Receives the payload.</param>
+    /// <param name="fds">Receives the descriptors; the caller owns those it is given.</param>
+    /// <param name="reply">True on the front-end side, reading replies.</param>
+    /// <param name="header">The header.</param>
+    /// <param name="fdCount">Descriptors received.</param>
+    /// <returns>As <see cref="Receive(Span{byte}, Span{int}, out VhostUserHeader, out int)"/>.</returns>
+    public VhostUserError Receive(Span<byte> payload, Span<int> fds, bool reply, out VhostUserHeader header, out int fdCount)
     {
         header = default;
         fdCount = 0;
@@ -107,7 +116,7 @@ public sealed unsafe class VhostUserChannel : IDisposable
             return VhostUserError.BadFds;
         }
 
-        var error = VhostUserMessage.ParseHeader(new ReadOnlySpan<byte>(head, VhostUserHeader.Length), out header);
+        var error = VhostUserMessage.ParseHeader(new ReadOnlySpan<byte>(head, VhostUserHeader.Length), reply, out header);
         if (error != VhostUserError.None)
         {
             CloseAll(fds[..received]);

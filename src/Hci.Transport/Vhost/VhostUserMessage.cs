@@ -59,7 +59,14 @@ public static class VhostUserMessage
     /// <param name="bytes">At least 12 bytes.</param>
     /// <param name="header">The header.</param>
     /// <returns>The error, or none.</returns>
-    public static VhostUserError ParseHeader(ReadOnlySpan<byte> bytes, out VhostUserHeader header)
+    public static VhostUserError ParseHeader(ReadOnlySpan<byte> bytes, out VhostUserHeader header) => ParseHeader(bytes, reply: false, out header);
+
+    /// <summary>Reads and checks a header sent by a front-end (<paramref name="reply"/> false) or a back-end's reply.</summary>
+    /// <param name="bytes">At least 12 bytes.</param>
+    /// <param name="reply">True when a reply is expected: its reply bit must then be set.</param>
+    /// <param name="header">The header.</param>
+    /// <returns>The error, or none.</returns>
+    public static VhostUserError ParseHeader(ReadOnlySpan<byte> bytes, bool reply, out VhostUserHeader header)
     {
         header = default;
         if (bytes.Length < VhostUserHeader.Length)
@@ -68,7 +75,7 @@ public static class VhostUserMessage
         }
 
         header = new VhostUserHeader((VhostUserRequest)BinaryPrimitives.ReadUInt32LittleEndian(bytes), BinaryPrimitives.ReadUInt32LittleEndian(bytes[4..]), BinaryPrimitives.ReadUInt32LittleEndian(bytes[8..]));
-        if ((header.Flags & 0x3) != 1 || (header.Flags & 0x4) != 0)
+        if ((header.Flags & 0x3) != 1 || ((header.Flags & 0x4) != 0) != reply)
         {
             return VhostUserError.BadFlags;
         }

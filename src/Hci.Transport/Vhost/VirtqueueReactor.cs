@@ -221,6 +221,7 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
                 }
 
                 int done = _queue.InFlight > 0 ? _queue.Poll(0, 0) : 0;
+                bool detached = false;
                 for (int i = _rings.Count - 1; i >= 0; i--)
                 {
                     var ring = _rings[i];
@@ -229,10 +230,11 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
                     {
                         Detach(ring);
                         _rings.RemoveAt(i);
+                        detached = true;
                     }
                 }
 
-                if (taken > 0 || done > 0 || polled)
+                if (taken > 0 || done > 0 || polled || detached)
                 {
                     continue;
                 }
