@@ -45,6 +45,12 @@ internal sealed class BenchOptions
 
     public bool FixedBuffers { get; set; } = true;
 
+    /// <summary>--ioengine=vhost-user: the device is a vhost-user-blk back-end reached at --filename.</summary>
+    public bool VhostUser { get; set; }
+
+    /// <summary>--hipri: poll for completions instead of sleeping (vhost-user).</summary>
+    public bool Polling { get; set; }
+
     public bool TemporaryFile { get; set; }
 
     public bool IsRead => Rw is Pattern.Read or Pattern.RandRead;
@@ -66,7 +72,9 @@ internal sealed class BenchOptions
           --time_based             run for --runtime even when --size bytes are done
           --ramp_time=SECONDS      run this long before measuring
           --direct=0|1             O_DIRECT (default 1)
-          --ioengine=ENGINE        io_uring | file | memory | null (default io_uring)
+          --ioengine=ENGINE        io_uring | file | memory | null | vhost-user (default io_uring); vhost-user
+                                   connects to the vhost-user-blk back-end whose socket is --filename
+          --hipri                  vhost-user: poll the used ring instead of sleeping on interrupts
           --output-format=FMT      normal | json (default normal)
           --name=NAME              job name
           --fixedbufs=0|1          register buffers with io_uring (default 1)
@@ -148,8 +156,13 @@ internal sealed class BenchOptions
                         "file" or "psync" => BlockEngine.File,
                         "memory" => BlockEngine.Memory,
                         "null" => BlockEngine.Null,
-                        var v => throw new BenchUsageException($"--ioengine={v} is not supported: use io_uring, file, memory or null"),
+                        "vhost-user" or "vhost_user" => BlockEngine.Auto,
+                        var v => throw new BenchUsageException($"--ioengine={v} is not supported: use io_uring, file, memory, null or vhost-user"),
                     };
+                    o.VhostUser = o.Engine == BlockEngine.Auto;
+                    break;
+                case "hipri":
+                    o.Polling = value == null || ParseBool(name, value);
                     break;
                 case "output_format":
                     o.Json = Value() switch
@@ -177,6 +190,11 @@ internal sealed class BenchOptions
             o.RuntimeSeconds = 10;
             o.TimeBased = true;
             sawRuntime = true;
+        }
+
+        if (o.VhostUser && o.FileName == null)
+        {
+            throw new BenchUsageException("--ioengine=vhost-user needs --filename=SOCKET (the back-end's vhost-user socket)");
         }
 
         if (o.FileName == null && o.Engine is BlockEngine.IoUring or BlockEngine.File)

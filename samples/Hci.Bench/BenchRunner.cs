@@ -2,17 +2,28 @@ using System.Diagnostics;
 using Hci.Core.Blocks;
 using Hci.Core.Buffers;
 using Hci.Core.Devices;
+using Hci.Transport.Vhost;
 
 namespace Hci.Bench;
 
 /// <summary>Runs one hci-bench invocation: opens the device, lays the file out, runs the jobs and reports.</summary>
 internal static class BenchRunner
 {
+    // A vhost-user-blk back-end (Hci's, qemu-storage-daemon, SPDK) through the Hci client: one virtqueue per job.
+    private static BlockDevice ConnectVhostUser(BenchOptions options) => VhostUserBlkClient.Connect(new VhostUserBlkClientOptions
+    {
+        SocketPath = options.FileName!,
+        QueueCount = options.NumJobs,
+        QueueSize = (int)Math.Clamp(System.Numerics.BitOperations.RoundUpToPowerOf2((uint)options.IoDepth), 2u, 1024u),
+        MaxTransferBytes = Math.Max(128 * 1024, (options.BlockSize + 4095) / 4096 * 4096),
+        Polling = options.Polling,
+    });
+
     public static int Run(BenchOptions options, TextWriter output, TextWriter log)
     {
         bool existed = options.FileName != null && File.Exists(options.FileName);
         long existingSize = existed ? new FileInfo(options.FileName!).Length : 0;
-        using var device = BlockDevices.Open(new BlockDeviceOptions
+        using var device = options.VhostUser ? ConnectVhostUser(options) : BlockDevices.Open(new BlockDeviceOptions
         {
             Engine = options.Engine,
             Path = options.FileName,

@@ -94,6 +94,7 @@ internal sealed class HostOptions
           --scheduler KIND     none (default) | fifo | limits | mclock | hybrid
         Host:
           --reactors N         data-plane threads per volume (default: half the processors, at least 1)
+          --poll-us N          reactors poll their rings this long after work before sleeping (default 32; 0: never)
           --config FILE        JSON: {"reactors": 2, "volumes": [{"socket": "...", "backing": "...", "size": 1073741824,
                                "ioEngine": "io_uring", "queues": 2, "scheduler": "hybrid"}]}; command-line volumes are added
           --verbose            log protocol details
@@ -105,6 +106,8 @@ internal sealed class HostOptions
     public List<VolumeSpec> Volumes { get; } = [];
 
     public int Reactors { get; set; }
+
+    public double PollMicroseconds { get; set; } = 32;
 
     public bool Verbose { get; set; }
 
@@ -180,6 +183,9 @@ internal sealed class HostOptions
                     break;
                 case "--reactors":
                     o.Reactors = ParseInt(arg, Value(), 1, 256);
+                    break;
+                case "--poll-us":
+                    o.PollMicroseconds = ParseInt(arg, Value(), 0, 1_000_000);
                     break;
                 case "--config":
                     o.Load(Value());

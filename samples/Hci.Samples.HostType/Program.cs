@@ -58,6 +58,7 @@ try
                 SocketPath = volume.Socket,
                 MaxQueues = volume.Queues,
                 ReactorThreads = options.Reactors,
+                PollWindow = TimeSpan.FromMicroseconds(options.PollMicroseconds),
                 ReadOnly = volume.ReadOnly,
                 Serial = string.IsNullOrEmpty(volume.Serial) ? Path.GetFileNameWithoutExtension(volume.Socket) : volume.Serial,
                 Tenant = volume.Tenant,

@@ -128,7 +128,7 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
         {
             for (int i = 0; i < Options.ReactorThreads; i++)
             {
-                reactors.Add(new VirtqueueReactor(Device, Options.QueueDepth, $"hci-vhost-{i}", _logger));
+                reactors.Add(new VirtqueueReactor(Device, Options.QueueDepth, $"hci-vhost-{i}", _logger, Options.PollWindow));
             }
 
             _reactors = [.. reactors];

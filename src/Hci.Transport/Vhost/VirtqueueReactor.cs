@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Hci.Core.Blocks;
 using Hci.Transport.Virtio;
 using Microsoft.Extensions.Logging;
@@ -30,10 +31,12 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
     private BlockQueue? _queue;
     private Exception? _startError;
     private volatile bool _stopping;
+    private readonly long _pollTicks;
     private long _kicks;
 
-    public VirtqueueReactor(BlockDevice device, int depth, string name, ILogger logger)
+    public VirtqueueReactor(BlockDevice device, int depth, string name, ILogger logger, TimeSpan pollWindow = default)
     {
+        _pollTicks = (long)(pollWindow.TotalSeconds * Stopwatch.Frequency);
         _device = device;
         _depth = depth;
         _logger = logger;
@@ -197,6 +200,7 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
         bool watched = _queue.TrySetWakeSource(_epoll);
         _started.Set();
         var events = stackalloc epoll_event[MaxEvents];
+        long lastWork = 0;
         try
         {
             while (true)
@@ -214,7 +218,7 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
                 {
                     if (!ring.Stopping)
                     {
-                        taken += ring.Processor!.Process();
+                        taken += ring.Processor!.Process(armKick: false);
                         throttled |= ring.Processor.Throttled;
                         polled |= ring.Polled;
                     }
@@ -234,8 +238,33 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
                     }
                 }
 
+                long now = Stopwatch.GetTimestamp();
                 if (taken > 0 || done > 0 || polled || detached)
                 {
+                    lastWork = now;
+                    continue;
+                }
+
+                // Busy a moment ago: keep looking at the rings for a while with kicks off, as a guest that just
+                // sent a batch is likely to send the next soon (QEMU's adaptive polling does the same).
+                if (now - lastWork < _pollTicks)
+                {
+                    Thread.SpinWait(8);
+                    continue;
+                }
+
+                // About to sleep: ask every ring for kicks again, and look once more.
+                foreach (var ring in _rings)
+                {
+                    if (!ring.Stopping)
+                    {
+                        taken += ring.Processor!.Process(armKick: true);
+                    }
+                }
+
+                if (taken > 0)
+                {
+                    lastWork = Stopwatch.GetTimestamp();
                     continue;
                 }
 
@@ -276,12 +305,9 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
         {
             int fd = events[i].data.fd;
             ulong value;
-            while (LibC.read(fd, &value, sizeof(ulong)) == sizeof(ulong))
+            if (LibC.read(fd, &value, sizeof(ulong)) == sizeof(ulong) && fd != _control)
             {
-                if (fd != _control)
-                {
-                    _kicks++;
-                }
+                _kicks++; // one read empties an eventfd
             }
         }
     }

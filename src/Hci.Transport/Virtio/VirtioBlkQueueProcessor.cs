@@ -30,6 +30,7 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
     private readonly nint _alignMask;
     private Bounce?[]? _bounces;
     private bool _kicksSuppressed;
+    private bool _polling;
     private bool _notifyPending;
 
     /// <summary>Creates the processor.</summary>
@@ -67,7 +68,7 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
     /// <summary>Requests submitted to the block queue and not yet answered.</summary>
     public int InFlight { get; private set; }
 
-    /// <summary>True when the last <see cref="Process"/> left work in the ring because the tenant was throttled.</summary>
+    /// <summary>True when the last <see cref="Process(bool)"/> left work in the ring because the tenant was throttled.</summary>
     public bool Throttled => _kicksSuppressed;
 
     /// <summary>The shared in-flight record, when the front-end gave one (restart support).</summary>
@@ -82,9 +83,18 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
     /// <summary>Requests completed so far.</summary>
     public long Completed { get; private set; }
 
-    /// <summary>Takes every available chain (unless throttled) and submits it; call after a kick or from a poll loop.</summary>
+    /// <summary>Takes every available chain (unless throttled) and submits it, then asks the guest to kick for the next one.</summary>
     /// <returns>Chains taken.</returns>
-    public int Process()
+    public int Process() => Process(armKick: true);
+
+    /// <summary>
+    /// Takes every available chain (unless throttled) and submits it. A reactor that keeps polling the ring passes
+    /// <paramref name="armKick"/> false: kicks then stay suppressed (the guest saves its notifications while the
+    /// back-end is looking anyway), and it passes true once before it sleeps.
+    /// </summary>
+    /// <param name="armKick">Ask the guest to kick for the next chain (and look again, closing the race).</param>
+    /// <returns>Chains taken.</returns>
+    public int Process(bool armKick)
     {
         if (IsThrottled?.Invoke() ?? _queue.IsThrottled(_tenant))
         {
@@ -103,6 +113,12 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
             _kicksSuppressed = false;
         }
 
+        if (!armKick && !_polling)
+        {
+            _vq.SuppressKicks(true);
+            _polling = true;
+        }
+
         int taken = 0;
         do
         {
@@ -113,7 +129,12 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
                 Handle(head);
             }
         }
-        while (_vq.ArmKick());
+        while (armKick && _vq.ArmKick());
+
+        if (armKick)
+        {
+            _polling = false;
+        }
 
         FlushNotifications();
         return taken;
@@ -137,7 +158,7 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
     /// <summary>
     /// Raises the guest's interrupt if what was returned since the last call needs one. Completions only mark
     /// it pending, so a batch of them costs one check and at most one eventfd write: call this after each poll
-    /// of the block queue (<see cref="Process"/> calls it too).
+    /// of the block queue (<see cref="Process(bool)"/> calls it too).
     /// </summary>
     public void FlushNotifications()
     {
