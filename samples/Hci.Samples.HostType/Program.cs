@@ -76,8 +76,17 @@ try
             volume.Scheduler);
     }
 
+    long allocatedAtReady = GC.GetTotalAllocatedBytes(precise: true);
     stop.Wait();
-    logger.LogInformation("hci-hosttype: stopping");
+    long allocated = GC.GetTotalAllocatedBytes(precise: true) - allocatedAtReady;
+    long requests = servers.Sum(s => s.Requests);
+    logger.LogInformation(
+        "hci-hosttype: stopping: {Requests} requests served, {Kicks} kicks, {Interrupts} interrupts, {Allocated} bytes allocated since ready ({PerRequest:F3} per request, connection set-up included)",
+        requests,
+        servers.Sum(s => s.Kicks),
+        servers.Sum(s => s.Interrupts),
+        allocated,
+        requests == 0 ? 0 : (double)allocated / requests);
     return 0;
 }
 catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or PlatformNotSupportedException)
