@@ -390,6 +390,55 @@ public sealed class BlockDeviceContractTests
     }
 
     [Theory]
+    [MemberData(nameof(PersistentKinds))]
+    public async Task BatchedSubmissionsStartAtThePollAndMoveTheRightData(DeviceKind kind)
+    {
+        await using var t = TestDevice.Create(kind);
+        var d = t.Device;
+        int lbs = d.Geometry.LogicalBlockSize;
+        using var pool = new AlignedBufferPool(lbs, 32, alignment: Math.Min(lbs, 4096));
+        using var queue = d.CreateQueue(16);
+        queue.BatchSubmissions = true;
+        var handler = new CountingHandler();
+        var buffers = Enumerable.Range(0, 32).Select(_ => pool.Rent()).ToArray();
+        var requests = new BlockRequest[16];
+        unsafe
+        {
+            for (int i = 0; i < 16; i++)
+            {
+                buffers[i].Span.Fill((byte)(i + 1));
+                requests[i] = new BlockRequest { Handler = handler };
+                requests[i].SetReadWrite(BlockOperation.Write, (long)i * lbs, buffers[i].Pointer, lbs);
+                queue.Submit(requests[i]);
+            }
+
+            while (queue.InFlight > 0)
+            {
+                queue.Poll();
+            }
+
+            for (int i = 0; i < 16; i++)
+            {
+                requests[i].Reset();
+                requests[i].SetReadWrite(BlockOperation.Read, (long)i * lbs, buffers[16 + i].Pointer, lbs);
+                queue.Submit(requests[i]);
+            }
+
+            while (queue.InFlight > 0)
+            {
+                queue.Poll();
+            }
+        }
+
+        Assert.Equal(32, handler.Count);
+        for (int i = 0; i < 16; i++)
+        {
+            Assert.True(requests[i].Succeeded);
+            Assert.True(buffers[16 + i].Span.SequenceEqual(buffers[i].Span), $"block {i} read back differs");
+        }
+    }
+
+    [Theory]
     [MemberData(nameof(AllKinds))]
     public async Task MoreRequestsThanTheQueueDepthAreHeldNotRefused(DeviceKind kind)
     {

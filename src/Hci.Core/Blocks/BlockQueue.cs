@@ -106,6 +106,13 @@ public abstract class BlockQueue : IDisposable
     public virtual bool TryRegisterBuffers(ReadOnlySpan<BlockSegment> regions) => false;
 
     /// <summary>
+    /// When true, <see cref="Submit"/> only stages requests and the next <see cref="Poll"/> hands them to the
+    /// device together (one system call for the batch on io_uring). Suits a reactor that takes requests in
+    /// batches from elsewhere (a virtqueue) and polls right after; by default a request starts at once.
+    /// </summary>
+    public virtual bool BatchSubmissions { get; set; }
+
+    /// <summary>
     /// Makes a waiting <see cref="Poll"/> also return when <paramref name="fd"/> becomes readable, so that a reactor
     /// can sleep on its device and on other events (a virtqueue kick, a socket) in one wait, with no thread in
     /// between. The caller still reads the fd itself. A capability: queues that cannot watch descriptors answer

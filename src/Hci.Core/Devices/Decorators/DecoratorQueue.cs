@@ -34,6 +34,13 @@ public abstract class DecoratorQueue : BlockQueue, IBlockCompletionHandler
     public override bool TrySetWakeSource(int fd) => InnerQueue.TrySetWakeSource(fd);
 
     /// <inheritdoc/>
+    public override bool BatchSubmissions
+    {
+        get => InnerQueue.BatchSubmissions;
+        set => InnerQueue.BatchSubmissions = value;
+    }
+
+    /// <inheritdoc/>
     public override bool IsThrottled(int tenant) => InnerQueue.IsThrottled(tenant);
 
     /// <summary>Receives a shadow's completion from the inner queue.</summary>
