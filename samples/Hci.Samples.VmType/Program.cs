@@ -1,0 +1,123 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
+using Hci.Core.Blocks;
+using Hci.Core.Devices;
+using Hci.Samples.VmType;
+using Hci.Transport.Iscsi;
+using Hci.Transport.Scsi;
+using Microsoft.Extensions.Logging;
+
+// hci-vmtype: the paper's VM-type controller. A volume is exported as an iSCSI LUN that any initiator (QEMU's
+// libiscsi, Linux open-iscsi, Windows, VMware) can log in to.
+const string Usage = """
+    hci-vmtype: export an Hci volume over iSCSI.
+
+    usage: hci-vmtype --portal HOST:PORT --iqn IQN (--backing FILE_OR_DEVICE [--size BYTES] | --size BYTES) [options]
+      --portal HOST:PORT    where to listen (IPv4, [IPv6]:PORT, or PORT for all addresses; default 0.0.0.0:3260)
+      --iqn IQN             the target's name, e.g. iqn.2026-11.org.example:vol0
+      --backing PATH        file or block device (a file is created at --size if missing)
+      --size BYTES          volume size; suffixes k, m, g, t; needed for memory and null
+      --ioengine ENGINE     io_uring (default) | file | memory | null
+      --lun N               the LUN the volume is exported as (default 1)
+      --buffered            use the page cache instead of O_DIRECT
+      --chap-user U --chap-secret S                 require CHAP
+      --mutual-chap-user U --mutual-chap-secret S   answer mutual CHAP with these
+      --verbose             log protocol details
+    It logs one line when the portal listens and exits cleanly on SIGINT or SIGTERM.
+    """;
+
+var values = new Dictionary<string, string>();
+bool buffered = false, verbose = false;
+for (int i = 0; i < args.Length; i++)
+{
+    string a = args[i];
+    switch (a)
+    {
+        case "-h" or "--help":
+            Console.WriteLine(Usage);
+            return 0;
+        case "--buffered":
+            buffered = true;
+            continue;
+        case "--verbose":
+            verbose = true;
+            continue;
+        case "--portal" or "--iqn" or "--backing" or "--size" or "--ioengine" or "--lun" or "--chap-user" or "--chap-secret" or "--mutual-chap-user" or "--mutual-chap-secret":
+            if (i + 1 >= args.Length)
+            {
+                Console.Error.WriteLine($"hci-vmtype: {a} needs a value");
+                return 2;
+            }
+
+            values[a] = args[++i];
+            continue;
+        default:
+            Console.Error.WriteLine($"hci-vmtype: unknown option '{a}' (see --help)");
+            return 2;
+    }
+}
+
+string? Get(string key) => values.GetValueOrDefault(key);
+var logger = new ConsoleLogger(verbose ? LogLevel.Debug : LogLevel.Information);
+BlockDevice? device = null;
+IscsiTarget? target = null;
+using var stop = new ManualResetEventSlim();
+using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
+using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
+try
+{
+    if (Get("--iqn") is not { } iqn)
+    {
+        Console.Error.WriteLine("hci-vmtype: --iqn IQN is required (see --help)");
+        return 2;
+    }
+
+    var engine = (Get("--ioengine") ?? "io_uring") switch
+    {
+        "io_uring" => BlockEngine.IoUring,
+        "file" => BlockEngine.File,
+        "memory" => BlockEngine.Memory,
+        "null" => BlockEngine.Null,
+        var e => throw new ArgumentException($"--ioengine {e} is not known: use io_uring, file, memory or null"),
+    };
+    int lun = Get("--lun") is { } l ? int.Parse(l, CultureInfo.InvariantCulture) : 1;
+    device = BlockDevices.Open(new BlockDeviceOptions { Engine = engine, Path = Get("--backing"), Size = Get("--size") is { } s ? ParseSize(s) : null, Direct = !buffered }, logger);
+    var disk = new ScsiDisk(device, Path.GetFileName(Get("--backing") ?? iqn));
+    target = new IscsiTarget(
+        new IscsiTargetOptions
+        {
+            Portal = Get("--portal") ?? "0.0.0.0:3260",
+            TargetName = iqn,
+            ChapUser = Get("--chap-user"),
+            ChapSecret = Get("--chap-secret"),
+            MutualChapUser = Get("--mutual-chap-user"),
+            MutualChapSecret = Get("--mutual-chap-secret"),
+        },
+        new Dictionary<int, ScsiDisk> { [lun] = disk },
+        logger);
+    target.Start();
+    logger.LogInformation("hci-vmtype: ready: {Iqn} on {Portal}, LUN {Lun} = {Backing} ({Size} bytes, block {Block})", iqn, target.LocalEndPoint, lun, Get("--backing") ?? engine.ToString(), device.Geometry.Capacity, device.Geometry.LogicalBlockSize);
+    stop.Wait();
+    logger.LogInformation("hci-vmtype: stopping");
+    return 0;
+}
+catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or PlatformNotSupportedException or FormatException or OverflowException)
+{
+    logger.LogError("hci-vmtype: {Message}", e.Message);
+    return 1;
+}
+finally
+{
+    if (target != null)
+    {
+        await target.DisposeAsync();
+    }
+
+    device?.Dispose();
+}
+
+static long ParseSize(string text)
+{
+    long multiplier = char.ToLowerInvariant(text[^1]) switch { 'k' => 1L << 10, 'm' => 1L << 20, 'g' => 1L << 30, 't' => 1L << 40, _ => 1 };
+    return long.Parse(multiplier == 1 ? text : text[..^1], NumberStyles.None, CultureInfo.InvariantCulture) * multiplier;
+}

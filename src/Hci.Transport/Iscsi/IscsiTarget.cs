@@ -1,0 +1,174 @@
+using System.Net;
+using System.Net.Sockets;
+using Hci.Transport.Scsi;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Hci.Transport.Iscsi;
+
+/// <summary>
+/// An iSCSI target (RFC 7143, ErrorRecoveryLevel 0) over TCP, IPv4 or IPv6: discovery and normal sessions,
+/// login with AuthMethod None or CHAP (and mutual CHAP), operational negotiation, and the full feature phase
+/// for the <see cref="ScsiDisk"/> units it exports as LUNs. Each connection is served on its own; a connection
+/// that breaks the protocol is answered as the RFC says (Reject, or a drop) and the others go on.
+/// </summary>
+public sealed class IscsiTarget : IAsyncDisposable
+{
+    private readonly IscsiTargetOptions _options;
+    private readonly IPEndPoint _endpoint;
+    private readonly ILogger _logger;
+    private readonly Dictionary<int, ScsiDisk> _luns;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Lock _lock = new();
+    private readonly HashSet<IscsiConnection> _connections = [];
+    private Socket? _listener;
+    private Task? _acceptLoop;
+    private int _nextTsih;
+    private int _nextNexus;
+
+    /// <summary>Creates the target; <see cref="Start"/> opens the portal.</summary>
+    /// <param name="options">Settings, checked here.</param>
+    /// <param name="luns">The logical units by LUN (0 to 16383).</param>
+    /// <param name="logger">Where to log; none by default.</param>
+    public IscsiTarget(IscsiTargetOptions options, IReadOnlyDictionary<int, ScsiDisk> luns, ILogger? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(luns);
+        _endpoint = options.Validate();
+        if (luns.Count == 0 || luns.Keys.Any(l => l is < 0 or > 16383))
+        {
+            throw new ArgumentException("An iSCSI target exports at least one LUN, each from 0 to 16383.", nameof(luns));
+        }
+
+        _options = options;
+        _luns = new Dictionary<int, ScsiDisk>(luns);
+        _logger = logger ?? NullLogger.Instance;
+    }
+
+    /// <summary>The address the portal listens on (with the port chosen, when 0 was asked).</summary>
+    public IPEndPoint LocalEndPoint => (IPEndPoint?)_listener?.LocalEndPoint ?? _endpoint;
+
+    /// <summary>Connections open now.</summary>
+    public int ConnectionCount
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _connections.Count;
+            }
+        }
+    }
+
+    internal IscsiTargetOptions Options => _options;
+
+    internal IReadOnlyDictionary<int, ScsiDisk> Luns => _luns;
+
+    internal ILogger Logger => _logger;
+
+    /// <summary>Opens the portal and accepts connections.</summary>
+    public void Start()
+    {
+        var socket = new Socket(_endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        try
+        {
+            socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            if (_endpoint.AddressFamily == AddressFamily.InterNetworkV6 && _endpoint.Address.Equals(IPAddress.IPv6Any))
+            {
+                socket.DualMode = true;
+            }
+
+            socket.Bind(_endpoint);
+            socket.Listen(64);
+        }
+        catch (SocketException e)
+        {
+            socket.Dispose();
+            throw new IOException($"The iSCSI portal cannot listen on {_endpoint}: {e.Message}.", e);
+        }
+
+        _listener = socket;
+        _acceptLoop = AcceptLoop();
+        _logger.LogInformation("iSCSI target {Target}: portal listening on {Endpoint} ({Luns} LUN(s)).", _options.TargetName, LocalEndPoint, _luns.Count);
+    }
+
+    /// <summary>Closes the portal and every connection.</summary>
+    /// <returns>When all are closed.</returns>
+    public async ValueTask DisposeAsync()
+    {
+        _stop.Cancel();
+        _listener?.Dispose();
+        if (_acceptLoop != null)
+        {
+            await _acceptLoop.ConfigureAwait(false);
+        }
+
+        IscsiConnection[] open;
+        lock (_lock)
+        {
+            open = [.. _connections];
+        }
+
+        foreach (var c in open)
+        {
+            await c.CloseAsync().ConfigureAwait(false);
+        }
+
+        _stop.Dispose();
+    }
+
+    internal ushort NextTsih()
+    {
+        int t = Interlocked.Increment(ref _nextTsih) & 0xFFFF;
+        return (ushort)(t == 0 ? Interlocked.Increment(ref _nextTsih) : t);
+    }
+
+    internal int NextNexus() => Interlocked.Increment(ref _nextNexus);
+
+    internal void Closed(IscsiConnection connection)
+    {
+        lock (_lock)
+        {
+            _connections.Remove(connection);
+        }
+    }
+
+    private async Task AcceptLoop()
+    {
+        while (!_stop.IsCancellationRequested)
+        {
+            Socket client;
+            try
+            {
+                client = await _listener!.AcceptAsync(_stop.Token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or SocketException)
+            {
+                if (_stop.IsCancellationRequested)
+                {
+                    return;
+                }
+
+                await Task.Delay(50).ConfigureAwait(false);
+                continue;
+            }
+
+            client.NoDelay = true;
+            IscsiConnection connection;
+            lock (_lock)
+            {
+                if (_connections.Count >= _options.MaxConnections)
+                {
+                    _logger.LogWarning("iSCSI target: {Count} connections already open; refusing {Peer}.", _connections.Count, client.RemoteEndPoint);
+                    client.Dispose();
+                    continue;
+                }
+
+                connection = new IscsiConnection(this, client);
+                _connections.Add(connection);
+            }
+
+            _ = connection.RunAsync(_stop.Token);
+        }
+    }
+}

@@ -1,0 +1,108 @@
+using System.Net;
+
+namespace Hci.Transport.Iscsi;
+
+/// <summary>Settings of an <see cref="IscsiTarget"/>.</summary>
+public sealed class IscsiTargetOptions
+{
+    /// <summary>Where to listen: "HOST:PORT", "[IPv6]:PORT" or "PORT" (all addresses). Default 0.0.0.0:3260.</summary>
+    public string Portal { get; set; } = "0.0.0.0:3260";
+
+    /// <summary>The target's iSCSI name (an iqn. or eui. name).</summary>
+    public string TargetName { get; set; } = "";
+
+    /// <summary>CHAP user the initiator must log in as; null allows AuthMethod=None.</summary>
+    public string? ChapUser { get; set; }
+
+    /// <summary>CHAP secret for <see cref="ChapUser"/> (12 to 16 bytes recommended, at least 1).</summary>
+    public string? ChapSecret { get; set; }
+
+    /// <summary>User this target answers mutual CHAP with; null refuses mutual CHAP.</summary>
+    public string? MutualChapUser { get; set; }
+
+    /// <summary>Secret for mutual CHAP.</summary>
+    public string? MutualChapSecret { get; set; }
+
+    /// <summary>Largest data segment this target receives.</summary>
+    public int MaxRecvDataSegmentLength { get; set; } = 256 * 1024;
+
+    /// <summary>Largest solicited burst.</summary>
+    public int MaxBurstLength { get; set; } = 1024 * 1024;
+
+    /// <summary>Largest unsolicited burst.</summary>
+    public int FirstBurstLength { get; set; } = 256 * 1024;
+
+    /// <summary>Commands an initiator may have outstanding (the CmdSN window).</summary>
+    public int CommandWindow { get; set; } = 128;
+
+    /// <summary>Connections at once across all sessions.</summary>
+    public int MaxConnections { get; set; } = 64;
+
+    /// <summary>Checks the settings and returns the endpoint to listen on.</summary>
+    /// <returns>The endpoint.</returns>
+    /// <exception cref="ArgumentException">A setting is invalid; the message says what to fix.</exception>
+    public IPEndPoint Validate()
+    {
+        if (!(TargetName.StartsWith("iqn.", StringComparison.Ordinal) || TargetName.StartsWith("eui.", StringComparison.Ordinal) || TargetName.StartsWith("naa.", StringComparison.Ordinal)) || TargetName.Length > 223)
+        {
+            throw new ArgumentException($"IscsiTargetOptions.TargetName '{TargetName}' is not an iSCSI name: use iqn.YYYY-MM.reversed.domain:name (at most 223 bytes).");
+        }
+
+        if ((ChapUser == null) != (ChapSecret == null) || ChapSecret?.Length == 0)
+        {
+            throw new ArgumentException("IscsiTargetOptions: give both ChapUser and ChapSecret (non-empty), or neither.");
+        }
+
+        if ((MutualChapUser == null) != (MutualChapSecret == null) || (MutualChapUser != null && ChapUser == null))
+        {
+            throw new ArgumentException("IscsiTargetOptions: mutual CHAP needs MutualChapUser and MutualChapSecret, and CHAP itself.");
+        }
+
+        if (MaxRecvDataSegmentLength is < 512 or > 16777215 || MaxBurstLength is < 512 or > 16777215 || FirstBurstLength < 512 || FirstBurstLength > MaxBurstLength)
+        {
+            throw new ArgumentException("IscsiTargetOptions: segment and burst lengths must be from 512 to 16777215, with FirstBurstLength at most MaxBurstLength.");
+        }
+
+        if (CommandWindow is < 1 or > 65536 || MaxConnections < 1)
+        {
+            throw new ArgumentException("IscsiTargetOptions: CommandWindow must be from 1 to 65536 and MaxConnections at least 1.");
+        }
+
+        return ParsePortal(Portal);
+    }
+
+    /// <summary>Parses "HOST:PORT", "[IPv6]:PORT" or "PORT".</summary>
+    /// <param name="portal">The text.</param>
+    /// <returns>The endpoint.</returns>
+    /// <exception cref="ArgumentException">It is not one of those forms.</exception>
+    public static IPEndPoint ParsePortal(string portal)
+    {
+        if (int.TryParse(portal, out int only) && only is > 0 and < 65536)
+        {
+            return new IPEndPoint(IPAddress.Any, only);
+        }
+
+        if (IPEndPoint.TryParse(portal, out var endpoint) && endpoint.Port != 0)
+        {
+            return endpoint;
+        }
+
+        int colon = portal.LastIndexOf(':');
+        if (colon > 0 && int.TryParse(portal[(colon + 1)..], out int port) && port is > 0 and < 65536)
+        {
+            try
+            {
+                var addresses = Dns.GetHostAddresses(portal[..colon]);
+                if (addresses.Length > 0)
+                {
+                    return new IPEndPoint(addresses[0], port);
+                }
+            }
+            catch (System.Net.Sockets.SocketException)
+            {
+            }
+        }
+
+        throw new ArgumentException($"Portal '{portal}' is not HOST:PORT, [IPv6]:PORT or PORT.");
+    }
+}

@@ -1,0 +1,629 @@
+using System.Buffers.Binary;
+using System.Text;
+using Hci.Core.Blocks;
+
+namespace Hci.Transport.Scsi;
+
+/// <summary>
+/// A SCSI disk logical unit (SPC-4 and SBC-3 commands) over any Hci <see cref="BlockDevice"/>, kept apart from
+/// the iSCSI connection code. Every field of a CDB is untrusted: ranges are checked against the capacity and
+/// refusals carry the sense key and additional sense code the standards name.
+/// </summary>
+/// <remarks>
+/// This first cut runs each command through the device's asynchronous API; the zero-allocation data path
+/// (requests on a reactor's queue) comes with the performance work.
+/// </remarks>
+public sealed class ScsiDisk
+{
+    private const byte AscInvalidOpcode = 0x20;
+    private const byte AscLbaOutOfRange = 0x21;
+    private const byte AscInvalidFieldInCdb = 0x24;
+    private const byte AscInvalidFieldInParameterList = 0x26;
+    private const byte AscWriteProtected = 0x27;
+    private const byte AscMiscompare = 0x1D;
+    private const byte AscParameterListLength = 0x1A;
+
+    // Most blocks one UNMAP descriptor or WRITE SAME covers (VPD B0h).
+    private const uint MaxRangeBlocks = 0x40000;
+
+    private readonly BlockDevice _device;
+    private readonly int _blockSize;
+    private readonly long _blocks;
+    private readonly string _serial;
+    private readonly byte[] _naa = new byte[16];
+    private readonly SemaphoreSlim _compareAndWrite = new(1, 1);
+    private bool _writeCache = true;
+
+    /// <summary>Creates the unit.</summary>
+    /// <param name="device">The device; it must outlive the unit.</param>
+    /// <param name="serial">Unit serial number (VPD page 80h, and the source of the NAA identifier).</param>
+    public ScsiDisk(BlockDevice device, string serial)
+    {
+        _device = device ?? throw new ArgumentNullException(nameof(device));
+        ArgumentException.ThrowIfNullOrEmpty(serial);
+        _serial = serial.Length > 32 ? serial[..32] : serial;
+        _blockSize = device.Geometry.LogicalBlockSize;
+        _blocks = device.Geometry.BlockCount;
+
+        // NAA 6 (IEEE registered extended) from a hash of the serial: stable across restarts.
+        ulong hash = 14695981039346656037UL;
+        foreach (char c in _serial)
+        {
+            hash = (hash ^ c) * 1099511628211UL;
+        }
+
+        _naa[0] = 0x60;
+        BinaryPrimitives.WriteUInt64BigEndian(_naa.AsSpan(1), hash);
+        _naa[9] = 0x48; // 'H'
+        _naa[10] = 0x43; // 'C'
+        _naa[11] = 0x49; // 'I'
+    }
+
+    /// <summary>The device.</summary>
+    public BlockDevice Device => _device;
+
+    /// <summary>Largest transfer in one command, in bytes.</summary>
+    public int MaxTransferBytes => Math.Max(_device.Geometry.MaxTransferBytes, _blockSize);
+
+    /// <summary>Runs a command.</summary>
+    /// <param name="task">The command; its status, sense and data length are set on return.</param>
+    /// <returns>When done.</returns>
+    public async ValueTask ExecuteAsync(ScsiTask task)
+    {
+        ArgumentNullException.ThrowIfNull(task);
+        task.Status = ScsiStatus.Good;
+        task.DataLength = 0;
+        byte[] cdb = task.Cdb;
+        try
+        {
+            switch (cdb[0])
+            {
+                case 0x00: // TEST UNIT READY
+                case 0x1B: // START STOP UNIT
+                case 0x1E: // PREVENT ALLOW MEDIUM REMOVAL
+                    return;
+                case 0x03: // REQUEST SENSE
+                    Reply(task, [0x70, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+                    return;
+                case 0x12:
+                    Inquiry(task);
+                    return;
+                case 0x25:
+                    ReadCapacity10(task);
+                    return;
+                case 0x9E when (cdb[1] & 0x1F) == 0x10:
+                    ReadCapacity16(task);
+                    return;
+                case 0x1A:
+                case 0x5A:
+                    ModeSense(task, cdb[0] == 0x5A);
+                    return;
+                case 0x15:
+                case 0x55:
+                    return; // MODE SELECT: the pages' changeable fields are none but the cache bit; accepted as is
+                case 0x08:
+                case 0x28:
+                case 0xA8:
+                case 0x88:
+                    await ReadWrite(task, write: false);
+                    return;
+                case 0x0A:
+                case 0x2A:
+                case 0xAA:
+                case 0x8A:
+                case 0x2E: // WRITE AND VERIFY 10
+                case 0x8E: // WRITE AND VERIFY 16
+                    await ReadWrite(task, write: true);
+                    return;
+                case 0x2F: // VERIFY 10
+                case 0x8F: // VERIFY 16
+                    await Verify(task);
+                    return;
+                case 0x35: // SYNCHRONIZE CACHE 10
+                case 0x91: // SYNCHRONIZE CACHE 16
+                    if (_device.Supports(BlockDeviceCapabilities.Flush))
+                    {
+                        await _device.FlushAsync();
+                    }
+
+                    return;
+                case 0x42:
+                    await Unmap(task);
+                    return;
+                case 0x41: // WRITE SAME 10
+                case 0x93: // WRITE SAME 16
+                    await WriteSame(task);
+                    return;
+                case 0x89:
+                    await CompareAndWrite(task);
+                    return;
+                default:
+                    task.Fail(SenseKey.IllegalRequest, AscInvalidOpcode, 0);
+                    return;
+            }
+        }
+        catch (BlockDeviceException)
+        {
+            task.Fail(SenseKey.MediumError, 0x11, 0x00); // UNRECOVERED READ ERROR (or write: 0x0C)
+        }
+    }
+
+    private static void Reply(ScsiTask task, ReadOnlySpan<byte> data)
+    {
+        // What the initiator asked for in the CDB bounds the data; less than that is not an overflow.
+        int allocation = task.Cdb[0] switch
+        {
+            0x12 => AllocationLength(task.Cdb, 3, 2), // INQUIRY
+            0x1A or 0x03 => task.Cdb[4], // MODE SENSE 6, REQUEST SENSE
+            0x5A => AllocationLength(task.Cdb, 7, 2), // MODE SENSE 10
+            0x9E => AllocationLength(task.Cdb, 10, 4), // READ CAPACITY 16
+            _ => int.MaxValue,
+        };
+        data = data[..Math.Min(data.Length, allocation)];
+        int n = Math.Min(data.Length, Math.Min(task.ExpectedLength, task.Buffer?.Length ?? 0));
+        if (n > 0)
+        {
+            data[..n].CopyTo(task.Buffer!.Span);
+        }
+
+        task.DataLength = data.Length;
+    }
+
+    private static int AllocationLength(byte[] cdb, int offset, int size) => size == 2 ? BinaryPrimitives.ReadUInt16BigEndian(cdb.AsSpan(offset)) : (int)Math.Min(BinaryPrimitives.ReadUInt32BigEndian(cdb.AsSpan(offset)), int.MaxValue);
+
+    private void Inquiry(ScsiTask task)
+    {
+        byte[] cdb = task.Cdb;
+        bool evpd = (cdb[1] & 0x01) != 0;
+        byte page = cdb[2];
+        if ((cdb[1] & 0xFE) != 0 || (!evpd && page != 0))
+        {
+            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            return;
+        }
+
+        Span<byte> d = stackalloc byte[96];
+        d.Clear();
+        if (!evpd)
+        {
+            d[2] = 0x06; // SPC-4
+            d[3] = 0x12; // HiSup, response data format 2
+            d[4] = 66 - 5;
+            d[7] = 0x02; // CmdQue
+            Encoding.ASCII.GetBytes("HCI     ").CopyTo(d[8..]);
+            Encoding.ASCII.GetBytes("HCI DISK        ").CopyTo(d[16..]);
+            Encoding.ASCII.GetBytes("0001").CopyTo(d[32..]);
+            BinaryPrimitives.WriteUInt16BigEndian(d[58..], 0x00A0); // SAM-5
+            BinaryPrimitives.WriteUInt16BigEndian(d[60..], 0x0960); // iSCSI
+            BinaryPrimitives.WriteUInt16BigEndian(d[62..], 0x0460); // SPC-4
+            BinaryPrimitives.WriteUInt16BigEndian(d[64..], 0x04C0); // SBC-3
+            Reply(task, d[..66]);
+            return;
+        }
+
+        d[1] = page;
+        int length;
+        switch (page)
+        {
+            case 0x00:
+                ReadOnlySpan<byte> pages = [0x00, 0x80, 0x83, 0xB0, 0xB1, 0xB2];
+                pages.CopyTo(d[4..]);
+                length = pages.Length;
+                break;
+            case 0x80:
+                length = Encoding.ASCII.GetBytes(_serial, d[4..]);
+                break;
+            case 0x83:
+            {
+                // NAA designator for the unit, then a T10 vendor id designator.
+                var p = d[4..];
+                p[0] = 0x01; // binary
+                p[1] = 0x03; // association: LU, type: NAA
+                p[3] = 16;
+                _naa.CopyTo(p[4..]);
+                p = p[20..];
+                p[0] = 0x02; // ASCII
+                p[1] = 0x01; // T10 vendor id
+                Encoding.ASCII.GetBytes("HCI     ").CopyTo(p[4..]);
+                int n = Encoding.ASCII.GetBytes(_serial, p[12..]);
+                p[3] = (byte)(8 + n);
+                length = 20 + 4 + 8 + n;
+                break;
+            }
+
+            case 0xB0:
+            {
+                length = 0x3C;
+                uint maxBlocks = (uint)(MaxTransferBytes / _blockSize);
+                BinaryPrimitives.WriteUInt32BigEndian(d[8..], maxBlocks); // maximum transfer length
+                BinaryPrimitives.WriteUInt32BigEndian(d[12..], maxBlocks); // optimal transfer length
+                if (_device.Supports(BlockDeviceCapabilities.Discard))
+                {
+                    BinaryPrimitives.WriteUInt32BigEndian(d[20..], MaxRangeBlocks); // maximum unmap LBA count
+                    BinaryPrimitives.WriteUInt32BigEndian(d[24..], 64); // maximum unmap block descriptors
+                    BinaryPrimitives.WriteUInt32BigEndian(d[28..], 1); // optimal unmap granularity
+                }
+
+                BinaryPrimitives.WriteUInt64BigEndian(d[36..], MaxRangeBlocks); // maximum write same length
+                break;
+            }
+
+            case 0xB1:
+                length = 0x3C;
+                BinaryPrimitives.WriteUInt16BigEndian(d[4..], 0x0001); // non-rotating medium
+                break;
+            case 0xB2:
+                length = 4;
+                if (_device.Supports(BlockDeviceCapabilities.Discard))
+                {
+                    d[5] = 0xE0; // LBPU, LBPWS, LBPWS10
+                    d[6] = 0x02; // thin provisioned
+                }
+
+                break;
+            default:
+                task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+                return;
+        }
+
+        BinaryPrimitives.WriteUInt16BigEndian(d[2..], (ushort)length);
+        Reply(task, d[..(4 + length)]);
+    }
+
+    private void ReadCapacity10(ScsiTask task)
+    {
+        Span<byte> d = stackalloc byte[8];
+        BinaryPrimitives.WriteUInt32BigEndian(d, (uint)Math.Min(_blocks - 1, uint.MaxValue));
+        BinaryPrimitives.WriteUInt32BigEndian(d[4..], (uint)_blockSize);
+        Reply(task, d);
+    }
+
+    private void ReadCapacity16(ScsiTask task)
+    {
+        Span<byte> d = stackalloc byte[32];
+        d.Clear();
+        BinaryPrimitives.WriteUInt64BigEndian(d, (ulong)(_blocks - 1));
+        BinaryPrimitives.WriteUInt32BigEndian(d[8..], (uint)_blockSize);
+        if (_device.Supports(BlockDeviceCapabilities.Discard))
+        {
+            d[14] = (byte)(0x80 | (_device.Supports(BlockDeviceCapabilities.DiscardZeroesData) ? 0x40 : 0)); // LBPME, LBPRZ
+        }
+
+        Reply(task, d);
+    }
+
+    private void ModeSense(ScsiTask task, bool ten)
+    {
+        byte[] cdb = task.Cdb;
+        int page = cdb[2] & 0x3F;
+        int control = cdb[2] >> 6; // 0 current, 1 changeable, 2 default, 3 saved
+        if (control == 3)
+        {
+            task.Fail(SenseKey.IllegalRequest, 0x39, 0x00); // SAVING PARAMETERS NOT SUPPORTED
+            return;
+        }
+
+        Span<byte> pages = stackalloc byte[64];
+        pages.Clear();
+        int n = 0;
+        if (page is 0x08 or 0x3F)
+        {
+            pages[n] = 0x08;
+            pages[n + 1] = 0x12;
+            pages[n + 2] = control == 1 ? (byte)0x04 : (_writeCache ? (byte)0x04 : (byte)0); // WCE
+            n += 20;
+        }
+
+        if (page is 0x0A or 0x3F)
+        {
+            pages[n] = 0x0A;
+            pages[n + 1] = 0x0A;
+            if (control != 1)
+            {
+                pages[n + 2] = 0x02; // GLTSD
+                pages[n + 3] = 0x10; // unrestricted reordering
+            }
+
+            n += 12;
+        }
+
+        if (page is 0x1C or 0x3F)
+        {
+            pages[n] = 0x1C;
+            pages[n + 1] = 0x0A;
+            n += 12;
+        }
+
+        if (n == 0)
+        {
+            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            return;
+        }
+
+        // Device-specific parameter: WP when read-only; DPOFUA, since DPO and FUA are accepted (FUA is honoured).
+        byte wp = (byte)((_device.Supports(BlockDeviceCapabilities.ReadOnly) ? 0x80 : 0) | 0x10);
+        Span<byte> d = stackalloc byte[72];
+        d.Clear();
+        int header = ten ? 8 : 4;
+        if (ten)
+        {
+            BinaryPrimitives.WriteUInt16BigEndian(d, (ushort)(header + n - 2));
+            d[3] = wp;
+        }
+        else
+        {
+            d[0] = (byte)(header + n - 1);
+            d[2] = wp;
+        }
+
+        pages[..n].CopyTo(d[header..]);
+        Reply(task, d[..(header + n)]);
+    }
+
+    private bool Range(ScsiTask task, ulong lba, ulong blocks)
+    {
+        if (lba > (ulong)_blocks || blocks > (ulong)_blocks - lba)
+        {
+            task.Fail(SenseKey.IllegalRequest, AscLbaOutOfRange, 0);
+            return false;
+        }
+
+        return true;
+    }
+
+    private static (ulong Lba, ulong Blocks, byte Flags) Decode(byte[] cdb) => cdb[0] switch
+    {
+        0x08 or 0x0A => ((ulong)(((cdb[1] & 0x1F) << 16) | (cdb[2] << 8) | cdb[3]), cdb[4] == 0 ? 256UL : cdb[4], 0),
+        0x28 or 0x2A or 0x2E or 0x2F or 0x41 => (BinaryPrimitives.ReadUInt32BigEndian(cdb.AsSpan(2)), BinaryPrimitives.ReadUInt16BigEndian(cdb.AsSpan(7)), cdb[1]),
+        0xA8 or 0xAA => (BinaryPrimitives.ReadUInt32BigEndian(cdb.AsSpan(2)), BinaryPrimitives.ReadUInt32BigEndian(cdb.AsSpan(6)), cdb[1]),
+        _ => (BinaryPrimitives.ReadUInt64BigEndian(cdb.AsSpan(2)), BinaryPrimitives.ReadUInt32BigEndian(cdb.AsSpan(10)), cdb[1]),
+    };
+
+    // No protection information here: any RDPROTECT/WRPROTECT/VRPROTECT value but 0 is refused (SBC-3).
+    private static bool ProtectField(ScsiTask task)
+    {
+        if (task.Cdb[0] is not (0x08 or 0x0A) && (task.Cdb[1] & 0xE0) != 0)
+        {
+            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            return true;
+        }
+
+        return false;
+    }
+
+    private async ValueTask ReadWrite(ScsiTask task, bool write)
+    {
+        var (lba, blocks, flags) = Decode(task.Cdb);
+        if (ProtectField(task) || !Range(task, lba, blocks))
+        {
+            return;
+        }
+
+        if (write && _device.Supports(BlockDeviceCapabilities.ReadOnly))
+        {
+            task.Fail(SenseKey.DataProtect, AscWriteProtected, 0);
+            return;
+        }
+
+        long bytes = (long)blocks * _blockSize;
+        if (bytes > MaxTransferBytes)
+        {
+            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            return;
+        }
+
+        // Move what both sides expect; the transport reports the difference as a residual.
+        int length = (int)Math.Min(bytes, task.ExpectedLength) / _blockSize * _blockSize;
+        task.DataLength = (int)bytes;
+        if (length == 0)
+        {
+            return;
+        }
+
+        var memory = task.Buffer!.Memory[..length];
+        long offset = (long)lba * _blockSize;
+        if (write)
+        {
+            bool fua = (flags & 0x08) != 0 || !_writeCache;
+            var requestFlags = fua && _device.Supports(BlockDeviceCapabilities.ForceUnitAccess) ? BlockRequestFlags.ForceUnitAccess : BlockRequestFlags.None;
+            await _device.WriteAsync(offset, memory, requestFlags);
+            if (fua && requestFlags == BlockRequestFlags.None && _device.Supports(BlockDeviceCapabilities.Flush))
+            {
+                await _device.FlushAsync();
+            }
+        }
+        else
+        {
+            await _device.ReadAsync(offset, memory);
+        }
+    }
+
+    private async ValueTask Verify(ScsiTask task)
+    {
+        var (lba, blocks, flags) = Decode(task.Cdb);
+        if (ProtectField(task) || !Range(task, lba, blocks))
+        {
+            return;
+        }
+
+        int bytchk = (flags >> 1) & 0x3;
+        if (bytchk == 0 || blocks == 0)
+        {
+            return;
+        }
+
+        long bytes = (long)blocks * _blockSize;
+        if (bytes > MaxTransferBytes || bytchk != 1 || task.Buffer == null || task.ExpectedLength < bytes)
+        {
+            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            return;
+        }
+
+        using var medium = new Hci.Core.Buffers.AlignedBuffer((int)bytes);
+        await _device.ReadAsync((long)lba * _blockSize, medium.Memory);
+        int at = medium.Span.CommonPrefixLength(task.Buffer.Span[..(int)bytes]);
+        if (at < bytes)
+        {
+            task.Fail(SenseKey.Miscompare, AscMiscompare, 0);
+        }
+    }
+
+    private async ValueTask Unmap(ScsiTask task)
+    {
+        if (task.Buffer == null || task.ExpectedLength < 8)
+        {
+            return; // an empty parameter list unmaps nothing
+        }
+
+        var list = task.Buffer.Memory[..task.ExpectedLength];
+        int descriptors = BinaryPrimitives.ReadUInt16BigEndian(list.Span[2..]);
+        if (descriptors % 16 != 0 || 8 + descriptors > list.Length)
+        {
+            task.Fail(SenseKey.IllegalRequest, AscParameterListLength, 0);
+            return;
+        }
+
+        if (_device.Supports(BlockDeviceCapabilities.ReadOnly))
+        {
+            task.Fail(SenseKey.DataProtect, AscWriteProtected, 0);
+            return;
+        }
+
+        for (int i = 0; i < descriptors / 16; i++)
+        {
+            var d = list.Span.Slice(8 + (i * 16), 16);
+            ulong lba = BinaryPrimitives.ReadUInt64BigEndian(d);
+            uint count = BinaryPrimitives.ReadUInt32BigEndian(d[8..]);
+            if (lba > (ulong)_blocks || count > (ulong)_blocks - lba)
+            {
+                task.Fail(SenseKey.IllegalRequest, AscLbaOutOfRange, 0);
+                return;
+            }
+        }
+
+        for (int i = 0; i < descriptors / 16; i++)
+        {
+            ulong lba = BinaryPrimitives.ReadUInt64BigEndian(list.Span[(8 + (i * 16))..]);
+            uint count = BinaryPrimitives.ReadUInt32BigEndian(list.Span[(16 + (i * 16))..]);
+            if (count == 0)
+            {
+                continue;
+            }
+
+            if (_device.Supports(BlockDeviceCapabilities.Discard))
+            {
+                await _device.DiscardAsync((long)lba * _blockSize, (long)count * _blockSize);
+            }
+        }
+    }
+
+    private async ValueTask WriteSame(ScsiTask task)
+    {
+        var (lba, blocks, flags) = Decode(task.Cdb);
+        if (ProtectField(task))
+        {
+            return;
+        }
+
+        if (blocks == 0 && lba <= (ulong)_blocks)
+        {
+            blocks = (ulong)_blocks - lba; // zero: to the end of the medium (WSNZ is 0)
+        }
+
+        if (blocks == 0 || blocks > MaxRangeBlocks)
+        {
+            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            return;
+        }
+
+        if (!Range(task, lba, blocks))
+        {
+            return;
+        }
+
+        if (task.Buffer == null || task.ExpectedLength < _blockSize)
+        {
+            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            return;
+        }
+
+        if (_device.Supports(BlockDeviceCapabilities.ReadOnly))
+        {
+            task.Fail(SenseKey.DataProtect, AscWriteProtected, 0);
+            return;
+        }
+
+        var block = task.Buffer.Memory[.._blockSize];
+        bool zero = block.Span.IndexOfAnyExcept((byte)0) < 0;
+        long offset = (long)lba * _blockSize;
+        long length = (long)blocks * _blockSize;
+        if (zero && (flags & 0x08) != 0 && _device.Supports(BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.DiscardZeroesData))
+        {
+            await _device.DiscardAsync(offset, length);
+            return;
+        }
+
+        if (zero && _device.Supports(BlockDeviceCapabilities.WriteZeroes))
+        {
+            await _device.WriteZeroesAsync(offset, length);
+            return;
+        }
+
+        int chunkBlocks = Math.Max(1, Math.Min(MaxTransferBytes, 1 << 20) / _blockSize);
+        using var pattern = new Hci.Core.Buffers.AlignedBuffer(chunkBlocks * _blockSize);
+        for (int i = 0; i < chunkBlocks; i++)
+        {
+            block.Span.CopyTo(pattern.Span[(i * _blockSize)..]);
+        }
+
+        for (long done = 0; done < length;)
+        {
+            int n = (int)Math.Min(pattern.Length, length - done);
+            await _device.WriteAsync(offset + done, pattern.Memory[..n]);
+            done += n;
+        }
+    }
+
+    private async ValueTask CompareAndWrite(ScsiTask task)
+    {
+        ulong lba = BinaryPrimitives.ReadUInt64BigEndian(task.Cdb.AsSpan(2));
+        int blocks = task.Cdb[13];
+        if (blocks == 0)
+        {
+            return;
+        }
+
+        if (!Range(task, lba, (ulong)blocks))
+        {
+            return;
+        }
+
+        int bytes = blocks * _blockSize;
+        if (task.Buffer == null || task.ExpectedLength < 2 * bytes || bytes > MaxTransferBytes)
+        {
+            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            return;
+        }
+
+        await _compareAndWrite.WaitAsync();
+        try
+        {
+            using var medium = new Hci.Core.Buffers.AlignedBuffer(bytes);
+            long offset = (long)lba * _blockSize;
+            await _device.ReadAsync(offset, medium.Memory);
+            int same = medium.Span.CommonPrefixLength(task.Buffer.Span[..bytes]);
+            if (same < bytes)
+            {
+                task.Fail(SenseKey.Miscompare, AscMiscompare, 0);
+                return;
+            }
+
+            task.Buffer.Span.Slice(bytes, bytes).CopyTo(medium.Span);
+            await _device.WriteAsync(offset, medium.Memory);
+        }
+        finally
+        {
+            _compareAndWrite.Release();
+        }
+    }
+}

@@ -1,0 +1,121 @@
+using Hci.Core.Buffers;
+
+namespace Hci.Transport.Scsi;
+
+/// <summary>SCSI status codes (SAM-5).</summary>
+public static class ScsiStatus
+{
+    /// <summary>GOOD.</summary>
+    public const byte Good = 0x00;
+
+    /// <summary>CHECK CONDITION: sense data describes why.</summary>
+    public const byte CheckCondition = 0x02;
+
+    /// <summary>CONDITION MET.</summary>
+    public const byte ConditionMet = 0x04;
+
+    /// <summary>BUSY.</summary>
+    public const byte Busy = 0x08;
+
+    /// <summary>RESERVATION CONFLICT.</summary>
+    public const byte ReservationConflict = 0x18;
+
+    /// <summary>TASK SET FULL.</summary>
+    public const byte TaskSetFull = 0x28;
+}
+
+/// <summary>Sense keys (SPC-4, 4.5.6).</summary>
+public static class SenseKey
+{
+    /// <summary>NO SENSE.</summary>
+    public const byte NoSense = 0x0;
+
+    /// <summary>NOT READY.</summary>
+    public const byte NotReady = 0x2;
+
+    /// <summary>MEDIUM ERROR.</summary>
+    public const byte MediumError = 0x3;
+
+    /// <summary>HARDWARE ERROR.</summary>
+    public const byte HardwareError = 0x4;
+
+    /// <summary>ILLEGAL REQUEST.</summary>
+    public const byte IllegalRequest = 0x5;
+
+    /// <summary>UNIT ATTENTION.</summary>
+    public const byte UnitAttention = 0x6;
+
+    /// <summary>DATA PROTECT.</summary>
+    public const byte DataProtect = 0x7;
+
+    /// <summary>ABORTED COMMAND.</summary>
+    public const byte AbortedCommand = 0xB;
+
+    /// <summary>MISCOMPARE.</summary>
+    public const byte Miscompare = 0xE;
+}
+
+/// <summary>
+/// One SCSI command as a transport hands it to a logical unit: the CDB, the data buffer (written by the
+/// initiator for a write, filled by the unit for a read), and on return the status, sense and how much data the
+/// unit produced. Transport-neutral: iSCSI builds these, and so could any other SCSI transport.
+/// </summary>
+public sealed class ScsiTask
+{
+    private readonly byte[] _sense = new byte[18];
+
+    /// <summary>The CDB (up to 16 bytes, zero padded).</summary>
+    public byte[] Cdb { get; } = new byte[16];
+
+    /// <summary>The initiator's expected data transfer length (bytes).</summary>
+    public int ExpectedLength { get; set; }
+
+    /// <summary>True when data flows from the initiator (a write).</summary>
+    public bool DataOut { get; set; }
+
+    /// <summary>The data buffer: at least <see cref="ExpectedLength"/> bytes; null when there is no data.</summary>
+    public AlignedBuffer? Buffer { get; set; }
+
+    /// <summary>The initiator this task came from (its I_T nexus), for reservations and tenants.</summary>
+    public int Nexus { get; set; }
+
+    /// <summary>On return: the status.</summary>
+    public byte Status { get; set; }
+
+    /// <summary>
+    /// On return: bytes the command moves as the CDB describes them (data-in produced, or for a read or write the
+    /// transfer length), before truncation to <see cref="ExpectedLength"/>; the transport reports the difference as
+    /// a residual. Zero when the command carries no length of its own.
+    /// </summary>
+    public int DataLength { get; set; }
+
+    /// <summary>On return: sense data (fixed format) when <see cref="Status"/> is CHECK CONDITION.</summary>
+    public ReadOnlySpan<byte> Sense => Status == ScsiStatus.CheckCondition ? _sense : default;
+
+    /// <summary>Sets the task's result to CHECK CONDITION with fixed-format sense.</summary>
+    /// <param name="key">The sense key.</param>
+    /// <param name="asc">Additional sense code.</param>
+    /// <param name="ascq">Its qualifier.</param>
+    public void Fail(byte key, byte asc, byte ascq)
+    {
+        Status = ScsiStatus.CheckCondition;
+        DataLength = 0;
+        _sense.AsSpan().Clear();
+        _sense[0] = 0x70; // current error, fixed format
+        _sense[2] = key;
+        _sense[7] = 10; // additional sense length
+        _sense[12] = asc;
+        _sense[13] = ascq;
+    }
+
+    /// <summary>Prepares the task for another command.</summary>
+    public void Reset()
+    {
+        Cdb.AsSpan().Clear();
+        ExpectedLength = 0;
+        DataOut = false;
+        Buffer = null;
+        Status = ScsiStatus.Good;
+        DataLength = 0;
+    }
+}
