@@ -82,9 +82,9 @@ public sealed class IscsiTargetOptions
             return new IPEndPoint(IPAddress.Any, only);
         }
 
-        if (IPEndPoint.TryParse(portal, out var endpoint) && endpoint.Port != 0)
+        if (IPEndPoint.TryParse(portal, out var endpoint) && (endpoint.Port != 0 || portal.EndsWith(":0", StringComparison.Ordinal)))
         {
-            return endpoint;
+            return endpoint; // port 0: the system picks one (LocalEndPoint says which)
         }
 
         int colon = portal.LastIndexOf(':');
