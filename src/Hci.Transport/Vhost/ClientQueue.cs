@@ -103,9 +103,17 @@ internal sealed unsafe class ClientQueue : BlockQueue
 
         long deadline = timeoutMilliseconds < 0 ? long.MaxValue : Environment.TickCount64 + timeoutMilliseconds;
         epoll_event* events = stackalloc epoll_event[2];
-        _woken = false;
-        while (done < minCompletions && timeoutMilliseconds != 0 && !_woken && !_vq.Failed)
+        while (done < minCompletions && timeoutMilliseconds != 0 && !_vq.Failed)
         {
+            // A wake is remembered until a poll consumes it, whether it came before the poll or during it.
+            if (_woken)
+            {
+                _woken = false;
+                ulong drained;
+                LibC.read(_wakeFd, &drained, sizeof(ulong));
+                break;
+            }
+
             if (_vq.Polling)
             {
                 if (Environment.TickCount64 >= deadline)
@@ -136,6 +144,11 @@ internal sealed unsafe class ClientQueue : BlockQueue
                     ulong value;
                     for (int i = 0; i < n; i++)
                     {
+                        if (events[i].data.fd == _wakeFd)
+                        {
+                            continue; // consumed at the top of the loop, with the flag
+                        }
+
                         LibC.read(events[i].data.fd, &value, sizeof(ulong));
                     }
 
