@@ -30,6 +30,11 @@ internal sealed class IscsiConnection
     private uint _statSn;
     private uint _expCmdSn;
     private uint _nextTtt = 1;
+    private long _bufferedBytes;
+
+    // Data buffers a connection may hold at once (commands waiting for data or running): an initiator cannot make
+    // the target allocate more by opening commands it never completes.
+    private const long MaxBufferedBytes = 256L * 1024 * 1024;
     private bool _discovery;
     private int _nexus;
     private int _closed;
@@ -686,7 +691,8 @@ internal sealed class IscsiConnection
         var task = new ScsiTask { ExpectedLength = expected, DataOut = write, Nexus = _nexus };
         bhs.AsSpan(32, 16).CopyTo(task.Cdb);
         int lun = DecodeLun(h.Lun);
-        if ((read && write) || expected > 64 * 1024 * 1024 || (write && length > expected) || (!write && length > 0))
+        int maxTransfer = lun >= 0 && _target.Luns.TryGetValue(lun, out var unit) ? unit.MaxTransferBytes * 2 : 1 << 20;
+        if ((read && write) || expected > Math.Max(maxTransfer, 1 << 20) || (write && length > expected) || (!write && length > 0))
         {
             task.Fail(SenseKey.IllegalRequest, 0x24, 0);
             await RespondAsync(bhs, task, 0, token).ConfigureAwait(false);
@@ -695,7 +701,16 @@ internal sealed class IscsiConnection
 
         if (expected > 0)
         {
-            task.Buffer = new AlignedBuffer((expected + 4095) & ~4095);
+            long size = (expected + 4095L) & ~4095L;
+            if (Interlocked.Add(ref _bufferedBytes, size) > MaxBufferedBytes)
+            {
+                Interlocked.Add(ref _bufferedBytes, -size);
+                task.Status = ScsiStatus.TaskSetFull;
+                await RespondAsync(bhs, task, 0, token).ConfigureAwait(false);
+                return;
+            }
+
+            task.Buffer = new AlignedBuffer((int)size);
         }
 
         if (write && expected > 0)
@@ -835,7 +850,14 @@ internal sealed class IscsiConnection
         task.DataLength = d.Length;
     }
 
-    private static void Release(AlignedBuffer? buffer) => ((IDisposable?)buffer)?.Dispose();
+    private void Release(AlignedBuffer? buffer)
+    {
+        if (buffer != null)
+        {
+            Interlocked.Add(ref _bufferedBytes, -buffer.Length);
+            ((IDisposable)buffer).Dispose();
+        }
+    }
 
     private async Task RespondAsync(byte[] bhs, ScsiTask task, int dataIn, CancellationToken token)
     {

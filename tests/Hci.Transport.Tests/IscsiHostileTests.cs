@@ -1,0 +1,201 @@
+using System.Buffers.Binary;
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using Hci.Core.Devices;
+using Hci.Transport.Iscsi;
+using Hci.Transport.Scsi;
+
+namespace Hci.Transport.Tests;
+
+/// <summary>
+/// A hostile initiator against the target: randomized PDUs (bad opcodes, flags, lengths past the negotiated
+/// limits, garbage CDBs, data that never comes, broken login sequences), half of them after a valid login. The
+/// target must neither crash nor hang, must keep serving, and a well-behaved session must work afterwards, also
+/// while a hostile one is open beside it.
+/// </summary>
+public sealed class IscsiHostileTests
+{
+    private const string Iqn = "iqn.2026-11.org.hci.test:hostile";
+    private const int Pdus = 100_000;
+
+    [Fact]
+    public async Task HundredThousandHostilePdusNeitherCrashNorHangAndOtherSessionsAreServed()
+    {
+        using var device = new MemoryBlockDevice(16 << 20);
+        await using var target = new IscsiTarget(new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn }, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "hostile") });
+        target.Start();
+        var endpoint = new IPEndPoint(IPAddress.Loopback, target.LocalEndPoint.Port);
+
+        // A well-behaved session stays open beside the hostile ones and is used at the end.
+        using var good = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await good.ConnectAsync(endpoint);
+        Assert.True(await Login(good, 1), "the well-behaved login failed");
+
+        int connections = await Task.Run(() => Flood(endpoint));
+        Assert.True(connections > 10, $"only {connections} connections");
+
+        // The good session still answers: TEST UNIT READY and READ CAPACITY(10) over it.
+        Assert.Equal(0, await Command(good, 2, [0x00], 0));
+        Assert.Equal(0, await Command(good, 3, [0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], 8));
+
+        // And a fresh one logs in.
+        using var fresh = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await fresh.ConnectAsync(endpoint);
+        Assert.True(await Login(fresh, 1));
+        Assert.Equal(0, await Command(fresh, 2, [0x00], 0));
+    }
+
+    private static int Flood(IPEndPoint endpoint)
+    {
+        var rng = new Random(77);
+        var watch = Stopwatch.StartNew();
+        Socket? s = null;
+        int connections = 0;
+        var pdu = new byte[48 + 9000];
+        var sink = new byte[65536];
+        uint cmdSn = 1;
+        for (int sent = 0; sent < Pdus; sent++)
+        {
+            Assert.True(watch.Elapsed < TimeSpan.FromMinutes(4), $"stuck after {sent} PDUs");
+            if (s == null || rng.Next(3000) == 0)
+            {
+                s?.Dispose();
+                s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { SendTimeout = 2000, ReceiveTimeout = 2000 };
+                s.Connect(endpoint);
+                connections++;
+                cmdSn = 1;
+                if (rng.Next(2) == 0 && !Login(s, cmdSn).GetAwaiter().GetResult())
+                {
+                    s.Dispose();
+                    s = null;
+                    continue;
+                }
+            }
+
+            int dataLength = rng.Next(4) switch
+            {
+                0 => 0,
+                1 => rng.Next(1, 64),
+                2 => rng.Next(64, 9000),
+                _ => rng.Next(0, 1 << 24), // claimed, not sent
+            };
+            int actual = Math.Min(dataLength, 9000);
+            pdu.AsSpan(0, 48 + actual).Clear();
+            rng.NextBytes(pdu.AsSpan(0, 48));
+            byte[] opcodes = [0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x10, 0x1c, 0x3f, 0x41, 0x43];
+            pdu[0] = rng.Next(5) == 0 ? (byte)rng.Next(256) : opcodes[rng.Next(opcodes.Length)];
+            pdu[4] = rng.Next(10) == 0 ? pdu[4] : (byte)0;
+            pdu[5] = (byte)(dataLength >> 16);
+            pdu[6] = (byte)(dataLength >> 8);
+            pdu[7] = (byte)dataLength;
+            if (rng.Next(2) == 0)
+            {
+                BinaryPrimitives.WriteUInt64BigEndian(pdu.AsSpan(8), 1UL << 48); // LUN 1
+                BinaryPrimitives.WriteUInt32BigEndian(pdu.AsSpan(24), cmdSn++);
+            }
+
+            if (rng.Next(3) == 0)
+            {
+                BinaryPrimitives.WriteUInt32BigEndian(pdu.AsSpan(20), (uint)rng.Next(0, 1 << 20)); // a plausible EDTL
+            }
+
+            rng.NextBytes(pdu.AsSpan(48, actual));
+            try
+            {
+                s.Send(pdu, 0, 48 + ((actual + 3) & ~3 & 0xFFFFFF), SocketFlags.None);
+                while (s.Available > 0)
+                {
+                    if (s.Receive(sink) == 0)
+                    {
+                        break;
+                    }
+                }
+            }
+            catch (SocketException)
+            {
+                s.Dispose();
+                s = null;
+            }
+        }
+
+        s?.Dispose();
+        return connections;
+    }
+
+    private static async Task<bool> Login(Socket s, uint cmdSn)
+    {
+        var pdu = new byte[48];
+        pdu[0] = 0x43; // immediate login request
+        pdu[1] = 0x87; // transit, operational -> full feature
+        pdu[8] = 0x80;
+        pdu[13] = 1; // ISID
+        BinaryPrimitives.WriteUInt32BigEndian(pdu.AsSpan(24), cmdSn);
+        byte[] text = Encoding.ASCII.GetBytes($"InitiatorName=iqn.2026-11.org.hci.test:fuzzer\0TargetName={Iqn}\0SessionType=Normal\0MaxRecvDataSegmentLength=65536\0");
+        pdu[7] = (byte)text.Length;
+        pdu[6] = (byte)(text.Length >> 8);
+        var padded = new byte[(text.Length + 3) & ~3];
+        text.CopyTo(padded, 0);
+        await s.SendAsync(pdu.Concat(padded).ToArray());
+        var (header, _) = await ReadPdu(s);
+        return header != null && header[0] == 0x23 && header[36] == 0 && (header[1] & 0x80) != 0;
+    }
+
+    private static async Task<int> Command(Socket s, uint cmdSn, byte[] cdb, int readLength)
+    {
+        var pdu = new byte[48];
+        pdu[0] = 0x01;
+        pdu[1] = (byte)(0x80 | (readLength > 0 ? 0x40 : 0));
+        BinaryPrimitives.WriteUInt64BigEndian(pdu.AsSpan(8), 1UL << 48);
+        BinaryPrimitives.WriteUInt32BigEndian(pdu.AsSpan(16), cmdSn);
+        BinaryPrimitives.WriteUInt32BigEndian(pdu.AsSpan(20), (uint)readLength);
+        BinaryPrimitives.WriteUInt32BigEndian(pdu.AsSpan(24), cmdSn);
+        cdb.CopyTo(pdu, 32);
+        await s.SendAsync(pdu);
+        while (true)
+        {
+            var (header, _) = await ReadPdu(s);
+            if (header == null)
+            {
+                return -1;
+            }
+
+            if (header[0] == 0x21 || (header[0] == 0x25 && (header[1] & 0x01) != 0))
+            {
+                return header[3];
+            }
+        }
+    }
+
+    private static async Task<(byte[]? Header, byte[] Data)> ReadPdu(Socket s)
+    {
+        var header = new byte[48];
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        for (int have = 0; have < 48;)
+        {
+            int n = await s.ReceiveAsync(header.AsMemory(have), SocketFlags.None, timeout.Token);
+            if (n == 0)
+            {
+                return (null, []);
+            }
+
+            have += n;
+        }
+
+        int length = ((header[5] << 16) | (header[6] << 8) | header[7]) + 3 & ~3;
+        var data = new byte[length];
+        for (int have = 0; have < length;)
+        {
+            int n = await s.ReceiveAsync(data.AsMemory(have), SocketFlags.None, timeout.Token);
+            if (n == 0)
+            {
+                return (null, []);
+            }
+
+            have += n;
+        }
+
+        return (header, data);
+    }
+}
