@@ -200,13 +200,7 @@ public sealed class HostileFrontEndTests(Xunit.Abstractions.ITestOutputHelper ou
     private static unsafe int Connect(string path)
     {
         int fd = LibC.socket(LibC.AF_UNIX, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC, 0);
-        sockaddr_un address = default;
-        address.sun_family = (ushort)LibC.AF_UNIX;
-        byte[] bytes = Encoding.UTF8.GetBytes(path);
-        for (int i = 0; i < bytes.Length; i++)
-        {
-            address.sun_path[i] = bytes[i];
-        }
+        var address = UnixSocketAddress.Create(path);
 
         Assert.Equal(0, LibC.connect(fd, (sockaddr*)&address, sizeof(sockaddr_un)));
         long* timeout = stackalloc long[2] { 5, 0 }; // struct timeval: 5 s, so a full socket fails the send instead of hanging the test

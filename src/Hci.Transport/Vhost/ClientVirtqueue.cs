@@ -70,8 +70,6 @@ internal sealed unsafe class ClientVirtqueue : IDisposable
 
     public bool InUse { get; set; }
 
-    public int StagingBytes => _stagingBytes;
-
     /// <summary>The used index the back-end has published.</summary>
     public ushort UsedIndex => Volatile.Read(ref *(ushort*)(Used + 2));
 

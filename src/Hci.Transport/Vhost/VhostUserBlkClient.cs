@@ -48,7 +48,6 @@ public sealed unsafe class VhostUserBlkClient : BlockDevice
     private ulong _inflightSize;
     private Thread? _monitor;
     private volatile bool _closing;
-    private volatile bool _failed;
     private int _reconnects;
 
     private VhostUserBlkClient(string name, BlockGeometry geometry, BlockDeviceCapabilities capabilities, Setup setup)
@@ -156,13 +155,7 @@ public sealed unsafe class VhostUserBlkClient : BlockDevice
                 throw new IOException($"Creating a Unix socket failed: {Errno.Describe(LibC.errno)}.");
             }
 
-            sockaddr_un address = default;
-            address.sun_family = (ushort)LibC.AF_UNIX;
-            byte[] bytes = Encoding.UTF8.GetBytes(path);
-            for (int i = 0; i < bytes.Length; i++)
-            {
-                address.sun_path[i] = bytes[i];
-            }
+            var address = UnixSocketAddress.Create(path);
 
             if (LibC.connect(fd, (sockaddr*)&address, sizeof(sockaddr_un)) == 0)
             {
@@ -554,7 +547,6 @@ public sealed unsafe class VhostUserBlkClient : BlockDevice
             _logger.LogWarning("vhost-user client {Name}: the back-end went away.", Name);
             if (!_options.Reconnect || !TryReconnect())
             {
-                _failed = true;
                 foreach (var q in _queues)
                 {
                     q.Fail();
@@ -617,8 +609,6 @@ public sealed unsafe class VhostUserBlkClient : BlockDevice
             vq.InUse = false;
         }
     }
-
-    internal bool Failed => _failed;
 
     private sealed class Setup
     {

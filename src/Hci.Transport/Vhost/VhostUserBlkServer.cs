@@ -263,13 +263,7 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
                     throw new IOException($"'{path}' exists and is not a socket; choose another socket path or remove it.");
             }
 
-            sockaddr_un address = default;
-            address.sun_family = (ushort)LibC.AF_UNIX;
-            byte[] bytes = Encoding.UTF8.GetBytes(path);
-            for (int i = 0; i < bytes.Length; i++)
-            {
-                address.sun_path[i] = bytes[i];
-            }
+            var address = UnixSocketAddress.Create(path);
 
             LibC.fchmod(fd, (mode_t)(uint)mode);
             if (LibC.bind(fd, (sockaddr*)&address, sizeof(sockaddr_un)) != 0)

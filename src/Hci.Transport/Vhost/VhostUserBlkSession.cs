@@ -35,6 +35,7 @@ internal sealed unsafe class VhostUserBlkSession : IDisposable
     private ulong _protocol;
     private GuestMemory? _memory;
     private nint _inflight;
+    private nint _inflightOffset;
     private nuint _inflightLength;
     private int _inflightQueues;
     private int _inflightQueueSize;
@@ -399,28 +400,15 @@ internal sealed unsafe class VhostUserBlkSession : IDisposable
             var r = table[i];
             int fd = _fds[i];
 
-            // Map only what the file really has: touching a page past its end would kill this process (SIGBUS).
-            long fileSize = LibC.lseek(fd, 0, LibC.SEEK_END);
             ulong end = r.MmapOffset + r.Size;
-            if (fileSize < 0 || (ulong)fileSize < end || end > (ulong)nint.MaxValue)
+            if (!TryMapFile(fd, end, $"memory region {i}", out nint p))
             {
-                _logger.LogWarning("vhost-user session {Id}: memory region {Index} ends at {End} but its file has {Size} bytes; refused.", Id, i, end, fileSize);
                 Unmap(mapped);
                 return false;
             }
 
-            // Ask the kernel to keep the file from shrinking under the mapping (memfds created with sealing).
-            LibC.fcntl(fd, LibC.F_ADD_SEALS, LibC.F_SEAL_SHRINK);
-            void* p = LibC.mmap(null, (size_t)(ulong)end, LibC.PROT_READ | LibC.PROT_WRITE, LibC.MAP_SHARED | LibC.MAP_NORESERVE, fd, 0);
-            if (p == (void*)-1)
-            {
-                _logger.LogWarning("vhost-user session {Id}: mapping memory region {Index} failed: {Error}.", Id, i, Errno.Describe(LibC.errno));
-                Unmap(mapped);
-                return false;
-            }
-
-            mapped.Add(((nint)p, (nuint)end));
-            regions[i] = new GuestMemoryRegion(r.Guest, r.Size, r.User, (nint)p + (nint)r.MmapOffset);
+            mapped.Add((p, (nuint)end));
+            regions[i] = new GuestMemoryRegion(r.Guest, r.Size, r.User, p + (nint)r.MmapOffset);
         }
 
         GuestMemory memory;
@@ -527,22 +515,13 @@ internal sealed unsafe class VhostUserBlkSession : IDisposable
             return false;
         }
 
-        int fd = _fds[0];
-        long fileSize = LibC.lseek(fd, 0, LibC.SEEK_END);
-        if (fileSize < 0 || (ulong)fileSize < offset + size)
-        {
-            return false;
-        }
-
-        LibC.fcntl(fd, LibC.F_ADD_SEALS, LibC.F_SEAL_SHRINK);
-        void* p = LibC.mmap(null, (size_t)(offset + size), LibC.PROT_READ | LibC.PROT_WRITE, LibC.MAP_SHARED, fd, 0);
-        if (p == (void*)-1)
+        if (!TryMapFile(_fds[0], offset + size, "the in-flight area", out nint p))
         {
             return false;
         }
 
         UnmapInflight();
-        _inflight = (nint)p;
+        _inflight = p;
         _inflightLength = (nuint)(offset + size);
         _inflightQueues = queues;
         _inflightQueueSize = queueSize;
@@ -550,7 +529,29 @@ internal sealed unsafe class VhostUserBlkSession : IDisposable
         return true;
     }
 
-    private nint _inflightOffset;
+    // Maps [0, end) of a file the front-end sent, only if the file really has those bytes: touching a page past
+    // its end would kill this process (SIGBUS). The file is also sealed against shrinking where it allows that.
+    private bool TryMapFile(int fd, ulong end, string what, out nint address)
+    {
+        address = 0;
+        long fileSize = LibC.lseek(fd, 0, LibC.SEEK_END);
+        if (fileSize < 0 || (ulong)fileSize < end || end > (ulong)nint.MaxValue)
+        {
+            _logger.LogWarning("vhost-user session {Id}: {What} ends at {End} but its file has {Size} bytes; refused.", Id, what, end, fileSize);
+            return false;
+        }
+
+        LibC.fcntl(fd, LibC.F_ADD_SEALS, LibC.F_SEAL_SHRINK);
+        void* p = LibC.mmap(null, (size_t)end, LibC.PROT_READ | LibC.PROT_WRITE, LibC.MAP_SHARED | LibC.MAP_NORESERVE, fd, 0);
+        if (p == (void*)-1)
+        {
+            _logger.LogWarning("vhost-user session {Id}: mapping {What} failed: {Error}.", Id, what, Errno.Describe(LibC.errno));
+            return false;
+        }
+
+        address = (nint)p;
+        return true;
+    }
 
     private void TryStart(int index)
     {

@@ -69,9 +69,6 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
     /// <summary>Kicks read so far.</summary>
     public long Kicks => Interlocked.Read(ref _kicks);
 
-    /// <summary>The block queue (valid once constructed).</summary>
-    public BlockQueue Queue => _queue!;
-
     /// <summary>Runs <paramref name="command"/> on the reactor thread and waits for it.</summary>
     /// <param name="command">The command.</param>
     public void Invoke(Action command)
