@@ -22,6 +22,10 @@ internal sealed class IscsiConnection
     private readonly ILogger _logger;
     private readonly SemaphoreSlim _sendLock = new(1, 1);
     private readonly byte[] _header = new byte[IscsiHeader.Length + 1024 + IscsiDigest.Length];
+    private readonly byte[] _digest = new byte[IscsiDigest.Length];
+
+    // Login text an initiator may spread over continued PDUs before the target gives up on it.
+    private const int MaxLoginText = 64 * 1024;
     private readonly Dictionary<uint, PendingWrite> _writes = [];
     private readonly IscsiSessionParameters _session = new();
     private readonly IscsiSessionParameters _limits;
@@ -163,11 +167,10 @@ internal sealed class IscsiConnection
             await ReadExactly(_header.AsMemory(IscsiHeader.Length, ahs), token).ConfigureAwait(false);
         }
 
-        if (_session.HeaderDigest)
+        if (_digestsActive && _session.HeaderDigest)
         {
-            var digest = new byte[IscsiDigest.Length];
-            await ReadExactly(digest, token).ConfigureAwait(false);
-            if (!IscsiDigest.Verify(_header.AsSpan(0, IscsiHeader.Length + ahs), digest))
+            await ReadExactly(_digest, token).ConfigureAwait(false);
+            if (!IscsiDigest.Verify(_header.AsSpan(0, IscsiHeader.Length + ahs), _digest))
             {
                 throw new ProtocolException("header digest error");
             }
@@ -186,11 +189,10 @@ internal sealed class IscsiConnection
         }
 
         bool ok = true;
-        if (_session.DataDigest && padded > 0)
+        if (_digestsActive && _session.DataDigest && padded > 0)
         {
-            var digest = new byte[IscsiDigest.Length];
-            await ReadExactly(digest, token).ConfigureAwait(false);
-            ok = IscsiDigest.Verify(data.AsSpan(0, padded), digest);
+            await ReadExactly(_digest, token).ConfigureAwait(false);
+            ok = IscsiDigest.Verify(data.AsSpan(0, padded), _digest);
         }
 
         return (data, dataLength, ok);
@@ -201,18 +203,20 @@ internal sealed class IscsiConnection
         var h = new IscsiHeader(header);
         h.DataSegmentLength = data.Length;
         int padded = (data.Length + 3) & ~3;
-        int size = IscsiHeader.Length + (_session.HeaderDigest ? 4 : 0) + padded + (_session.DataDigest && padded > 0 ? 4 : 0);
+        bool headerDigest = _digestsActive && _session.HeaderDigest;
+        bool dataDigest = _digestsActive && _session.DataDigest && padded > 0;
+        int size = IscsiHeader.Length + (headerDigest ? 4 : 0) + padded + (dataDigest ? 4 : 0);
         var pdu = new byte[size];
         header.AsSpan(0, IscsiHeader.Length).CopyTo(pdu);
         int at = IscsiHeader.Length;
-        if (_session.HeaderDigest)
+        if (headerDigest)
         {
             IscsiDigest.Write(IscsiDigest.Compute(pdu.AsSpan(0, IscsiHeader.Length)), pdu.AsSpan(at));
             at += 4;
         }
 
         data.Span.CopyTo(pdu.AsSpan(at));
-        if (_session.DataDigest && padded > 0)
+        if (dataDigest)
         {
             IscsiDigest.Write(IscsiDigest.Compute(pdu.AsSpan(at, padded)), pdu.AsSpan(at + padded));
         }
@@ -319,6 +323,12 @@ internal sealed class IscsiConnection
             }
 
             stage = csg;
+            if (text.Count + length > MaxLoginText)
+            {
+                await Fail(2, 0, $"more than {MaxLoginText} bytes of login text").ConfigureAwait(false);
+                return false;
+            }
+
             text.AddRange(data.AsSpan(0, length).ToArray());
             if (more)
             {
@@ -338,6 +348,7 @@ internal sealed class IscsiConnection
             }
 
             response.Clear();
+            _logger.LogDebug("iSCSI login from {Peer}, stage {Stage}: {Keys}", SafePeer(), csg, string.Join(' ', pairs.Select(p => $"{p.Key}={p.Value}")));
             foreach (var (key, value) in pairs)
             {
                 switch (key)
@@ -398,13 +409,6 @@ internal sealed class IscsiConnection
             }
 
             bool grant = transit && (csg != 0 || authenticated);
-            bool normalNeedsTarget = !_discovery && !pairs.Any(p => p.Key == "TargetName") && stage == csg && csg == 0 && response.All(p => p.Key != "TargetPortalGroupTag");
-            if (grant && nsg == 3 && normalNeedsTarget && !_sawTargetName)
-            {
-                await Fail(2, 7, "no TargetName for a normal session").ConfigureAwait(false);
-                return false;
-            }
-
             _sawTargetName |= pairs.Any(p => p.Key == "TargetName");
             if (grant && nsg == 3 && !_discovery && !_sawTargetName)
             {
@@ -422,23 +426,20 @@ internal sealed class IscsiConnection
             // The data segment must not exceed what the initiator receives; login text is small.
             byte[] body = IscsiText.Format(response);
             Stamp(reply, advance: grant && nsg == 3);
-            bool digests = _session.HeaderDigest || _session.DataDigest;
-            var (hd, dd) = (_session.HeaderDigest, _session.DataDigest);
-            _session.HeaderDigest = _session.DataDigest = false; // digests start after the login phase
             await SendAsync(reply, body, token).ConfigureAwait(false);
             if (grant && nsg == 3)
             {
-                (_session.HeaderDigest, _session.DataDigest) = (hd, dd);
-                _logger.LogInformation("iSCSI {Kind} session for {Initiator} from {Peer} (digests {Digests}).", _discovery ? "discovery" : "normal", _initiatorName, SafePeer(), digests ? "on" : "off");
+                _digestsActive = true; // negotiated digests apply from the full feature phase on
+                _logger.LogInformation("iSCSI {Kind} session for {Initiator} from {Peer} (header digest {Header}, data digest {Data}).", _discovery ? "discovery" : "normal", _initiatorName, SafePeer(), _session.HeaderDigest, _session.DataDigest);
                 return true;
             }
 
-            (_session.HeaderDigest, _session.DataDigest) = (hd, dd);
             stage = grant ? nsg : csg;
         }
     }
 
     private bool _sawTargetName;
+    private bool _digestsActive;
 
     private (bool Ok, bool Done, string? Challenge, byte Id) Chap(List<KeyValuePair<string, string>> pairs, List<KeyValuePair<string, string>> response, string? challenge, byte id)
     {
@@ -720,9 +721,18 @@ internal sealed class IscsiConnection
             if (length < expected)
             {
                 var pending = new PendingWrite(bhs, task, lun, expected) { Received = length, UnsolicitedEnd = (h.Flags & 0x80) != 0 ? length : unsolicited };
+                bool added;
                 lock (_writes)
                 {
-                    _writes[h.InitiatorTaskTag] = pending;
+                    added = _writes.TryAdd(h.InitiatorTaskTag, pending);
+                }
+
+                if (!added)
+                {
+                    // A task tag already in use by a write still taking data: a protocol error (RFC 7143, 11.2.1.8).
+                    Release(task.Buffer);
+                    await RejectAsync(bhs, 0x04, token).ConfigureAwait(false);
+                    return;
                 }
 
                 if (pending.Received >= pending.UnsolicitedEnd)

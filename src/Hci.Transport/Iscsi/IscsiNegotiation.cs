@@ -87,49 +87,31 @@ public static class IscsiNegotiation
                 continue;
             }
 
-            string? answer = key switch
+            // Each rule answers Reject for a value out of range; otherwise the outcome (or, for a declaration,
+            // this side's own value).
+            string answer = key switch
             {
                 "HeaderDigest" => Digest(value, target.HeaderDigest, d => session.HeaderDigest = d),
                 "DataDigest" => Digest(value, target.DataDigest, d => session.DataDigest = d),
-                "MaxConnections" => Number(value, 1, 65535, n => session.MaxConnections = Math.Min(n, target.MaxConnections)),
-                "InitialR2T" => Boolean(value, v => session.InitialR2T = v || target.InitialR2T),
-                "ImmediateData" => Boolean(value, v => session.ImmediateData = v && target.ImmediateData),
-                "MaxRecvDataSegmentLength" => Declare(value, 512, 16777215, n => session.MaxSendDataSegmentLength = n),
-                "MaxBurstLength" => Number(value, 512, 16777215, n => session.MaxBurstLength = Math.Min(n, target.MaxBurstLength)),
-                "FirstBurstLength" => Number(value, 512, 16777215, n => session.FirstBurstLength = Math.Min(n, target.FirstBurstLength)),
-                "DefaultTime2Wait" => Number(value, 0, 3600, n => session.DefaultTime2Wait = Math.Max(n, target.DefaultTime2Wait)),
-                "DefaultTime2Retain" => Number(value, 0, 3600, n => session.DefaultTime2Retain = Math.Min(n, target.DefaultTime2Retain)),
-                "MaxOutstandingR2T" => Number(value, 1, 65535, n => session.MaxOutstandingR2T = Math.Min(n, target.MaxOutstandingR2T)),
-                "DataPDUInOrder" => Boolean(value, v => session.DataPduInOrder = v || target.DataPduInOrder),
-                "DataSequenceInOrder" => Boolean(value, v => session.DataSequenceInOrder = v || target.DataSequenceInOrder),
-                "ErrorRecoveryLevel" => Number(value, 0, 2, n => session.ErrorRecoveryLevel = Math.Min(n, target.ErrorRecoveryLevel)),
-                "IFMarker" or "OFMarker" => Boolean(value, _ => { }) == "Reject" ? "Reject" : "No",
+                "MaxConnections" => Number(value, 1, 65535, n => session.MaxConnections = Math.Min(n, target.MaxConnections)) ?? Format(session.MaxConnections),
+                "InitialR2T" => Boolean(value, v => session.InitialR2T = v || target.InitialR2T) ?? Format(session.InitialR2T),
+                "ImmediateData" => Boolean(value, v => session.ImmediateData = v && target.ImmediateData) ?? Format(session.ImmediateData),
+                "MaxRecvDataSegmentLength" => Number(value, 512, 16777215, n => session.MaxSendDataSegmentLength = n) ?? Format(session.MaxRecvDataSegmentLength = target.MaxRecvDataSegmentLength),
+                "MaxBurstLength" => Number(value, 512, 16777215, n => session.MaxBurstLength = Math.Min(n, target.MaxBurstLength)) ?? Format(session.MaxBurstLength),
+                "FirstBurstLength" => Number(value, 512, 16777215, n => session.FirstBurstLength = Math.Min(n, target.FirstBurstLength))
+                    ?? Format(session.FirstBurstLength = Math.Min(session.FirstBurstLength, session.MaxBurstLength)),
+                "DefaultTime2Wait" => Number(value, 0, 3600, n => session.DefaultTime2Wait = Math.Max(n, target.DefaultTime2Wait)) ?? Format(session.DefaultTime2Wait),
+                "DefaultTime2Retain" => Number(value, 0, 3600, n => session.DefaultTime2Retain = Math.Min(n, target.DefaultTime2Retain)) ?? Format(session.DefaultTime2Retain),
+                "MaxOutstandingR2T" => Number(value, 1, 65535, n => session.MaxOutstandingR2T = Math.Min(n, target.MaxOutstandingR2T)) ?? Format(session.MaxOutstandingR2T),
+                "DataPDUInOrder" => Boolean(value, v => session.DataPduInOrder = v || target.DataPduInOrder) ?? Format(session.DataPduInOrder),
+                "DataSequenceInOrder" => Boolean(value, v => session.DataSequenceInOrder = v || target.DataSequenceInOrder) ?? Format(session.DataSequenceInOrder),
+                "ErrorRecoveryLevel" => Number(value, 0, 2, n => session.ErrorRecoveryLevel = Math.Min(n, target.ErrorRecoveryLevel)) ?? Format(session.ErrorRecoveryLevel),
+                "IFMarker" or "OFMarker" => Boolean(value, _ => { }) ?? "No",
                 "IFMarkInt" or "OFMarkInt" => "Irrelevant",
                 _ => "NotUnderstood",
             };
 
-            // Results that depend on the outcome are answered with it; declarations with this side's own value.
-            answer = answer switch
-            {
-                "Reject" or "NotUnderstood" or "Irrelevant" or "No" => answer,
-                _ => key switch
-                {
-                    "MaxConnections" => Format(session.MaxConnections),
-                    "InitialR2T" => Format(session.InitialR2T),
-                    "ImmediateData" => Format(session.ImmediateData),
-                    "MaxRecvDataSegmentLength" => Format(session.MaxRecvDataSegmentLength = target.MaxRecvDataSegmentLength),
-                    "MaxBurstLength" => Format(session.MaxBurstLength),
-                    "FirstBurstLength" => Format(session.FirstBurstLength = Math.Min(session.FirstBurstLength, session.MaxBurstLength)),
-                    "DefaultTime2Wait" => Format(session.DefaultTime2Wait),
-                    "DefaultTime2Retain" => Format(session.DefaultTime2Retain),
-                    "MaxOutstandingR2T" => Format(session.MaxOutstandingR2T),
-                    "DataPDUInOrder" => Format(session.DataPduInOrder),
-                    "DataSequenceInOrder" => Format(session.DataSequenceInOrder),
-                    "ErrorRecoveryLevel" => Format(session.ErrorRecoveryLevel),
-                    _ => answer,
-                },
-            };
-            response.Add(new KeyValuePair<string, string>(key, answer!));
+            response.Add(new KeyValuePair<string, string>(key, answer));
         }
     }
 
@@ -151,6 +133,7 @@ public static class IscsiNegotiation
 
     private static string Format(bool value) => value ? "Yes" : "No";
 
+    // Null when the value is accepted (and applied), "Reject" when it is out of range.
     private static string? Number(string text, int min, int max, Action<int> apply)
     {
         if (!TryParseNumber(text, out ulong n) || n < (ulong)min || n > (ulong)max)
@@ -159,24 +142,18 @@ public static class IscsiNegotiation
         }
 
         apply((int)n);
-        return "";
+        return null;
     }
-
-    private static string? Declare(string text, int min, int max, Action<int> apply) => Number(text, min, max, apply);
 
     private static string? Boolean(string text, Action<bool> apply)
     {
-        switch (text)
+        if (text is not ("Yes" or "No"))
         {
-            case "Yes":
-                apply(true);
-                return "";
-            case "No":
-                apply(false);
-                return "";
-            default:
-                return "Reject";
+            return "Reject";
         }
+
+        apply(text == "Yes");
+        return null;
     }
 
     // A list in the initiator's order of preference: the first value this target accepts wins.
