@@ -220,30 +220,8 @@ internal sealed class HostOptions
         return o;
     }
 
-    public static long ParseSize(string name, string text)
-    {
-        text = text.Trim();
-        long multiplier = 1;
-        if (text.Length > 0 && char.IsLetter(text[^1]))
-        {
-            multiplier = char.ToLowerInvariant(text[^1]) switch
-            {
-                'k' => 1L << 10,
-                'm' => 1L << 20,
-                'g' => 1L << 30,
-                't' => 1L << 40,
-                _ => throw new UsageException($"{name} {text}: the suffix must be k, m, g or t"),
-            };
-            text = text[..^1];
-        }
-
-        if (!long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out long value) || value <= 0 || value > long.MaxValue / multiplier)
-        {
-            throw new UsageException($"{name} {text}: expected a positive size in bytes");
-        }
-
-        return value * multiplier;
-    }
+    public static long ParseSize(string name, string text) =>
+        Hci.Samples.Shared.SizeText.TryParse(text, out long bytes) ? bytes : throw new UsageException($"{name} {text}: expected a positive size in bytes, optionally with k, m, g or t");
 
     private static int ParseInt(string name, string text, int min, int max)
     {

@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using Hci.Core.Blocks;
 using Hci.Core.Devices;
 using Hci.Samples.HostType;
+using Hci.Samples.Shared;
 using Hci.Scheduling;
 using Hci.Transport.Vhost;
 using Microsoft.Extensions.Logging;

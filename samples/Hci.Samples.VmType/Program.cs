@@ -2,7 +2,7 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using Hci.Core.Blocks;
 using Hci.Core.Devices;
-using Hci.Samples.VmType;
+using Hci.Samples.Shared;
 using Hci.Transport.Iscsi;
 using Hci.Transport.Scsi;
 using Microsoft.Extensions.Logging;
@@ -80,7 +80,12 @@ try
         "null" => BlockEngine.Null,
         var e => throw new ArgumentException($"--ioengine {e} is not known: use io_uring, file, memory or null"),
     };
-    int lun = Get("--lun") is { } l ? int.Parse(l, CultureInfo.InvariantCulture) : 1;
+    int lun = 1;
+    if (Get("--lun") is { } l && (!int.TryParse(l, NumberStyles.None, CultureInfo.InvariantCulture, out lun) || lun > 16383))
+    {
+        throw new ArgumentException($"--lun {l}: expected a LUN from 0 to 16383");
+    }
+
     device = BlockDevices.Open(new BlockDeviceOptions { Engine = engine, Path = Get("--backing"), Size = Get("--size") is { } s ? ParseSize(s) : null, Direct = !buffered }, logger);
     var disk = new ScsiDisk(device, Path.GetFileName(Get("--backing") ?? iqn));
     target = new IscsiTarget(
@@ -101,7 +106,7 @@ try
     logger.LogInformation("hci-vmtype: stopping");
     return 0;
 }
-catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or PlatformNotSupportedException or FormatException or OverflowException)
+catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or PlatformNotSupportedException)
 {
     logger.LogError("hci-vmtype: {Message}", e.Message);
     return 1;
@@ -116,8 +121,5 @@ finally
     device?.Dispose();
 }
 
-static long ParseSize(string text)
-{
-    long multiplier = char.ToLowerInvariant(text[^1]) switch { 'k' => 1L << 10, 'm' => 1L << 20, 'g' => 1L << 30, 't' => 1L << 40, _ => 1 };
-    return long.Parse(multiplier == 1 ? text : text[..^1], NumberStyles.None, CultureInfo.InvariantCulture) * multiplier;
-}
+static long ParseSize(string text) =>
+    SizeText.TryParse(text, out long bytes) ? bytes : throw new ArgumentException($"--size {text}: expected a positive size in bytes, optionally with k, m, g or t");

@@ -1,6 +1,6 @@
 using Microsoft.Extensions.Logging;
 
-namespace Hci.Samples.VmType;
+namespace Hci.Samples.Shared;
 
 /// <summary>A minimal stderr logger: a timestamp, the level and the message, one line each.</summary>
 internal sealed class ConsoleLogger(LogLevel minimum) : ILogger, ILoggerFactory
