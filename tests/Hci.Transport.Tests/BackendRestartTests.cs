@@ -44,8 +44,7 @@ public sealed class BackendRestartTests(ITestOutputHelper output)
                 host.Kill();
                 await host.WaitForExitAsync();
                 host.Dispose();
-                await Task.Delay(200);
-                host = StartHost(socket, image);
+                host = StartHost(socket, image); // it replaces the dead host's socket; the client retries until it is there
                 int reconnects = round + 1;
                 await WaitUntil(() => client.Reconnects >= reconnects, "the client to reconnect");
                 long after = Interlocked.Read(ref completed);

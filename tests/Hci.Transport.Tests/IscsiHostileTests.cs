@@ -33,7 +33,7 @@ public sealed class IscsiHostileTests
         await good.ConnectAsync(endpoint);
         Assert.True(await Login(good, 1), "the well-behaved login failed");
 
-        int connections = await Task.Run(() => Flood(endpoint));
+        int connections = await Flood(endpoint);
         Assert.True(connections > 10, $"only {connections} connections");
 
         // The good session still answers: TEST UNIT READY and READ CAPACITY(10) over it.
@@ -47,7 +47,7 @@ public sealed class IscsiHostileTests
         Assert.Equal(0, await Command(fresh, 2, [0x00], 0));
     }
 
-    private static int Flood(IPEndPoint endpoint)
+    private static async Task<int> Flood(IPEndPoint endpoint)
     {
         var rng = new Random(77);
         var watch = Stopwatch.StartNew();
@@ -66,7 +66,7 @@ public sealed class IscsiHostileTests
                 s.Connect(endpoint);
                 connections++;
                 cmdSn = 1;
-                if (rng.Next(2) == 0 && !Login(s, cmdSn).GetAwaiter().GetResult())
+                if (rng.Next(2) == 0 && !await Login(s, cmdSn))
                 {
                     s.Dispose();
                     s = null;

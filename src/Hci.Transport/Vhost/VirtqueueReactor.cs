@@ -353,7 +353,6 @@ internal sealed unsafe class ReactorRing
     private readonly int _tenant;
     private readonly Action _signal;
     private ushort[]? _resubmit;
-    private int _callFd;
 
     public ReactorRing(string name, SplitVirtqueue virtqueue, int kickFd, int callFd, string serial, int tenant, InflightRegion? inflight, ushort[]? resubmit)
     {
@@ -361,7 +360,7 @@ internal sealed unsafe class ReactorRing
         Virtqueue = virtqueue;
         KickFd = kickFd;
         Polled = kickFd < 0;
-        _callFd = callFd;
+        CallFd = callFd;
         _serial = serial;
         _tenant = tenant;
         Inflight = inflight;
@@ -388,11 +387,7 @@ internal sealed unsafe class ReactorRing
     public ManualResetEventSlim Stopped { get; } = new();
 
     /// <summary>The call eventfd; changed on the reactor thread only (QEMU swaps it while the ring runs).</summary>
-    public int CallFd
-    {
-        get => _callFd;
-        set => _callFd = value;
-    }
+    public int CallFd { get; set; }
 
     public void Attach(BlockQueue queue)
     {
@@ -410,7 +405,7 @@ internal sealed unsafe class ReactorRing
 
     private void RaiseInterrupt()
     {
-        int fd = _callFd;
+        int fd = CallFd;
         if (fd >= 0)
         {
             ulong one = 1;
