@@ -102,8 +102,19 @@ try
         logger);
     target.Start();
     logger.LogInformation("hci-vmtype: ready: {Iqn} on {Portal}, LUN {Lun} = {Backing} ({Size} bytes, block {Block})", iqn, target.LocalEndPoint, lun, Get("--backing") ?? engine.ToString(), device.Geometry.Capacity, device.Geometry.LogicalBlockSize);
+    long allocatedAtReady = GC.GetTotalAllocatedBytes(precise: true);
     stop.Wait();
-    logger.LogInformation("hci-vmtype: stopping");
+    await target.DisposeAsync(); // closes every connection, which accounts its commands
+    long allocated = GC.GetTotalAllocatedBytes(precise: true) - allocatedAtReady;
+    long commands = target.CommandsServed;
+    logger.LogInformation(
+        "hci-vmtype: stopping: {Commands} commands served, {Allocated} bytes allocated since ready ({PerCommand:F3} per command, connection set-up included); {DataPath} bytes on the data paths after set-up ({DataPathPerCommand:F3} per command)",
+        commands,
+        allocated,
+        commands == 0 ? 0 : (double)allocated / commands,
+        target.DataPathAllocatedBytes,
+        commands == 0 ? 0 : (double)target.DataPathAllocatedBytes / commands);
+    target = null;
     return 0;
 }
 catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or PlatformNotSupportedException)

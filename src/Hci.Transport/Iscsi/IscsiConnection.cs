@@ -13,7 +13,7 @@ namespace Hci.Transport.Iscsi;
 /// a time and checked against the negotiated limits; commands run concurrently and their answers are serialized
 /// on the socket. ErrorRecoveryLevel 0: a header digest error or a framing error drops the connection.
 /// </summary>
-internal sealed class IscsiConnection
+internal sealed partial class IscsiConnection
 {
     private const uint ReservedTag = 0xFFFFFFFF;
 
@@ -26,19 +26,11 @@ internal sealed class IscsiConnection
 
     // Login text an initiator may spread over continued PDUs before the target gives up on it.
     private const int MaxLoginText = 64 * 1024;
-    private readonly Dictionary<uint, PendingWrite> _writes = [];
     private readonly IscsiSessionParameters _session = new();
     private readonly IscsiSessionParameters _limits;
-    private readonly Lock _snLock = new();
     private readonly CancellationTokenSource _closing = new();
     private uint _statSn;
     private uint _expCmdSn;
-    private uint _nextTtt = 1;
-    private long _bufferedBytes;
-
-    // Data buffers a connection may hold at once (commands waiting for data or running): an initiator cannot make
-    // the target allocate more by opening commands it never completes.
-    private const long MaxBufferedBytes = 256L * 1024 * 1024;
     private bool _discovery;
     private int _nexus;
     private int _closed;
@@ -73,11 +65,17 @@ internal sealed class IscsiConnection
     {
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(stop, _closing.Token);
         var token = linked.Token;
+        bool handedOver = false;
         try
         {
             if (await LoginAsync(token).ConfigureAwait(false))
             {
-                await FullFeatureAsync(token).ConfigureAwait(false);
+                // The full feature phase runs on a thread of its own that owns the socket from here on.
+                handedOver = StartDataPath();
+                if (handedOver)
+                {
+                    await _dataPathDone.Task.ConfigureAwait(false);
+                }
             }
         }
         catch (Exception e) when (e is IOException or SocketException or OperationCanceledException or ObjectDisposedException or ProtocolException)
@@ -93,37 +91,44 @@ internal sealed class IscsiConnection
         }
         finally
         {
-            await CloseAsync().ConfigureAwait(false);
+            if (!handedOver)
+            {
+                await CloseAsync().ConfigureAwait(false);
+            }
         }
     }
 
+    /// <summary>Closes the connection: at once during login, or by asking the data path to stop and waiting.</summary>
+    /// <returns>When closed.</returns>
     public Task CloseAsync()
     {
-        if (Interlocked.Exchange(ref _closed, 1) == 0)
+        lock (_phaseLock)
         {
-            _closing.Cancel();
-            try
+            if (_dataPathThread != null)
             {
-                _socket.Shutdown(SocketShutdown.Both);
-            }
-            catch (SocketException)
-            {
+                RequestStop();
+                return _dataPathDone.Task;
             }
 
-            _socket.Dispose();
-            lock (_writes)
+            if (_closed != 0)
             {
-                foreach (var w in _writes.Values)
-                {
-                    Release(w.Task.Buffer);
-                }
-
-                _writes.Clear();
+                return Task.CompletedTask;
             }
 
-            _target.Closed(this);
+            _closed = 1;
         }
 
+        _closing.Cancel();
+        try
+        {
+            _socket.Shutdown(SocketShutdown.Both);
+        }
+        catch (SocketException)
+        {
+        }
+
+        _socket.Dispose();
+        _target.Closed(this);
         return Task.CompletedTask;
     }
 
@@ -238,16 +243,13 @@ internal sealed class IscsiConnection
 
     private (uint StatSn, uint ExpCmdSn, uint MaxCmdSn) NextStatus(bool advance = true)
     {
-        lock (_snLock)
+        uint sn = _statSn;
+        if (advance)
         {
-            uint sn = _statSn;
-            if (advance)
-            {
-                _statSn++;
-            }
-
-            return (sn, _expCmdSn, MaxCmdSn);
+            _statSn++;
         }
+
+        return (sn, _expCmdSn, MaxCmdSn);
     }
 
     private void Stamp(byte[] header, bool advance = true)
@@ -564,489 +566,6 @@ internal sealed class IscsiConnection
         }
 
         return false;
-    }
-
-    // ---- full feature phase ----
-
-    private async Task FullFeatureAsync(CancellationToken token)
-    {
-        while (!token.IsCancellationRequested)
-        {
-            var (data, length, digestOk) = await ReadPduAsync(_session.MaxRecvDataSegmentLength, token).ConfigureAwait(false);
-            var bhs = _header.AsSpan(0, IscsiHeader.Length).ToArray();
-            var h = new IscsiHeader(bhs);
-            if (!digestOk)
-            {
-                await RejectAsync(bhs, 0x02, token).ConfigureAwait(false); // data digest error: the PDU is discarded
-                continue;
-            }
-
-            if (_discovery && h.Opcode is not (IscsiOpcode.TextRequest or IscsiOpcode.LogoutRequest or IscsiOpcode.NopOut))
-            {
-                await RejectAsync(bhs, 0x05, token).ConfigureAwait(false);
-                continue;
-            }
-
-            switch (h.Opcode)
-            {
-                case IscsiOpcode.NopOut:
-                    AcceptCmdSn(h);
-                    if (h.InitiatorTaskTag != ReservedTag)
-                    {
-                        var reply = new byte[IscsiHeader.Length];
-                        var r = new IscsiHeader(reply) { Opcode = IscsiOpcode.NopIn, Final = true, Lun = h.Lun, InitiatorTaskTag = h.InitiatorTaskTag };
-                        r.SetField(20, ReservedTag);
-                        Stamp(reply);
-                        await SendAsync(reply, data.AsMemory(0, length), token).ConfigureAwait(false);
-                    }
-
-                    break;
-                case IscsiOpcode.ScsiCommand:
-                    await CommandAsync(bhs, data, length, token).ConfigureAwait(false);
-                    break;
-                case IscsiOpcode.DataOut:
-                    await DataOutAsync(bhs, data, length, token).ConfigureAwait(false);
-                    break;
-                case IscsiOpcode.TextRequest:
-                    await TextAsync(bhs, data, length, token).ConfigureAwait(false);
-                    break;
-                case IscsiOpcode.TaskManagementRequest:
-                    await TaskManagementAsync(bhs, token).ConfigureAwait(false);
-                    break;
-                case IscsiOpcode.LogoutRequest:
-                {
-                    AcceptCmdSn(h);
-                    var reply = new byte[IscsiHeader.Length];
-                    var r = new IscsiHeader(reply) { Opcode = IscsiOpcode.LogoutResponse, Final = true, InitiatorTaskTag = h.InitiatorTaskTag };
-                    Stamp(reply);
-                    await SendAsync(reply, default, token).ConfigureAwait(false);
-                    return;
-                }
-
-                default:
-                    await RejectAsync(bhs, 0x05, token).ConfigureAwait(false); // command not supported
-                    break;
-            }
-        }
-    }
-
-    private bool AcceptCmdSn(IscsiHeader h)
-    {
-        uint cmdSn = h.Field(24);
-        lock (_snLock)
-        {
-            if (h.Immediate)
-            {
-                return true;
-            }
-
-            // Outside [ExpCmdSN, MaxCmdSN] (serial arithmetic): silently ignored, as RFC 7143 says.
-            if ((int)(cmdSn - _expCmdSn) < 0 || (int)(cmdSn - MaxCmdSn) > 0)
-            {
-                return false;
-            }
-
-            if (cmdSn == _expCmdSn)
-            {
-                _expCmdSn++;
-            }
-
-            return true;
-        }
-    }
-
-    private async Task RejectAsync(byte[] offending, byte reason, CancellationToken token)
-    {
-        var reply = new byte[IscsiHeader.Length];
-        var r = new IscsiHeader(reply) { Opcode = IscsiOpcode.Reject, Final = true, InitiatorTaskTag = ReservedTag };
-        reply[2] = reason;
-        Stamp(reply);
-        await SendAsync(reply, offending.AsMemory(0, IscsiHeader.Length), token).ConfigureAwait(false);
-    }
-
-    private static int DecodeLun(ulong lun)
-    {
-        int b0 = (int)(lun >> 56);
-        int b1 = (int)(lun >> 48) & 0xFF;
-        return (b0 >> 6) switch
-        {
-            0 => b0 == 0 ? b1 : -1,
-            1 => ((b0 & 0x3F) << 8) | b1,
-            _ => -1,
-        };
-    }
-
-    private static ulong EncodeLun(int lun) => lun < 256 ? (ulong)lun << 48 : (ulong)(0x4000 | lun) << 48;
-
-    private async Task CommandAsync(byte[] bhs, byte[] data, int length, CancellationToken token)
-    {
-        var h = new IscsiHeader(bhs);
-        if (!AcceptCmdSn(h))
-        {
-            return;
-        }
-
-        bool read = (h.Flags & 0x40) != 0;
-        bool write = (h.Flags & 0x20) != 0;
-        int expected = (int)Math.Min(h.Field(20), int.MaxValue);
-        var task = new ScsiTask { ExpectedLength = expected, DataOut = write, Nexus = _nexus };
-        bhs.AsSpan(32, 16).CopyTo(task.Cdb);
-        int lun = DecodeLun(h.Lun);
-        int maxTransfer = lun >= 0 && _target.Luns.TryGetValue(lun, out var unit) ? unit.MaxTransferBytes * 2 : 1 << 20;
-        if ((read && write) || expected > Math.Max(maxTransfer, 1 << 20) || (write && length > expected) || (!write && length > 0))
-        {
-            task.Fail(SenseKey.IllegalRequest, 0x24, 0);
-            await RespondAsync(bhs, task, 0, token).ConfigureAwait(false);
-            return;
-        }
-
-        if (expected > 0)
-        {
-            long size = (expected + 4095L) & ~4095L;
-            if (Interlocked.Add(ref _bufferedBytes, size) > MaxBufferedBytes)
-            {
-                Interlocked.Add(ref _bufferedBytes, -size);
-                task.Status = ScsiStatus.TaskSetFull;
-                await RespondAsync(bhs, task, 0, token).ConfigureAwait(false);
-                return;
-            }
-
-            task.Buffer = new AlignedBuffer((int)size);
-        }
-
-        if (write && expected > 0)
-        {
-            data.AsSpan(0, length).CopyTo(task.Buffer!.Span);
-            int unsolicited = _session.InitialR2T ? length : Math.Min(expected, _session.FirstBurstLength);
-            if (length < expected)
-            {
-                var pending = new PendingWrite(bhs, task, lun, expected) { Received = length, UnsolicitedEnd = (h.Flags & 0x80) != 0 ? length : unsolicited };
-                bool added;
-                lock (_writes)
-                {
-                    added = _writes.TryAdd(h.InitiatorTaskTag, pending);
-                }
-
-                if (!added)
-                {
-                    // A task tag already in use by a write still taking data: a protocol error (RFC 7143, 11.2.1.8).
-                    Release(task.Buffer);
-                    await RejectAsync(bhs, 0x04, token).ConfigureAwait(false);
-                    return;
-                }
-
-                if (pending.Received >= pending.UnsolicitedEnd)
-                {
-                    await SendR2TAsync(pending, token).ConfigureAwait(false);
-                }
-
-                return;
-            }
-        }
-
-        _ = ExecuteAsync(bhs, task, lun, token);
-    }
-
-    private async Task DataOutAsync(byte[] bhs, byte[] data, int length, CancellationToken token)
-    {
-        var h = new IscsiHeader(bhs);
-        PendingWrite? pending;
-        lock (_writes)
-        {
-            _writes.TryGetValue(h.InitiatorTaskTag, out pending);
-        }
-
-        uint offset = h.Field(40);
-        if (pending == null || offset > (uint)pending.Expected || length > pending.Expected - (int)offset)
-        {
-            await RejectAsync(bhs, 0x09, token).ConfigureAwait(false); // invalid PDU field
-            return;
-        }
-
-        data.AsSpan(0, length).CopyTo(pending.Task.Buffer!.Span[(int)offset..]);
-        pending.Received += length;
-        if (pending.Received >= pending.Expected)
-        {
-            lock (_writes)
-            {
-                _writes.Remove(h.InitiatorTaskTag);
-            }
-
-            _ = ExecuteAsync(pending.Command, pending.Task, pending.Lun, token);
-            return;
-        }
-
-        if (h.Final && pending.Received >= pending.NextR2TEnd)
-        {
-            await SendR2TAsync(pending, token).ConfigureAwait(false);
-        }
-    }
-
-    private async Task SendR2TAsync(PendingWrite pending, CancellationToken token)
-    {
-        int offset = Math.Max(pending.Received, pending.NextR2TEnd);
-        int size = Math.Min(_session.MaxBurstLength, pending.Expected - offset);
-        if (size <= 0)
-        {
-            return;
-        }
-
-        pending.NextR2TEnd = offset + size;
-        var h = new IscsiHeader(pending.Command);
-        var reply = new byte[IscsiHeader.Length];
-        var r = new IscsiHeader(reply) { Opcode = IscsiOpcode.ReadyToTransfer, Final = true, Lun = h.Lun, InitiatorTaskTag = h.InitiatorTaskTag };
-        r.SetField(20, _nextTtt++);
-        Stamp(reply, advance: false);
-        r.SetField(36, (uint)pending.R2TSn++);
-        r.SetField(40, (uint)offset);
-        r.SetField(44, (uint)size);
-        await SendAsync(reply, default, token).ConfigureAwait(false);
-    }
-
-    private async Task ExecuteAsync(byte[] bhs, ScsiTask task, int lun, CancellationToken token)
-    {
-        try
-        {
-            if (task.Cdb[0] == 0xA0)
-            {
-                ReportLuns(task);
-            }
-            else if (lun < 0 || !_target.Luns.TryGetValue(lun, out var disk))
-            {
-                if (task.Cdb[0] == 0x12 && task.Buffer != null)
-                {
-                    // INQUIRY to a LUN that does not exist: peripheral qualifier 3, device type 1Fh.
-                    task.Buffer.Span[..Math.Min(36, task.ExpectedLength)].Clear();
-                    task.Buffer.Span[0] = 0x7F;
-                    task.DataLength = 36;
-                }
-                else
-                {
-                    task.Fail(SenseKey.IllegalRequest, 0x25, 0); // LOGICAL UNIT NOT SUPPORTED
-                }
-            }
-            else
-            {
-                await disk.ExecuteAsync(task).ConfigureAwait(false);
-            }
-
-            await RespondAsync(bhs, task, task.DataOut ? 0 : Math.Min(task.DataLength, task.ExpectedLength), token).ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is IOException or SocketException or OperationCanceledException or ObjectDisposedException)
-        {
-        }
-        finally
-        {
-            Release(task.Buffer);
-        }
-    }
-
-    private void ReportLuns(ScsiTask task)
-    {
-        var luns = _target.Luns.Keys.Order().ToArray();
-        var d = new byte[8 + (8 * luns.Length)];
-        BinaryPrimitives.WriteUInt32BigEndian(d, (uint)(8 * luns.Length));
-        for (int i = 0; i < luns.Length; i++)
-        {
-            BinaryPrimitives.WriteUInt64BigEndian(d.AsSpan(8 + (8 * i)), EncodeLun(luns[i]));
-        }
-
-        int n = Math.Min(d.Length, task.ExpectedLength);
-        if (n > 0)
-        {
-            d.AsSpan(0, n).CopyTo(task.Buffer!.Span);
-        }
-
-        task.DataLength = d.Length;
-    }
-
-    private void Release(AlignedBuffer? buffer)
-    {
-        if (buffer != null)
-        {
-            Interlocked.Add(ref _bufferedBytes, -buffer.Length);
-            ((IDisposable)buffer).Dispose();
-        }
-    }
-
-    private async Task RespondAsync(byte[] bhs, ScsiTask task, int dataIn, CancellationToken token)
-    {
-        ulong lun = BinaryPrimitives.ReadUInt64BigEndian(bhs.AsSpan(8));
-        uint itt = BinaryPrimitives.ReadUInt32BigEndian(bhs.AsSpan(16));
-        int expected = task.ExpectedLength;
-        int wanted = task.DataOut ? (task.DataLength > 0 ? task.DataLength : expected) : task.DataLength;
-        uint residual = (uint)Math.Abs(wanted - expected);
-        byte residualFlag = wanted < expected ? (byte)0x02 : wanted > expected ? (byte)0x04 : (byte)0;
-        bool good = task.Status == ScsiStatus.Good;
-        if (dataIn > 0)
-        {
-            int max = _session.MaxSendDataSegmentLength;
-            uint dataSn = 0;
-            for (int offset = 0; offset < dataIn; offset += max)
-            {
-                int n = Math.Min(max, dataIn - offset);
-                bool last = offset + n >= dataIn;
-                byte[] pdu = DataIn(lun, itt, last, good, task.Status, residualFlag, residual, dataSn++, offset);
-                await SendAsync(pdu, task.Buffer!.Memory.Slice(offset, n), token).ConfigureAwait(false);
-            }
-
-            if (good)
-            {
-                return; // the status went with the last Data-In
-            }
-        }
-
-        byte[] sense = [];
-        if (!good)
-        {
-            var s = task.Sense;
-            sense = new byte[2 + s.Length];
-            BinaryPrimitives.WriteUInt16BigEndian(sense, (ushort)s.Length);
-            s.CopyTo(sense.AsSpan(2));
-        }
-
-        await SendAsync(Response(itt, task.Status, residualFlag, residual), sense, token).ConfigureAwait(false);
-    }
-
-    private byte[] DataIn(ulong lun, uint itt, bool last, bool good, byte status, byte residualFlag, uint residual, uint dataSn, int offset)
-    {
-        var pdu = new byte[IscsiHeader.Length];
-        var p = new IscsiHeader(pdu) { Opcode = IscsiOpcode.DataIn, Lun = lun, InitiatorTaskTag = itt };
-        p.SetField(20, ReservedTag);
-        bool withStatus = last && good;
-        if (withStatus)
-        {
-            pdu[1] = (byte)(0x80 | 0x01 | residualFlag);
-            pdu[3] = status;
-            Stamp(pdu);
-            p.SetField(44, residual);
-        }
-        else
-        {
-            pdu[1] = last ? (byte)0x80 : (byte)0;
-            Stamp(pdu, advance: false);
-        }
-
-        p.SetField(36, dataSn);
-        p.SetField(40, (uint)offset);
-        return pdu;
-    }
-
-    private byte[] Response(uint itt, byte status, byte residualFlag, uint residual)
-    {
-        var reply = new byte[IscsiHeader.Length];
-        var r = new IscsiHeader(reply) { Opcode = IscsiOpcode.ScsiResponse, InitiatorTaskTag = itt };
-        reply[1] = (byte)(0x80 | residualFlag);
-        reply[3] = status;
-        Stamp(reply);
-        r.SetField(44, residual);
-        return reply;
-    }
-
-    private async Task TextAsync(byte[] bhs, byte[] data, int length, CancellationToken token)
-    {
-        var h = new IscsiHeader(bhs);
-        AcceptCmdSn(h);
-        var pairs = new List<KeyValuePair<string, string>>();
-        var response = new List<KeyValuePair<string, string>>();
-        if (IscsiText.Parse(data.AsSpan(0, length), pairs) != IscsiTextError.None)
-        {
-            await RejectAsync(bhs, 0x04, token).ConfigureAwait(false);
-            return;
-        }
-
-        foreach (var (key, value) in pairs)
-        {
-            if (key == "SendTargets")
-            {
-                if (value is "All" or "" || value == _target.Options.TargetName)
-                {
-                    response.Add(new("TargetName", _target.Options.TargetName));
-                    var ep = _target.LocalEndPoint;
-                    var local = (System.Net.IPEndPoint?)_socket.LocalEndPoint;
-                    var address = local?.Address ?? ep.Address;
-                    if (address.IsIPv4MappedToIPv6)
-                    {
-                        address = address.MapToIPv4();
-                    }
-
-                    string host = address.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{address}]" : address.ToString();
-                    response.Add(new("TargetAddress", $"{host}:{ep.Port},1"));
-                }
-            }
-            else
-            {
-                IscsiNegotiation.Respond([new(key, value)], _limits, _session, response);
-            }
-        }
-
-        var reply = new byte[IscsiHeader.Length];
-        var r = new IscsiHeader(reply) { Opcode = IscsiOpcode.TextResponse, Final = true, Lun = h.Lun, InitiatorTaskTag = h.InitiatorTaskTag };
-        r.SetField(20, ReservedTag);
-        Stamp(reply);
-        await SendAsync(reply, IscsiText.Format(response), token).ConfigureAwait(false);
-    }
-
-    private async Task TaskManagementAsync(byte[] bhs, CancellationToken token)
-    {
-        var h = new IscsiHeader(bhs);
-        AcceptCmdSn(h);
-        int function = bhs[1] & 0x7F;
-        byte result = function switch
-        {
-            1 => 0, // ABORT TASK: commands here run to completion quickly; nothing is left to abort
-            2 => 0, // ABORT TASK SET
-            5 => 0, // LOGICAL UNIT RESET
-            6 => 0, // TARGET WARM RESET
-            3 or 4 => 0, // CLEAR ACA, CLEAR TASK SET
-            7 => 3, // TARGET COLD RESET: not supported here (would drop every session)
-            _ => 5, // function not supported
-        };
-        if (function is 1 or 2 or 3 or 4 or 5 or 6)
-        {
-            uint referenced = h.Field(20);
-            lock (_writes)
-            {
-                if (function == 1 && _writes.Remove(referenced, out var w))
-                {
-                    Release(w.Task.Buffer);
-                }
-                else if (function != 1)
-                {
-                    foreach (var w2 in _writes.Values)
-                    {
-                        Release(w2.Task.Buffer);
-                    }
-
-                    _writes.Clear();
-                }
-            }
-        }
-
-        var reply = new byte[IscsiHeader.Length];
-        var r = new IscsiHeader(reply) { Opcode = IscsiOpcode.TaskManagementResponse, Final = true, InitiatorTaskTag = h.InitiatorTaskTag };
-        reply[2] = result;
-        Stamp(reply);
-        await SendAsync(reply, default, token).ConfigureAwait(false);
-    }
-
-    private sealed class PendingWrite(byte[] command, ScsiTask task, int lun, int expected)
-    {
-        public byte[] Command { get; } = command;
-
-        public ScsiTask Task { get; } = task;
-
-        public int Lun { get; } = lun;
-
-        public int Expected { get; } = expected;
-
-        public int Received { get; set; }
-
-        public int UnsolicitedEnd { get; set; }
-
-        public int NextR2TEnd { get; set; }
-
-        public int R2TSn { get; set; }
     }
 
     private sealed class ProtocolException(string message) : Exception(message);

@@ -23,6 +23,9 @@ public sealed class IscsiTarget : IAsyncDisposable
     private readonly HashSet<IscsiConnection> _connections = [];
     private Socket? _listener;
     private Task? _acceptLoop;
+    private readonly int[] _sortedLuns;
+    private long _commands;
+    private long _dataPathAllocated;
     private int _nextTsih;
     private int _nextNexus;
 
@@ -42,6 +45,7 @@ public sealed class IscsiTarget : IAsyncDisposable
 
         _options = options;
         _luns = new Dictionary<int, ScsiDisk>(luns);
+        _sortedLuns = [.. _luns.Keys.Order()];
         _logger = logger ?? NullLogger.Instance;
     }
 
@@ -60,7 +64,18 @@ public sealed class IscsiTarget : IAsyncDisposable
         }
     }
 
+    /// <summary>SCSI commands served so far, by connections that have closed and by those still open.</summary>
+    public long CommandsServed => Interlocked.Read(ref _commands);
+
+    /// <summary>
+    /// Bytes the data-path threads of closed connections allocated after their set-up (pools, queues): what the
+    /// full feature phase costs the garbage collector. Zero in steady state; connections still open count at close.
+    /// </summary>
+    public long DataPathAllocatedBytes => Interlocked.Read(ref _dataPathAllocated);
+
     internal IscsiTargetOptions Options => _options;
+
+    internal int[] SortedLuns => _sortedLuns;
 
     internal IReadOnlyDictionary<int, ScsiDisk> Luns => _luns;
 
@@ -124,6 +139,12 @@ public sealed class IscsiTarget : IAsyncDisposable
     }
 
     internal int NextNexus() => Interlocked.Increment(ref _nextNexus);
+
+    internal void Account(long commands, long allocated)
+    {
+        Interlocked.Add(ref _commands, commands);
+        Interlocked.Add(ref _dataPathAllocated, allocated);
+    }
 
     internal void Closed(IscsiConnection connection)
     {

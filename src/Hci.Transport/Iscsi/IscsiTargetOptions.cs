@@ -38,6 +38,20 @@ public sealed class IscsiTargetOptions
     /// <summary>Connections at once across all sessions.</summary>
     public int MaxConnections { get; set; } = 64;
 
+    /// <summary>
+    /// How long a connection's data-path thread keeps looking at its socket and queues after work before it
+    /// sleeps (0 to 1 ms): an initiator that just sent commands is likely to send more soon. Zero sleeps at once.
+    /// </summary>
+    public TimeSpan PollWindow { get; set; } = TimeSpan.FromMicroseconds(20);
+
+    /// <summary>
+    /// After this long without a PDU from the initiator the target pings it with a NOP-In; zero never pings.
+    /// </summary>
+    public TimeSpan NopInInterval { get; set; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>How long a ping may go unanswered before the connection is dropped.</summary>
+    public TimeSpan NopInTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
     /// <summary>Checks the settings and returns the endpoint to listen on.</summary>
     /// <returns>The endpoint.</returns>
     /// <exception cref="ArgumentException">A setting is invalid; the message says what to fix.</exception>
@@ -63,9 +77,19 @@ public sealed class IscsiTargetOptions
             throw new ArgumentException("IscsiTargetOptions: segment and burst lengths must be from 512 to 16777215, with FirstBurstLength at most MaxBurstLength.");
         }
 
-        if (CommandWindow is < 1 or > 65536 || MaxConnections < 1)
+        if (CommandWindow is < 1 or > 1024 || MaxConnections < 1)
         {
-            throw new ArgumentException("IscsiTargetOptions: CommandWindow must be from 1 to 65536 and MaxConnections at least 1.");
+            throw new ArgumentException("IscsiTargetOptions: CommandWindow must be from 1 to 1024 and MaxConnections at least 1.");
+        }
+
+        if (PollWindow < TimeSpan.Zero || PollWindow > TimeSpan.FromMilliseconds(1))
+        {
+            throw new ArgumentException($"IscsiTargetOptions.PollWindow {PollWindow} must be from 0 to 1 ms.");
+        }
+
+        if (NopInInterval < TimeSpan.Zero || NopInTimeout <= TimeSpan.Zero || NopInInterval > TimeSpan.FromDays(1) || NopInTimeout > TimeSpan.FromDays(1))
+        {
+            throw new ArgumentException("IscsiTargetOptions: NopInInterval must be zero (no pings) or positive, and NopInTimeout positive, each at most a day.");
         }
 
         return ParsePortal(Portal);

@@ -13,7 +13,7 @@ namespace Hci.Transport.Scsi;
 /// This first cut runs each command through the device's asynchronous API; the zero-allocation data path
 /// (requests on a reactor's queue) comes with the performance work.
 /// </remarks>
-public sealed class ScsiDisk
+public sealed partial class ScsiDisk
 {
     private const byte AscInvalidOpcode = 0x20;
     private const byte AscLbaOutOfRange = 0x21;

@@ -1,0 +1,122 @@
+using Hci.Core.Blocks;
+
+namespace Hci.Transport.Scsi;
+
+/// <summary>What a transport does with a command after <see cref="ScsiDisk.PrepareFast"/>.</summary>
+internal enum ScsiFastPath
+{
+    /// <summary>Not a plain read or write: run it with <see cref="ScsiDisk.ExecuteAsync"/>.</summary>
+    Slow,
+
+    /// <summary>Finished already (refused, or nothing to move): answer with the task's status.</summary>
+    Done,
+
+    /// <summary>Submit the one request described to the transport's own queue on the unit's device.</summary>
+    Submit,
+}
+
+/// <summary>The data path: READ and WRITE mapped onto one block request the transport runs on its own queue.</summary>
+public sealed partial class ScsiDisk
+{
+    /// <summary>
+    /// Decides how a command runs. READ and WRITE (6, 10, 12, 16) that pass every check become one block request
+    /// at <paramref name="offset"/> of <paramref name="length"/> bytes over the task's buffer, which the transport
+    /// submits on a queue it owns (no allocation, no thread hop); anything else goes through
+    /// <see cref="ExecuteAsync"/>. The checks are the same as <see cref="ExecuteAsync"/> makes.
+    /// </summary>
+    /// <param name="task">The command.</param>
+    /// <param name="operation">Read or write, when the answer is <see cref="ScsiFastPath.Submit"/>.</param>
+    /// <param name="offset">Byte offset on the device.</param>
+    /// <param name="length">Bytes to move (a whole number of blocks, at most the task's buffer).</param>
+    /// <param name="flags">Request flags (force unit access).</param>
+    /// <returns>What to do next.</returns>
+    internal ScsiFastPath PrepareFast(ScsiTask task, out BlockOperation operation, out long offset, out int length, out BlockRequestFlags flags)
+    {
+        operation = BlockOperation.Read;
+        offset = 0;
+        length = 0;
+        flags = BlockRequestFlags.None;
+        bool write;
+        switch (task.Cdb[0])
+        {
+            case 0x08 or 0x28 or 0xA8 or 0x88:
+                write = false;
+                break;
+            case 0x0A or 0x2A or 0xAA or 0x8A:
+                write = true;
+                break;
+            default:
+                return ScsiFastPath.Slow;
+        }
+
+        task.Status = ScsiStatus.Good;
+        task.DataLength = 0;
+        if (!Admit(task))
+        {
+            return ScsiFastPath.Done;
+        }
+
+        var (lba, blocks, cdbFlags) = Decode(task.Cdb);
+        if (ProtectField(task) || !Range(task, lba, blocks))
+        {
+            return ScsiFastPath.Done;
+        }
+
+        if (write && _device.Supports(BlockDeviceCapabilities.ReadOnly))
+        {
+            task.Fail(SenseKey.DataProtect, AscWriteProtected, 0);
+            return ScsiFastPath.Done;
+        }
+
+        long bytes = (long)blocks * _blockSize;
+        if (bytes > MaxTransferBytes)
+        {
+            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            return ScsiFastPath.Done;
+        }
+
+        bool fua = write && ((cdbFlags & 0x08) != 0 || !_writeCache);
+        if (fua && !_device.Supports(BlockDeviceCapabilities.ForceUnitAccess))
+        {
+            return ScsiFastPath.Slow; // emulated with a flush after the write: the slow path does that
+        }
+
+        task.DataLength = (int)bytes;
+        length = (int)Math.Min(bytes, task.ExpectedLength) / _blockSize * _blockSize;
+        if (length == 0 || task.Buffer == null || task.Buffer.Length < length)
+        {
+            return ScsiFastPath.Done;
+        }
+
+        operation = write ? BlockOperation.Write : BlockOperation.Read;
+        offset = (long)lba * _blockSize;
+        flags = fua ? BlockRequestFlags.ForceUnitAccess : BlockRequestFlags.None;
+        return ScsiFastPath.Submit;
+    }
+
+    /// <summary>Records how a request from <see cref="PrepareFast"/> ended.</summary>
+    /// <param name="task">The command.</param>
+    /// <param name="write">Whether it wrote.</param>
+    /// <param name="succeeded">Whether the device did it.</param>
+    internal static void CompleteFast(ScsiTask task, bool write, bool succeeded)
+    {
+        if (!succeeded)
+        {
+            task.Fail(SenseKey.MediumError, write ? (byte)0x0C : (byte)0x11, 0); // WRITE ERROR, UNRECOVERED READ ERROR
+        }
+    }
+
+    // ---- until the reservation work lands: every command is admitted ----
+    internal bool Admit(ScsiTask task) => task != null;
+
+    /// <summary>Resets the unit (LOGICAL UNIT RESET, TARGET WARM RESET).</summary>
+    public void Reset()
+    {
+    }
+
+    /// <summary>Forgets what a nexus held when its session ends.</summary>
+    /// <param name="nexus">The nexus.</param>
+    public void NexusLost(int nexus)
+    {
+    }
+}
