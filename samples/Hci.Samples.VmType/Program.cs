@@ -107,13 +107,15 @@ try
     await target.DisposeAsync(); // closes every connection, which accounts its commands
     long allocated = GC.GetTotalAllocatedBytes(precise: true) - allocatedAtReady;
     long commands = target.CommandsServed;
+    var steady = target.SteadyState;
     logger.LogInformation(
-        "hci-vmtype: stopping: {Commands} commands served, {Allocated} bytes allocated since ready ({PerCommand:F3} per command, connection set-up included); {DataPath} bytes on the data paths after set-up ({DataPathPerCommand:F3} per command)",
+        "hci-vmtype: stopping: {Commands} commands served, {Allocated} bytes allocated since ready ({PerCommand:F3} per command, connection set-up included); data paths after warm-up: {SteadyCommands} commands, {SteadyAllocated} bytes allocated ({SteadyPerCommand:F4} per command)",
         commands,
         allocated,
         commands == 0 ? 0 : (double)allocated / commands,
-        target.DataPathAllocatedBytes,
-        commands == 0 ? 0 : (double)target.DataPathAllocatedBytes / commands);
+        steady.Commands,
+        steady.AllocatedBytes,
+        steady.Commands == 0 ? 0 : (double)steady.AllocatedBytes / steady.Commands);
     target = null;
     return 0;
 }

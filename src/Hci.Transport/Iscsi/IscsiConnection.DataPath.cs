@@ -30,9 +30,11 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
 
     private readonly Lock _phaseLock = new();
     private readonly TaskCompletionSource _dataPathDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private readonly List<Slot> _free = [];
-    private readonly List<Slot> _sent = [];
-    private readonly Dictionary<uint, Slot> _tasks = [];
+    private const int WarmUpCommands = 1024;
+
+    private readonly List<Slot> _free = new(64);
+    private readonly List<Slot> _sent = new(64);
+    private readonly Dictionary<uint, Slot> _tasks = new(64);
     private readonly Queue<Slot> _posted = new();
     private readonly Dictionary<int, LunPath> _paths = [];
     private Thread? _dataPathThread;
@@ -52,6 +54,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
     private int _iovHead;
     private bool _wantWrite;
     private bool _loggedOut;
+    private bool _peerClosed;
     private bool _shuttingDown;
     private int _slots;
     private int _maxSlots;
@@ -60,6 +63,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
     private uint _nextTtt = 1;
     private long _commands;
     private long _setupAllocated;
+    private long _warmAllocated = -1;
     private long _lastReceive;
     private long _pingSentAt;
     private uint _pingTag;
@@ -107,6 +111,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
     {
         long allocatedAtStart = GC.GetAllocatedBytesForCurrentThread();
         long allocated = 0;
+        long steady = 0;
         string? reason = null;
         try
         {
@@ -126,14 +131,16 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         }
         finally
         {
-            allocated = GC.GetAllocatedBytesForCurrentThread() - allocatedAtStart - _setupAllocated;
+            long now = GC.GetAllocatedBytesForCurrentThread();
+            allocated = now - allocatedAtStart - _setupAllocated;
+            steady = _warmAllocated < 0 ? 0 : now - _setupAllocated - _warmAllocated;
             if (reason != null)
             {
                 _logger.LogWarning("iSCSI connection from {Peer} ({Initiator}): {Reason}; dropping it.", SafePeer(), _initiatorName, reason);
             }
 
             Shutdown();
-            _target.Account(_commands, allocated);
+            _target.Account(_commands, allocated, Math.Max(0, _commands - WarmUpCommands), steady);
             _logger.LogDebug("iSCSI connection from {Initiator} closed: {Commands} commands, {Allocated} bytes allocated on its data path after set-up.", _initiatorName, _commands, allocated);
             _dataPathDone.TrySetResult();
         }
@@ -164,6 +171,9 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         _arena = (byte*)NativeMemory.AlignedAlloc((nuint)_arenaCapacity, 64);
         _iov = (iovec*)NativeMemory.Alloc((nuint)(MaxIovecs * sizeof(iovec)));
         _maxSlots = Math.Min(_target.Options.CommandWindow + 16, 1040);
+        _free.Capacity = _maxSlots;
+        _sent.Capacity = _maxSlots;
+        _tasks.EnsureCapacity(_maxSlots);
         foreach (var (lun, disk) in _target.Luns)
         {
             _paths[lun] = new LunPath(disk);
@@ -195,7 +205,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
             work |= RunPosted();
             work |= PollQueues();
             Flush();
-            if (_loggedOut && _iovHead == _iovCount)
+            if ((_loggedOut && _iovHead == _iovCount) || _peerClosed)
             {
                 return;
             }
@@ -306,7 +316,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
     private bool Receive()
     {
         bool any = false;
-        for (int reads = 0; reads < 4 && !_loggedOut && !_stopRequested; reads++)
+        for (int reads = 0; reads < 4 && !_loggedOut && !_stopRequested && !_peerClosed; reads++)
         {
             while (!_loggedOut && ParseOne())
             {
@@ -336,7 +346,8 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
 
             if (n == 0)
             {
-                throw new IOException("the initiator closed the connection");
+                _peerClosed = true; // the initiator closed the connection
+                break;
             }
 
             int errno = LibC.errno;
@@ -649,7 +660,11 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
 
     private void Dispatch(Slot s)
     {
-        _commands++;
+        if (++_commands == WarmUpCommands)
+        {
+            _warmAllocated = GC.GetAllocatedBytesForCurrentThread() - _setupAllocated;
+        }
+
         s.State = SlotState.Running;
         var task = s.Task;
         if (task.Cdb[0] == 0xA0)
@@ -688,7 +703,15 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
                 var queue = s.Path.Queue ?? OpenQueue(s.Path);
                 var r = s.Request;
                 r.Reset();
-                r.SetReadWrite(operation, offset, s.Buffer!.Pointer, length, flags);
+                if (operation == BlockOperation.Flush)
+                {
+                    r.SetRange(BlockOperation.Flush, 0, 0);
+                }
+                else
+                {
+                    r.SetReadWrite(operation, offset, s.Buffer!.Pointer, length, flags);
+                }
+
                 r.Class = IoClass.Vm;
                 r.Tenant = _nexus;
                 r.Handler = this;
@@ -812,7 +835,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
     public void OnCompleted(BlockRequest request)
     {
         var s = (Slot)request.UserState!;
-        ScsiDisk.CompleteFast(s.Task, request.Operation == BlockOperation.Write, request.Succeeded);
+        ScsiDisk.CompleteFast(s.Task, request.Operation != BlockOperation.Read, request.Succeeded);
         Complete(s);
     }
 

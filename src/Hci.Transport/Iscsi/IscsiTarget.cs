@@ -26,6 +26,8 @@ public sealed class IscsiTarget : IAsyncDisposable
     private readonly int[] _sortedLuns;
     private long _commands;
     private long _dataPathAllocated;
+    private long _steadyCommands;
+    private long _steadyAllocated;
     private int _nextTsih;
     private int _nextNexus;
 
@@ -72,6 +74,12 @@ public sealed class IscsiTarget : IAsyncDisposable
     /// full feature phase costs the garbage collector. Zero in steady state; connections still open count at close.
     /// </summary>
     public long DataPathAllocatedBytes => Interlocked.Read(ref _dataPathAllocated);
+
+    /// <summary>
+    /// Commands that closed connections served after their first 1024 (warm-up: pools filled, first commands such as
+    /// INQUIRY and READ CAPACITY done), and the bytes their data-path threads allocated meanwhile: the steady state.
+    /// </summary>
+    public (long Commands, long AllocatedBytes) SteadyState => (Interlocked.Read(ref _steadyCommands), Interlocked.Read(ref _steadyAllocated));
 
     internal IscsiTargetOptions Options => _options;
 
@@ -140,10 +148,12 @@ public sealed class IscsiTarget : IAsyncDisposable
 
     internal int NextNexus() => Interlocked.Increment(ref _nextNexus);
 
-    internal void Account(long commands, long allocated)
+    internal void Account(long commands, long allocated, long steadyCommands, long steadyAllocated)
     {
         Interlocked.Add(ref _commands, commands);
         Interlocked.Add(ref _dataPathAllocated, allocated);
+        Interlocked.Add(ref _steadyCommands, steadyCommands);
+        Interlocked.Add(ref _steadyAllocated, steadyAllocated);
     }
 
     internal void Closed(IscsiConnection connection)

@@ -45,6 +45,17 @@ public sealed partial class ScsiDisk
             case 0x0A or 0x2A or 0xAA or 0x8A:
                 write = true;
                 break;
+            case 0x35 or 0x91 when _device.Supports(BlockDeviceCapabilities.Flush):
+                // SYNCHRONIZE CACHE: the whole device's cache (the range is a hint SBC lets a unit widen).
+                task.Status = ScsiStatus.Good;
+                task.DataLength = 0;
+                if (!Admit(task))
+                {
+                    return ScsiFastPath.Done;
+                }
+
+                operation = BlockOperation.Flush;
+                return ScsiFastPath.Submit;
             default:
                 return ScsiFastPath.Slow;
         }
