@@ -1,0 +1,276 @@
+using System.Buffers.Binary;
+using System.Net.Sockets;
+using System.Text;
+using Hci.Core.Devices;
+using Hci.Transport.Iscsi;
+using Hci.Transport.Scsi;
+
+namespace Hci.Transport.Tests;
+
+/// <summary>
+/// The full feature phase's data path, driven by a raw initiator written here: pipelined writes and reads at
+/// depth allocate nothing on the connection's thread once warm and read back what was written; negotiated
+/// digests cover every PDU both ways and a bad header digest drops the connection.
+/// </summary>
+public sealed class IscsiDataPathTests
+{
+    private const string Iqn = "iqn.2026-11.org.hci.test:datapath";
+    private const int Block = 4096;
+
+    [Fact]
+    public async Task PipelinedWritesAndReadsAllocateNothingOnceWarmAndReadBackWhatWasWritten()
+    {
+        using var device = new MemoryBlockDevice(16 << 20);
+        var target = new IscsiTarget(new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn }, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "dp") });
+        target.Start();
+        int port = target.LocalEndPoint.Port;
+        const int Rounds = 1500;
+        const int Depth = 16;
+        await Task.Run(() =>
+        {
+            using var s = Connect(port, digests: false);
+            var client = new RawInitiator(s, digests: false);
+            var payload = new byte[Block];
+            for (int round = 0; round < Rounds; round++)
+            {
+                // Depth commands in flight: writes of a block stamped with the round, then reads of the same blocks.
+                bool write = round % 2 == 0;
+                for (int i = 0; i < Depth; i++)
+                {
+                    uint lba = (uint)((round / 2 * Depth) + i) % 4096;
+                    if (write)
+                    {
+                        payload.AsSpan().Fill((byte)(round + i));
+                        BinaryPrimitives.WriteUInt32BigEndian(payload, lba);
+                    }
+
+                    client.Send(Rw(write, lba), write ? payload : null, write ? 0 : Block);
+                }
+
+                for (int i = 0; i < Depth; i++)
+                {
+                    byte status;
+                    byte[] data;
+                    try
+                    {
+                        (status, data) = client.Receive();
+                    }
+                    catch (SocketException e)
+                    {
+                        throw new InvalidOperationException($"no answer in round {round} after {i} answers", e);
+                    }
+
+                    Assert.Equal(ScsiStatus.Good, status);
+                    if (!write)
+                    {
+                        uint lba = BinaryPrimitives.ReadUInt32BigEndian(data);
+                        Assert.Equal(Block, data.Length);
+                        Assert.Equal((byte)((round - 1) + (int)(lba % 4096 - ((uint)(round / 2 * Depth) % 4096))), data[Block - 1]);
+                    }
+                }
+            }
+
+            client.Logout();
+        });
+
+        await target.DisposeAsync();
+        var (commands, allocated) = target.SteadyState;
+        Assert.True(commands >= (Rounds * Depth) - 1024, $"only {commands} commands counted after warm-up");
+        Assert.Equal(0, allocated);
+    }
+
+    [Fact]
+    public async Task DigestsCoverEveryPduBothWaysAndABadHeaderDigestDropsTheConnection()
+    {
+        using var device = new MemoryBlockDevice(16 << 20);
+        await using var target = new IscsiTarget(new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn }, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "dp") });
+        target.Start();
+        int port = target.LocalEndPoint.Port;
+        await Task.Run(() =>
+        {
+            using var s = Connect(port, digests: true);
+            var client = new RawInitiator(s, digests: true);
+            var payload = new byte[Block];
+            Random.Shared.NextBytes(payload);
+            client.Send(Rw(true, 7), payload, 0);
+            Assert.Equal(ScsiStatus.Good, client.Receive().Status); // the reader checks both digests of each answer
+            client.Send(Rw(false, 7), null, Block);
+            var (status, data) = client.Receive();
+            Assert.Equal(ScsiStatus.Good, status);
+            Assert.Equal(payload, data);
+
+            client.CorruptNextHeaderDigest = true;
+            client.Send(Rw(false, 7), null, Block);
+            Assert.Throws<EndOfStreamException>(() => client.Receive());
+        });
+
+        using var again = Connect(port, digests: true); // the target goes on serving
+        var second = new RawInitiator(again, digests: true);
+        second.Send(Rw(false, 7), null, Block);
+        Assert.Equal(ScsiStatus.Good, second.Receive().Status);
+    }
+
+    private static byte[] Rw(bool write, uint lba)
+    {
+        var cdb = new byte[16];
+        cdb[0] = write ? (byte)0x2A : (byte)0x28;
+        BinaryPrimitives.WriteUInt32BigEndian(cdb.AsSpan(2), lba);
+        cdb[8] = 1;
+        return cdb;
+    }
+
+    private static Socket Connect(int port, bool digests)
+    {
+        var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true, ReceiveTimeout = 10_000 };
+        s.Connect("127.0.0.1", port);
+        string digest = digests ? "CRC32C" : "None";
+        Login(s, 0x81, $"InitiatorName=iqn.2026-11.org.hci.test:raw\0TargetName={Iqn}\0SessionType=Normal\0AuthMethod=None\0");
+        string answer = Login(s, 0x87, $"HeaderDigest={digest}\0DataDigest={digest}\0MaxRecvDataSegmentLength=65536\0ImmediateData=Yes\0InitialR2T=No\0FirstBurstLength=65536\0");
+        Assert.Contains($"HeaderDigest={digest}", answer);
+        return s;
+    }
+
+    private static string Login(Socket s, byte stages, string keys)
+    {
+        var text = Encoding.ASCII.GetBytes(keys);
+        var pdu = new byte[48 + ((text.Length + 3) & ~3)];
+        pdu[0] = 0x43;
+        pdu[1] = stages;
+        pdu[7] = (byte)text.Length;
+        pdu[6] = (byte)(text.Length >> 8);
+        pdu[8] = 0x80;
+        pdu[13] = 2;
+        pdu[27] = 1; // CmdSN: the first command's, as the login is immediate
+        text.CopyTo(pdu, 48);
+        s.Send(pdu);
+        var header = new byte[48];
+        RawInitiator.ReadExactly(s, header);
+        var reply = new byte[((header[5] << 16) | (header[6] << 8) | header[7]) + 3 & ~3];
+        RawInitiator.ReadExactly(s, reply);
+        Assert.Equal(0x23, header[0]);
+        Assert.Equal(0, header[36]);
+        Assert.Equal(stages & 0x83, header[1] & 0x83);
+        return Encoding.ASCII.GetString(reply);
+    }
+
+    private sealed class RawInitiator(Socket socket, bool digests)
+    {
+        private uint _cmdSn = 1;
+        private uint _itt = 100;
+
+        public bool CorruptNextHeaderDigest { get; set; }
+
+        public static void ReadExactly(Socket s, Span<byte> into)
+        {
+            while (into.Length > 0)
+            {
+                int n = s.Receive(into);
+                if (n == 0)
+                {
+                    throw new EndOfStreamException();
+                }
+
+                into = into[n..];
+            }
+        }
+
+        public void Send(byte[] cdb, byte[]? immediate, int readLength)
+        {
+            var h = new byte[48];
+            h[0] = 0x01;
+            h[1] = (byte)(0x80 | (immediate != null ? 0x20 : 0) | (readLength > 0 ? 0x40 : 0) | 0x01);
+            BinaryPrimitives.WriteUInt64BigEndian(h.AsSpan(8), 1UL << 48);
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(16), _itt++);
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(20), (uint)(immediate?.Length ?? readLength));
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(24), _cmdSn++);
+            cdb.CopyTo(h, 32);
+            Write(h, immediate ?? []);
+        }
+
+        public void Logout()
+        {
+            var h = new byte[48];
+            h[0] = 0x46;
+            h[1] = 0x80;
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(16), _itt++);
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(24), _cmdSn++);
+            Write(h, []);
+            while (Next().Header[0] != 0x26)
+            {
+            }
+        }
+
+        public (byte Status, byte[] Data) Receive()
+        {
+            var data = new List<byte>();
+            while (true)
+            {
+                var (h, segment) = Next();
+                if (h[0] == 0x25)
+                {
+                    data.AddRange(segment);
+                    if ((h[1] & 0x01) != 0)
+                    {
+                        return (h[3], data.ToArray());
+                    }
+                }
+                else if (h[0] == 0x21)
+                {
+                    return (h[3], data.ToArray());
+                }
+            }
+        }
+
+        private void Write(byte[] header, byte[] data)
+        {
+            header[5] = (byte)(data.Length >> 16);
+            header[6] = (byte)(data.Length >> 8);
+            header[7] = (byte)data.Length;
+            var pdu = new List<byte>(header);
+            if (digests)
+            {
+                var d = new byte[4];
+                IscsiDigest.Write(IscsiDigest.Compute(header) ^ (CorruptNextHeaderDigest ? 1u : 0u), d);
+                pdu.AddRange(d);
+            }
+
+            if (data.Length > 0)
+            {
+                var padded = new byte[(data.Length + 3) & ~3];
+                data.CopyTo(padded, 0);
+                pdu.AddRange(padded);
+                if (digests)
+                {
+                    var d = new byte[4];
+                    IscsiDigest.Write(IscsiDigest.Compute(padded), d);
+                    pdu.AddRange(d);
+                }
+            }
+
+            socket.Send(pdu.ToArray());
+        }
+
+        private (byte[] Header, byte[] Data) Next()
+        {
+            var h = new byte[48];
+            ReadExactly(socket, h);
+            var d = new byte[4];
+            if (digests)
+            {
+                ReadExactly(socket, d);
+                Assert.True(IscsiDigest.Verify(h, d), "a bad header digest from the target");
+            }
+
+            int length = (h[5] << 16) | (h[6] << 8) | h[7];
+            var data = new byte[(length + 3) & ~3];
+            ReadExactly(socket, data);
+            if (digests && length > 0)
+            {
+                ReadExactly(socket, d);
+                Assert.True(IscsiDigest.Verify(data, d), "a bad data digest from the target");
+            }
+
+            return (h, data[..length]);
+        }
+    }
+}
