@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using Hci.Core.Blocks;
 using Hci.Core.Devices;
 using Hci.Samples.Shared;
+using Hci.Scheduling;
 using Hci.Transport.Iscsi;
 using Hci.Transport.Scsi;
 using Microsoft.Extensions.Logging;
@@ -19,6 +20,8 @@ const string Usage = """
       --size BYTES          volume size; suffixes k, m, g, t; needed for memory and null
       --ioengine ENGINE     io_uring (default) | file | memory | null
       --lun N               the LUN the volume is exported as (default 1)
+      --scheduler KIND      none (default) | fifo | limits | mclock | hybrid: each session's I/O enters it as
+                            class vm, its tenant the session's number
       --buffered            use the page cache instead of O_DIRECT
       --chap-user U --chap-secret S                 require CHAP
       --mutual-chap-user U --mutual-chap-secret S   answer mutual CHAP with these
@@ -42,7 +45,7 @@ for (int i = 0; i < args.Length; i++)
         case "--verbose":
             verbose = true;
             continue;
-        case "--portal" or "--iqn" or "--backing" or "--size" or "--ioengine" or "--lun" or "--chap-user" or "--chap-secret" or "--mutual-chap-user" or "--mutual-chap-secret":
+        case "--portal" or "--iqn" or "--backing" or "--size" or "--ioengine" or "--lun" or "--scheduler" or "--chap-user" or "--chap-secret" or "--mutual-chap-user" or "--mutual-chap-secret":
             if (i + 1 >= args.Length)
             {
                 Console.Error.WriteLine($"hci-vmtype: {a} needs a value");
@@ -86,7 +89,21 @@ try
         throw new ArgumentException($"--lun {l}: expected a LUN from 0 to 16383");
     }
 
+    SchedulerKind? scheduler = (Get("--scheduler") ?? "none") switch
+    {
+        "none" => null,
+        "fifo" => SchedulerKind.Fifo,
+        "limits" => SchedulerKind.Limits,
+        "mclock" => SchedulerKind.MClock,
+        "hybrid" => SchedulerKind.Hybrid,
+        var k => throw new ArgumentException($"--scheduler {k} is not known: use none, fifo, limits, mclock or hybrid"),
+    };
     device = BlockDevices.Open(new BlockDeviceOptions { Engine = engine, Path = Get("--backing"), Size = Get("--size") is { } s ? ParseSize(s) : null, Direct = !buffered }, logger);
+    if (scheduler is { } kind)
+    {
+        device = new ScheduledBlockDevice(device, new SchedulerOptions { Kind = kind });
+    }
+
     var disk = new ScsiDisk(device, Path.GetFileName(Get("--backing") ?? iqn));
     target = new IscsiTarget(
         new IscsiTargetOptions
@@ -101,7 +118,7 @@ try
         new Dictionary<int, ScsiDisk> { [lun] = disk },
         logger);
     target.Start();
-    logger.LogInformation("hci-vmtype: ready: {Iqn} on {Portal}, LUN {Lun} = {Backing} ({Size} bytes, block {Block})", iqn, target.LocalEndPoint, lun, Get("--backing") ?? engine.ToString(), device.Geometry.Capacity, device.Geometry.LogicalBlockSize);
+    logger.LogInformation("hci-vmtype: ready: {Iqn} on {Portal}, LUN {Lun} = {Backing} ({Size} bytes, block {Block}, scheduler {Scheduler})", iqn, target.LocalEndPoint, lun, Get("--backing") ?? engine.ToString(), device.Geometry.Capacity, device.Geometry.LogicalBlockSize, Get("--scheduler") ?? "none");
     long allocatedAtReady = GC.GetTotalAllocatedBytes(precise: true);
     stop.Wait();
     await target.DisposeAsync(); // closes every connection, which accounts its commands

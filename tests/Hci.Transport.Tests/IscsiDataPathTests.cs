@@ -110,6 +110,72 @@ public sealed class IscsiDataPathTests
         Assert.Equal(ScsiStatus.Good, second.Receive().Status);
     }
 
+    [Fact]
+    public async Task EachSessionsIoReachesTheSchedulerAsClassVmWithItsOwnTenant()
+    {
+        var seen = new System.Collections.Concurrent.ConcurrentBag<(string Class, int Tenant)>();
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == Hci.Scheduling.SchedulingMetrics.MeterName)
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
+        {
+            // Only what this test's connections dispatch: their data-path threads are named so.
+            if (instrument.Name.EndsWith("ios", StringComparison.Ordinal) && Thread.CurrentThread.Name?.StartsWith("iscsi-c", StringComparison.Ordinal) == true)
+            {
+                string cls = "";
+                int tenant = -1;
+                foreach (var t in tags)
+                {
+                    if (t.Key == "hci.io.class")
+                    {
+                        cls = (string)t.Value!;
+                    }
+                    else if (t.Key == "hci.tenant")
+                    {
+                        tenant = Convert.ToInt32(t.Value, System.Globalization.CultureInfo.InvariantCulture);
+                    }
+                }
+
+                seen.Add((cls, tenant));
+            }
+        });
+        listener.Start();
+
+        using var device = new Hci.Scheduling.ScheduledBlockDevice(new MemoryBlockDevice(16 << 20), new Hci.Scheduling.SchedulerOptions { Kind = Hci.Scheduling.SchedulerKind.Fifo });
+        await using var target = new IscsiTarget(new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn }, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "dp") });
+        target.Start();
+        int port = target.LocalEndPoint.Port;
+        await Task.Run(() =>
+        {
+            using var a = Connect(port, digests: false);
+            using var b = Connect(port, digests: false);
+            var first = new RawInitiator(a, digests: false);
+            var second = new RawInitiator(b, digests: false);
+            var payload = new byte[Block];
+            for (int i = 0; i < 5; i++)
+            {
+                first.Send(Rw(true, (uint)i), payload, 0);
+                Assert.Equal(ScsiStatus.Good, first.Receive().Status);
+            }
+
+            for (int i = 0; i < 3; i++)
+            {
+                second.Send(Rw(false, (uint)i), null, Block);
+                Assert.Equal(ScsiStatus.Good, second.Receive().Status);
+            }
+        });
+
+        var byTenant = seen.GroupBy(s => s.Tenant).ToDictionary(g => g.Key, g => g.ToList());
+        Assert.All(seen, s => Assert.Equal("vm", s.Class));
+        Assert.Equal(2, byTenant.Count);
+        Assert.Equal([3, 5], byTenant.Values.Select(v => v.Count).Order());
+    }
+
     private static byte[] Rw(bool write, uint lba)
     {
         var cdb = new byte[16];
