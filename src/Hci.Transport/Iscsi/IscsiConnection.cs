@@ -111,6 +111,14 @@ internal sealed class IscsiConnection
             }
 
             _socket.Dispose();
+            if (_nexus != 0)
+            {
+                foreach (var unit in _target.Luns.Values)
+                {
+                    unit.NexusLost(_nexus); // the session ends with its only connection
+                }
+            }
+
             lock (_writes)
             {
                 foreach (var w in _writes.Values)
@@ -1002,6 +1010,18 @@ internal sealed class IscsiConnection
             7 => 3, // TARGET COLD RESET: not supported here (would drop every session)
             _ => 5, // function not supported
         };
+        if (function == 5 && _target.Luns.TryGetValue(DecodeLun(h.Lun), out var reset))
+        {
+            reset.Reset(); // unit attention to every nexus, SPC-2 reservations released
+        }
+        else if (function == 6)
+        {
+            foreach (var unit in _target.Luns.Values)
+            {
+                unit.Reset();
+            }
+        }
+
         if (function is 1 or 2 or 3 or 4 or 5 or 6)
         {
             uint referenced = h.Field(20);
