@@ -65,6 +65,11 @@ public sealed partial class ScsiDisk
     /// <summary>Largest transfer in one command, in bytes.</summary>
     public int MaxTransferBytes => Math.Max(_device.Geometry.MaxTransferBytes, _blockSize);
 
+    // Most blocks one WRITE SAME covers (VPD B0h): 16 MiB of medium, so that one command's work stays bounded (and
+    // an initiator that checks a large WRITE SAME by first writing the range with one WRITE can, within the transfer
+    // limit the transport takes).
+    private uint MaxWriteSameBlocks => (uint)Math.Clamp((16 << 20) / _blockSize, 1, MaxRangeBlocks);
+
     // Most blocks one COMPARE AND WRITE covers (VPD B0h; its CDB field is one byte, and the Data-Out holds twice that).
     private int MaxCompareBlocks => Math.Clamp(MaxTransferBytes / _blockSize, 1, 255);
 
@@ -294,7 +299,7 @@ public sealed partial class ScsiDisk
                     BinaryPrimitives.WriteUInt32BigEndian(d[28..], 1); // optimal unmap granularity
                 }
 
-                BinaryPrimitives.WriteUInt64BigEndian(d[36..], MaxRangeBlocks); // maximum write same length
+                BinaryPrimitives.WriteUInt64BigEndian(d[36..], MaxWriteSameBlocks); // maximum write same length
                 break;
             }
 
@@ -614,7 +619,7 @@ public sealed partial class ScsiDisk
             return;
         }
 
-        if (blocks > MaxRangeBlocks)
+        if (blocks > MaxWriteSameBlocks)
         {
             task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
             return;
