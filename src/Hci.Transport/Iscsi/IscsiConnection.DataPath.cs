@@ -68,6 +68,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
     private long _pingSentAt;
     private uint _pingTag;
     private BlockQueue? _watched;
+    private string? _initiatorPort;
 
     private bool HeaderDigestOn => _digestsActive && _session.HeaderDigest;
 
@@ -179,6 +180,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
             _paths[lun] = new LunPath(disk);
         }
 
+        _initiatorPort = $"{_initiatorName},i,0x{_isid}"; // the initiator port's name (RFC 7143, 13.6 of SPC-4's TransportID)
         _lastReceive = Stopwatch.GetTimestamp();
         _setupAllocated += GC.GetAllocatedBytesForCurrentThread() - before;
     }
@@ -555,6 +557,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         task.ExpectedLength = expected;
         task.DataOut = write;
         task.Nexus = _nexus;
+        task.InitiatorPort = _initiatorPort;
         task.Buffer = expected > 0 ? s.Buffer : null;
         _tasks.Add(itt, s);
         if (write && expected > 0)

@@ -35,6 +35,7 @@ internal sealed partial class IscsiConnection
     private int _nexus;
     private int _closed;
     private string _initiatorName = "";
+    private string _isid = "";
 
     public IscsiConnection(IscsiTarget target, Socket socket)
     {
@@ -292,6 +293,7 @@ internal sealed partial class IscsiConnection
             uint cmdSn = h.Field(24);
             if (stage < 0)
             {
+                _isid = Convert.ToHexString(_header, 8, 6).ToLowerInvariant();
                 _expCmdSn = cmdSn;
                 _statSn = h.Field(28);
             }

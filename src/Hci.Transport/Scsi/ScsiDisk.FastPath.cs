@@ -86,6 +86,11 @@ public sealed partial class ScsiDisk
             return ScsiFastPath.Done;
         }
 
+        if (bytes > DeviceTransferBytes)
+        {
+            return ScsiFastPath.Slow; // more than one request: the slow path moves it in pieces
+        }
+
         bool fua = write && ((cdbFlags & 0x08) != 0 || !_writeCache);
         if (fua && !_device.Supports(BlockDeviceCapabilities.ForceUnitAccess))
         {
@@ -115,19 +120,5 @@ public sealed partial class ScsiDisk
         {
             task.Fail(SenseKey.MediumError, write ? (byte)0x0C : (byte)0x11, 0); // WRITE ERROR, UNRECOVERED READ ERROR
         }
-    }
-
-    // ---- until the reservation work lands: every command is admitted ----
-    internal bool Admit(ScsiTask task) => task != null;
-
-    /// <summary>Resets the unit (LOGICAL UNIT RESET, TARGET WARM RESET).</summary>
-    public void Reset()
-    {
-    }
-
-    /// <summary>Forgets what a nexus held when its session ends.</summary>
-    /// <param name="nexus">The nexus.</param>
-    public void NexusLost(int nexus)
-    {
     }
 }

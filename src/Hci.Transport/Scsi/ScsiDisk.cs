@@ -63,7 +63,20 @@ public sealed partial class ScsiDisk
     public BlockDevice Device => _device;
 
     /// <summary>Largest transfer in one command, in bytes.</summary>
-    public int MaxTransferBytes => Math.Max(_device.Geometry.MaxTransferBytes, _blockSize);
+    public int MaxTransferBytes => Math.Max(MaxCommandBytes / _blockSize * _blockSize, DeviceTransferBytes);
+
+    // One command may move more than the device takes in one request: such a command runs in device-sized pieces.
+    private const int MaxCommandBytes = 16 << 20;
+
+    private int DeviceTransferBytes => Math.Max(_device.Geometry.MaxTransferBytes / _blockSize * _blockSize, _blockSize);
+
+    // Most blocks one WRITE SAME covers (VPD B0h): 16 MiB of medium, so that one command's work stays bounded (and
+    // an initiator that checks a large WRITE SAME by first writing the range with one WRITE can, within the transfer
+    // limit the transport takes).
+    private uint MaxWriteSameBlocks => (uint)Math.Clamp((16 << 20) / _blockSize, 1, MaxRangeBlocks);
+
+    // Most blocks one COMPARE AND WRITE covers (VPD B0h; its CDB field is one byte, and the Data-Out holds twice that).
+    private int MaxCompareBlocks => Math.Clamp(DeviceTransferBytes / _blockSize, 1, 255);
 
     /// <summary>Runs a command.</summary>
     /// <param name="task">The command; its status, sense and data length are set on return.</param>
@@ -74,16 +87,23 @@ public sealed partial class ScsiDisk
         task.Status = ScsiStatus.Good;
         task.DataLength = 0;
         byte[] cdb = task.Cdb;
+        if (!Admit(task))
+        {
+            return;
+        }
+
         try
         {
             switch (cdb[0])
             {
                 case 0x00: // TEST UNIT READY
-                case 0x1B: // START STOP UNIT
-                case 0x1E: // PREVENT ALLOW MEDIUM REMOVAL
                     return;
-                case 0x03: // REQUEST SENSE
-                    Reply(task, [0x70, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+                case 0x1B: // START STOP UNIT: the medium is not removable and always ready; accepted
+                    return;
+                case 0x1E: // PREVENT ALLOW MEDIUM REMOVAL: nothing to lock, not removable
+                    return;
+                case 0x03:
+                    RequestSense(task);
                     return;
                 case 0x12:
                     Inquiry(task);
@@ -94,6 +114,16 @@ public sealed partial class ScsiDisk
                 case 0x9E when (cdb[1] & 0x1F) == 0x10:
                     ReadCapacity16(task);
                     return;
+                case 0x9E when (cdb[1] & 0x1F) == 0x12:
+                    GetLbaStatus(task);
+                    return;
+                case 0xA3 when (cdb[1] & 0x1F) == 0x0C:
+                    ReportSupportedOperationCodes(task);
+                    return;
+                case 0x9E:
+                case 0xA3:
+                    task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0); // service action not supported
+                    return;
                 case 0x1A:
                 case 0x5A:
                     ModeSense(task, cdb[0] == 0x5A);
@@ -101,6 +131,24 @@ public sealed partial class ScsiDisk
                 case 0x15:
                 case 0x55:
                     return; // MODE SELECT: the pages' changeable fields are none but the cache bit; accepted as is
+                case 0x16: // RESERVE 6
+                case 0x56: // RESERVE 10
+                    Reserve6(task);
+                    return;
+                case 0x17: // RELEASE 6
+                case 0x57: // RELEASE 10
+                    Release6(task);
+                    return;
+                case 0x5E:
+                    PersistentReserveIn(task);
+                    return;
+                case 0x5F:
+                    PersistentReserveOut(task);
+                    return;
+                case 0x37:
+                case 0xB7:
+                    ReadDefectData(task);
+                    return;
                 case 0x08:
                 case 0x28:
                 case 0xA8:
@@ -112,12 +160,18 @@ public sealed partial class ScsiDisk
                 case 0xAA:
                 case 0x8A:
                 case 0x2E: // WRITE AND VERIFY 10
+                case 0xAE: // WRITE AND VERIFY 12
                 case 0x8E: // WRITE AND VERIFY 16
                     await ReadWrite(task, write: true);
                     return;
                 case 0x2F: // VERIFY 10
+                case 0xAF: // VERIFY 12
                 case 0x8F: // VERIFY 16
                     await Verify(task);
+                    return;
+                case 0x34: // PRE-FETCH 10
+                case 0x90: // PRE-FETCH 16
+                    PreFetch(task);
                     return;
                 case 0x35: // SYNCHRONIZE CACHE 10
                 case 0x91: // SYNCHRONIZE CACHE 16
@@ -136,6 +190,9 @@ public sealed partial class ScsiDisk
                     return;
                 case 0x89:
                     await CompareAndWrite(task);
+                    return;
+                case 0x8B:
+                    await OrWrite(task);
                     return;
                 default:
                     task.Fail(SenseKey.IllegalRequest, AscInvalidOpcode, 0);
@@ -156,7 +213,9 @@ public sealed partial class ScsiDisk
             0x12 => AllocationLength(task.Cdb, 3, 2), // INQUIRY
             0x1A or 0x03 => task.Cdb[4], // MODE SENSE 6, REQUEST SENSE
             0x5A => AllocationLength(task.Cdb, 7, 2), // MODE SENSE 10
-            0x9E => AllocationLength(task.Cdb, 10, 4), // READ CAPACITY 16
+            0x9E => AllocationLength(task.Cdb, 10, 4), // READ CAPACITY 16, GET LBA STATUS
+            0x5E or 0x37 => AllocationLength(task.Cdb, 7, 2), // PERSISTENT RESERVE IN, READ DEFECT DATA 10
+            0xA3 or 0xB7 => AllocationLength(task.Cdb, 6, 4), // REPORT SUPPORTED OPERATION CODES, READ DEFECT DATA 12
             _ => int.MaxValue,
         };
         data = data[..Math.Min(data.Length, allocation)];
@@ -235,6 +294,7 @@ public sealed partial class ScsiDisk
             {
                 length = 0x3C;
                 uint maxBlocks = (uint)(MaxTransferBytes / _blockSize);
+                d[5] = (byte)MaxCompareBlocks; // maximum compare and write length
                 BinaryPrimitives.WriteUInt32BigEndian(d[8..], maxBlocks); // maximum transfer length
                 BinaryPrimitives.WriteUInt32BigEndian(d[12..], maxBlocks); // optimal transfer length
                 if (_device.Supports(BlockDeviceCapabilities.Discard))
@@ -244,7 +304,7 @@ public sealed partial class ScsiDisk
                     BinaryPrimitives.WriteUInt32BigEndian(d[28..], 1); // optimal unmap granularity
                 }
 
-                BinaryPrimitives.WriteUInt64BigEndian(d[36..], MaxRangeBlocks); // maximum write same length
+                BinaryPrimitives.WriteUInt64BigEndian(d[36..], MaxWriteSameBlocks); // maximum write same length
                 break;
             }
 
@@ -374,8 +434,8 @@ public sealed partial class ScsiDisk
     private static (ulong Lba, ulong Blocks, byte Flags) Decode(byte[] cdb) => cdb[0] switch
     {
         0x08 or 0x0A => ((ulong)(((cdb[1] & 0x1F) << 16) | (cdb[2] << 8) | cdb[3]), cdb[4] == 0 ? 256UL : cdb[4], 0),
-        0x28 or 0x2A or 0x2E or 0x2F or 0x41 => (BinaryPrimitives.ReadUInt32BigEndian(cdb.AsSpan(2)), BinaryPrimitives.ReadUInt16BigEndian(cdb.AsSpan(7)), cdb[1]),
-        0xA8 or 0xAA => (BinaryPrimitives.ReadUInt32BigEndian(cdb.AsSpan(2)), BinaryPrimitives.ReadUInt32BigEndian(cdb.AsSpan(6)), cdb[1]),
+        0x28 or 0x2A or 0x2E or 0x2F or 0x34 or 0x41 => (BinaryPrimitives.ReadUInt32BigEndian(cdb.AsSpan(2)), BinaryPrimitives.ReadUInt16BigEndian(cdb.AsSpan(7)), cdb[1]),
+        0xA8 or 0xAA or 0xAE or 0xAF => (BinaryPrimitives.ReadUInt32BigEndian(cdb.AsSpan(2)), BinaryPrimitives.ReadUInt32BigEndian(cdb.AsSpan(6)), cdb[1]),
         _ => (BinaryPrimitives.ReadUInt64BigEndian(cdb.AsSpan(2)), BinaryPrimitives.ReadUInt32BigEndian(cdb.AsSpan(10)), cdb[1]),
     };
 
@@ -424,9 +484,14 @@ public sealed partial class ScsiDisk
         long offset = (long)lba * _blockSize;
         if (write)
         {
-            bool fua = (flags & 0x08) != 0 || !_writeCache;
+            // WRITE AND VERIFY: what is verified must be on the medium, so it is written through.
+            bool fua = (flags & 0x08) != 0 || !_writeCache || task.Cdb[0] is 0x2E or 0xAE or 0x8E;
             var requestFlags = fua && _device.Supports(BlockDeviceCapabilities.ForceUnitAccess) ? BlockRequestFlags.ForceUnitAccess : BlockRequestFlags.None;
-            await _device.WriteAsync(offset, memory, requestFlags);
+            for (int done = 0; done < length; done += DeviceTransferBytes)
+            {
+                await _device.WriteAsync(offset + done, memory.Slice(done, Math.Min(DeviceTransferBytes, length - done)), requestFlags);
+            }
+
             if (fua && requestFlags == BlockRequestFlags.None && _device.Supports(BlockDeviceCapabilities.Flush))
             {
                 await _device.FlushAsync();
@@ -434,7 +499,26 @@ public sealed partial class ScsiDisk
         }
         else
         {
-            await _device.ReadAsync(offset, memory);
+            for (int done = 0; done < length; done += DeviceTransferBytes)
+            {
+                await _device.ReadAsync(offset + done, memory.Slice(done, Math.Min(DeviceTransferBytes, length - done)));
+            }
+        }
+    }
+
+    private async ValueTask ReadInPieces(long offset, Memory<byte> memory)
+    {
+        for (int done = 0; done < memory.Length; done += DeviceTransferBytes)
+        {
+            await _device.ReadAsync(offset + done, memory.Slice(done, Math.Min(DeviceTransferBytes, memory.Length - done)));
+        }
+    }
+
+    private async ValueTask WriteInPieces(long offset, ReadOnlyMemory<byte> memory, BlockRequestFlags flags)
+    {
+        for (int done = 0; done < memory.Length; done += DeviceTransferBytes)
+        {
+            await _device.WriteAsync(offset + done, memory.Slice(done, Math.Min(DeviceTransferBytes, memory.Length - done)), flags);
         }
     }
 
@@ -446,25 +530,39 @@ public sealed partial class ScsiDisk
             return;
         }
 
+        // BYTCHK 00b: check the medium only (it reads back); 01b: compare with the Data-Out; 11b: compare every
+        // block with the one block of Data-Out; 10b is reserved.
         int bytchk = (flags >> 1) & 0x3;
+        if (bytchk == 2)
+        {
+            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            return;
+        }
+
         if (bytchk == 0 || blocks == 0)
         {
             return;
         }
 
         long bytes = (long)blocks * _blockSize;
-        if (bytes > MaxTransferBytes || bytchk != 1 || task.Buffer == null || task.ExpectedLength < bytes)
+        int dataOut = bytchk == 1 ? (int)Math.Min(bytes, int.MaxValue) : _blockSize;
+        if (bytes > MaxTransferBytes || task.Buffer == null || task.ExpectedLength < dataOut || task.Buffer.Length < dataOut)
         {
             task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
             return;
         }
 
         using var medium = new Hci.Core.Buffers.AlignedBuffer((int)bytes);
-        await _device.ReadAsync((long)lba * _blockSize, medium.Memory);
-        int at = medium.Span.CommonPrefixLength(task.Buffer.Span[..(int)bytes]);
-        if (at < bytes)
+        await ReadInPieces((long)lba * _blockSize, medium.Memory);
+        var expected = task.Buffer.Span[..dataOut];
+        for (int at = 0; at < bytes; at += dataOut)
         {
-            task.Fail(SenseKey.Miscompare, AscMiscompare, 0);
+            int same = medium.Span.Slice(at, dataOut).CommonPrefixLength(expected);
+            if (same < dataOut)
+            {
+                task.Fail(SenseKey.Miscompare, AscMiscompare, 0, (uint)(at + same));
+                return;
+            }
         }
     }
 
@@ -525,15 +623,23 @@ public sealed partial class ScsiDisk
             return;
         }
 
-        if (blocks == 0 && lba <= (ulong)_blocks)
-        {
-            blocks = (ulong)_blocks - lba; // zero: to the end of the medium (WSNZ is 0)
-        }
-
-        if (blocks == 0 || blocks > MaxRangeBlocks)
+        // ANCHOR is not supported (ANC_SUP is 0), nor NDOB (WRITE SAME 16 only; bit 0 is obsolete in the 10).
+        if ((flags & 0x10) != 0 || (task.Cdb[0] == 0x93 && (flags & 0x01) != 0))
         {
             task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
             return;
+        }
+
+        if (blocks == 0)
+        {
+            // Zero blocks: to the end of the medium (WSNZ is 0).
+            if (lba >= (ulong)_blocks)
+            {
+                task.Fail(SenseKey.IllegalRequest, AscLbaOutOfRange, 0);
+                return;
+            }
+
+            blocks = (ulong)_blocks - lba;
         }
 
         if (!Range(task, lba, blocks))
@@ -541,7 +647,14 @@ public sealed partial class ScsiDisk
             return;
         }
 
-        if (task.Buffer == null || task.ExpectedLength < _blockSize)
+        if (blocks > MaxWriteSameBlocks)
+        {
+            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            return;
+        }
+
+        // The Data-Out is exactly one block.
+        if (task.Buffer == null || task.ExpectedLength != _blockSize || task.Buffer.Length < _blockSize)
         {
             task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
             return;
@@ -557,19 +670,37 @@ public sealed partial class ScsiDisk
         bool zero = block.Span.IndexOfAnyExcept((byte)0) < 0;
         long offset = (long)lba * _blockSize;
         long length = (long)blocks * _blockSize;
-        if (zero && (flags & 0x08) != 0 && _device.Supports(BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.DiscardZeroesData))
+
+        // UNMAP set: the blocks are unmapped where the device can, and then read back as zeros (LBPRZ).
+        if ((flags & 0x08) != 0 && _device.Supports(BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.DiscardZeroesData))
         {
-            await _device.DiscardAsync(offset, length);
-            return;
+            try
+            {
+                await _device.DiscardAsync(offset, length);
+                return;
+            }
+            catch (BlockDeviceException)
+            {
+                // The file system would not punch the hole: write zeros instead.
+                block = new byte[_blockSize];
+                zero = true;
+            }
         }
 
         if (zero && _device.Supports(BlockDeviceCapabilities.WriteZeroes))
         {
-            await _device.WriteZeroesAsync(offset, length);
-            return;
+            try
+            {
+                await _device.WriteZeroesAsync(offset, length);
+                return;
+            }
+            catch (BlockDeviceException)
+            {
+                // Not every file system zeroes a range (tmpfs has no FALLOC_FL_ZERO_RANGE): write the zeros.
+            }
         }
 
-        int chunkBlocks = Math.Max(1, Math.Min(MaxTransferBytes, 1 << 20) / _blockSize);
+        int chunkBlocks = (int)Math.Min(blocks, (ulong)Math.Max(1, Math.Min(DeviceTransferBytes, 1 << 20) / _blockSize));
         using var pattern = new Hci.Core.Buffers.AlignedBuffer(chunkBlocks * _blockSize);
         for (int i = 0; i < chunkBlocks; i++)
         {
@@ -588,42 +719,183 @@ public sealed partial class ScsiDisk
     {
         ulong lba = BinaryPrimitives.ReadUInt64BigEndian(task.Cdb.AsSpan(2));
         int blocks = task.Cdb[13];
-        if (blocks == 0)
+        if (ProtectField(task))
         {
             return;
         }
 
-        if (!Range(task, lba, (ulong)blocks))
-        {
-            return;
-        }
-
-        int bytes = blocks * _blockSize;
-        if (task.Buffer == null || task.ExpectedLength < 2 * bytes || bytes > MaxTransferBytes)
+        // The Data-Out holds the verify data then the write data: exactly twice the blocks named.
+        long bytes = (long)blocks * _blockSize;
+        if (blocks > MaxCompareBlocks || task.ExpectedLength != 2 * bytes || (blocks > 0 && (task.Buffer == null || task.Buffer.Length < 2 * bytes)))
         {
             task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
             return;
         }
 
+        if (!Range(task, lba, (ulong)blocks) || blocks == 0)
+        {
+            return;
+        }
+
+        if (_device.Supports(BlockDeviceCapabilities.ReadOnly))
+        {
+            task.Fail(SenseKey.DataProtect, AscWriteProtected, 0);
+            return;
+        }
+
+        int length = (int)bytes;
         await _compareAndWrite.WaitAsync();
         try
         {
-            using var medium = new Hci.Core.Buffers.AlignedBuffer(bytes);
+            using var medium = new Hci.Core.Buffers.AlignedBuffer(length);
             long offset = (long)lba * _blockSize;
-            await _device.ReadAsync(offset, medium.Memory);
-            int same = medium.Span.CommonPrefixLength(task.Buffer.Span[..bytes]);
-            if (same < bytes)
+            await ReadInPieces(offset, medium.Memory);
+            int same = medium.Span.CommonPrefixLength(task.Buffer!.Span[..length]);
+            if (same < length)
             {
-                task.Fail(SenseKey.Miscompare, AscMiscompare, 0);
+                // SBC-3 5.2: the INFORMATION field holds the offset of the first byte that differs.
+                task.Fail(SenseKey.Miscompare, AscMiscompare, 0, (uint)same);
                 return;
             }
 
-            task.Buffer.Span.Slice(bytes, bytes).CopyTo(medium.Span);
-            await _device.WriteAsync(offset, medium.Memory);
+            task.Buffer.Span.Slice(length, length).CopyTo(medium.Span);
+            await WriteThrough(offset, medium.Memory, (task.Cdb[1] & 0x08) != 0);
         }
         finally
         {
             _compareAndWrite.Release();
         }
+    }
+
+    // ORWRITE (16): each block becomes the OR of what is there and the Data-Out, atomically against COMPARE AND WRITE.
+    private async ValueTask OrWrite(ScsiTask task)
+    {
+        var (lba, blocks, flags) = Decode(task.Cdb);
+        if (ProtectField(task) || !Range(task, lba, blocks))
+        {
+            return;
+        }
+
+        long bytes = (long)blocks * _blockSize;
+        if (bytes > MaxTransferBytes)
+        {
+            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            return;
+        }
+
+        task.DataLength = (int)bytes;
+        if (bytes == 0)
+        {
+            return;
+        }
+
+        if (_device.Supports(BlockDeviceCapabilities.ReadOnly))
+        {
+            task.Fail(SenseKey.DataProtect, AscWriteProtected, 0);
+            return;
+        }
+
+        if (task.Buffer == null || task.ExpectedLength < bytes || task.Buffer.Length < bytes)
+        {
+            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            return;
+        }
+
+        int length = (int)bytes;
+        await _compareAndWrite.WaitAsync();
+        try
+        {
+            using var medium = new Hci.Core.Buffers.AlignedBuffer(length);
+            long offset = (long)lba * _blockSize;
+            await ReadInPieces(offset, medium.Memory);
+            var m = medium.Span;
+            var d = task.Buffer.Span[..length];
+            for (int i = 0; i < length; i++)
+            {
+                m[i] |= d[i];
+            }
+
+            await WriteThrough(offset, medium.Memory, (flags & 0x08) != 0);
+        }
+        finally
+        {
+            _compareAndWrite.Release();
+        }
+    }
+
+    private async ValueTask WriteThrough(long offset, ReadOnlyMemory<byte> data, bool fua)
+    {
+        fua |= !_writeCache;
+        var requestFlags = fua && _device.Supports(BlockDeviceCapabilities.ForceUnitAccess) ? BlockRequestFlags.ForceUnitAccess : BlockRequestFlags.None;
+        await WriteInPieces(offset, data, requestFlags);
+        if (fua && requestFlags == BlockRequestFlags.None && _device.Supports(BlockDeviceCapabilities.Flush))
+        {
+            await _device.FlushAsync();
+        }
+    }
+
+    private void PreFetch(ScsiTask task)
+    {
+        var (lba, blocks, _) = Decode(task.Cdb);
+        if ((task.Cdb[1] & 0xF8) != 0)
+        {
+            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            return;
+        }
+
+        // Nothing is cached here, so there is nothing to load: GOOD (CONDITION MET would promise a cache).
+        Range(task, lba, blocks);
+    }
+
+    private void RequestSense(ScsiTask task)
+    {
+        Span<byte> d = stackalloc byte[18];
+        d.Clear();
+        d[0] = 0x70;
+        d[7] = 10;
+        if (TakeAttentionFor(task.Nexus) is ushort ua)
+        {
+            d[2] = SenseKey.UnitAttention;
+            d[12] = (byte)(ua >> 8);
+            d[13] = (byte)ua;
+        }
+
+        Reply(task, d);
+    }
+
+    private void ReadDefectData(ScsiTask task)
+    {
+        // No defect list is kept: an empty list in the format asked for (PLIST, GLIST and format echoed).
+        Span<byte> d = stackalloc byte[8];
+        d.Clear();
+        if (task.Cdb[0] == 0x37)
+        {
+            d[1] = (byte)(task.Cdb[2] & 0x1F);
+            Reply(task, d[..4]);
+        }
+        else
+        {
+            d[1] = (byte)(task.Cdb[1] & 0x1F);
+            Reply(task, d);
+        }
+    }
+
+    private void GetLbaStatus(ScsiTask task)
+    {
+        ulong lba = BinaryPrimitives.ReadUInt64BigEndian(task.Cdb.AsSpan(2));
+        if (lba >= (ulong)_blocks)
+        {
+            task.Fail(SenseKey.IllegalRequest, AscLbaOutOfRange, 0);
+            return;
+        }
+
+        // Unmapped blocks are not tracked: one descriptor from the LBA asked for, status 0 ("mapped or unknown",
+        // SBC-3 table 58), which is true of every block.
+        Span<byte> d = stackalloc byte[24];
+        d.Clear();
+        BinaryPrimitives.WriteUInt32BigEndian(d, 20);
+        BinaryPrimitives.WriteUInt64BigEndian(d[8..], lba);
+        BinaryPrimitives.WriteUInt32BigEndian(d[16..], (uint)Math.Min((ulong)_blocks - lba, uint.MaxValue));
+        Reply(task, d);
     }
 }

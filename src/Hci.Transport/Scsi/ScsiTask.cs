@@ -79,6 +79,12 @@ public sealed class ScsiTask
     /// <summary>The initiator this task came from (its I_T nexus), for reservations and tenants.</summary>
     public int Nexus { get; set; }
 
+    /// <summary>
+    /// The initiator port's name as its transport writes it (for iSCSI: <c>iqn...,i,0x&lt;ISID&gt;</c>), reported in
+    /// PERSISTENT RESERVE IN READ FULL STATUS; null when the transport does not say (the nexus number is used).
+    /// </summary>
+    public string? InitiatorPort { get; set; }
+
     /// <summary>On return: the status.</summary>
     public byte Status { get; set; }
 
@@ -106,6 +112,29 @@ public sealed class ScsiTask
         _sense[7] = 10; // additional sense length
         _sense[12] = asc;
         _sense[13] = ascq;
+    }
+
+    /// <summary>
+    /// Sets the task's result to CHECK CONDITION with fixed-format sense whose INFORMATION field is valid (for a
+    /// miscompare: the offset of the first byte that differs).
+    /// </summary>
+    /// <param name="key">The sense key.</param>
+    /// <param name="asc">Additional sense code.</param>
+    /// <param name="ascq">Its qualifier.</param>
+    /// <param name="information">The INFORMATION field.</param>
+    public void Fail(byte key, byte asc, byte ascq, uint information)
+    {
+        Fail(key, asc, ascq);
+        _sense[0] |= 0x80; // VALID
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(_sense.AsSpan(3), information);
+    }
+
+    /// <summary>Sets the task's result to a status that carries no sense data (RESERVATION CONFLICT, BUSY).</summary>
+    /// <param name="status">The status.</param>
+    public void Refuse(byte status)
+    {
+        Status = status;
+        DataLength = 0;
     }
 
     /// <summary>Prepares the task for another command.</summary>

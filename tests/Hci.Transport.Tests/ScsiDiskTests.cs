@@ -1,0 +1,329 @@
+using System.Buffers.Binary;
+using Hci.Core.Buffers;
+using Hci.Core.Devices;
+using Hci.Transport.Scsi;
+
+namespace Hci.Transport.Tests;
+
+/// <summary>
+/// The SCSI disk unit driven directly, without a transport: reservations seen from two I_T nexuses, unit attentions
+/// after a reset, COMPARE AND WRITE's miscompare report and REPORT SUPPORTED OPERATION CODES.
+/// </summary>
+public sealed class ScsiDiskTests : IDisposable
+{
+    private const int BlockSize = 4096;
+    private const int A = 1;
+    private const int B = 2;
+
+    private readonly MemoryBlockDevice _device = new(16L << 20, BlockSize);
+    private readonly ScsiDisk _disk;
+    private readonly List<AlignedBuffer> _buffers = [];
+
+    public ScsiDiskTests()
+    {
+        _disk = new ScsiDisk(_device, "test-serial");
+    }
+
+    public void Dispose()
+    {
+        foreach (var b in _buffers)
+        {
+            ((IDisposable)b).Dispose();
+        }
+
+        _device.Dispose();
+    }
+
+    [Fact]
+    public async Task WriteExclusiveReservationBlocksOthersWritesButNotTheirReads()
+    {
+        Assert.Equal(ScsiStatus.Good, (await ProutAsync(A, 6, 0, 0, 0xAAAA)).Status); // REGISTER AND IGNORE
+        Assert.Equal(ScsiStatus.Good, (await ProutAsync(B, 6, 0, 0, 0xBBBB)).Status);
+        Assert.Equal(ScsiStatus.Good, (await ProutAsync(A, 1, 1, 0xAAAA, 0)).Status); // RESERVE, Write Exclusive
+
+        Assert.Equal(ScsiStatus.Good, (await WriteAsync(A, 0, 1)).Status);
+        Assert.Equal(ScsiStatus.ReservationConflict, (await WriteAsync(B, 0, 1)).Status);
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(B, Read10(0, 1), inLength: BlockSize)).Status);
+
+        // B cannot reserve or release what A holds, and a wrong key is a conflict.
+        Assert.Equal(ScsiStatus.ReservationConflict, (await ProutAsync(B, 1, 1, 0xBBBB, 0)).Status);
+        Assert.Equal(ScsiStatus.ReservationConflict, (await ProutAsync(B, 1, 1, 0x1234, 0)).Status);
+
+        // READ RESERVATION names A's key and the type; READ KEYS lists both keys.
+        var rr = await RunAsync(B, Prin(1), inLength: 64);
+        Assert.Equal(16u, BinaryPrimitives.ReadUInt32BigEndian(rr.Buffer!.Span[4..]));
+        Assert.Equal(0xAAAAUL, BinaryPrimitives.ReadUInt64BigEndian(rr.Buffer.Span[8..]));
+        Assert.Equal(1, rr.Buffer.Span[21]);
+        var rk = await RunAsync(B, Prin(0), inLength: 64);
+        Assert.Equal(16u, BinaryPrimitives.ReadUInt32BigEndian(rk.Buffer!.Span[4..]));
+
+        // Released: B writes again.
+        Assert.Equal(ScsiStatus.Good, (await ProutAsync(A, 2, 1, 0xAAAA, 0)).Status);
+        Assert.Equal(ScsiStatus.Good, (await WriteAsync(B, 0, 1)).Status);
+    }
+
+    [Fact]
+    public async Task ExclusiveAccessRegistrantsOnlyLetsRegistrantsInAndTellsThemWhenTheHolderLeaves()
+    {
+        await ProutAsync(A, 6, 0, 0, 0xA1);
+        await ProutAsync(B, 6, 0, 0, 0xB1);
+        Assert.Equal(ScsiStatus.Good, (await ProutAsync(A, 1, 6, 0xA1, 0)).Status);
+        Assert.Equal(ScsiStatus.Good, (await WriteAsync(B, 1, 1)).Status); // a registrant: full access
+
+        // The holder unregisters: the reservation goes, and only the other registrant hears of it (2A/04).
+        Assert.Equal(ScsiStatus.Good, (await ProutAsync(A, 0, 0, 0xA1, 0)).Status);
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(A, Tur())).Status);
+        var b = await RunAsync(B, Tur());
+        AssertSense(b, SenseKey.UnitAttention, 0x2A, 0x04);
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(B, Tur())).Status); // reported once
+
+        var rr = await RunAsync(B, Prin(1), inLength: 64);
+        Assert.Equal(0u, BinaryPrimitives.ReadUInt32BigEndian(rr.Buffer!.Span[4..])); // not reserved
+    }
+
+    [Fact]
+    public async Task PreemptRemovesTheOtherRegistrationAndTellsIt()
+    {
+        await ProutAsync(A, 6, 0, 0, 0xA1);
+        await ProutAsync(B, 6, 0, 0, 0xB1);
+        Assert.Equal(ScsiStatus.Good, (await ProutAsync(B, 4, 3, 0xB1, 0xA1)).Status); // PREEMPT A's key
+        AssertSense(await RunAsync(A, Tur()), SenseKey.UnitAttention, 0x2A, 0x05);
+        var rk = await RunAsync(B, Prin(0), inLength: 64);
+        Assert.Equal(8u, BinaryPrimitives.ReadUInt32BigEndian(rk.Buffer!.Span[4..]));
+        Assert.Equal(0xB1UL, BinaryPrimitives.ReadUInt64BigEndian(rk.Buffer.Span[8..]));
+
+        // A is no longer registered: its old key is a conflict.
+        Assert.Equal(ScsiStatus.ReservationConflict, (await ProutAsync(A, 0, 0, 0xA1, 0xA2)).Status);
+    }
+
+    [Fact]
+    public async Task PersistentReserveRefusesMalformedRequests()
+    {
+        var t = await RunAsync(A, ProutCdb(0, 0, 23), dataOut: new byte[24]);
+        AssertSense(t, SenseKey.IllegalRequest, 0x1A, 0); // parameter list length must be 24
+
+        var aptpl = new byte[24];
+        BinaryPrimitives.WriteUInt64BigEndian(aptpl.AsSpan(8), 5);
+        aptpl[20] = 0x01;
+        AssertSense(await RunAsync(A, ProutCdb(6, 0, 24), dataOut: aptpl), SenseKey.IllegalRequest, 0x26, 0); // APTPL not supported
+
+        await ProutAsync(A, 6, 0, 0, 7);
+        AssertSense(await ProutAsync(A, 1, 2, 7, 0), SenseKey.IllegalRequest, 0x24, 0); // type 2 is not a type
+        AssertSense(await RunAsync(A, Prin(4), inLength: 64), SenseKey.IllegalRequest, 0x24, 0);
+
+        var caps = await RunAsync(A, Prin(2), inLength: 8);
+        Assert.Equal(0, caps.Buffer!.Span[2] & 0x01); // PTPL_C: reservations do not persist through power loss
+    }
+
+    [Fact]
+    public async Task Spc2ReservationConflictsWithOtherNexusesUntilThatNexusIsLost()
+    {
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(A, [0x16, 0, 0, 0, 0, 0])).Status);
+        Assert.Equal(ScsiStatus.ReservationConflict, (await RunAsync(B, [0x16, 0, 0, 0, 0, 0])).Status);
+        Assert.Equal(ScsiStatus.ReservationConflict, (await RunAsync(B, [0x1A, 0, 0x3F, 0, 255, 0], inLength: 255)).Status);
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(B, [0x17, 0, 0, 0, 0, 0])).Status); // RELEASE by another: no-op
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(B, Inquiry(), inLength: 96)).Status);
+        Assert.Equal(ScsiStatus.ReservationConflict, (await ProutAsync(B, 6, 0, 0, 9)).Status);
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(A, [0x1A, 0, 0x3F, 0, 255, 0], inLength: 255)).Status);
+
+        _disk.NexusLost(A);
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(B, [0x16, 0, 0, 0, 0, 0])).Status);
+    }
+
+    [Fact]
+    public async Task ResetGivesEveryKnownNexusOneUnitAttentionAndDropsSpc2Reservations()
+    {
+        await RunAsync(A, Tur());
+        await RunAsync(B, [0x16, 0, 0, 0, 0, 0]);
+        _disk.Reset();
+
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(A, Inquiry(), inLength: 96)).Status); // INQUIRY does not take it
+        AssertSense(await RunAsync(A, Tur()), SenseKey.UnitAttention, 0x29, 0x03);
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(A, Tur())).Status);
+
+        // REQUEST SENSE reports and clears it.
+        var sense = await RunAsync(B, [0x03, 0, 0, 0, 18, 0], inLength: 18);
+        Assert.Equal(ScsiStatus.Good, sense.Status);
+        Assert.Equal(SenseKey.UnitAttention, sense.Buffer!.Span[2]);
+        Assert.Equal(0x29, sense.Buffer.Span[12]);
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(B, Tur())).Status);
+
+        // B's RESERVE(6) went with the reset; a nexus that arrives later sees no unit attention.
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(A, [0x16, 0, 0, 0, 0, 0])).Status);
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(3, Inquiry(), inLength: 96)).Status);
+        Assert.Equal(ScsiStatus.ReservationConflict, (await RunAsync(3, Tur())).Status);
+    }
+
+    [Fact]
+    public async Task CompareAndWriteReportsTheMiscompareOffsetAndLeavesTheMediumAlone()
+    {
+        var a = Enumerable.Repeat((byte)'A', 2 * BlockSize).ToArray();
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(A, Write10(10, 2), dataOut: a)).Status);
+
+        var data = new byte[4 * BlockSize];
+        a.CopyTo(data, 0);
+        data.AsSpan(2 * BlockSize).Fill((byte)'B');
+        data[BlockSize + 100] = (byte)'C';
+        var t = await RunAsync(A, Caw(10, 2), dataOut: data);
+        AssertSense(t, SenseKey.Miscompare, 0x1D, 0);
+        Assert.Equal(0x80, t.Sense[0] & 0x80); // INFORMATION is valid
+        Assert.Equal((uint)(BlockSize + 100), BinaryPrimitives.ReadUInt32BigEndian(t.Sense[3..]));
+        var read = await RunAsync(A, Read10(10, 2), inLength: 2 * BlockSize);
+        Assert.True(read.Buffer!.Span[..(2 * BlockSize)].SequenceEqual(a));
+
+        data[BlockSize + 100] = (byte)'A';
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(A, Caw(10, 2), dataOut: data)).Status);
+        read = await RunAsync(A, Read10(10, 2), inLength: 2 * BlockSize);
+        Assert.Equal(-1, read.Buffer!.Span[..(2 * BlockSize)].IndexOfAnyExcept((byte)'B'));
+
+        // The Data-Out must hold exactly the verify and the write data.
+        AssertSense(await RunAsync(A, Caw(10, 2), dataOut: new byte[3 * BlockSize]), SenseKey.IllegalRequest, 0x24, 0);
+    }
+
+    [Fact]
+    public async Task ReportSupportedOperationCodesListsEveryCommandAndDescribesOne()
+    {
+        var all = await RunAsync(A, Rsoc(0x80, 0, 0), inLength: 8192); // all commands, with timeouts
+        Assert.Equal(ScsiStatus.Good, all.Status);
+        int length = (int)BinaryPrimitives.ReadUInt32BigEndian(all.Buffer!.Span);
+        Assert.Equal(0, length % 20);
+        var found = new HashSet<(int Opcode, int Action, bool ServiceAction)>();
+        for (int at = 4; at < 4 + length; at += 20)
+        {
+            var d = all.Buffer.Span[at..];
+            Assert.Equal(0x02, d[5] & 0x02); // CTDP
+            Assert.Equal(0x0A, BinaryPrimitives.ReadUInt16BigEndian(d[8..]));
+            found.Add((d[0], BinaryPrimitives.ReadUInt16BigEndian(d[2..]), (d[5] & 0x01) != 0));
+        }
+
+        Assert.Contains((0x89, 0, false), found);
+        Assert.Contains((0x5E, 3, true), found);
+        Assert.Contains((0xA3, 0x0C, true), found);
+
+        var read10 = await RunAsync(A, Rsoc(1, 0x28, 0), inLength: 64);
+        Assert.Equal(0x03, read10.Buffer!.Span[1] & 0x07); // supported
+        Assert.Equal(10, BinaryPrimitives.ReadUInt16BigEndian(read10.Buffer.Span[2..]));
+        Assert.Equal(0x28, read10.Buffer.Span[4]);
+        Assert.Equal(0x18, read10.Buffer.Span[5] & 0x18); // DPO and FUA
+
+        AssertSense(await RunAsync(A, Rsoc(1, 0x5E, 0), inLength: 64), SenseKey.IllegalRequest, 0x24, 0); // has service actions
+        AssertSense(await RunAsync(A, Rsoc(2, 0x28, 0), inLength: 64), SenseKey.IllegalRequest, 0x24, 0); // has none
+        var prin = await RunAsync(A, Rsoc(2, 0x5E, 1), inLength: 64);
+        Assert.Equal(0x03, prin.Buffer!.Span[1] & 0x07);
+        var unknown = await RunAsync(A, Rsoc(1, 0xC0, 0), inLength: 64);
+        Assert.Equal(0x01, unknown.Buffer!.Span[1] & 0x07); // not supported
+        AssertSense(await RunAsync(A, Rsoc(5, 0x28, 0), inLength: 64), SenseKey.IllegalRequest, 0x24, 0);
+    }
+
+    [Fact]
+    public async Task RangesAndLengthsAreChecked()
+    {
+        long blocks = _device.Geometry.BlockCount;
+        var lbaStatus = new byte[16];
+        lbaStatus[0] = 0x9E;
+        lbaStatus[1] = 0x12;
+        BinaryPrimitives.WriteUInt64BigEndian(lbaStatus.AsSpan(2), (ulong)blocks);
+        BinaryPrimitives.WriteUInt32BigEndian(lbaStatus.AsSpan(10), 24);
+        AssertSense(await RunAsync(A, lbaStatus, inLength: 24), SenseKey.IllegalRequest, 0x21, 0);
+        BinaryPrimitives.WriteUInt64BigEndian(lbaStatus.AsSpan(2), (ulong)blocks - 1);
+        var t = await RunAsync(A, lbaStatus, inLength: 24);
+        Assert.Equal(ScsiStatus.Good, t.Status);
+        Assert.Equal(1u, BinaryPrimitives.ReadUInt32BigEndian(t.Buffer!.Span[16..]));
+
+        // WRITE SAME: zero blocks past the end is out of range; a Data-Out other than one block is refused.
+        var ws = new byte[] { 0x41, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
+        BinaryPrimitives.WriteUInt32BigEndian(ws.AsSpan(2), (uint)blocks + 1);
+        AssertSense(await RunAsync(A, ws, dataOut: new byte[BlockSize]), SenseKey.IllegalRequest, 0x21, 0);
+        BinaryPrimitives.WriteUInt32BigEndian(ws.AsSpan(2), 0);
+        ws[8] = 1;
+        AssertSense(await RunAsync(A, ws, dataOut: new byte[2 * BlockSize]), SenseKey.IllegalRequest, 0x24, 0);
+
+        AssertSense(await RunAsync(A, [0xC0, 0, 0, 0, 0, 0]), SenseKey.IllegalRequest, 0x20, 0);
+    }
+
+    private static void AssertSense(ScsiTask t, byte key, byte asc, byte ascq)
+    {
+        Assert.Equal(ScsiStatus.CheckCondition, t.Status);
+        Assert.Equal(key, t.Sense[2] & 0x0F);
+        Assert.Equal((asc, ascq), (t.Sense[12], t.Sense[13]));
+    }
+
+    private async Task<ScsiTask> RunAsync(int nexus, byte[] cdb, byte[]? dataOut = null, int inLength = 0)
+    {
+        var task = new ScsiTask { Nexus = nexus };
+        cdb.CopyTo(task.Cdb, 0);
+        int length = dataOut?.Length ?? inLength;
+        if (length > 0)
+        {
+            var buffer = new AlignedBuffer(length);
+            _buffers.Add(buffer);
+            dataOut?.CopyTo(buffer.Span);
+            task.Buffer = buffer;
+            task.ExpectedLength = length;
+            task.DataOut = dataOut != null;
+        }
+
+        await _disk.ExecuteAsync(task);
+        return task;
+    }
+
+    private Task<ScsiTask> WriteAsync(int nexus, uint lba, ushort blocks) => RunAsync(nexus, Write10(lba, blocks), dataOut: new byte[blocks * BlockSize]);
+
+    private Task<ScsiTask> ProutAsync(int nexus, byte action, byte type, ulong key, ulong serviceKey)
+    {
+        var list = new byte[24];
+        BinaryPrimitives.WriteUInt64BigEndian(list, key);
+        BinaryPrimitives.WriteUInt64BigEndian(list.AsSpan(8), serviceKey);
+        return RunAsync(nexus, ProutCdb(action, type, 24), dataOut: list);
+    }
+
+    private static byte[] ProutCdb(byte action, byte type, uint length)
+    {
+        var cdb = new byte[10];
+        cdb[0] = 0x5F;
+        cdb[1] = action;
+        cdb[2] = type;
+        BinaryPrimitives.WriteUInt32BigEndian(cdb.AsSpan(5), length);
+        return cdb;
+    }
+
+    private static byte[] Prin(byte action) => [0x5E, action, 0, 0, 0, 0, 0, 0, 64, 0];
+
+    private static byte[] Tur() => [0, 0, 0, 0, 0, 0];
+
+    private static byte[] Inquiry() => [0x12, 0, 0, 0, 96, 0];
+
+    private static byte[] Read10(uint lba, ushort blocks) => Rw10(0x28, lba, blocks);
+
+    private static byte[] Write10(uint lba, ushort blocks) => Rw10(0x2A, lba, blocks);
+
+    private static byte[] Rw10(byte op, uint lba, ushort blocks)
+    {
+        var cdb = new byte[10];
+        cdb[0] = op;
+        BinaryPrimitives.WriteUInt32BigEndian(cdb.AsSpan(2), lba);
+        BinaryPrimitives.WriteUInt16BigEndian(cdb.AsSpan(7), blocks);
+        return cdb;
+    }
+
+    private static byte[] Caw(ulong lba, byte blocks)
+    {
+        var cdb = new byte[16];
+        cdb[0] = 0x89;
+        BinaryPrimitives.WriteUInt64BigEndian(cdb.AsSpan(2), lba);
+        cdb[13] = blocks;
+        return cdb;
+    }
+
+    private static byte[] Rsoc(byte options, byte opcode, ushort action)
+    {
+        var cdb = new byte[12];
+        cdb[0] = 0xA3;
+        cdb[1] = 0x0C;
+        cdb[2] = options;
+        cdb[3] = opcode;
+        BinaryPrimitives.WriteUInt16BigEndian(cdb.AsSpan(4), action);
+        BinaryPrimitives.WriteUInt32BigEndian(cdb.AsSpan(6), 8192);
+        return cdb;
+    }
+}
