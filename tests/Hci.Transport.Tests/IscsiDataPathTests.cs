@@ -176,6 +176,43 @@ public sealed class IscsiDataPathTests
         Assert.Equal([3, 5], byTenant.Values.Select(v => v.Count).Order());
     }
 
+    [Fact]
+    public async Task AnIpv6PortalServesSeveralLunsEachWithItsOwnBlocks()
+    {
+        using var zero = new MemoryBlockDevice(8 << 20);
+        using var five = new MemoryBlockDevice(8 << 20);
+        await using var target = new IscsiTarget(
+            new IscsiTargetOptions { Portal = "[::1]:0", TargetName = Iqn },
+            new Dictionary<int, ScsiDisk> { [0] = new ScsiDisk(zero, "lun0"), [5] = new ScsiDisk(five, "lun5") });
+        target.Start();
+        int port = target.LocalEndPoint.Port;
+        await Task.Run(() =>
+        {
+            using var s = Connect(port, digests: false, host: "::1");
+            var client = new RawInitiator(s, digests: false);
+            var cdb = new byte[16];
+            cdb[0] = 0xA0; // REPORT LUNS
+            cdb[9] = 64;
+            client.Send(cdb, null, 64, lun: 0);
+            var (status, list) = client.Receive();
+            Assert.Equal(ScsiStatus.Good, status);
+            Assert.Equal(16u, BinaryPrimitives.ReadUInt32BigEndian(list));
+            Assert.Equal(0UL, BinaryPrimitives.ReadUInt64BigEndian(list.AsSpan(8)));
+            Assert.Equal(5UL << 48, BinaryPrimitives.ReadUInt64BigEndian(list.AsSpan(16)));
+
+            var payload = new byte[Block];
+            payload.AsSpan().Fill(0x5A);
+            client.Send(Rw(true, 3), payload, 0, lun: 5);
+            Assert.Equal(ScsiStatus.Good, client.Receive().Status);
+            client.Send(Rw(false, 3), null, Block, lun: 5);
+            Assert.Equal(payload, client.Receive().Data);
+            client.Send(Rw(false, 3), null, Block, lun: 0);
+            Assert.Equal(new byte[Block], client.Receive().Data);
+            client.Send(Rw(false, 3), null, Block, lun: 3);
+            Assert.Equal(ScsiStatus.CheckCondition, client.Receive().Status); // no LUN 3
+        });
+    }
+
     private static byte[] Rw(bool write, uint lba)
     {
         var cdb = new byte[16];
@@ -185,10 +222,11 @@ public sealed class IscsiDataPathTests
         return cdb;
     }
 
-    private static Socket Connect(int port, bool digests)
+    private static Socket Connect(int port, bool digests, string host = "127.0.0.1")
     {
-        var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true, ReceiveTimeout = 10_000 };
-        s.Connect("127.0.0.1", port);
+        var address = System.Net.IPAddress.Parse(host);
+        var s = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true, ReceiveTimeout = 10_000 };
+        s.Connect(address, port);
         string digest = digests ? "CRC32C" : "None";
         Login(s, 0x81, $"InitiatorName=iqn.2026-11.org.hci.test:raw\0TargetName={Iqn}\0SessionType=Normal\0AuthMethod=None\0");
         string answer = Login(s, 0x87, $"HeaderDigest={digest}\0DataDigest={digest}\0MaxRecvDataSegmentLength=65536\0ImmediateData=Yes\0InitialR2T=No\0FirstBurstLength=65536\0");
@@ -240,12 +278,12 @@ public sealed class IscsiDataPathTests
             }
         }
 
-        public void Send(byte[] cdb, byte[]? immediate, int readLength)
+        public void Send(byte[] cdb, byte[]? immediate, int readLength, int lun = 1)
         {
             var h = new byte[48];
             h[0] = 0x01;
             h[1] = (byte)(0x80 | (immediate != null ? 0x20 : 0) | (readLength > 0 ? 0x40 : 0) | 0x01);
-            BinaryPrimitives.WriteUInt64BigEndian(h.AsSpan(8), 1UL << 48);
+            BinaryPrimitives.WriteUInt64BigEndian(h.AsSpan(8), (ulong)lun << 48);
             BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(16), _itt++);
             BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(20), (uint)(immediate?.Length ?? readLength));
             BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(24), _cmdSn++);

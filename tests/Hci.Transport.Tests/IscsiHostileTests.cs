@@ -47,6 +47,111 @@ public sealed class IscsiHostileTests
         Assert.Equal(0, await Command(fresh, 2, [0x00], 0));
     }
 
+    [Fact]
+    public async Task ThirtyThousandMangledLoginPdusNeitherCrashNorHangNorLeakConnections()
+    {
+        using var device = new MemoryBlockDevice(16 << 20);
+        await using var target = new IscsiTarget(new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn }, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "hostile") });
+        target.Start();
+        var endpoint = new IPEndPoint(IPAddress.Loopback, target.LocalEndPoint.Port);
+        using var good = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await good.ConnectAsync(endpoint);
+        Assert.True(await Login(good, 1), "the well-behaved login failed");
+
+        var rng = new Random(1234);
+        var watch = Stopwatch.StartNew();
+        string[] keys =
+        [
+            "InitiatorName=iqn.2026-11.org.hci.test:fuzzer", "InitiatorName=", "InitiatorName=" + new string('x', 300),
+            $"TargetName={Iqn}", "TargetName=iqn.2026-11.org.nowhere:none", "TargetName=",
+            "SessionType=Normal", "SessionType=Discovery", "SessionType=Other",
+            "AuthMethod=None", "AuthMethod=CHAP", "AuthMethod=CHAP,None", "AuthMethod=SRP", "AuthMethod=",
+            "CHAP_A=5", "CHAP_A=7,5", "CHAP_A=x", "CHAP_N=someone", "CHAP_R=0x00", "CHAP_R=0b!!", "CHAP_I=300", "CHAP_C=0x",
+            "HeaderDigest=CRC32C", "HeaderDigest=None", "HeaderDigest=CRC32C,None", "HeaderDigest=MD5", "DataDigest=CRC32C,None",
+            "MaxRecvDataSegmentLength=512", "MaxRecvDataSegmentLength=0", "MaxRecvDataSegmentLength=99999999999", "MaxRecvDataSegmentLength=-1", "MaxRecvDataSegmentLength=0x2000",
+            "MaxBurstLength=512", "MaxBurstLength=16777216", "FirstBurstLength=1048576", "FirstBurstLength=1",
+            "ImmediateData=Yes", "ImmediateData=No", "ImmediateData=Maybe", "InitialR2T=No", "InitialR2T=",
+            "MaxConnections=1", "MaxConnections=65536", "MaxConnections=0", "ErrorRecoveryLevel=0", "ErrorRecoveryLevel=2", "ErrorRecoveryLevel=9",
+            "DefaultTime2Wait=0", "DefaultTime2Retain=3601", "MaxOutstandingR2T=0", "MaxOutstandingR2T=65535",
+            "DataPDUInOrder=No", "DataSequenceInOrder=Yes", "IFMarker=Yes", "OFMarker=No", "X-com.example.key=value", "NoEquals", "=value", "A=B=C",
+            "TargetAlias=x", "TargetPortalGroupTag=1", "SendTargets=All",
+        ];
+        int pdus = 0;
+        int connections = 0;
+        var sink = new byte[65536];
+        while (pdus < 30_000)
+        {
+            Assert.True(watch.Elapsed < TimeSpan.FromMinutes(3), $"stuck after {pdus} login PDUs");
+            using var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { SendTimeout = 2000, ReceiveTimeout = 2000 };
+            await s.ConnectAsync(endpoint);
+            connections++;
+            var isid = new byte[6];
+            rng.NextBytes(isid);
+            int steps = rng.Next(1, 7);
+            for (int step = 0; step < steps; step++, pdus++)
+            {
+                // A login request with stages, version and tags that are sometimes right, and keys in a random mix.
+                var text = new StringBuilder();
+                for (int k = rng.Next(0, 9); k > 0; k--)
+                {
+                    text.Append(keys[rng.Next(keys.Length)]).Append(rng.Next(40) == 0 ? "" : "\0");
+                }
+
+                byte[] body = Encoding.ASCII.GetBytes(text.ToString());
+                var pdu = new byte[48 + ((body.Length + 3) & ~3)];
+                pdu[0] = rng.Next(15) == 0 ? (byte)rng.Next(256) : (byte)0x43;
+                pdu[1] = rng.Next(4) switch
+                {
+                    0 => (byte)rng.Next(256),
+                    1 => 0x81, // security -> operational
+                    2 => 0x87, // operational -> full feature
+                    _ => (byte)(0x40 | (rng.Next(2) << 2)), // continue
+                };
+                pdu[2] = rng.Next(20) == 0 ? (byte)rng.Next(256) : (byte)0;
+                pdu[3] = rng.Next(20) == 0 ? (byte)rng.Next(256) : (byte)0;
+                int claimed = rng.Next(30) == 0 ? rng.Next(1 << 24) : body.Length;
+                pdu[5] = (byte)(claimed >> 16);
+                pdu[6] = (byte)(claimed >> 8);
+                pdu[7] = (byte)claimed;
+                isid.CopyTo(pdu, 8);
+                if (rng.Next(10) == 0)
+                {
+                    rng.NextBytes(pdu.AsSpan(14, 2)); // a TSIH that names no session
+                }
+
+                BinaryPrimitives.WriteUInt32BigEndian(pdu.AsSpan(24), (uint)rng.Next(3));
+                body.CopyTo(pdu, 48);
+                int length = rng.Next(25) == 0 ? rng.Next(1, pdu.Length) : pdu.Length; // sometimes cut short
+                try
+                {
+                    s.Send(pdu, 0, length, SocketFlags.None);
+                    await Task.Delay(rng.Next(50) == 0 ? 1 : 0);
+                    while (s.Available > 0 && s.Receive(sink) > 0)
+                    {
+                    }
+                }
+                catch (SocketException)
+                {
+                    break; // the target dropped it, as it may
+                }
+            }
+        }
+
+        // The good session still works, a fresh login works, and every mangled connection has gone.
+        Assert.Equal(0, await Command(good, 2, [0x00], 0));
+        using var fresh = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await fresh.ConnectAsync(endpoint);
+        Assert.True(await Login(fresh, 1));
+        Assert.Equal(0, await Command(fresh, 2, [0x00], 0));
+        var deadline = Stopwatch.StartNew();
+        while (target.ConnectionCount > 2 && deadline.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            await Task.Delay(50);
+        }
+
+        Assert.True(target.ConnectionCount <= 2, $"{target.ConnectionCount} connections still open after {connections} mangled ones closed");
+    }
+
     private static async Task<int> Flood(IPEndPoint endpoint)
     {
         var rng = new Random(77);
