@@ -23,6 +23,8 @@ const string Usage = """
       --scheduler KIND      none (default) | fifo | limits | mclock | hybrid: each session's I/O enters it as
                             class vm, its tenant the session's number
       --buffered            use the page cache instead of O_DIRECT
+      --poll-us N           how long a connection's thread keeps polling after work before it sleeps
+                            (0 to 1000 microseconds, default 100)
       --chap-user U --chap-secret S                 require CHAP
       --mutual-chap-user U --mutual-chap-secret S   answer mutual CHAP with these
       --verbose             log protocol details
@@ -45,7 +47,7 @@ for (int i = 0; i < args.Length; i++)
         case "--verbose":
             verbose = true;
             continue;
-        case "--portal" or "--iqn" or "--backing" or "--size" or "--ioengine" or "--lun" or "--scheduler" or "--chap-user" or "--chap-secret" or "--mutual-chap-user" or "--mutual-chap-secret":
+        case "--portal" or "--iqn" or "--backing" or "--size" or "--ioengine" or "--lun" or "--scheduler" or "--poll-us" or "--chap-user" or "--chap-secret" or "--mutual-chap-user" or "--mutual-chap-secret":
             if (i + 1 >= args.Length)
             {
                 Console.Error.WriteLine($"hci-vmtype: {a} needs a value");
@@ -114,6 +116,9 @@ try
             ChapSecret = Get("--chap-secret"),
             MutualChapUser = Get("--mutual-chap-user"),
             MutualChapSecret = Get("--mutual-chap-secret"),
+            PollWindow = Get("--poll-us") is { } us
+                ? int.TryParse(us, NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n <= 1000 ? TimeSpan.FromMicroseconds(n) : throw new ArgumentException($"--poll-us {us}: expected 0 to 1000 microseconds")
+                : TimeSpan.FromMicroseconds(100),
         },
         new Dictionary<int, ScsiDisk> { [lun] = disk },
         logger);

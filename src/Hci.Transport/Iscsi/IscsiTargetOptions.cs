@@ -42,7 +42,7 @@ public sealed class IscsiTargetOptions
     /// How long a connection's data-path thread keeps looking at its socket and queues after work before it
     /// sleeps (0 to 1 ms): an initiator that just sent commands is likely to send more soon. Zero sleeps at once.
     /// </summary>
-    public TimeSpan PollWindow { get; set; } = TimeSpan.FromMicroseconds(20);
+    public TimeSpan PollWindow { get; set; } = TimeSpan.FromMicroseconds(100);
 
     /// <summary>
     /// After this long without a PDU from the initiator the target pings it with a NOP-In; zero never pings.
