@@ -35,6 +35,80 @@ public sealed class ScsiDiskTests : IDisposable
     }
 
     [Fact]
+    public async Task HundredThousandRandomCdbsAndParameterListsNeverThrowAndAlwaysAnswerInScsiTerms()
+    {
+        // Every opcode the unit knows, and some it does not, with random fields, lengths and data: the unit must
+        // answer each with a SCSI status (and sense for CHECK CONDITION), never throw, and never claim more data
+        // than the buffer it was given can hold.
+        byte[] opcodes =
+        [
+            0x00, 0x03, 0x08, 0x0A, 0x12, 0x15, 0x16, 0x17, 0x1A, 0x1B, 0x1E, 0x25, 0x28, 0x2A, 0x2E, 0x2F, 0x34, 0x35, 0x37, 0x41,
+            0x42, 0x55, 0x56, 0x57, 0x5A, 0x5E, 0x5F, 0x88, 0x89, 0x8A, 0x8B, 0x8E, 0x8F, 0x90, 0x91, 0x93, 0x9E, 0xA3, 0xA8, 0xAA,
+            0xAE, 0xAF, 0xB7, 0xA0, 0x04, 0x83, 0x84, 0xFF,
+        ];
+        byte[] statuses = [ScsiStatus.Good, ScsiStatus.CheckCondition, ScsiStatus.ConditionMet, ScsiStatus.ReservationConflict];
+        var rng = new Random(5);
+        using var buffer = new AlignedBuffer(1 << 20);
+        var task = new ScsiTask();
+        var seen = new Dictionary<byte, int>();
+        for (int i = 0; i < 100_000; i++)
+        {
+            task.Reset();
+            task.Nexus = 1 + rng.Next(3);
+            rng.NextBytes(task.Cdb);
+            task.Cdb[0] = opcodes[rng.Next(opcodes.Length)];
+            if (rng.Next(2) == 0)
+            {
+                // Mostly small, plausible ranges, so that commands get past the first checks.
+                task.Cdb[1] &= 0x1F;
+                for (int b = 2; b < 10; b++)
+                {
+                    task.Cdb[b] = rng.Next(3) == 0 ? task.Cdb[b] : (byte)0;
+                }
+
+                task.Cdb[rng.Next(2, 14)] = (byte)rng.Next(16);
+            }
+
+            int expected = rng.Next(4) switch
+            {
+                0 => 0,
+                1 => rng.Next(1, 64),
+                2 => rng.Next(64, 8192),
+                _ => rng.Next(8192, 1 << 20),
+            };
+            task.ExpectedLength = expected;
+            task.DataOut = rng.Next(2) == 0;
+            task.Buffer = expected > 0 ? buffer : null;
+            rng.NextBytes(buffer.Span[..Math.Min(expected, 4096)]);
+            await _disk.ExecuteAsync(task);
+            Assert.Contains(task.Status, statuses);
+            Assert.True(task.DataLength >= 0);
+            seen[task.Status] = seen.GetValueOrDefault(task.Status) + 1;
+            if (task.Status == ScsiStatus.CheckCondition)
+            {
+                Assert.Equal(0x70, task.Sense[0] & 0x7F);
+                Assert.InRange(task.Sense[2] & 0x0F, 1, 0xE);
+            }
+        }
+
+        // Both ways were taken often: the input got past the first checks as well as being refused.
+        Assert.True(seen.GetValueOrDefault(ScsiStatus.Good) > 5_000, $"{seen.GetValueOrDefault(ScsiStatus.Good)} GOOD");
+        Assert.True(seen.GetValueOrDefault(ScsiStatus.CheckCondition) > 5_000, $"{seen.GetValueOrDefault(ScsiStatus.CheckCondition)} CHECK CONDITION");
+
+        // And the unit still works for a well-behaved nexus (unit attentions from random resets aside).
+        var read = new ScsiTask { ExpectedLength = BlockSize, Buffer = buffer, Nexus = 9 };
+        read.Cdb[0] = 0x28;
+        read.Cdb[8] = 1;
+        await _disk.ExecuteAsync(read);
+        if (read.Status == ScsiStatus.CheckCondition && read.Sense[2] == SenseKey.UnitAttention)
+        {
+            await _disk.ExecuteAsync(read);
+        }
+
+        Assert.True(read.Status is ScsiStatus.Good or ScsiStatus.ReservationConflict, $"status {read.Status}");
+    }
+
+    [Fact]
     public async Task WriteExclusiveReservationBlocksOthersWritesButNotTheirReads()
     {
         Assert.Equal(ScsiStatus.Good, (await ProutAsync(A, 6, 0, 0, 0xAAAA)).Status); // REGISTER AND IGNORE

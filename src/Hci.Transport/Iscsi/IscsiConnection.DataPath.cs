@@ -55,6 +55,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
     private bool _wantWrite;
     private bool _loggedOut;
     private bool _peerClosed;
+    private bool _warnedDataSn;
     private bool _shuttingDown;
     private int _slots;
     private int _maxSlots;
@@ -600,7 +601,9 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
             // Data PDUs come in order (DataPDUInOrder and DataSequenceInOrder are Yes). At ErrorRecoveryLevel 0 a
             // gap or a repeat cannot be repaired: the command ends with CHECK CONDITION once its data is in, and
             // the session goes on.
-            _logger.LogWarning("iSCSI {Initiator}: Data-Out DataSN {DataSn} for task {Itt:x}, expected {Expected}; the command fails.", _initiatorName, dataSn, s.Itt, s.NextDataSn);
+            // Warned once per connection: an initiator must not be able to flood the log.
+            _logger.Log(_warnedDataSn ? LogLevel.Debug : LogLevel.Warning, "iSCSI {Initiator}: Data-Out DataSN {DataSn} for task {Itt:x}, expected {Expected}; the command fails.", _initiatorName, dataSn, s.Itt, s.NextDataSn);
+            _warnedDataSn = true;
             s.SequenceError = true;
         }
 

@@ -12,6 +12,12 @@ namespace Hci.Transport.Iscsi;
 /// for the <see cref="ScsiDisk"/> units it exports as LUNs. Each connection is served on its own; a connection
 /// that breaks the protocol is answered as the RFC says (Reject, or a drop) and the others go on.
 /// </summary>
+/// <remarks>
+/// After login a connection runs on a thread of its own with a <see cref="Hci.Core.Blocks.BlockQueue"/> per LUN:
+/// READ, WRITE and SYNCHRONIZE CACHE go straight to the queue from pooled command slots, so steady I/O allocates
+/// nothing and hops no thread. Every request enters the device as <see cref="Hci.Core.Blocks.IoClass.Vm"/> with
+/// the session's number as tenant, so a scheduler under the unit's device sees one tenant per initiator session.
+/// </remarks>
 public sealed class IscsiTarget : IAsyncDisposable
 {
     private readonly IscsiTargetOptions _options;
