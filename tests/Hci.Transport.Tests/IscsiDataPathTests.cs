@@ -213,6 +213,50 @@ public sealed class IscsiDataPathTests
         });
     }
 
+    [Fact]
+    public async Task ALargeReadInSmallSegmentsToASlowReaderStaysIntactWhileLaterCommandsRun()
+    {
+        // 1 MiB read back in 512-byte Data-In PDUs (the initiator's limit): more PDUs than one send holds, to a
+        // reader that waits before it reads, while more reads arrive. Every byte must be what the medium holds.
+        using var device = new MemoryBlockDevice(16 << 20);
+        var medium = new byte[16 << 20];
+        new Random(3).NextBytes(medium);
+        for (int at = 0; at < medium.Length; at += 1 << 20)
+        {
+            await device.WriteAsync(at, medium.AsMemory(at, 1 << 20));
+        }
+        await using var target = new IscsiTarget(new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn }, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "dp") });
+        target.Start();
+        int port = target.LocalEndPoint.Port;
+        await Task.Run(() =>
+        {
+            using var s = Connect(port, digests: false, maxRecv: 512);
+            s.ReceiveBufferSize = 65536;
+            var client = new RawInitiator(s, digests: false);
+            var big = new byte[16];
+            big[0] = 0x28;
+            BinaryPrimitives.WriteUInt32BigEndian(big.AsSpan(2), 16); // LBA 16
+            BinaryPrimitives.WriteUInt16BigEndian(big.AsSpan(7), 256); // 1 MiB
+            client.Send(big, null, 1 << 20);
+            Thread.Sleep(100); // the target fills the socket and waits with output pending
+            for (uint i = 0; i < 8; i++)
+            {
+                client.Send(Rw(false, 1000 + i), null, Block);
+            }
+
+            Thread.Sleep(100);
+            var (status, data) = client.Receive();
+            Assert.Equal(ScsiStatus.Good, status);
+            Assert.True(medium.AsSpan(16 * Block, 1 << 20).SequenceEqual(data), "the large read came back changed");
+            for (uint i = 0; i < 8; i++)
+            {
+                (status, data) = client.Receive();
+                Assert.Equal(ScsiStatus.Good, status);
+                Assert.True(medium.AsSpan((int)(1000 + i) * Block, Block).SequenceEqual(data));
+            }
+        });
+    }
+
     private static byte[] Rw(bool write, uint lba)
     {
         var cdb = new byte[16];
@@ -222,14 +266,14 @@ public sealed class IscsiDataPathTests
         return cdb;
     }
 
-    private static Socket Connect(int port, bool digests, string host = "127.0.0.1")
+    private static Socket Connect(int port, bool digests, string host = "127.0.0.1", int maxRecv = 65536)
     {
         var address = System.Net.IPAddress.Parse(host);
         var s = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true, ReceiveTimeout = 10_000 };
         s.Connect(address, port);
         string digest = digests ? "CRC32C" : "None";
         Login(s, 0x81, $"InitiatorName=iqn.2026-11.org.hci.test:raw\0TargetName={Iqn}\0SessionType=Normal\0AuthMethod=None\0");
-        string answer = Login(s, 0x87, $"HeaderDigest={digest}\0DataDigest={digest}\0MaxRecvDataSegmentLength=65536\0ImmediateData=Yes\0InitialR2T=No\0FirstBurstLength=65536\0");
+        string answer = Login(s, 0x87, $"HeaderDigest={digest}\0DataDigest={digest}\0MaxRecvDataSegmentLength={maxRecv}\0ImmediateData=Yes\0InitialR2T=No\0FirstBurstLength=65536\0");
         Assert.Contains($"HeaderDigest={digest}", answer);
         return s;
     }

@@ -1080,7 +1080,6 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         byte residualFlag = wanted < expected ? (byte)0x02 : wanted > expected ? (byte)0x04 : (byte)0;
         bool good = task.Status == ScsiStatus.Good;
         s.State = SlotState.Sending;
-        _sent.Add(s); // its buffer is in the output until the output is sent
         if (dataIn > 0 && task.Buffer != null)
         {
             dataIn = Math.Min(dataIn, task.Buffer.Length);
@@ -1115,12 +1114,16 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
 
             if (good)
             {
+                // Its buffer is in the output until the output is sent. Only now: a flush while its PDUs were
+                // being queued must not free the slot before its last PDU is out.
+                _sent.Add(s);
                 return;
             }
         }
 
         var sense = task.Sense;
         QueueResponse(itt, task.Status, residualFlag, residual, sense);
+        _sent.Add(s);
     }
 
     private void QueueStatus(uint itt, byte status, byte residualFlag, uint residual, byte key, byte asc)
