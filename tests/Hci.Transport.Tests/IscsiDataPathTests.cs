@@ -257,6 +257,46 @@ public sealed class IscsiDataPathTests
         });
     }
 
+    [Fact]
+    public async Task AnIdleInitiatorIsPingedAndDroppedOnlyWhenItStopsAnswering()
+    {
+        using var device = new MemoryBlockDevice(8 << 20);
+        await using var target = new IscsiTarget(
+            new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn, NopInInterval = TimeSpan.FromMilliseconds(200), NopInTimeout = TimeSpan.FromMilliseconds(600) },
+            new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "dp") });
+        target.Start();
+        int port = target.LocalEndPoint.Port;
+        await Task.Run(() =>
+        {
+            using var s = Connect(port, digests: false);
+            var client = new RawInitiator(s, digests: false);
+            for (int ping = 0; ping < 3; ping++)
+            {
+                var (h, _) = client.Next(); // idle: the target asks whether we are there
+                Assert.Equal(0x20, h[0] & 0x3F);
+                Assert.Equal(0xFFFFFFFFu, BinaryPrimitives.ReadUInt32BigEndian(h.AsSpan(16)));
+                Assert.NotEqual(0xFFFFFFFFu, BinaryPrimitives.ReadUInt32BigEndian(h.AsSpan(20)));
+                client.AnswerPing(h);
+            }
+
+            client.Send(Rw(false, 0), null, Block); // still served after answering
+            Assert.Equal(ScsiStatus.Good, client.Receive().Status);
+
+            // Now silent: one more ping, then the target gives up on the connection.
+            Assert.Equal(0x20, client.Next().Header[0] & 0x3F);
+            var watch = System.Diagnostics.Stopwatch.StartNew();
+            Action readUntilClosed = () =>
+            {
+                while (true)
+                {
+                    client.Next(); // a ping may repeat; the end comes when the target closes
+                }
+            };
+            Assert.Throws<EndOfStreamException>(readUntilClosed);
+            Assert.True(watch.Elapsed < TimeSpan.FromSeconds(5), $"dropped after {watch.Elapsed}");
+        });
+    }
+
     private static byte[] Rw(bool write, uint lba)
     {
         var cdb = new byte[16];
@@ -398,7 +438,18 @@ public sealed class IscsiDataPathTests
             socket.Send(pdu.ToArray());
         }
 
-        private (byte[] Header, byte[] Data) Next()
+        public void AnswerPing(byte[] nopIn)
+        {
+            var h = new byte[48];
+            h[0] = 0x40 | 0x00; // NOP-Out, immediate
+            h[1] = 0x80;
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(16), 0xFFFFFFFF);
+            nopIn.AsSpan(20, 4).CopyTo(h.AsSpan(20)); // the target's tag
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(24), _cmdSn);
+            Write(h, []);
+        }
+
+        public (byte[] Header, byte[] Data) Next()
         {
             var h = new byte[48];
             ReadExactly(socket, h);
