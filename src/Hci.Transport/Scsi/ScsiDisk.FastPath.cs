@@ -62,31 +62,12 @@ public sealed partial class ScsiDisk
 
         task.Status = ScsiStatus.Good;
         task.DataLength = 0;
-        if (!Admit(task))
+        if (!Admit(task) || !CheckTransfer(task, write, out offset, out length, out byte cdbFlags))
         {
             return ScsiFastPath.Done;
         }
 
-        var (lba, blocks, cdbFlags) = Decode(task.Cdb);
-        if (ProtectField(task) || !Range(task, lba, blocks))
-        {
-            return ScsiFastPath.Done;
-        }
-
-        if (write && _device.Supports(BlockDeviceCapabilities.ReadOnly))
-        {
-            task.Fail(SenseKey.DataProtect, AscWriteProtected, 0);
-            return ScsiFastPath.Done;
-        }
-
-        long bytes = (long)blocks * _blockSize;
-        if (bytes > MaxTransferBytes)
-        {
-            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
-            return ScsiFastPath.Done;
-        }
-
-        if (bytes > DeviceTransferBytes)
+        if (task.DataLength > DeviceTransferBytes)
         {
             return ScsiFastPath.Slow; // more than one request: the slow path moves it in pieces
         }
@@ -97,17 +78,48 @@ public sealed partial class ScsiDisk
             return ScsiFastPath.Slow; // emulated with a flush after the write: the slow path does that
         }
 
-        task.DataLength = (int)bytes;
-        length = (int)Math.Min(bytes, task.ExpectedLength) / _blockSize * _blockSize;
-        if (length == 0 || task.Buffer == null || task.Buffer.Length < length)
+        if (length == 0)
         {
             return ScsiFastPath.Done;
         }
 
         operation = write ? BlockOperation.Write : BlockOperation.Read;
-        offset = (long)lba * _blockSize;
         flags = fua ? BlockRequestFlags.ForceUnitAccess : BlockRequestFlags.None;
         return ScsiFastPath.Submit;
+    }
+
+    /// <summary>
+    /// The checks every READ, WRITE (and WRITE AND VERIFY) passes, on the fast path and off it: protection field,
+    /// range, write protection, transfer limit. Sets <see cref="ScsiTask.DataLength"/> to the transfer the CDB
+    /// describes; <paramref name="length"/> is what both sides expect, whole blocks that the task's buffer holds
+    /// (the transport reports the difference as a residual).
+    /// </summary>
+    private bool CheckTransfer(ScsiTask task, bool write, out long offset, out int length, out byte cdbFlags)
+    {
+        (ulong lba, ulong blocks, cdbFlags) = Decode(task.Cdb);
+        offset = (long)lba * _blockSize;
+        length = 0;
+        if (ProtectField(task) || !Range(task, lba, blocks))
+        {
+            return false;
+        }
+
+        if (write && _device.Supports(BlockDeviceCapabilities.ReadOnly))
+        {
+            task.Fail(SenseKey.DataProtect, AscWriteProtected, 0);
+            return false;
+        }
+
+        long bytes = (long)blocks * _blockSize;
+        if (bytes > MaxTransferBytes)
+        {
+            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            return false;
+        }
+
+        task.DataLength = (int)bytes;
+        length = (int)Math.Min(bytes, Math.Min(task.ExpectedLength, task.Buffer?.Length ?? 0)) / _blockSize * _blockSize;
+        return true;
     }
 
     /// <summary>Records how a request from <see cref="PrepareFast"/> ended.</summary>

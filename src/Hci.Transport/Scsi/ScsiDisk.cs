@@ -453,56 +453,20 @@ public sealed partial class ScsiDisk
 
     private async ValueTask ReadWrite(ScsiTask task, bool write)
     {
-        var (lba, blocks, flags) = Decode(task.Cdb);
-        if (ProtectField(task) || !Range(task, lba, blocks))
-        {
-            return;
-        }
-
-        if (write && _device.Supports(BlockDeviceCapabilities.ReadOnly))
-        {
-            task.Fail(SenseKey.DataProtect, AscWriteProtected, 0);
-            return;
-        }
-
-        long bytes = (long)blocks * _blockSize;
-        if (bytes > MaxTransferBytes)
-        {
-            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
-            return;
-        }
-
-        // Move what both sides expect; the transport reports the difference as a residual.
-        int length = (int)Math.Min(bytes, task.ExpectedLength) / _blockSize * _blockSize;
-        task.DataLength = (int)bytes;
-        if (length == 0)
+        if (!CheckTransfer(task, write, out long offset, out int length, out byte flags) || length == 0)
         {
             return;
         }
 
         var memory = task.Buffer!.Memory[..length];
-        long offset = (long)lba * _blockSize;
         if (write)
         {
             // WRITE AND VERIFY: what is verified must be on the medium, so it is written through.
-            bool fua = (flags & 0x08) != 0 || !_writeCache || task.Cdb[0] is 0x2E or 0xAE or 0x8E;
-            var requestFlags = fua && _device.Supports(BlockDeviceCapabilities.ForceUnitAccess) ? BlockRequestFlags.ForceUnitAccess : BlockRequestFlags.None;
-            for (int done = 0; done < length; done += DeviceTransferBytes)
-            {
-                await _device.WriteAsync(offset + done, memory.Slice(done, Math.Min(DeviceTransferBytes, length - done)), requestFlags);
-            }
-
-            if (fua && requestFlags == BlockRequestFlags.None && _device.Supports(BlockDeviceCapabilities.Flush))
-            {
-                await _device.FlushAsync();
-            }
+            await WriteThrough(offset, memory, fua: (flags & 0x08) != 0 || task.Cdb[0] is 0x2E or 0xAE or 0x8E);
         }
         else
         {
-            for (int done = 0; done < length; done += DeviceTransferBytes)
-            {
-                await _device.ReadAsync(offset + done, memory.Slice(done, Math.Min(DeviceTransferBytes, length - done)));
-            }
+            await ReadInPieces(offset, memory);
         }
     }
 

@@ -106,12 +106,18 @@ public sealed class ScsiTask
     {
         Status = ScsiStatus.CheckCondition;
         DataLength = 0;
-        _sense.AsSpan().Clear();
-        _sense[0] = 0x70; // current error, fixed format
-        _sense[2] = key;
-        _sense[7] = 10; // additional sense length
-        _sense[12] = asc;
-        _sense[13] = ascq;
+        WriteSense(_sense, key, asc, ascq);
+    }
+
+    /// <summary>Writes fixed-format sense data (SPC-4, 4.5.3) for a current error: 18 bytes.</summary>
+    internal static void WriteSense(Span<byte> sense, byte key, byte asc, byte ascq)
+    {
+        sense[..18].Clear();
+        sense[0] = 0x70; // current error, fixed format
+        sense[2] = key;
+        sense[7] = 10; // additional sense length
+        sense[12] = asc;
+        sense[13] = ascq;
     }
 
     /// <summary>
