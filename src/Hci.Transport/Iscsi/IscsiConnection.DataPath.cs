@@ -530,25 +530,26 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         int maxTransfer = Math.Max(path != null ? path.Disk.MaxTransferBytes * 2 : 0, 1 << 20); // * 2: COMPARE AND WRITE
         if ((read && write) || expected > maxTransfer || (write && data.Length > expected) || (!write && data.Length > 0))
         {
-            QueueStatus(itt, ScsiStatus.CheckCondition, 0, 0, SenseKey.IllegalRequest, 0x24);
-            return;
-        }
-
-        if (_tasks.ContainsKey(itt))
-        {
-            // A task tag still in use: a protocol error (RFC 7143, 11.2.1.8).
-            Reject(bhs, 0x04);
+            QueueStatus(itt, ScsiStatus.CheckCondition, SenseKey.IllegalRequest, 0x24); // INVALID FIELD IN CDB
             return;
         }
 
         var s = TakeSlot(expected);
         if (s == null)
         {
-            QueueStatus(itt, ScsiStatus.TaskSetFull, 0, 0, 0, 0);
+            QueueStatus(itt, ScsiStatus.TaskSetFull);
             return;
         }
 
-        bhs.CopyTo(s.Bhs);
+        if (!_tasks.TryAdd(itt, s))
+        {
+            // A task tag still in use: a protocol error (RFC 7143, 11.2.1.8).
+            Release(s);
+            Reject(bhs, 0x04);
+            return;
+        }
+
+        s.LunField = h.Lun;
         s.Itt = itt;
         s.Lun = lun;
         s.Path = path;
@@ -560,11 +561,9 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         task.Nexus = _nexus;
         task.InitiatorPort = _initiatorPort;
         task.Buffer = expected > 0 ? s.Buffer : null;
-        _tasks.Add(itt, s);
         if (write && expected > 0)
         {
             data.CopyTo(s.Buffer!.Span);
-            s.Expected = expected;
             s.Received = data.Length;
             s.NextDataSn = 0;
             s.SequenceError = false;
@@ -595,29 +594,31 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
             return;
         }
 
-        uint dataSn = h.Field(36);
-        if (dataSn != s.NextDataSn && !s.SequenceError)
-        {
-            // Data PDUs come in order (DataPDUInOrder and DataSequenceInOrder are Yes). At ErrorRecoveryLevel 0 a
-            // gap or a repeat cannot be repaired: the command ends with CHECK CONDITION once its data is in, and
-            // the session goes on.
-            // Warned once per connection: an initiator must not be able to flood the log.
-            _logger.Log(_warnedDataSn ? LogLevel.Debug : LogLevel.Warning, "iSCSI {Initiator}: Data-Out DataSN {DataSn} for task {Itt:x}, expected {Expected}; the command fails.", _initiatorName, dataSn, s.Itt, s.NextDataSn);
-            _warnedDataSn = true;
-            s.SequenceError = true;
-        }
-
-        s.NextDataSn++;
         uint offset = h.Field(40);
-        if (offset > (uint)s.Expected || data.Length > s.Expected - (int)offset)
+        int expected = s.Task.ExpectedLength;
+        if (offset > (uint)expected || data.Length > expected - (int)offset)
         {
             Reject(bhs, 0x09);
             return;
         }
 
+        // Data PDUs come in order (DataPDUInOrder and DataSequenceInOrder are Yes): each carries the next DataSN
+        // and starts where the last ended, so what was received is exactly the first Received bytes. At
+        // ErrorRecoveryLevel 0 a gap or a repeat cannot be repaired: the command ends with CHECK CONDITION once its
+        // data is in, and the session goes on.
+        uint dataSn = h.Field(36);
+        if ((dataSn != s.NextDataSn || (_session.DataPduInOrder && offset != (uint)s.Received)) && !s.SequenceError)
+        {
+            // Warned once per connection: an initiator must not be able to flood the log.
+            _logger.Log(_warnedDataSn ? LogLevel.Debug : LogLevel.Warning, "iSCSI {Initiator}: Data-Out DataSN {DataSn} at offset {Offset} for task {Itt:x}, expected {Expected} at {Received}; the command fails.", _initiatorName, dataSn, offset, s.Itt, s.NextDataSn, s.Received);
+            _warnedDataSn = true;
+            s.SequenceError = true;
+        }
+
+        s.NextDataSn++;
         data.CopyTo(s.Buffer!.Span[(int)offset..]);
         s.Received += data.Length;
-        if (s.Received >= s.Expected)
+        if (s.Received >= expected)
         {
             if (s.SequenceError)
             {
@@ -641,7 +642,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
     private void SendR2T(Slot s)
     {
         int offset = Math.Max(s.Received, s.NextR2TEnd);
-        int size = Math.Min(_session.MaxBurstLength, s.Expected - offset);
+        int size = Math.Min(_session.MaxBurstLength, s.Task.ExpectedLength - offset);
         if (size <= 0)
         {
             return;
@@ -651,8 +652,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         s.NextDataSn = 0; // each R2T starts a new data sequence
         Span<byte> pdu = stackalloc byte[IscsiHeader.Length];
         pdu.Clear();
-        var r = new IscsiHeader(pdu) { Opcode = IscsiOpcode.ReadyToTransfer, Final = true, InitiatorTaskTag = s.Itt };
-        s.Bhs.AsSpan(8, 8).CopyTo(pdu[8..]); // LUN
+        var r = new IscsiHeader(pdu) { Opcode = IscsiOpcode.ReadyToTransfer, Final = true, Lun = s.LunField, InitiatorTaskTag = s.Itt };
         uint ttt = _nextTtt++;
         r.SetField(20, ttt == ReservedTag ? _nextTtt++ : ttt);
         Stamp(pdu, advance: false);
@@ -1091,8 +1091,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
                 int n = Math.Min(max, dataIn - offset);
                 bool last = offset + n >= dataIn;
                 pdu.Clear();
-                var p = new IscsiHeader(pdu) { Opcode = IscsiOpcode.DataIn, InitiatorTaskTag = itt };
-                s.Bhs.AsSpan(8, 8).CopyTo(pdu[8..]);
+                var p = new IscsiHeader(pdu) { Opcode = IscsiOpcode.DataIn, Lun = s.LunField, InitiatorTaskTag = itt };
                 p.SetField(20, ReservedTag);
                 if (last && good)
                 {
@@ -1126,19 +1125,12 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         _sent.Add(s);
     }
 
-    private void QueueStatus(uint itt, byte status, byte residualFlag, uint residual, byte key, byte asc)
+    /// <summary>Answers a command refused before it got a slot: a status, and sense for CHECK CONDITION.</summary>
+    private void QueueStatus(uint itt, byte status, byte key = 0, byte asc = 0)
     {
         Span<byte> sense = stackalloc byte[18];
-        sense.Clear();
-        if (status == ScsiStatus.CheckCondition)
-        {
-            sense[0] = 0x70;
-            sense[2] = key;
-            sense[7] = 10;
-            sense[12] = asc;
-        }
-
-        QueueResponse(itt, status, residualFlag, residual, status == ScsiStatus.CheckCondition ? sense : default);
+        ScsiTask.WriteSense(sense, key, asc, 0);
+        QueueResponse(itt, status, 0, 0, status == ScsiStatus.CheckCondition ? sense : default);
     }
 
     private void QueueResponse(uint itt, byte status, byte residualFlag, uint residual, ReadOnlySpan<byte> sense)
@@ -1166,13 +1158,13 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         }
     }
 
+    /// <summary>Fills StatSN, ExpCmdSN and MaxCmdSN; a response that carries a status takes the next StatSN.</summary>
     private void Stamp(Span<byte> header, bool advance = true)
     {
-        var (stat, exp, max) = NextStatus(advance);
         var h = new IscsiHeader(header);
-        h.SetField(24, stat);
-        h.SetField(28, exp);
-        h.SetField(32, max);
+        h.SetField(24, advance ? _statSn++ : _statSn);
+        h.SetField(28, _expCmdSn);
+        h.SetField(32, MaxCmdSn);
     }
 
     /// <summary>
@@ -1549,7 +1541,8 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
 
         public BlockRequest Request { get; } = new();
 
-        public byte[] Bhs { get; } = new byte[IscsiHeader.Length];
+        /// <summary>The command's LUN field as it came, echoed in its R2Ts and Data-In.</summary>
+        public ulong LunField { get; set; }
 
         public AlignedBuffer? Buffer { get; set; }
 
@@ -1562,8 +1555,6 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         public uint Itt { get; set; }
 
         public SlotState State { get; set; }
-
-        public int Expected { get; set; }
 
         public int Received { get; set; }
 

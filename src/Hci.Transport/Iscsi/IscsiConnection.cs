@@ -20,9 +20,7 @@ internal sealed partial class IscsiConnection
     private readonly IscsiTarget _target;
     private readonly Socket _socket;
     private readonly ILogger _logger;
-    private readonly SemaphoreSlim _sendLock = new(1, 1);
-    private readonly byte[] _header = new byte[IscsiHeader.Length + 1024 + IscsiDigest.Length];
-    private readonly byte[] _digest = new byte[IscsiDigest.Length];
+    private readonly byte[] _header = new byte[IscsiHeader.Length + 1024];
 
     // Login text an initiator may spread over continued PDUs before the target gives up on it.
     private const int MaxLoginText = 64 * 1024;
@@ -161,8 +159,11 @@ internal sealed partial class IscsiConnection
         }
     }
 
-    /// <summary>Reads one PDU: header (checked, digest verified) and data segment (bounded, digest verified).</summary>
-    private async Task<(byte[] Data, int Length, bool DigestOk)> ReadPduAsync(int maxData, CancellationToken token)
+    /// <summary>
+    /// Reads one login PDU: header and data segment (bounded). Login PDUs never carry digests: negotiated digests
+    /// apply from the full feature phase on, which the data path serves.
+    /// </summary>
+    private async Task<(byte[] Data, int Length)> ReadLoginPduAsync(int maxData, CancellationToken token)
     {
         await ReadExactly(_header.AsMemory(0, IscsiHeader.Length), token).ConfigureAwait(false);
         var h = new IscsiHeader(_header);
@@ -171,15 +172,6 @@ internal sealed partial class IscsiConnection
         if (ahs > 0)
         {
             await ReadExactly(_header.AsMemory(IscsiHeader.Length, ahs), token).ConfigureAwait(false);
-        }
-
-        if (_digestsActive && _session.HeaderDigest)
-        {
-            await ReadExactly(_digest, token).ConfigureAwait(false);
-            if (!IscsiDigest.Verify(_header.AsSpan(0, IscsiHeader.Length + ahs), _digest))
-            {
-                throw new ProtocolException("header digest error");
-            }
         }
 
         if (dataLength > maxData)
@@ -194,72 +186,20 @@ internal sealed partial class IscsiConnection
             await ReadExactly(data, token).ConfigureAwait(false);
         }
 
-        bool ok = true;
-        if (_digestsActive && _session.DataDigest && padded > 0)
-        {
-            await ReadExactly(_digest, token).ConfigureAwait(false);
-            ok = IscsiDigest.Verify(data.AsSpan(0, padded), _digest);
-        }
-
-        return (data, dataLength, ok);
+        return (data, dataLength);
     }
 
-    private async Task SendAsync(byte[] header, ReadOnlyMemory<byte> data, CancellationToken token)
+    /// <summary>Sends one login response (no digests, see <see cref="ReadLoginPduAsync"/>).</summary>
+    private async Task SendLoginAsync(byte[] header, ReadOnlyMemory<byte> data, CancellationToken token)
     {
-        var h = new IscsiHeader(header);
-        h.DataSegmentLength = data.Length;
-        int padded = (data.Length + 3) & ~3;
-        bool headerDigest = _digestsActive && _session.HeaderDigest;
-        bool dataDigest = _digestsActive && _session.DataDigest && padded > 0;
-        int size = IscsiHeader.Length + (headerDigest ? 4 : 0) + padded + (dataDigest ? 4 : 0);
-        var pdu = new byte[size];
+        new IscsiHeader(header).DataSegmentLength = data.Length;
+        var pdu = new byte[IscsiHeader.Length + ((data.Length + 3) & ~3)];
         header.AsSpan(0, IscsiHeader.Length).CopyTo(pdu);
-        int at = IscsiHeader.Length;
-        if (headerDigest)
+        data.Span.CopyTo(pdu.AsSpan(IscsiHeader.Length));
+        for (int sent = 0; sent < pdu.Length;)
         {
-            IscsiDigest.Write(IscsiDigest.Compute(pdu.AsSpan(0, IscsiHeader.Length)), pdu.AsSpan(at));
-            at += 4;
+            sent += await _socket.SendAsync(pdu.AsMemory(sent), SocketFlags.None, token).ConfigureAwait(false);
         }
-
-        data.Span.CopyTo(pdu.AsSpan(at));
-        if (dataDigest)
-        {
-            IscsiDigest.Write(IscsiDigest.Compute(pdu.AsSpan(at, padded)), pdu.AsSpan(at + padded));
-        }
-
-        await _sendLock.WaitAsync(token).ConfigureAwait(false);
-        try
-        {
-            int sent = 0;
-            while (sent < pdu.Length)
-            {
-                sent += await _socket.SendAsync(pdu.AsMemory(sent), SocketFlags.None, token).ConfigureAwait(false);
-            }
-        }
-        finally
-        {
-            _sendLock.Release();
-        }
-    }
-
-    private (uint StatSn, uint ExpCmdSn, uint MaxCmdSn) NextStatus(bool advance = true)
-    {
-        uint sn = _statSn;
-        if (advance)
-        {
-            _statSn++;
-        }
-
-        return (sn, _expCmdSn, MaxCmdSn);
-    }
-
-    private void Stamp(byte[] header, bool advance = true)
-    {
-        var (stat, exp, max) = NextStatus(advance);
-        var h = new IscsiHeader(header);
-        h.SetField(24, stat);
-        h.SetField(28, exp);
-        h.SetField(32, max);
     }
 
     // ---- login ----
@@ -275,9 +215,9 @@ internal sealed partial class IscsiConnection
         int stage = -1;
         while (true)
         {
-            var (data, length, digestOk) = await ReadPduAsync(8192, token).ConfigureAwait(false);
+            var (data, length) = await ReadLoginPduAsync(8192, token).ConfigureAwait(false);
             var h = new IscsiHeader(_header);
-            if (h.Opcode != IscsiOpcode.LoginRequest || !digestOk)
+            if (h.Opcode != IscsiOpcode.LoginRequest)
             {
                 throw new ProtocolException($"{h.Opcode} during login");
             }
@@ -311,7 +251,7 @@ internal sealed partial class IscsiConnection
                 reply[36] = statusClass;
                 reply[37] = detail;
                 Stamp(reply, advance: false);
-                await SendAsync(reply, default, token).ConfigureAwait(false);
+                await SendLoginAsync(reply, default, token).ConfigureAwait(false);
             }
 
             if (versionMin > 0 || versionMax < versionMin)
@@ -339,7 +279,7 @@ internal sealed partial class IscsiConnection
                 // Text continued in the next PDU: acknowledge with an empty response.
                 reply[1] = (byte)(csg << 2);
                 Stamp(reply, advance: false);
-                await SendAsync(reply, default, token).ConfigureAwait(false);
+                await SendLoginAsync(reply, default, token).ConfigureAwait(false);
                 continue;
             }
 
@@ -430,7 +370,7 @@ internal sealed partial class IscsiConnection
             // The data segment must not exceed what the initiator receives; login text is small.
             byte[] body = IscsiText.Format(response);
             Stamp(reply, advance: grant && nsg == 3);
-            await SendAsync(reply, body, token).ConfigureAwait(false);
+            await SendLoginAsync(reply, body, token).ConfigureAwait(false);
             if (grant && nsg == 3)
             {
                 _digestsActive = true; // negotiated digests apply from the full feature phase on
