@@ -238,13 +238,17 @@ public sealed class IscsiDataPathTests
             BinaryPrimitives.WriteUInt32BigEndian(big.AsSpan(2), 16); // LBA 16
             BinaryPrimitives.WriteUInt16BigEndian(big.AsSpan(7), 256); // 1 MiB
             client.Send(big, null, 1 << 20);
-            Thread.Sleep(100); // the target fills the socket and waits with output pending
+
+            // The target has filled the socket and holds the rest of its answer as pending output.
+            WaitUntil(() => s.Available >= 32 * 1024, "the large read's first 32 KiB");
             for (uint i = 0; i < 8; i++)
             {
                 client.Send(Rw(false, 1000 + i), null, Block);
             }
 
-            Thread.Sleep(100);
+            // The later reads have reached the target (nothing left unacknowledged in our send queue), so it
+            // takes them while its output is still pending.
+            WaitUntil(() => UnsentBytes(s) == 0, "the later reads to reach the target");
             var (status, data) = client.Receive();
             Assert.Equal(ScsiStatus.Good, status);
             Assert.True(medium.AsSpan(16 * Block, 1 << 20).SequenceEqual(data), "the large read came back changed");
@@ -295,6 +299,23 @@ public sealed class IscsiDataPathTests
             Assert.Throws<EndOfStreamException>(readUntilClosed);
             Assert.True(watch.Elapsed < TimeSpan.FromSeconds(5), $"dropped after {watch.Elapsed}");
         });
+    }
+
+    private static void WaitUntil(Func<bool> condition, string what)
+    {
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        while (!condition())
+        {
+            Assert.True(watch.Elapsed < TimeSpan.FromSeconds(30), $"timed out waiting for {what}");
+            Thread.Yield();
+        }
+    }
+
+    private static unsafe int UnsentBytes(Socket s)
+    {
+        int n = 0;
+        const int TIOCOUTQ = 0x5411; // bytes in the send queue not yet acknowledged by the peer
+        return Tmds.Linux.LibC.ioctl((int)s.Handle, TIOCOUTQ, &n) == 0 ? n : -1;
     }
 
     private static byte[] Rw(bool write, uint lba)
