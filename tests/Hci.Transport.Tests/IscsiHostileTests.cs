@@ -129,6 +129,7 @@ public sealed class IscsiHostileTests
                     {
                         await Task.Yield(); // now and then let the target take what came before the next PDU
                     }
+
                     while (s.Available > 0 && s.Receive(sink) > 0)
                     {
                     }

@@ -827,7 +827,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         int done = 0;
         foreach (var path in _paths.Values)
         {
-            if (path.Queue is { } q)
+            if (path.Queue is { InFlight: > 0 } q) // submitted but not yet sent counts as in flight too
             {
                 done += q.Poll(0, 0);
             }
