@@ -213,7 +213,8 @@ public sealed class HostileFrontEndTests(Xunit.Abstractions.ITestOutputHelper ou
         int fd;
         fixed (byte* name = "hostile\0"u8)
         {
-            fd = LibC.memfd_create(name, LibC.MFD_CLOEXEC);
+            // Sealable, as QEMU's memfd backend makes guest memory: the back-end refuses memory it cannot seal.
+            fd = LibC.memfd_create(name, LibC.MFD_CLOEXEC | 0x2u /* MFD_ALLOW_SEALING */);
         }
 
         LibC.ftruncate(fd, size);

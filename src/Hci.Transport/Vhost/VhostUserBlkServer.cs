@@ -200,16 +200,16 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
     {
         lock (_lock)
         {
-            var best = _reactors[0];
+            VirtqueueReactor? best = null;
             foreach (var r in _reactors)
             {
-                if (r.RingCount < best.RingCount)
+                if (!r.Failed && (best == null || r.RingCount < best.RingCount))
                 {
                     best = r;
                 }
             }
 
-            return best;
+            return best ?? throw new InvalidOperationException("Every vhost-user reactor has failed (see the critical log entries); no ring can start.");
         }
     }
 

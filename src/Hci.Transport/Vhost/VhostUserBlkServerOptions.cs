@@ -37,6 +37,14 @@ public sealed class VhostUserBlkServerOptions
     /// <summary>The tenant the front-end's I/O counts against in the schedulers (its class is VM).</summary>
     public int Tenant { get; set; }
 
+    /// <summary>
+    /// Accept guest memory (and in-flight areas) in files that cannot be sealed against shrinking, such as files on
+    /// hugetlbfs or /dev/shm. Off by default: the back-end maps the front-end's files, and a front-end that
+    /// truncates an unsealed one under it kills the whole back-end process (SIGBUS), every volume with it. QEMU's
+    /// memory-backend-memfd seals its memory by default; turn this on only for front-ends you trust.
+    /// </summary>
+    public bool AllowUnsealedMemory { get; set; }
+
     /// <summary>Checks the settings and fills in defaults.</summary>
     /// <returns>A copy with every default resolved.</returns>
     /// <exception cref="ArgumentException">A setting is invalid; the message names it and says what to fix.</exception>
@@ -94,6 +102,7 @@ public sealed class VhostUserBlkServerOptions
             Serial = Serial,
             ReadOnly = ReadOnly,
             Tenant = Tenant,
+            AllowUnsealedMemory = AllowUnsealedMemory,
         };
     }
 }

@@ -180,6 +180,7 @@ internal sealed unsafe class VhostUserBlkSession : IDisposable
                 if (ok)
                 {
                     _features = value;
+                    _config.Negotiate(value);
                 }
 
                 return Ack(header, ok);
@@ -445,12 +446,36 @@ internal sealed unsafe class VhostUserBlkSession : IDisposable
         return true;
     }
 
+    // The in-flight area is written by the reactors while rings run: it may be replaced only while none does
+    // (QEMU sends GET/SET_INFLIGHT_FD before it starts the rings). A front-end that asks at another moment is
+    // refused and the area in use stays mapped.
+    private bool AnyRingRunning()
+    {
+        foreach (var v in _vrings)
+        {
+            if (v.Running != null)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
     private bool GetInflightFd(ReadOnlySpan<byte> payload)
     {
         if (payload.Length is not (20 or 24))
         {
             _logger.LogWarning("vhost-user session {Id}: malformed GET_INFLIGHT_FD; closing.", Id);
             return false;
+        }
+
+        if (AnyRingRunning())
+        {
+            _logger.LogWarning("vhost-user session {Id}: GET_INFLIGHT_FD while rings run; refused (answered with no area).", Id);
+            Span<byte> none = stackalloc byte[24];
+            none.Clear();
+            return _channel.Reply(VhostUserRequest.GetInflightFd, none[..payload.Length]);
         }
 
         int queues = BinaryPrimitives.ReadUInt16LittleEndian(payload[16..]);
@@ -505,6 +530,12 @@ internal sealed unsafe class VhostUserBlkSession : IDisposable
             return false;
         }
 
+        if (AnyRingRunning())
+        {
+            _logger.LogWarning("vhost-user session {Id}: SET_INFLIGHT_FD while rings run; refused.", Id);
+            return false;
+        }
+
         ulong size = BinaryPrimitives.ReadUInt64LittleEndian(payload);
         ulong offset = BinaryPrimitives.ReadUInt64LittleEndian(payload[8..]);
         int queues = BinaryPrimitives.ReadUInt16LittleEndian(payload[16..]);
@@ -541,7 +572,16 @@ internal sealed unsafe class VhostUserBlkSession : IDisposable
             return false;
         }
 
+        // The file must stay at least this long while it is mapped: sealed against shrinking (QEMU's memfd
+        // backend seals its own; ours is added where the memfd allows it), or explicitly trusted.
         LibC.fcntl(fd, LibC.F_ADD_SEALS, LibC.F_SEAL_SHRINK);
+        int seals = LibC.fcntl(fd, LibC.F_GET_SEALS);
+        if ((seals < 0 || (seals & LibC.F_SEAL_SHRINK) == 0) && !_server.Options.AllowUnsealedMemory)
+        {
+            _logger.LogWarning("vhost-user session {Id}: {What} is in a file that cannot be sealed against shrinking (a front-end could truncate it and kill this process); refused. Share memory through a sealed memfd, or set AllowUnsealedMemory for trusted front-ends.", Id, what);
+            return false;
+        }
+
         void* p = LibC.mmap(null, (size_t)end, LibC.PROT_READ | LibC.PROT_WRITE, LibC.MAP_SHARED | LibC.MAP_NORESERVE, fd, 0);
         if (p == (void*)-1)
         {
@@ -590,9 +630,23 @@ internal sealed unsafe class VhostUserBlkSession : IDisposable
 
         bool eventIdx = (_features & (1UL << VirtioBlkConfig.FeatureEventIndex)) != 0;
         var vq = new SplitVirtqueue(_memory, v.Size, desc, avail, used, lastAvail, eventIdx);
-        var reactor = _server.PickReactor();
-        var ring = new ReactorRing($"session {Id} queue {index}", vq, v.Kick, v.Call, _server.Options.Serial, _server.Options.Tenant, inflight, resubmit);
-        reactor.Add(ring);
+        var ring = new ReactorRing($"session {Id} queue {index}", vq, v.Kick, v.Call, _server.Options.Serial, _server.Options.Tenant, inflight, resubmit)
+        {
+            ReadOnly = _config.ReadOnly,
+            WriteThrough = () => _config.WriteThrough,
+        };
+        VirtqueueReactor reactor;
+        try
+        {
+            reactor = _server.PickReactor();
+            reactor.Add(ring);
+        }
+        catch (InvalidOperationException e)
+        {
+            _logger.LogError("vhost-user session {Id}: queue {Index} cannot start: {Reason}", Id, index, e.Message);
+            return;
+        }
+
         _server.Track(ring);
         v.Running = ring;
         v.Reactor = reactor;

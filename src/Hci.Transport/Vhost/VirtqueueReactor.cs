@@ -31,6 +31,7 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
     private BlockQueue? _queue;
     private Exception? _startError;
     private volatile bool _stopping;
+    private volatile bool _failed;
     private readonly long _pollTicks;
     private long _kicks;
 
@@ -66,6 +67,12 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
     /// <summary>Rings served now (for placing new rings on the least loaded reactor).</summary>
     public int RingCount { get; private set; }
 
+    /// <summary>
+    /// The reactor's thread stopped on an unexpected exception: its rings were stopped where they had read to,
+    /// commands fail at once, and no new ring may be placed on it.
+    /// </summary>
+    public bool Failed => _failed;
+
     /// <summary>Kicks read so far.</summary>
     public long Kicks => Interlocked.Read(ref _kicks);
 
@@ -79,12 +86,14 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
             return;
         }
 
+        ThrowIfFailed();
         using var done = new ManualResetEventSlim();
         Exception? error = null;
         Post(() =>
         {
             try
             {
+                ThrowIfFailed();
                 command();
             }
             catch (Exception e)
@@ -96,6 +105,7 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
                 done.Set();
             }
         });
+        // A reactor that fails runs the commands it still holds (see Fail), so this wait ends either way.
         done.Wait();
         if (error != null)
         {
@@ -112,8 +122,23 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
             RingCount++;
         }
 
-        Invoke(() =>
+        try
         {
+            Invoke(AddCore);
+        }
+        catch
+        {
+            lock (_lock)
+            {
+                RingCount--;
+            }
+
+            throw;
+        }
+
+        void AddCore()
+        {
+            ring.OnFault = e => _logger.LogError(e, "vhost-user {Ring}: handling a request failed unexpectedly; it was answered with an I/O error.", ring.Name);
             ring.Attach(_queue!);
             if (ring.KickFd >= 0 && !Watch(ring.KickFd))
             {
@@ -123,7 +148,7 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
 
             _rings.Add(ring);
             ring.StartResubmit();
-        });
+        }
     }
 
     /// <summary>Stops a ring once its requests have completed; returns where it stopped reading the ring.</summary>
@@ -131,7 +156,11 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
     /// <returns>The next available index it would have read.</returns>
     public ushort Remove(ReactorRing ring)
     {
-        Post(() => ring.Stopping = true);
+        if (!_failed)
+        {
+            Post(() => ring.Stopping = true);
+        }
+
         ring.Stopped.Wait();
         lock (_lock)
         {
@@ -160,10 +189,25 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
     {
         lock (_lock)
         {
-            _commands.Add(command);
+            if (!_failed)
+            {
+                _commands.Add(command);
+                Signal();
+                return;
+            }
         }
 
-        Signal();
+        // Failed: nobody will run it on the thread. Commands from Invoke fail at once (ThrowIfFailed) and release
+        // their caller; Remove's only sets a flag. Either way nobody waits forever.
+        command();
+    }
+
+    private void ThrowIfFailed()
+    {
+        if (_failed)
+        {
+            throw new InvalidOperationException($"The vhost-user reactor {_thread.Name} has failed; it serves no rings.");
+        }
     }
 
     private void Signal()
@@ -284,16 +328,46 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
         catch (Exception e)
         {
             _logger.LogCritical(e, "The vhost-user reactor {Name} failed; its rings stop.", _thread.Name);
-            foreach (var ring in _rings)
-            {
-                ring.Stopped.Set();
-            }
+            Fail();
         }
         finally
         {
             if (_queue.InFlight == 0)
             {
                 _queue.Dispose();
+            }
+        }
+    }
+
+    // The loop died: every ring stops where it had read to (GET_VRING_BASE must not answer an old index, or the
+    // front-end would replay requests already done), commands still queued are failed rather than left waiting,
+    // and the server places no new ring here.
+    private void Fail()
+    {
+        List<Action> orphans;
+        lock (_lock)
+        {
+            _failed = true;
+            orphans = [.. _commands];
+            _commands.Clear();
+        }
+
+        foreach (var ring in _rings)
+        {
+            ring.LastAvail = ring.Virtqueue.LastAvailIndex;
+            ring.Stopped.Set();
+        }
+
+        _rings.Clear();
+        foreach (var command in orphans)
+        {
+            try
+            {
+                command();
+            }
+            catch (Exception e)
+            {
+                _logger.LogDebug(e, "A command for the failed reactor {Name} failed.", _thread.Name);
             }
         }
     }
@@ -386,12 +460,27 @@ internal sealed unsafe class ReactorRing
 
     public ManualResetEventSlim Stopped { get; } = new();
 
+    /// <summary>The export is read-only: the processor refuses writes.</summary>
+    public bool ReadOnly { get; init; }
+
+    /// <summary>Asked per write: the guest sees a write-through cache.</summary>
+    public Func<bool>? WriteThrough { get; init; }
+
+    /// <summary>Told of an unexpected exception while handling a chain (logged by the reactor).</summary>
+    public Action<Exception>? OnFault { get; set; }
+
     /// <summary>The call eventfd; changed on the reactor thread only (QEMU swaps it while the ring runs).</summary>
     public int CallFd { get; set; }
 
     public void Attach(BlockQueue queue)
     {
-        Processor = new VirtioBlkQueueProcessor(Virtqueue, queue, _serial, _tenant, _signal) { Inflight = Inflight };
+        Processor = new VirtioBlkQueueProcessor(Virtqueue, queue, _serial, _tenant, _signal)
+        {
+            Inflight = Inflight,
+            ReadOnly = ReadOnly,
+            IsWriteThrough = WriteThrough,
+            OnFault = OnFault,
+        };
     }
 
     public void StartResubmit()

@@ -96,6 +96,7 @@ public sealed class VirtioBlkConfig
         }
 
         Features = features;
+        ReadOnly = ro;
         var s = _space.AsSpan();
         BinaryPrimitives.WriteUInt64LittleEndian(s, (ulong)(geometry.Capacity / VirtioBlk.SectorSize));
         BinaryPrimitives.WriteUInt32LittleEndian(s[8..], (uint)SizeMax);
@@ -113,6 +114,31 @@ public sealed class VirtioBlkConfig
 
     /// <summary>The device's feature bits (virtio-blk and ring features; transports add their own).</summary>
     public ulong Features { get; }
+
+    /// <summary>The export is read-only (VIRTIO_BLK_F_RO is offered): no write may reach the device.</summary>
+    public bool ReadOnly { get; }
+
+    /// <summary>
+    /// True when writes must be durable before they are answered: the guest cleared the writeback byte, or did not
+    /// negotiate VIRTIO_BLK_F_FLUSH (it will never send a flush, so it sees a write-through cache).
+    /// </summary>
+    public bool WriteThrough => !_flushNegotiated || _space[WritebackOffset] == 0;
+
+    private volatile bool _flushNegotiated = true;
+
+    /// <summary>
+    /// Applies the features the driver accepted: without VIRTIO_BLK_F_FLUSH the cache is write-through and the
+    /// writeback byte reads 0 (virtio 1.2, 5.2.5.1).
+    /// </summary>
+    /// <param name="features">The negotiated feature bits.</param>
+    public void Negotiate(ulong features)
+    {
+        _flushNegotiated = (features & (1UL << FeatureFlush)) != 0;
+        if (!_flushNegotiated)
+        {
+            _space[WritebackOffset] = 0;
+        }
+    }
 
     /// <summary>Most data segments in one request.</summary>
     public int SegMax { get; }

@@ -28,6 +28,10 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
     private readonly Action? _signal;
     private readonly int _tenant;
     private readonly nint _alignMask;
+    private readonly long _maxTransfer;
+    private readonly bool _fua;
+    private readonly bool _canFlush;
+    private readonly bool[] _flushAfter;
     private Bounce?[]? _bounces;
     private bool _kicksSuppressed;
     private bool _polling;
@@ -47,12 +51,16 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
         _signal = signal;
         _tenant = tenant;
         _alignMask = queue.Device.Geometry.BufferAlignment - 1;
+        _maxTransfer = queue.Device.Geometry.MaxTransferBytes;
+        _fua = queue.Device.Supports(BlockDeviceCapabilities.ForceUnitAccess);
+        _canFlush = queue.Device.Supports(BlockDeviceCapabilities.Flush);
         Encoding.ASCII.GetBytes(serial.AsSpan(0, Math.Min(serial.Length, VirtioBlk.IdLength)), _id);
         int maxSegments = Math.Min(queue.Device.Geometry.MaxSegments, BlockRequest.MaxSegmentsLimit);
         _chain = new ChainSegment[maxSegments + 2];
         _data = new ChainSegment[maxSegments + 2];
         _requests = new BlockRequest[vq.Size];
         _statusAddresses = new nint[vq.Size];
+        _flushAfter = new bool[vq.Size];
         for (int i = 0; i < _requests.Length; i++)
         {
             _requests[i] = new BlockRequest(maxSegments) { Handler = this, Class = IoClass.Vm, Tenant = tenant, UserTag = i };
@@ -65,6 +73,19 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
     /// </summary>
     public Func<bool>? IsThrottled { get; set; }
 
+    /// <summary>
+    /// The export is read-only (VIRTIO_BLK_F_RO was offered): OUT, DISCARD and WRITE_ZEROES are answered
+    /// VIRTIO_BLK_S_IOERR and never reach the device, whatever the device itself would allow.
+    /// </summary>
+    public bool ReadOnly { get; init; }
+
+    /// <summary>
+    /// Asked for each write: true when the guest sees a write-through cache (it cleared the writeback byte, or did
+    /// not negotiate VIRTIO_BLK_F_FLUSH, so it never sends a flush). Such writes are made durable before they are
+    /// answered: FUA where the device has it, otherwise a flush after the write. Null: write-back.
+    /// </summary>
+    public Func<bool>? IsWriteThrough { get; init; }
+
     /// <summary>Requests submitted to the block queue and not yet answered.</summary>
     public int InFlight { get; private set; }
 
@@ -73,6 +94,15 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
 
     /// <summary>The shared in-flight record, when the front-end gave one (restart support).</summary>
     internal InflightRegion? Inflight { get; set; }
+
+    /// <summary>
+    /// Told of an unexpected exception while a chain was turned into a request (a defect, not a guest's doing:
+    /// hostile chains are answered in virtio terms). The chain was answered VIRTIO_BLK_S_IOERR and the ring goes on.
+    /// </summary>
+    public Action<Exception>? OnFault { get; init; }
+
+    /// <summary>Chains answered with an error because handling them threw (see <see cref="OnFault"/>).</summary>
+    public long Faults { get; private set; }
 
     /// <summary>Chains failed as malformed so far.</summary>
     public long Malformed { get; private set; }
@@ -126,7 +156,7 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
             {
                 taken++;
                 Inflight?.Fetched(head);
-                Handle(head);
+                HandleSafely(head);
             }
         }
         while (armKick && _vq.ArmKick());
@@ -149,7 +179,7 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
     {
         foreach (ushort head in heads)
         {
-            Handle(head);
+            HandleSafely(head);
         }
 
         FlushNotifications();
@@ -179,14 +209,22 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
     public void OnCompleted(BlockRequest request)
     {
         ushort head = (ushort)request.UserTag;
-        InFlight--;
-        var bounce = _bounces?[head];
-        if (bounce != null)
+        if (_flushAfter[head])
         {
-            _bounces![head] = null;
-            bounce.Finish(request.Error == BlockError.None && request.Operation == BlockOperation.Read);
+            // A write-through write on a device without FUA: the write is done, make it durable before answering.
+            _flushAfter[head] = false;
+            if (request.Error == BlockError.None)
+            {
+                FinishBounce(head, request);
+                request.Reset();
+                request.SetRange(BlockOperation.Flush, 0, 0);
+                _queue.Submit(request);
+                return;
+            }
         }
 
+        InFlight--;
+        FinishBounce(head, request);
         byte status = request.Error switch
         {
             BlockError.None => VirtioBlk.StatusOk,
@@ -205,6 +243,52 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
             {
                 r.Dispose();
             }
+        }
+    }
+
+    private void FinishBounce(ushort head, BlockRequest request)
+    {
+        var bounce = _bounces?[head];
+        if (bounce != null)
+        {
+            _bounces![head] = null;
+            bounce.Finish(request.Error == BlockError.None && request.Operation == BlockOperation.Read);
+        }
+    }
+
+    // Nothing a guest sends may throw out of here and stop the reactor with the ring half-read: whatever escapes
+    // Handle is answered as an I/O error on that chain (if it was not submitted) and reported.
+    private void HandleSafely(ushort head)
+    {
+        try
+        {
+            Handle(head);
+        }
+        catch (Exception e) when (head >= _requests.Length || !_requests[head].IsInFlight)
+        {
+            Faults++;
+            if (head < _requests.Length)
+            {
+                _flushAfter[head] = false;
+                if (_bounces?[head] is { } bounce)
+                {
+                    _bounces[head] = null;
+                    bounce.Finish(copyOut: false);
+                }
+            }
+
+            nint status = head < _requests.Length ? _statusAddresses[head] : 0;
+            if (status != 0)
+            {
+                Finish(head, (byte*)status, VirtioBlk.StatusIoErr, 0);
+            }
+            else
+            {
+                PushUsed(head, 0);
+                Notify();
+            }
+
+            OnFault?.Invoke(e);
         }
     }
 
@@ -244,6 +328,8 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
             return;
         }
 
+        _statusAddresses[head] = blk.Status;
+
         switch (blk.Type)
         {
             case VirtioBlk.TypeGetId:
@@ -252,7 +338,11 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
                 return;
             case VirtioBlk.TypeIn:
             case VirtioBlk.TypeOut:
-                if (blk.Sector > long.MaxValue / VirtioBlk.SectorSize || blk.DataLength == 0)
+                // Everything the guest controls is checked before a byte moves: the total (64-bit: descriptors
+                // may alias the same memory and add up past 2^32) against the device's largest transfer, which
+                // also bounds every segment below 2^31, and the segment count against the request's room.
+                if (blk.Sector > long.MaxValue / VirtioBlk.SectorSize || blk.DataLength <= 0 || blk.DataLength > _maxTransfer
+                    || blk.DataCount > request.SegmentCapacity || (ReadOnly && blk.Type == VirtioBlk.TypeOut))
                 {
                     Finish(head, (byte*)blk.Status, VirtioBlk.StatusIoErr, 0);
                     return;
@@ -263,13 +353,19 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
                 request.Offset = (long)blk.Sector * VirtioBlk.SectorSize;
                 for (int i = 0; i < blk.DataCount; i++)
                 {
-                    if (request.SegmentCount == request.SegmentCapacity)
-                    {
-                        Finish(head, (byte*)blk.Status, VirtioBlk.StatusIoErr, 0);
-                        return;
-                    }
-
                     request.AddSegment((void*)_data[i].Address, (int)_data[i].Length);
+                }
+
+                if (request.Operation == BlockOperation.Write && IsWriteThrough != null && IsWriteThrough())
+                {
+                    if (_fua)
+                    {
+                        request.Flags = BlockRequestFlags.ForceUnitAccess;
+                    }
+                    else
+                    {
+                        _flushAfter[head] = _canFlush;
+                    }
                 }
 
                 break;
@@ -278,6 +374,12 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
                 break;
             default:
                 // Discard and write-zeroes: one range, {sector, num_sectors, flags}.
+                if (ReadOnly)
+                {
+                    Finish(head, (byte*)blk.Status, VirtioBlk.StatusIoErr, 0);
+                    return;
+                }
+
                 if (blk.DataLength != VirtioBlk.RangeSize || _data[0].Length < VirtioBlk.RangeSize)
                 {
                     Finish(head, (byte*)blk.Status, blk.DataLength > VirtioBlk.RangeSize ? VirtioBlk.StatusUnsupported : VirtioBlk.StatusIoErr, 0);
@@ -298,9 +400,22 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
         }
 
         request.UserState = null;
-        _statusAddresses[head] = blk.Status;
         if (request.SegmentCount > 0 && !Aligned(request))
         {
+            // The bounce copies guest memory: only a request the device would take gets that far.
+            var refusal = _queue.Device.Validate(request, out _);
+            if (refusal == BlockError.Misaligned && ((request.Offset | request.Length) & (_queue.Device.Geometry.LogicalBlockSize - 1)) == 0)
+            {
+                refusal = BlockError.None; // only the guest's buffers are misaligned (checked last): what the bounce is for
+            }
+
+            if (refusal != BlockError.None)
+            {
+                _flushAfter[head] = false;
+                Finish(head, (byte*)blk.Status, refusal == BlockError.Unsupported ? VirtioBlk.StatusUnsupported : VirtioBlk.StatusIoErr, 0);
+                return;
+            }
+
             BounceRequest(head, request);
         }
 
@@ -335,8 +450,9 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
         _bounces[head] = bounce;
         long offset = request.Offset;
         var operation = request.Operation;
+        var flags = request.Flags;
         request.Reset();
-        request.SetReadWrite(operation, offset, bounce.Buffer, bounce.Length);
+        request.SetReadWrite(operation, offset, bounce.Buffer, bounce.Length, flags);
     }
 
     private void WriteId(in VirtioBlkRequest blk)
@@ -353,6 +469,11 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
     private void Finish(ushort head, byte* status, byte value, uint dataWritten)
     {
         *status = value;
+        if (head < _requests.Length && !_requests[head].IsInFlight)
+        {
+            _statusAddresses[head] = 0; // answered: a later fault on this head must not write here
+        }
+
         Completed++;
         PushUsed(head, dataWritten + 1);
         Notify();
@@ -372,7 +493,8 @@ public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, ID
 
         public Bounce(BlockRequest request)
         {
-            Length = (int)request.Length;
+            // Validated by the caller: at most the device's maximum transfer, the sum of the segments' lengths.
+            Length = checked((int)request.Length);
             _guest = new (nint, int)[request.SegmentCount];
             Buffer = NativeMemory.AlignedAlloc((nuint)Math.Max(Length, 1), 4096);
             var segments = request.Segments;
