@@ -143,16 +143,26 @@ public abstract class BlockQueue : IDisposable
             CheckOwner();
         }
 
+        // Drain runs the completion handlers, which may throw. While requests are still at the device the queue
+        // stays open and the exception propagates (Dispose may be called again): freeing the ring under requests
+        // the kernel still holds would let it complete into memory that is no longer ours.
+        Exception? failure = null;
         try
         {
             Drain();
         }
-        finally
+        catch (Exception e) when (_inFlight == 0)
         {
-            _disposed = true;
-            Dispose(true);
-            _device.OnQueueClosed();
-            GC.SuppressFinalize(this);
+            failure = e;
+        }
+
+        _disposed = true;
+        Dispose(true);
+        _device.OnQueueClosed();
+        GC.SuppressFinalize(this);
+        if (failure != null)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
         }
     }
 

@@ -12,8 +12,10 @@ internal sealed class BlockReactor
     private readonly ConcurrentQueue<BlockRequest> _inbox = new();
     private readonly Thread _thread;
     private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly Lock _gate = new();
     private int _sleeping;
     private volatile bool _stopping;
+    private bool _closed;
 
     public BlockReactor(BlockDevice device)
     {
@@ -27,15 +29,17 @@ internal sealed class BlockReactor
 
     public void Post(BlockRequest request)
     {
-        if (_stopping)
+        // The gate orders a post against the reactor's last look at the inbox: a request is either enqueued
+        // before the reactor closes the gate (and then served or cancelled by its final drain) or refused here.
+        // Control-plane path only (the data path uses queues directly), so a lock per post costs nothing that matters.
+        lock (_gate)
         {
-            throw new ObjectDisposedException(nameof(BlockDevice), "The device is being disposed.");
-        }
+            if (_closed || _stopping)
+            {
+                throw new ObjectDisposedException(nameof(BlockDevice), "The device is being disposed.");
+            }
 
-        _inbox.Enqueue(request);
-        if (_stopping)
-        {
-            _queue.Wake(); // the reactor may be on its way out: make sure it looks at the inbox once more
+            _inbox.Enqueue(request);
         }
 
         if (Volatile.Read(ref _sleeping) != 0 && Interlocked.Exchange(ref _sleeping, 0) != 0)
@@ -80,6 +84,11 @@ internal sealed class BlockReactor
 
                 _queue.Poll(1, 1000);
                 Interlocked.Exchange(ref _sleeping, 0);
+            }
+
+            lock (_gate)
+            {
+                _closed = true;
             }
 
             _queue.Dispose();

@@ -64,6 +64,11 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
             }
 
             _wakeBuffer = (ulong*)NativeMemory.AllocZeroed(sizeof(ulong));
+            int eventFd = LibC.eventfd(0, LibC.EFD_CLOEXEC);
+            if (eventFd >= 0)
+            {
+                _eventFd = new FileDescriptorHandle(eventFd);
+            }
         }
         catch
         {
@@ -88,10 +93,12 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
     /// <inheritdoc/>
     public override void Wake()
     {
+        // The eventfd exists from the start: a wake that comes before the owner's first wait is remembered in its
+        // counter, and the first armed read completes at once.
         var eventFd = _eventFd;
         if (eventFd == null)
         {
-            return; // nobody has waited yet
+            return; // made without one (eventfd failed): waits end by completion or timeout
         }
 
         bool added = false;
@@ -359,34 +366,44 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
                 return done;
             }
 
+            // A completion handler may throw (it is the caller's code). Every CQE read so far is handed back to the
+            // kernel all the same, so the ring is never left holding one that a later Reap would see again (and
+            // deliver to whatever request took its slot since), and the slot was freed before the handler ran.
             uint head = _ring.CqHead;
-            for (uint i = 0; i < ready; i++)
+            uint consumed = 0;
+            try
             {
-                var cqe = _ring.CqeAt(head + i);
-                ulong userData = cqe->user_data;
-                int res = cqe->res;
-                if (userData == WakeUserData)
+                for (uint i = 0; i < ready; i++)
                 {
-                    _wakeArmed = false;
-                    _woken = true;
-                    continue;
-                }
+                    var cqe = _ring.CqeAt(head + i);
+                    ulong userData = cqe->user_data;
+                    int res = cqe->res;
+                    consumed++;
+                    if (userData == WakeUserData)
+                    {
+                        _wakeArmed = false;
+                        _woken = true;
+                        continue;
+                    }
 
-                if (userData == WakeSourceUserData)
-                {
-                    _wakeSourceArmed = false;
-                    _woken = true;
-                    continue;
-                }
+                    if (userData == WakeSourceUserData)
+                    {
+                        _wakeSourceArmed = false;
+                        _woken = true;
+                        continue;
+                    }
 
-                var request = _slots[(int)userData]!;
-                if (HandleResult(request, res))
-                {
-                    done++;
+                    var request = _slots[(int)userData]!;
+                    if (HandleResult(request, res))
+                    {
+                        done++;
+                    }
                 }
             }
-
-            _ring.AdvanceCq(ready);
+            finally
+            {
+                _ring.AdvanceCq(consumed);
+            }
         }
     }
 
@@ -476,13 +493,7 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
 
         if (_eventFd == null)
         {
-            int fd = LibC.eventfd(0, LibC.EFD_CLOEXEC);
-            if (fd < 0)
-            {
-                return; // without an eventfd a wait ends only by completion or timeout
-            }
-
-            _eventFd = new FileDescriptorHandle(fd);
+            return; // without an eventfd a wait ends only by completion or timeout
         }
 
         var sqe = _ring.GetSqe();
