@@ -61,7 +61,7 @@ public sealed unsafe class VirtioBoundaryTests
         // O_DIRECT device: a misaligned guest buffer goes through the bounce path. 128 descriptors of 32 MiB all
         // alias the same guest memory and, with the 4 KiB misaligned one, total 2^32 + 4096: cut to 32 bits that is
         // 4096, the size the bounce buffer used to get before gigabytes were copied into (or out of) it.
-        string path = Path.Combine(Path.GetTempPath(), $"hci-bounds-{Guid.NewGuid():N}.img");
+        string path = Path.Combine(Environment.GetEnvironmentVariable("HCI_TEST_DIR") ?? "/var/tmp", $"hci-bounds-{Guid.NewGuid():N}.img"); // O_DIRECT: not tmpfs
         using var device = BlockDevices.Open(new BlockDeviceOptions { Engine = BlockEngine.IoUring, Path = path, Size = 16 << 20, Direct = true });
         try
         {

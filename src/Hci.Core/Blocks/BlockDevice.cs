@@ -334,6 +334,9 @@ public abstract class BlockDevice : IAsyncDisposable, IDisposable
         }
     }
 
+    /// <summary>The reactor behind the asynchronous API, if it has started (for tests).</summary>
+    internal BlockReactor? ReactorForTests => Volatile.Read(ref _reactor);
+
     private BlockReactor GetReactor()
     {
         var reactor = Volatile.Read(ref _reactor);

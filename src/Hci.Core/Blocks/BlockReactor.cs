@@ -27,16 +27,25 @@ internal sealed class BlockReactor
         }
     }
 
+    /// <summary>Test seam: runs in <see cref="Post"/> after the request passed its first check (to widen the race with a stop).</summary>
+    internal Action? AfterAdmission { get; set; }
+
     public void Post(BlockRequest request)
     {
         // The gate orders a post against the reactor's last look at the inbox: a request is either enqueued
         // before the reactor closes the gate (and then served or cancelled by its final drain) or refused here.
         // Control-plane path only (the data path uses queues directly), so a lock per post costs nothing that matters.
+        if (_stopping)
+        {
+            throw new ObjectDisposedException(nameof(BlockDevice), "The device is being disposed.");
+        }
+
+        AfterAdmission?.Invoke();
         lock (_gate)
         {
-            if (_closed || _stopping)
+            if (_closed)
             {
-                throw new ObjectDisposedException(nameof(BlockDevice), "The device is being disposed.");
+                throw new ObjectDisposedException(nameof(BlockDevice), "The device has been disposed.");
             }
 
             _inbox.Enqueue(request);
