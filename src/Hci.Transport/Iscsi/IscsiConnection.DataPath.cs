@@ -34,6 +34,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
 
     private readonly List<Slot> _free = new(64);
     private readonly List<Slot> _sent = new(64);
+    private readonly List<Slot> _completed = new(64);
     private readonly Dictionary<uint, Slot> _tasks = new(64);
     private readonly Queue<Slot> _posted = new();
     private readonly Dictionary<int, LunPath> _paths = [];
@@ -833,6 +834,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
             }
         }
 
+        AnswerCompleted();
         return done > 0;
     }
 
@@ -840,9 +842,22 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
     /// <param name="request">The request.</param>
     public void OnCompleted(BlockRequest request)
     {
+        // Only recorded here: answering sends, and a send can fail (a peer gone, one that stopped reading), which
+        // must not throw out of the queue's completion delivery. The loop answers right after the poll.
         var s = (Slot)request.UserState!;
         ScsiDisk.CompleteFast(s.Task, request.Operation != BlockOperation.Read, request.Succeeded);
-        Complete(s);
+        _completed.Add(s);
+    }
+
+    /// <summary>Answers the commands whose requests completed in the last polls.</summary>
+    private void AnswerCompleted()
+    {
+        for (int i = 0; i < _completed.Count; i++)
+        {
+            Complete(_completed[i]);
+        }
+
+        _completed.Clear();
     }
 
     private void Complete(Slot s)
@@ -1455,6 +1470,8 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
                         busy = true;
                     }
                 }
+
+                AnswerCompleted();
 
                 RunPosted();
                 if (_slowRunning > 0)
