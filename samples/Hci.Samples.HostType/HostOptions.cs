@@ -20,6 +20,8 @@ internal sealed class VolumeSpec
 
     public bool ReadOnly { get; set; }
 
+    public bool AllowUnsealedMemory { get; set; }
+
     public int Queues { get; set; }
 
     public string Serial { get; set; } = "";
@@ -88,6 +90,10 @@ internal sealed class HostOptions
           --ioengine ENGINE    io_uring (default) | file | memory | null
           --buffered           use the page cache instead of O_DIRECT
           --readonly           export read-only
+          --allow-unsealed-memory
+                               accept guest memory in files that cannot be sealed against shrinking (hugetlbfs,
+                               /dev/shm files); only for trusted front-ends: one that truncates such a file kills
+                               this process. QEMU's memory-backend-memfd (the default) needs no such trust
           --queues N           virtqueues offered (default: processors, at most 8)
           --serial TEXT        the id the guest reads (default: the socket's file name)
           --tenant N           scheduler tenant of this volume's I/O (default 0)
@@ -168,6 +174,9 @@ internal sealed class HostOptions
                     break;
                 case "--readonly":
                     Volume().ReadOnly = true;
+                    break;
+                case "--allow-unsealed-memory":
+                    Volume().AllowUnsealedMemory = true;
                     break;
                 case "--queues":
                     Volume().Queues = ParseInt(arg, Value(), 1, 256);

@@ -61,6 +61,7 @@ try
                 ReactorThreads = options.Reactors,
                 PollWindow = TimeSpan.FromMicroseconds(options.PollMicroseconds),
                 ReadOnly = volume.ReadOnly,
+                AllowUnsealedMemory = volume.AllowUnsealedMemory,
                 Serial = string.IsNullOrEmpty(volume.Serial) ? Path.GetFileNameWithoutExtension(volume.Socket) : volume.Serial,
                 Tenant = volume.Tenant,
             },
