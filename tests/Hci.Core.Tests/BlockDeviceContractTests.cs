@@ -577,14 +577,22 @@ public sealed class BlockDeviceContractTests
         var started = new ManualResetEventSlim();
         var owner = new Thread(() =>
         {
-            // A queue belongs to one thread: every poll happens here; only Wake comes from elsewhere.
-            Assert.Equal(0, queue.Poll(1, 10));
-            Assert.Equal(0, queue.Poll()); // nothing in flight and no timeout: returns at once
-            started.Set();
-            var watch = System.Diagnostics.Stopwatch.StartNew();
-            int delivered = queue.Poll(1, PollTimeoutMs);
-            pollTook = watch.Elapsed;
-            polled.SetResult(delivered);
+            try
+            {
+                // A queue belongs to one thread: every poll happens here; only Wake comes from elsewhere.
+                Assert.Equal(0, queue.Poll(1, 10));
+                Assert.Equal(0, queue.Poll()); // nothing in flight and no timeout: returns at once
+                started.Set();
+                var watch = System.Diagnostics.Stopwatch.StartNew();
+                int delivered = queue.Poll(1, PollTimeoutMs);
+                pollTook = watch.Elapsed;
+                polled.SetResult(delivered);
+            }
+            catch (Exception e)
+            {
+                started.Set();
+                polled.TrySetException(e);
+            }
         });
         owner.Start();
         started.Wait();
@@ -599,6 +607,7 @@ public sealed class BlockDeviceContractTests
         }
         catch (TimeoutException)
         {
+            owner.Join(); // the poll ends by its own timeout; only then may the queue and device go
             Assert.Fail("Wake() did not end the owner's poll within 10 s (the poll's own timeout is 60 s)");
         }
 
