@@ -3,7 +3,7 @@ using Hci.Bench;
 
 namespace Hci.Bench.Tests;
 
-public sealed class ContentionTests
+public sealed class ContentionTests(Xunit.Abstractions.ITestOutputHelper output)
 {
     private static JsonElement RunContention(string scheduler, string path, string runtime = "0.3", string rounds = "1")
     {
@@ -58,12 +58,13 @@ public sealed class ContentionTests
         string path = Path.Combine("/var/tmp", $"hci-contention-test-{Guid.NewGuid():N}.img");
         try
         {
-            var fifo = RunContention("fifo", path, runtime: "0.5", rounds: "3");
-            var hybrid = RunContention("hybrid", path, runtime: "0.5", rounds: "3");
+            var fifo = RunContention("fifo", path, runtime: "0.4", rounds: "5");
+            var hybrid = RunContention("hybrid", path, runtime: "0.4", rounds: "5");
             double Kept(JsonElement r) => Get(r, "together", "container", "iops") / Get(r, "solo", "container", "iops");
             double Slowed(JsonElement r) => Get(r, "together", "container", "mean") / Get(r, "solo", "container", "mean");
             double VmKept(JsonElement r) => Get(r, "together", "vm", "iops") / Get(r, "solo", "vm", "iops");
             string figures = $"container IOPS kept: hybrid {Kept(hybrid):P0}, fifo {Kept(fifo):P0}; latency together/solo: hybrid {Slowed(hybrid):F2}, fifo {Slowed(fifo):F2}; VM IOPS kept: hybrid {VmKept(hybrid):P0}, fifo {VmKept(fifo):P0}";
+            output.WriteLine(figures);
             Assert.True(Slowed(hybrid) < Slowed(fifo), "the container's latency beside VMs is not closer to solo under hybrid: " + figures);
             Assert.True(Kept(hybrid) >= Kept(fifo) * 0.98, "the container keeps less of its IOPS under hybrid: " + figures);
             Assert.True(VmKept(hybrid) < 0.5 * VmKept(fifo), "the VMs do not give way under hybrid: " + figures);
