@@ -75,7 +75,10 @@ public sealed class ScheduledBlockQueue : DecoratorQueue
     public int Waiting => _scheduler.Count;
 
     /// <summary>The scheduler clock: nanoseconds since the queue was made.</summary>
-    public long NowNs => (long)((Stopwatch.GetTimestamp() - _startTicks) * s_nsPerTick);
+    public long NowNs => TestNowNs ?? (long)((Stopwatch.GetTimestamp() - _startTicks) * s_nsPerTick);
+
+    /// <summary>When set, the queue's time stands at this value (tests only: no timing dependency on the test's own speed).</summary>
+    internal long? TestNowNs { get; set; }
 
     /// <summary>True when the scheduler is holding <paramref name="tenant"/>'s I/O back now; a front-end may then leave that tenant's work at the edge.</summary>
     /// <param name="tenant">The tenant.</param>

@@ -126,6 +126,11 @@ public sealed class BlockDeviceContractTests
         int lbs = d.Geometry.LogicalBlockSize;
         const int writers = 8;
         long region = d.Geometry.Capacity / writers;
+
+        // What each byte must hold afterwards: every writer notes its own acknowledged writes (the ranges are
+        // disjoint, so the writers never touch the same bytes of the model). A lost write reads back as the zeroes
+        // or older data the model no longer expects.
+        var model = new byte[d.Geometry.Capacity];
         await Task.WhenAll(Enumerable.Range(0, writers).Select(w => Task.Run(async () =>
         {
             using var buffer = new AlignedBuffer(4 * lbs);
@@ -133,8 +138,10 @@ public sealed class BlockDeviceContractTests
             for (int i = 0; i < 50; i++)
             {
                 long offset = (w * region) + ((long)rng.Next(0, (int)(region / lbs) - 4) * lbs);
-                buffer.Span.Fill((byte)(w + 1));
+                byte value = (byte)(1 + ((w * 50) + i) % 0x7F); // a new value per write: an overwrite that is lost shows
+                buffer.Span.Fill(value);
                 await d.WriteAsync(offset, buffer.Memory);
+                model.AsSpan((int)offset, buffer.Length).Fill(value);
             }
         })));
 
@@ -150,19 +157,23 @@ public sealed class BlockDeviceContractTests
             th.Join();
         }
 
-        using var check = new AlignedBuffer((int)Math.Min(region, d.Geometry.MaxTransferBytes));
-        for (int w = 0; w < writers; w++)
+        for (int w = 0; w < 4; w++)
         {
-            for (long offset = w * region; offset < (w + 1) * region; offset += check.Length)
+            for (int i = 0; i < 16; i++)
             {
-                await d.ReadAsync(offset, check.Memory);
-                foreach (byte b in check.Span)
-                {
-                    if (b != 0 && b != w + 1 && b != 0x80 + w)
-                    {
-                        Assert.Fail($"byte {b:x2} from another writer inside writer {w}'s range at {offset}");
-                    }
-                }
+                model.AsSpan((int)((w * region) + (i * 3L * lbs)), lbs).Fill((byte)(0x80 + w));
+            }
+        }
+
+        using var check = new AlignedBuffer((int)Math.Min(region, d.Geometry.MaxTransferBytes));
+        for (long offset = 0; offset < d.Geometry.Capacity; offset += check.Length)
+        {
+            await d.ReadAsync(offset, check.Memory);
+            int diff = check.Span.CommonPrefixLength(model.AsSpan((int)offset, check.Length));
+            if (diff < check.Length)
+            {
+                long at = offset + diff;
+                Assert.Fail($"byte at {at} (writer {at / region}'s range) is {check.Span[diff]:x2}, last written {model[at]:x2}: a write was lost or landed elsewhere");
             }
         }
     }
@@ -211,19 +222,35 @@ public sealed class BlockDeviceContractTests
     }
 
     [Theory]
-    [MemberData(nameof(PersistentKinds))]
+    [MemberData(nameof(AllKinds))]
+    public async Task CapabilitiesAreWhatTheKindPromises(DeviceKind kind)
+    {
+        await using var t = TestDevice.Create(kind);
+        Assert.Equal(TestDevice.Promises(kind), t.Device.Capabilities);
+    }
+
+    [Theory]
+    [MemberData(nameof(AllKinds))]
     public async Task WriteZeroesZeroesExactlyTheRangeAndLeavesNeighboursAlone(DeviceKind kind)
     {
         await using var t = TestDevice.Create(kind);
         var d = t.Device;
         int lbs = d.Geometry.LogicalBlockSize;
-        Assert.True(d.Supports(BlockDeviceCapabilities.WriteZeroes));
+        Assert.True(d.Supports(BlockDeviceCapabilities.WriteZeroes)); // every kind here offers it
         using var buffer = new AlignedBuffer(8 * lbs);
         buffer.Span.Fill(0xAB);
         await d.WriteAsync(0, buffer.Memory);
-        await d.WriteZeroesAsync(2L * lbs, 3L * lbs);
-        buffer.Span.Clear();
+        await d.WriteZeroesAsync(2L * lbs, 3L * lbs); // completes without an error on every kind
+        buffer.Span.Fill(0xEE);
         await d.ReadAsync(0, buffer.Memory);
+        if (!TestDevice.IsPersistent(kind))
+        {
+            // The null device stores nothing and says so: no persistent data, reads leave the buffer as it was.
+            Assert.False(d.Supports(BlockDeviceCapabilities.PersistentData));
+            Assert.True(buffer.Span.IndexOfAnyExcept((byte)0xEE) < 0, "a read from the null device changed the buffer");
+            return;
+        }
+
         for (int i = 0; i < 8 * lbs; i++)
         {
             byte expected = i >= 2 * lbs && i < 5 * lbs ? (byte)0 : (byte)0xAB;
@@ -249,17 +276,42 @@ public sealed class BlockDeviceContractTests
             return;
         }
 
-        await d.DiscardAsync(lbs, 2L * lbs);
+        await d.DiscardAsync(lbs, 2L * lbs); // completes without an error
+        buffer.Span.Fill(0xEE);
         await d.ReadAsync(0, buffer.Memory);
-        if (d.Supports(BlockDeviceCapabilities.DiscardZeroesData))
+        if (!TestDevice.IsPersistent(kind))
         {
-            Assert.All(buffer.Span.Slice(lbs, 2 * lbs).ToArray(), b => Assert.Equal(0, b));
+            // The null device: the discard completed, and the flags promise nothing about what reads return.
+            Assert.False(d.Supports(BlockDeviceCapabilities.PersistentData));
+            Assert.False(d.Supports(BlockDeviceCapabilities.DiscardZeroesData));
+            Assert.True(buffer.Span.IndexOfAnyExcept((byte)0xEE) < 0, "a read from the null device changed the buffer");
+            return;
         }
 
-        if (d.Supports(BlockDeviceCapabilities.PersistentData))
+        // The neighbours keep their data on every kind that stores data.
+        Assert.True(buffer.Span[..lbs].IndexOfAnyExcept((byte)0x5A) < 0, "the block before the discarded range changed");
+        Assert.True(buffer.Span[(3 * lbs)..].IndexOfAnyExcept((byte)0x5A) < 0, "the block after the discarded range changed");
+        for (int b = 1; b < 3; b++)
         {
-            Assert.All(buffer.Span[..lbs].ToArray(), b => Assert.Equal(0x5A, b));
-            Assert.All(buffer.Span[(3 * lbs)..].ToArray(), b => Assert.Equal(0x5A, b));
+            var block = buffer.Span.Slice(b * lbs, lbs);
+            if (d.Supports(BlockDeviceCapabilities.DiscardZeroesData))
+            {
+                Assert.True(block.IndexOfAnyExcept((byte)0) < 0, $"discarded block {b} does not read zeroes though the device says it does");
+            }
+            else
+            {
+                // Without the promise a discarded block reads as it was or as zeroes, never as anything else.
+                Assert.True(block.IndexOfAnyExcept((byte)0x5A) < 0 || block.IndexOfAnyExcept((byte)0) < 0, $"discarded block {b} reads neither its data nor zeroes");
+            }
+        }
+
+        // Where the test can see the device behind a front-end (vhost-user to the Hci back-end), the discard
+        // reached it: its own range reads zeroes there.
+        if (t.Backing is { } backing && backing.Supports(BlockDeviceCapabilities.DiscardZeroesData))
+        {
+            using var behind = new AlignedBuffer(2 * lbs);
+            await backing.ReadAsync(lbs, behind.Memory);
+            Assert.True(behind.Span.IndexOfAnyExcept((byte)0) < 0, "the discard did not reach the device behind the front-end");
         }
     }
 
@@ -288,6 +340,7 @@ public sealed class BlockDeviceContractTests
         using var big = new AlignedBuffer(g.MaxTransferBytes + (2 * lbs));
         using var request = new BlockRequest(g.MaxSegments + 1);
         BlockError expected;
+        int expectedErrno; // written here, never taken from the code under test
         unsafe
         {
             switch (input)
@@ -295,31 +348,38 @@ public sealed class BlockDeviceContractTests
                 case "misaligned-offset":
                     request.SetReadWrite(BlockOperation.Read, 1, big.Pointer, lbs);
                     expected = BlockError.Misaligned;
+                    expectedErrno = Errno.EINVAL;
                     break;
                 case "misaligned-length":
                     request.SetReadWrite(BlockOperation.Write, 0, big.Pointer, lbs + 1);
                     expected = BlockError.Misaligned;
+                    expectedErrno = Errno.EINVAL;
                     break;
                 case "empty":
                     request.Reset();
                     request.Operation = BlockOperation.Read;
                     expected = BlockError.OutOfRange;
+                    expectedErrno = Errno.ERANGE;
                     break;
                 case "past-end":
                     request.SetReadWrite(BlockOperation.Read, g.Capacity, big.Pointer, lbs);
                     expected = BlockError.OutOfRange;
+                    expectedErrno = Errno.ERANGE;
                     break;
                 case "straddles-end":
                     request.SetReadWrite(BlockOperation.Write, g.Capacity - lbs, big.Pointer, 2 * lbs);
                     expected = BlockError.OutOfRange;
+                    expectedErrno = Errno.ERANGE;
                     break;
                 case "negative-offset":
                     request.SetReadWrite(BlockOperation.Read, -lbs, big.Pointer, lbs);
                     expected = BlockError.OutOfRange;
+                    expectedErrno = Errno.ERANGE;
                     break;
                 case "too-large":
                     request.SetReadWrite(BlockOperation.Read, 0, big.Pointer, g.MaxTransferBytes + lbs);
                     expected = BlockError.TooLarge;
+                    expectedErrno = Errno.EINVAL;
                     break;
                 case "too-many-segments":
                     request.Reset();
@@ -332,23 +392,28 @@ public sealed class BlockDeviceContractTests
                     // Keep the length aligned so that only the segment count is wrong.
                     request.Length = ((request.Length / lbs) + 1) * lbs;
                     expected = BlockError.BadSegments;
+                    expectedErrno = Errno.EINVAL;
 
                     break;
                 case "misaligned-buffer":
                     request.SetReadWrite(BlockOperation.Read, 0, big.Pointer + 1, lbs);
                     expected = g.BufferAlignment > 1 ? BlockError.Misaligned : BlockError.None;
+                    expectedErrno = g.BufferAlignment > 1 ? Errno.EINVAL : 0;
                     break;
                 case "discard-past-end":
                     request.SetRange(BlockOperation.Discard, g.Capacity - lbs, 2L * lbs);
                     expected = BlockError.OutOfRange;
+                    expectedErrno = Errno.ERANGE;
                     break;
                 case "write-zeroes-misaligned":
                     request.SetRange(BlockOperation.WriteZeroes, 0, lbs / 2);
                     expected = BlockError.Misaligned;
+                    expectedErrno = Errno.EINVAL;
                     break;
                 case "fua-on-read":
                     request.SetReadWrite(BlockOperation.Read, 0, big.Pointer, lbs, BlockRequestFlags.ForceUnitAccess);
                     expected = BlockError.Unsupported;
+                    expectedErrno = Errno.EOPNOTSUPP;
                     break;
                 default:
                     throw new ArgumentOutOfRangeException(nameof(input));
@@ -356,12 +421,14 @@ public sealed class BlockDeviceContractTests
         }
 
         Assert.Equal(expected, d.Validate(request, out int errno));
+        Assert.Equal(expectedErrno, errno);
         int result = await d.ExecuteAsync(request);
         Assert.Equal(expected, request.Error);
         if (expected != BlockError.None)
         {
             Assert.True(result < 0);
-            Assert.Equal(errno, -result);
+            Assert.Equal(expectedErrno, -result);
+            Assert.Equal(expectedErrno, request.ToException(d.Name)!.Errno);
             var ex = request.ToException(d.Name)!;
             Assert.Contains("refused", ex.Message);
             Assert.Equal(request.Operation, ex.Operation);
@@ -504,22 +571,47 @@ public sealed class BlockDeviceContractTests
     {
         await using var t = TestDevice.Create(kind);
         using var queue = t.Device.CreateQueue(4);
+        const int PollTimeoutMs = 60_000;
         var polled = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var pollTook = TimeSpan.Zero;
         var started = new ManualResetEventSlim();
         var owner = new Thread(() =>
         {
-            // A queue belongs to one thread: every poll happens here; only Wake comes from elsewhere.
-            Assert.Equal(0, queue.Poll(1, 10));
-            Assert.Equal(0, queue.Poll()); // nothing in flight and no timeout: returns at once
-            started.Set();
-            polled.SetResult(queue.Poll(1, 30_000));
+            try
+            {
+                // A queue belongs to one thread: every poll happens here; only Wake comes from elsewhere.
+                Assert.Equal(0, queue.Poll(1, 10));
+                Assert.Equal(0, queue.Poll()); // nothing in flight and no timeout: returns at once
+                started.Set();
+                var watch = System.Diagnostics.Stopwatch.StartNew();
+                int delivered = queue.Poll(1, PollTimeoutMs);
+                pollTook = watch.Elapsed;
+                polled.SetResult(delivered);
+            }
+            catch (Exception e)
+            {
+                started.Set();
+                polled.TrySetException(e);
+            }
         });
         owner.Start();
         started.Wait();
 
         // A wake is remembered until a poll consumes it, so one is enough whether the owner is already waiting or not.
+        // The poll would wait a minute; only the wake can end it within the ten seconds given here, so a Wake that
+        // does nothing fails instead of passing when the poll times out.
         queue.Wake();
-        Assert.Equal(0, await polled.Task.WaitAsync(TimeSpan.FromSeconds(30)));
+        try
+        {
+            Assert.Equal(0, await polled.Task.WaitAsync(TimeSpan.FromSeconds(10)));
+        }
+        catch (TimeoutException)
+        {
+            owner.Join(); // the poll ends by its own timeout; only then may the queue and device go
+            Assert.Fail("Wake() did not end the owner's poll within 10 s (the poll's own timeout is 60 s)");
+        }
+
+        Assert.True(pollTook < TimeSpan.FromMilliseconds(PollTimeoutMs / 2), $"the poll took {pollTook}: it ended by its timeout, not the wake");
         owner.Join();
     }
 

@@ -17,6 +17,29 @@ internal sealed class TestDevice : IAsyncDisposable
 
     public BlockDevice Device { get; }
 
+    /// <summary>The device behind a front-end, where the test can look at it directly; none for these kinds.</summary>
+    public BlockDevice? Backing => null;
+
+    /// <summary>What each kind promises (its capability flags), written here rather than read from the device.</summary>
+    public static BlockDeviceCapabilities Promises(DeviceKind kind)
+    {
+        const BlockDeviceCapabilities Stores = BlockDeviceCapabilities.Flush | BlockDeviceCapabilities.ForceUnitAccess | BlockDeviceCapabilities.Discard
+            | BlockDeviceCapabilities.DiscardZeroesData | BlockDeviceCapabilities.WriteZeroes | BlockDeviceCapabilities.PersistentData;
+        return kind switch
+        {
+            // io_uring on a file: punch-hole discard (reads zeroes), zero-range write-zeroes, RWF_DSYNC for FUA.
+            DeviceKind.IoUring or DeviceKind.IoUringBuffered => Stores,
+
+            // Portable positional I/O: no discard and no FUA, write-zeroes by writing zeroes.
+            DeviceKind.File => BlockDeviceCapabilities.Flush | BlockDeviceCapabilities.WriteZeroes | BlockDeviceCapabilities.PersistentData,
+            DeviceKind.Memory or DeviceKind.FaultPassThrough or DeviceKind.DelayPassThrough => Stores,
+
+            // null_blk: accepts everything, stores nothing, so no persistent data and no discard-zeroes promise.
+            DeviceKind.Null => BlockDeviceCapabilities.Flush | BlockDeviceCapabilities.ForceUnitAccess | BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.WriteZeroes,
+            _ => throw new ArgumentOutOfRangeException(nameof(kind)),
+        };
+    }
+
     public static readonly long DefaultSize = 16L << 20;
 
     /// <summary>Whether data written to a device of this kind can be read back.</summary>

@@ -153,4 +153,116 @@ public sealed class SchedulerSimulationTests
         Assert.True(batches > 0);
         Assert.True(r["vm"].Completed / (double)batches >= 4, $"{r["vm"].Completed} I/Os in {batches} batches");
     }
+
+    [Fact]
+    public void HybridGivesThrottledVmsTheirShareOfTheDevicesRate()
+    {
+        // Floors far below the share and a delay bound that never fires: while the container presses, the VMs
+        // together get VmShareWhenPressed of the device's measured rate. Five times the share, five times the rate.
+        static double VmIops(double share)
+        {
+            var options = new HybridSchedulerOptions { VmShareWhenPressed = share, VmFloorIops = 100, MaxAddedDelay = TimeSpan.FromSeconds(10) };
+            var r = SchedulerSimulator.Run(new HybridScheduler<SimulatedIo>(options), Ssd, [Container("c", 1, 128), Vm("vm1", 2, 64), Vm("vm2", 3, 64)], Seconds2, Warmup);
+            double vms = r["vm1"].Iops + r["vm2"].Iops;
+            Assert.InRange(vms / r.DeviceIops, share * 0.8, share * 1.25);
+            Assert.InRange(r["vm1"].Iops / r["vm2"].Iops, 0.8, 1.25); // split evenly between the busy VMs
+            return vms;
+        }
+
+        double small = VmIops(0.02);
+        double large = VmIops(0.10);
+        Assert.InRange(large / small, 4, 6);
+    }
+
+    [Theory]
+    [InlineData(200, 500, true)] // slow containers over the threshold press at depth 1
+    [InlineData(200, 50, false)] // fast ones do not
+    [InlineData(0, 500, false)] // no threshold: depth alone decides
+    public void HybridLatencyThresholdMakesAShallowContainerPressWhenItsLatencyRises(int thresholdUs, int latencyUs, bool presses)
+    {
+        // Depth 1, far under the pressure depth: only the containers' latency (a moving average of completions)
+        // can make them press, and only where a threshold is set.
+        var s = new HybridScheduler<object>(new HybridSchedulerOptions { ContainerPressureDepth = 64, ContainerLatencyThreshold = TimeSpan.FromMicroseconds(thresholdUs) });
+        long now = 1_000_000_000;
+        for (int i = 0; i < 100; i++, now += 1_000_000)
+        {
+            var done = new IoDescriptor(IoClass.Container, 1, BlockOperation.Read, 0, 4096, now - (latencyUs * 1000L));
+            s.Enqueue(new object(), done);
+            Assert.True(s.TryDequeue(now, out _, out _));
+            s.OnCompleted(done, now);
+        }
+
+        Assert.False(s.ContainersPressing(now + 10_000_000), "no container I/O outstanding: nothing presses");
+        now += 10_000_000;
+        s.Enqueue(new object(), new IoDescriptor(IoClass.Container, 1, BlockOperation.Read, 0, 4096, now));
+        Assert.Equal(presses, s.ContainersPressing(now));
+
+        // And what pressing means: a VM with more waiting than its floor allows is throttled.
+        for (int i = 0; i < 16; i++)
+        {
+            s.Enqueue(new object(), new IoDescriptor(IoClass.Vm, 7, BlockOperation.Read, 0, 4096, now));
+        }
+
+        int vmReleased = 0;
+        while (s.TryDequeue(now, out _, out var io))
+        {
+            vmReleased += io.Class == IoClass.Vm ? 1 : 0;
+        }
+
+        Assert.Equal(presses, s.IsThrottled(7, now));
+        Assert.True(presses ? vmReleased < 16 : vmReleased == 16, $"{vmReleased} of 16 VM I/Os released");
+    }
+
+    [Fact]
+    public void HybridIsThrottledOnlyForVmsWhileContainersPressAndUntilTheHoldEnds()
+    {
+        var options = new HybridSchedulerOptions { ContainerPressureDepth = 2, PressureHold = TimeSpan.FromMilliseconds(2), VmFloorIops = 1000, VmBatchSize = 1, MaxAddedDelay = TimeSpan.FromSeconds(1) };
+        var s = new HybridScheduler<object>(options);
+        long now = 1_000_000_000;
+        var vm = new IoDescriptor(IoClass.Vm, 7, BlockOperation.Read, 0, 4096, now);
+        var container = new IoDescriptor(IoClass.Container, 1, BlockOperation.Read, 0, 4096, now);
+        for (int i = 0; i < 16; i++)
+        {
+            s.Enqueue(new object(), vm);
+        }
+
+        // No container I/O: nobody is throttled, and the VM's I/O goes.
+        Assert.False(s.IsThrottled(7, now), "throttled with no container I/O");
+        Assert.True(s.TryDequeue(now, out _, out _), "the VM's I/O did not go");
+
+        // Two container I/Os outstanding: containers press; once the VM spent what its bucket holds it is throttled.
+        s.Enqueue(new object(), container);
+        s.Enqueue(new object(), container);
+        Assert.True(s.ContainersPressing(now), "two container I/Os at depth 2 do not press");
+        int released = 0;
+        while (!s.IsThrottled(7, now))
+        {
+            Assert.True(s.TryDequeue(now, out _, out var io));
+            if (io.Class == IoClass.Vm)
+            {
+                released++;
+            }
+
+            Assert.True(released < 16, "the VM was never throttled while containers pressed");
+        }
+
+        Assert.False(s.IsThrottled(1, now)); // a container tenant is never throttled
+        Assert.False(s.IsThrottled(8, now)); // nor a tenant with no I/O
+
+        // At the floor (1000 IOPS, one I/O per ms), 1 ms later one more VM I/O goes (ahead of the containers),
+        // then the VM is throttled again.
+        long t = now + 1_000_000;
+        Assert.False(s.IsThrottled(7, t), "the floor's next token did not come");
+        Assert.True(s.TryDequeue(t, out _, out var next));
+        Assert.Equal(IoClass.Vm, next.Class);
+        Assert.True(s.IsThrottled(7, t), "not throttled after spending the floor's token");
+
+        // The containers go and finish; the pressure holds for PressureHold (2 ms), then the VM is free again.
+        Assert.True(s.TryDequeue(t, out _, out var c1) && c1.Class == IoClass.Container);
+        Assert.True(s.TryDequeue(t, out _, out var c2) && c2.Class == IoClass.Container);
+        s.OnCompleted(container, t);
+        s.OnCompleted(container, t);
+        Assert.True(s.IsThrottled(7, t + 500_000), "the pressure did not hold");
+        Assert.False(s.IsThrottled(7, t + 2_100_000), "still throttled after the hold");
+    }
 }

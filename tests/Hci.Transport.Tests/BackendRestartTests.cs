@@ -34,7 +34,7 @@ public sealed class BackendRestartTests(ITestOutputHelper output)
             long failures = 0;
             long completed = 0;
             using var stop = new CancellationTokenSource();
-            var writer = new Thread(() => Write(client, lbs, versions, stop.Token, ref failures, ref completed));
+            var writer = new Thread(() => Write(client, lbs, versions, stop.Token, ref failures, ref completed)) { IsBackground = true };
             writer.Start();
 
             for (int round = 0; round < 3; round++)
@@ -52,14 +52,26 @@ public sealed class BackendRestartTests(ITestOutputHelper output)
             }
 
             stop.Cancel();
-            writer.Join();
+
+            // Every request the writer submitted must be answered. A back-end that ignores the in-flight record
+            // starts again at the used index and never runs the heads that were in flight when the old one died,
+            // so their writes would wait forever: bound the wait instead of hanging.
+            bool drained = writer.Join(TimeSpan.FromSeconds(60));
             foreach (string line in _hostLog)
             {
                 output.WriteLine(line);
             }
 
+            Assert.True(drained, "the writer's requests were never all answered after the restarts: in-flight requests were not resumed");
             Assert.Equal(0, Interlocked.Read(ref failures));
             Assert.Equal(3, client.Reconnects);
+
+            // And the restarted back-ends did resume requests from the in-flight record: each restart logs how many
+            // heads it resubmitted. The writer keeps 16 writes in flight, so a kill lands with some of them taken
+            // and not answered; over three kills at least one restart must have resubmitted some.
+            var resumed = _hostLog.Select(l => System.Text.RegularExpressions.Regex.Match(l, @"resumes (\d+) request\(s\) a previous back-end left in flight"))
+                .Where(m => m.Success).Select(m => int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)).ToList();
+            Assert.True(resumed.Sum() > 0, $"no restarted back-end resubmitted an in-flight request (resume lines: {resumed.Count})");
 
             // Every block holds what was last acknowledged for it.
             using var buffer = new AlignedBuffer(lbs);

@@ -30,44 +30,58 @@ public sealed class IscsiDataPathTests
         {
             using var s = Connect(port, digests: false);
             var client = new RawInitiator(s, digests: false);
-            var payload = new byte[Block];
+
+            // What the initiator wrote, per LBA, and which command each task tag carried: a read must return the
+            // last data written to its own LBA, and every answer must name a task we have in flight, once.
+            var written = new Dictionary<uint, byte[]>();
+            var inFlight = new Dictionary<uint, (bool Write, uint Lba)>();
             for (int round = 0; round < Rounds; round++)
             {
-                // Depth commands in flight: writes of a block stamped with the round, then reads of the same blocks.
+                // Depth commands in flight: writes of blocks stamped with their LBA and round, then reads of them.
                 bool write = round % 2 == 0;
                 for (int i = 0; i < Depth; i++)
                 {
                     uint lba = (uint)((round / 2 * Depth) + i) % 4096;
+                    byte[]? payload = null;
                     if (write)
                     {
-                        payload.AsSpan().Fill((byte)(round + i));
+                        payload = new byte[Block];
+                        payload.AsSpan().Fill((byte)(round + (i * 7)));
                         BinaryPrimitives.WriteUInt32BigEndian(payload, lba);
+                        BinaryPrimitives.WriteInt32BigEndian(payload.AsSpan(4), round);
+                        written[lba] = payload;
                     }
 
-                    client.Send(Rw(write, lba), write ? payload : null, write ? 0 : Block);
+                    uint itt = client.Send(Rw(write, lba), payload, write ? 0 : Block);
+                    inFlight.Add(itt, (write, lba));
                 }
 
                 for (int i = 0; i < Depth; i++)
                 {
-                    byte status;
-                    byte[] data;
+                    RawInitiator.Answer answer;
                     try
                     {
-                        (status, data) = client.Receive();
+                        answer = client.ReceiveAnswer();
                     }
                     catch (SocketException e)
                     {
                         throw new InvalidOperationException($"no answer in round {round} after {i} answers", e);
                     }
 
-                    Assert.Equal(ScsiStatus.Good, status);
-                    if (!write)
+                    Assert.True(inFlight.Remove(answer.Itt, out var command), $"round {round}: an answer for task tag {answer.Itt}, which is not in flight");
+                    Assert.Equal(ScsiStatus.Good, answer.Status);
+                    if (!command.Write)
                     {
-                        uint lba = BinaryPrimitives.ReadUInt32BigEndian(data);
-                        Assert.Equal(Block, data.Length);
-                        Assert.Equal((byte)((round - 1) + (int)(lba % 4096 - ((uint)(round / 2 * Depth) % 4096))), data[Block - 1]);
+                        Assert.Equal(Block, answer.Data.Length);
+                        byte[] expected = written[command.Lba];
+                        if (!answer.Data.AsSpan().SequenceEqual(expected))
+                        {
+                            Assert.Fail($"round {round}: LBA {command.Lba} read back block {BinaryPrimitives.ReadUInt32BigEndian(answer.Data)} of round {BinaryPrimitives.ReadInt32BigEndian(answer.Data.AsSpan(4))}, last written in round {BinaryPrimitives.ReadInt32BigEndian(expected.AsSpan(4))}");
+                        }
                     }
                 }
+
+                Assert.Empty(inFlight);
             }
 
             client.Logout();
@@ -301,7 +315,7 @@ public sealed class IscsiDataPathTests
         });
     }
 
-    private static void WaitUntil(Func<bool> condition, string what)
+    internal static void WaitUntil(Func<bool> condition, string what)
     {
         var watch = System.Diagnostics.Stopwatch.StartNew();
         while (!condition())
@@ -318,7 +332,7 @@ public sealed class IscsiDataPathTests
         return Tmds.Linux.LibC.ioctl((int)s.Handle, TIOCOUTQ, &n) == 0 ? n : -1;
     }
 
-    private static byte[] Rw(bool write, uint lba)
+    internal static byte[] Rw(bool write, uint lba)
     {
         var cdb = new byte[16];
         cdb[0] = write ? (byte)0x2A : (byte)0x28;
@@ -327,14 +341,14 @@ public sealed class IscsiDataPathTests
         return cdb;
     }
 
-    private static Socket Connect(int port, bool digests, string host = "127.0.0.1", int maxRecv = 65536)
+    internal static Socket Connect(int port, bool digests, string host = "127.0.0.1", int maxRecv = 65536, string extraKeys = "")
     {
         var address = System.Net.IPAddress.Parse(host);
         var s = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true, ReceiveTimeout = 10_000 };
         s.Connect(address, port);
         string digest = digests ? "CRC32C" : "None";
         Login(s, 0x81, $"InitiatorName=iqn.2026-11.org.hci.test:raw\0TargetName={Iqn}\0SessionType=Normal\0AuthMethod=None\0");
-        string answer = Login(s, 0x87, $"HeaderDigest={digest}\0DataDigest={digest}\0MaxRecvDataSegmentLength={maxRecv}\0ImmediateData=Yes\0InitialR2T=No\0FirstBurstLength=65536\0");
+        string answer = Login(s, 0x87, $"HeaderDigest={digest}\0DataDigest={digest}\0MaxRecvDataSegmentLength={maxRecv}\0ImmediateData=Yes\0InitialR2T=No\0FirstBurstLength=65536\0{extraKeys}");
         Assert.Contains($"HeaderDigest={digest}", answer);
         return s;
     }
@@ -362,7 +376,7 @@ public sealed class IscsiDataPathTests
         return Encoding.ASCII.GetString(reply);
     }
 
-    private sealed class RawInitiator(Socket socket, bool digests)
+    internal sealed class RawInitiator(Socket socket, bool digests)
     {
         private uint _cmdSn = 1;
         private uint _itt = 100;
@@ -383,17 +397,93 @@ public sealed class IscsiDataPathTests
             }
         }
 
-        public void Send(byte[] cdb, byte[]? immediate, int readLength, int lun = 1)
+        /// <summary>One answer to a command: its task tag, status, Data-In and the sense data of a CHECK CONDITION.</summary>
+        public readonly record struct Answer(uint Itt, byte Status, byte[] Data, byte[] Sense)
+        {
+            public int SenseKey => Sense.Length > 2 ? Sense[2] & 0x0F : -1;
+
+            public int Asc => Sense.Length > 12 ? Sense[12] : -1;
+        }
+
+        public uint Send(byte[] cdb, byte[]? immediate, int readLength, int lun = 1)
+            => SendCommand(cdb, immediate, immediate?.Length ?? readLength, write: immediate != null, lun);
+
+        /// <summary>A SCSI command with its expected length and direction given apart from any immediate data.</summary>
+        public uint SendCommand(byte[] cdb, byte[]? immediate, int expectedLength, bool write, int lun = 1, bool final = true, bool immediateDelivery = false)
         {
             var h = new byte[48];
-            h[0] = 0x01;
-            h[1] = (byte)(0x80 | (immediate != null ? 0x20 : 0) | (readLength > 0 ? 0x40 : 0) | 0x01);
+            h[0] = (byte)(0x01 | (immediateDelivery ? 0x40 : 0));
+            h[1] = (byte)((final ? 0x80 : 0) | (write ? 0x20 : 0) | (!write && expectedLength > 0 ? 0x40 : 0) | 0x01);
             BinaryPrimitives.WriteUInt64BigEndian(h.AsSpan(8), (ulong)lun << 48);
-            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(16), _itt++);
-            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(20), (uint)(immediate?.Length ?? readLength));
-            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(24), _cmdSn++);
+            uint itt = _itt++;
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(16), itt);
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(20), (uint)expectedLength);
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(24), immediateDelivery ? _cmdSn : _cmdSn++);
             cdb.CopyTo(h, 32);
             Write(h, immediate ?? []);
+            return itt;
+        }
+
+        /// <summary>A Data-Out PDU for a write in progress.</summary>
+        public void SendDataOut(uint itt, uint ttt, uint dataSn, uint offset, byte[] data, bool final, int lun = 1)
+        {
+            var h = new byte[48];
+            h[0] = 0x05;
+            h[1] = (byte)(final ? 0x80 : 0);
+            BinaryPrimitives.WriteUInt64BigEndian(h.AsSpan(8), (ulong)lun << 48);
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(16), itt);
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(20), ttt);
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(36), dataSn);
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(40), offset);
+            Write(h, data);
+        }
+
+        /// <summary>A task management function request (immediate); returns its task tag.</summary>
+        public uint SendTaskManagement(int function, uint referencedTag = 0xFFFFFFFF, int lun = 1)
+        {
+            var h = new byte[48];
+            h[0] = 0x40 | 0x02;
+            h[1] = (byte)(0x80 | function);
+            BinaryPrimitives.WriteUInt64BigEndian(h.AsSpan(8), (ulong)lun << 48);
+            uint itt = _itt++;
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(16), itt);
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(20), referencedTag);
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(24), _cmdSn);
+            Write(h, []);
+            return itt;
+        }
+
+        /// <summary>The next command answer, whichever task it belongs to; NOP-Ins are answered on the way.</summary>
+        public Answer ReceiveAnswer()
+        {
+            var data = new List<byte>();
+            while (true)
+            {
+                var (h, segment) = Next();
+                uint itt = BinaryPrimitives.ReadUInt32BigEndian(h.AsSpan(16));
+                int op = h[0] & 0x3F;
+                if (op == 0x25)
+                {
+                    data.AddRange(segment);
+                    if ((h[1] & 0x01) != 0)
+                    {
+                        return new Answer(itt, h[3], data.ToArray(), []);
+                    }
+                }
+                else if (op == 0x21)
+                {
+                    byte[] sense = segment.Length >= 2 ? segment[2..] : [];
+                    return new Answer(itt, h[3], data.ToArray(), sense);
+                }
+                else if (op == 0x20 && BinaryPrimitives.ReadUInt32BigEndian(h.AsSpan(20)) != 0xFFFFFFFF)
+                {
+                    AnswerPing(h);
+                }
+                else
+                {
+                    throw new InvalidOperationException($"expected a command's answer, got opcode 0x{op:x2} for task {itt:x}");
+                }
+            }
         }
 
         public void Logout()
@@ -411,23 +501,8 @@ public sealed class IscsiDataPathTests
 
         public (byte Status, byte[] Data) Receive()
         {
-            var data = new List<byte>();
-            while (true)
-            {
-                var (h, segment) = Next();
-                if (h[0] == 0x25)
-                {
-                    data.AddRange(segment);
-                    if ((h[1] & 0x01) != 0)
-                    {
-                        return (h[3], data.ToArray());
-                    }
-                }
-                else if (h[0] == 0x21)
-                {
-                    return (h[3], data.ToArray());
-                }
-            }
+            var a = ReceiveAnswer();
+            return (a.Status, a.Data);
         }
 
         private void Write(byte[] header, byte[] data)

@@ -33,7 +33,14 @@ public sealed class IscsiHostileTests
         await good.ConnectAsync(endpoint);
         Assert.True(await Login(good, 1), "the well-behaved login failed");
 
-        int connections = await Flood(endpoint);
+        // The flood runs for minutes, far past the target's NOP-In timeout: the good session answers the target's
+        // pings meanwhile, as a real initiator would, so that it is still there afterwards.
+        int connections;
+        using (new PingAnswerer(good, cmdSn: 2))
+        {
+            connections = await Flood(endpoint);
+        }
+
         Assert.True(connections > 10, $"only {connections} connections");
 
         // The good session still answers: TEST UNIT READY and READ CAPACITY(10) over it.
@@ -79,6 +86,7 @@ public sealed class IscsiHostileTests
         int pdus = 0;
         int connections = 0;
         var sink = new byte[65536];
+        var pinged = new PingAnswerer(good, cmdSn: 2); // the good session answers the target's pings meanwhile
         while (pdus < 30_000)
         {
             Assert.True(watch.Elapsed < TimeSpan.FromMinutes(3), $"stuck after {pdus} login PDUs");
@@ -142,6 +150,7 @@ public sealed class IscsiHostileTests
         }
 
         // The good session still works, a fresh login works, and every mangled connection has gone.
+        pinged.Dispose();
         Assert.Equal(0, await Command(good, 2, [0x00], 0));
         using var fresh = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await fresh.ConnectAsync(endpoint);
@@ -306,5 +315,85 @@ public sealed class IscsiHostileTests
         }
 
         return (header, data);
+    }
+
+    /// <summary>
+    /// Answers the target's NOP-In pings on an otherwise idle session from a thread of its own until disposed, so that
+    /// a session left waiting while a long flood runs is not dropped as silent. It reads only whole PDUs and stops
+    /// between them, so the session can be used again afterwards.
+    /// </summary>
+    private sealed class PingAnswerer : IDisposable
+    {
+        private readonly Socket _socket;
+        private readonly uint _cmdSn;
+        private readonly Thread _thread;
+        private volatile bool _stop;
+
+        public PingAnswerer(Socket socket, uint cmdSn)
+        {
+            _socket = socket;
+            _cmdSn = cmdSn;
+            _thread = new Thread(Run) { IsBackground = true, Name = "ping-answerer" };
+            _thread.Start();
+        }
+
+        public int Answered { get; private set; }
+
+        public void Dispose()
+        {
+            _stop = true;
+            _thread.Join();
+        }
+
+        private void Run()
+        {
+            var header = new byte[48];
+            while (!_stop)
+            {
+                if (!_socket.Poll(TimeSpan.FromMilliseconds(100), SelectMode.SelectRead))
+                {
+                    continue; // nothing yet: look at the stop flag again
+                }
+
+                if (!ReadExactly(header))
+                {
+                    return; // the target closed the session: the test's later command reports it
+                }
+
+                var data = new byte[((header[5] << 16) | (header[6] << 8) | header[7]) + 3 & ~3];
+                if (!ReadExactly(data))
+                {
+                    return;
+                }
+
+                if ((header[0] & 0x3F) == 0x20 && BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(20)) != 0xFFFFFFFF)
+                {
+                    var reply = new byte[48];
+                    reply[0] = 0x40; // NOP-Out, immediate
+                    reply[1] = 0x80;
+                    BinaryPrimitives.WriteUInt32BigEndian(reply.AsSpan(16), 0xFFFFFFFF);
+                    header.AsSpan(20, 4).CopyTo(reply.AsSpan(20)); // the target's tag
+                    BinaryPrimitives.WriteUInt32BigEndian(reply.AsSpan(24), _cmdSn);
+                    _socket.Send(reply);
+                    Answered++;
+                }
+            }
+        }
+
+        private bool ReadExactly(Span<byte> into)
+        {
+            while (into.Length > 0)
+            {
+                int n = _socket.Receive(into);
+                if (n == 0)
+                {
+                    return false;
+                }
+
+                into = into[n..];
+            }
+
+            return true;
+        }
     }
 }

@@ -36,6 +36,19 @@ internal sealed class TestDevice : IAsyncDisposable
 
     public BlockDevice Device { get; }
 
+    /// <summary>The Hci back-end's own device, where the test can look behind the front-end; null for qemu-storage-daemon.</summary>
+    public BlockDevice? Backing => _backing;
+
+    /// <summary>
+    /// What the client reports for each back-end, written here: virtio-blk carries FLUSH, DISCARD and WRITE_ZEROES
+    /// but no FUA and no "discard reads zeroes" promise, and the client does not claim persistence for a remote device.
+    /// </summary>
+    public static BlockDeviceCapabilities Promises(DeviceKind kind) => kind switch
+    {
+        DeviceKind.VhostUserHci or DeviceKind.VhostUserQsd => BlockDeviceCapabilities.Flush | BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.WriteZeroes,
+        _ => throw new ArgumentOutOfRangeException(nameof(kind)),
+    };
+
     public static bool IsPersistent(DeviceKind kind) => true;
 
     public static TestDevice Create(DeviceKind kind, long size = 0)

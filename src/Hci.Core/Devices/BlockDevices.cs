@@ -24,6 +24,10 @@ public static partial class BlockDevices
     /// <exception cref="PlatformNotSupportedException"><see cref="BlockEngine.IoUring"/> was asked for where io_uring is unavailable.</exception>
     /// <exception cref="IOException">The file or device cannot be opened.</exception>
     public static BlockDevice Open(BlockDeviceOptions options, ILoggerFactory? loggerFactory = null)
+        => OpenWithProbe(options, loggerFactory, OperatingSystem.IsLinux() ? IoUringSupport.Current : null);
+
+    /// <summary>Opens a device as if the kernel's io_uring probe had given <paramref name="support"/> (tests of the fallback).</summary>
+    internal static BlockDevice OpenWithProbe(BlockDeviceOptions options, ILoggerFactory? loggerFactory, IoUringSupport? support)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
@@ -43,14 +47,14 @@ public static partial class BlockDevices
         }
 
         var engine = options.Engine;
-        if (engine == BlockEngine.IoUring && !IoUringSupport.Current.IsAvailable)
+        if (engine == BlockEngine.IoUring && !support!.IsAvailable)
         {
-            throw new PlatformNotSupportedException($"The io_uring engine cannot start: {IoUringSupport.Current.UnavailableReason}. Or choose the file engine.");
+            throw new PlatformNotSupportedException($"The io_uring engine cannot start: {support!.UnavailableReason}. Or choose the file engine.");
         }
 
         if (engine == BlockEngine.Auto)
         {
-            if (IoUringSupport.Current.IsAvailable)
+            if (support!.IsAvailable)
             {
                 engine = BlockEngine.IoUring;
             }
@@ -59,7 +63,7 @@ public static partial class BlockDevices
                 engine = BlockEngine.File;
                 if (Interlocked.Exchange(ref s_fallbackWarned, 1) == 0)
                 {
-                    Log.FallingBackToFileEngine(logger, IoUringSupport.Current.UnavailableReason!);
+                    Log.FallingBackToFileEngine(logger, support!.UnavailableReason!);
                 }
             }
         }

@@ -35,6 +35,19 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
     private BlockSegment[] _registered = [];
     private bool _fileAddRef;
 
+    // Test seams (internal; InternalsVisibleTo Hci.Core.Tests): what a test cannot see or provoke from outside.
+
+    /// <summary>READ_FIXED/WRITE_FIXED submissions (registered buffers used), for tests.</summary>
+    internal long FixedSubmissions;
+
+    /// <summary>When positive, single-segment transfers are submitted at most this many bytes at a time, so the
+    /// kernel really completes them short and the queue must resume the rest (tests only).</summary>
+    internal int TestMaxSubmitBytes;
+
+    /// <summary>When positive, that many completions of requests are answered -EAGAIN instead of their result
+    /// before being handled, as the kernel may for a buffered transfer (tests only).</summary>
+    internal int TestEagainCompletions;
+
     public IoUringBlockQueue(IoUringBlockDevice device, int depth)
         : base(device)
     {
@@ -301,6 +314,11 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
                     var segment = request.SegmentPointer[0];
                     nint address = segment.Address + request.Progress;
                     uint length = (uint)(segment.Length - request.Progress);
+                    if (TestMaxSubmitBytes > 0 && length > (uint)TestMaxSubmitBytes)
+                    {
+                        length = (uint)TestMaxSubmitBytes;
+                    }
+
                     sqe->addr = (ulong)address;
                     sqe->len = length;
                     int index = FindRegistered(address, length);
@@ -308,6 +326,7 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
                     {
                         sqe->opcode = write ? IORING_OP_WRITE_FIXED : IORING_OP_READ_FIXED;
                         sqe->buf_index = (ushort)index;
+                        FixedSubmissions++;
                     }
                     else
                     {
@@ -394,6 +413,12 @@ internal sealed unsafe class IoUringBlockQueue : BlockQueue
                     }
 
                     var request = _slots[(int)userData]!;
+                    if (TestEagainCompletions > 0)
+                    {
+                        TestEagainCompletions--;
+                        res = -Errno.EAGAIN;
+                    }
+
                     if (HandleResult(request, res))
                     {
                         done++;

@@ -20,6 +20,11 @@ internal sealed class IoUringSupport
 
     public static IoUringSupport Current => s_current.Value;
 
+    /// <summary>A probe result saying io_uring cannot be used, for tests of the fallback.</summary>
+    /// <param name="reason">Why.</param>
+    /// <returns>The result.</returns>
+    internal static IoUringSupport Unavailable(string reason) => new(reason, 0, [], 0);
+
     /// <summary>Null when io_uring is usable; otherwise why not and how to fix it.</summary>
     public string? UnavailableReason { get; }
 
