@@ -329,8 +329,12 @@ public sealed class IscsiErrorPathTests
             Assert.Equal(ScsiStatus.Good, second.ReceiveAnswer().Status);
         }
 
-        // Close the target while the I/O is at the device; it may finish only once the device has answered.
+        // Close the target while the I/O is at the device; it may finish only once the device has answered (the
+        // device may still write into the requests' buffers), so it must still be waiting 2 s later, while the
+        // clock that holds the I/O stands still.
         var closing = Task.Run(async () => await target.DisposeAsync());
+        var early = await Record.ExceptionAsync(() => closing.WaitAsync(TimeSpan.FromSeconds(2)));
+        Assert.True(early is TimeoutException, "the target closed while its I/O was still at the device");
         clock.Advance(TimeSpan.FromHours(2));
         try
         {
