@@ -492,10 +492,12 @@ internal sealed unsafe class VhostUserBlkSession : IDisposable
         int fd;
         fixed (byte* name = "hci-inflight\0"u8)
         {
-            fd = LibC.memfd_create(name, LibC.MFD_CLOEXEC);
+            fd = LibC.memfd_create(name, LibC.MFD_CLOEXEC | 0x2u /* MFD_ALLOW_SEALING */);
         }
 
-        if (fd < 0 || LibC.ftruncate(fd, size) != 0)
+        // Sealed at its size: the front-end hands this file back with SET_INFLIGHT_FD after a restart, and the
+        // back-end maps only memory that cannot shrink under it.
+        if (fd < 0 || LibC.ftruncate(fd, size) != 0 || LibC.fcntl(fd, LibC.F_ADD_SEALS, LibC.F_SEAL_SHRINK | LibC.F_SEAL_GROW) != 0)
         {
             _logger.LogWarning("vhost-user session {Id}: could not make the in-flight area: {Error}.", Id, Errno.Describe(LibC.errno));
             if (fd >= 0)
