@@ -255,6 +255,58 @@ public sealed class ScsiDiskTests : IDisposable
     }
 
     [Fact]
+    public async Task ModeSelectTurnsTheWriteCacheOffAndModeSenseThenReportsItOff()
+    {
+        // MODE SENSE says WCE is changeable: a MODE SELECT that clears it must take effect (or be refused).
+        Assert.Equal(0x04, await CachingByteAsync(control: 1) & 0x04);
+        Assert.Equal(0x04, await CachingByteAsync(control: 0) & 0x04);
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(A, ModeSelect6(24), dataOut: CachingPage(wce: false))).Status);
+        Assert.Equal(0, await CachingByteAsync(control: 0) & 0x04);
+
+        // Writes still work with the cache off (each written through), and the cache can be turned back on.
+        Assert.Equal(ScsiStatus.Good, (await WriteAsync(A, 0, 1)).Status);
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(A, ModeSelect6(24), dataOut: CachingPage(wce: true))).Status);
+        Assert.Equal(0x04, await CachingByteAsync(control: 0) & 0x04);
+    }
+
+    [Fact]
+    public async Task ModeSelectRefusesChangesToFieldsThatAreNotChangeableAndSavingPages()
+    {
+        var page = CachingPage(wce: false);
+        page[4 + 2] |= 0x01; // RCD: not changeable
+        AssertSense(await RunAsync(A, ModeSelect6(24), dataOut: page), SenseKey.IllegalRequest, 0x26, 0);
+        var cdb = ModeSelect6(24);
+        cdb[1] |= 0x01; // SP: saving is not supported
+        AssertSense(await RunAsync(A, cdb, dataOut: CachingPage(wce: false)), SenseKey.IllegalRequest, 0x24, 0);
+        var unknown = CachingPage(wce: false);
+        unknown[4] = 0x19; // a page this unit does not have
+        AssertSense(await RunAsync(A, ModeSelect6(24), dataOut: unknown), SenseKey.IllegalRequest, 0x26, 0);
+        AssertSense(await RunAsync(A, ModeSelect6(30), dataOut: CachingPage(wce: false)), SenseKey.IllegalRequest, 0x1A, 0);
+
+        // None of them changed anything.
+        Assert.Equal(0x04, await CachingByteAsync(control: 0) & 0x04);
+    }
+
+    [Fact]
+    public async Task WriteSameWithUnmapAndANonZeroBlockWritesThePattern()
+    {
+        var cdb = new byte[16];
+        cdb[0] = 0x93;
+        cdb[1] = 0x08; // UNMAP
+        BinaryPrimitives.WriteUInt64BigEndian(cdb.AsSpan(2), 20);
+        BinaryPrimitives.WriteUInt32BigEndian(cdb.AsSpan(10), 3);
+        var block = Enumerable.Repeat((byte)0xAB, BlockSize).ToArray();
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(A, cdb, dataOut: block)).Status);
+        var read = await RunAsync(A, Read10(20, 3), inLength: 3 * BlockSize);
+        Assert.Equal(-1, read.Buffer!.Span[..(3 * BlockSize)].IndexOfAnyExcept((byte)0xAB));
+
+        // With a zero block the range is unmapped and reads back as zeros.
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(A, cdb, dataOut: new byte[BlockSize])).Status);
+        read = await RunAsync(A, Read10(20, 3), inLength: 3 * BlockSize);
+        Assert.Equal(-1, read.Buffer!.Span[..(3 * BlockSize)].IndexOfAnyExcept((byte)0));
+    }
+
+    [Fact]
     public async Task ReportSupportedOperationCodesListsEveryCommandAndDescribesOne()
     {
         var all = await RunAsync(A, Rsoc(0x80, 0, 0), inLength: 8192); // all commands, with timeouts
@@ -359,6 +411,27 @@ public sealed class ScsiDiskTests : IDisposable
         cdb[2] = type;
         BinaryPrimitives.WriteUInt32BigEndian(cdb.AsSpan(5), length);
         return cdb;
+    }
+
+    private async Task<byte> CachingByteAsync(int control)
+    {
+        var t = await RunAsync(A, [0x1A, 0x08, (byte)((control << 6) | 0x08), 0, 64, 0], inLength: 64);
+        Assert.Equal(ScsiStatus.Good, t.Status);
+        int header = 4 + t.Buffer!.Span[3];
+        Assert.Equal(0x08, t.Buffer.Span[header] & 0x3F);
+        return t.Buffer.Span[header + 2];
+    }
+
+    private static byte[] ModeSelect6(byte length) => [0x15, 0x10, 0, 0, length, 0];
+
+    // A MODE SELECT parameter list: the 4-byte header, no block descriptor, the caching page as MODE SENSE shows it.
+    private static byte[] CachingPage(bool wce)
+    {
+        var list = new byte[4 + 20];
+        list[4] = 0x08;
+        list[5] = 0x12;
+        list[6] = wce ? (byte)0x04 : (byte)0;
+        return list;
     }
 
     private static byte[] Prin(byte action) => [0x5E, action, 0, 0, 0, 0, 0, 0, 64, 0];
