@@ -301,6 +301,67 @@ public sealed class IscsiDataPathTests
         });
     }
 
+    [Fact]
+    public async Task CompareAndWriteOverIscsiWaitsForAFastPathWriteOfAnotherSessionAtTheDevice()
+    {
+        // Session 1's WRITE of 'W' takes the fast path and stalls at the device; session 2's COMPARE AND WRITE
+        // expects the old 'O'. It must see the write (a miscompare), not compare with 'O' and then lose the write.
+        using var memory = new MemoryBlockDevice(16 << 20);
+        using var stall = new StallWritesBlockDevice(memory);
+        var disk = new ScsiDisk(stall, "caw");
+        var target = new IscsiTarget(new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn }, new Dictionary<int, ScsiDisk> { [1] = disk });
+        target.Start();
+        int port = target.LocalEndPoint.Port;
+        try
+        {
+            await Task.Run(() =>
+            {
+                using var s1 = Connect(port, digests: false);
+                using var s2 = Connect(port, digests: false);
+                var one = new RawInitiator(s1, digests: false);
+                var two = new RawInitiator(s2, digests: false);
+                one.Send(Rw(true, 5), Enumerable.Repeat((byte)'O', Block).ToArray(), 0);
+                Assert.Equal(ScsiStatus.Good, one.Receive().Status);
+                stall.Stall();
+                try
+                {
+                    one.Send(Rw(true, 5), Enumerable.Repeat((byte)'W', Block).ToArray(), 0);
+                    stall.WaitHeld(1);
+                    var caw = new byte[16];
+                    caw[0] = 0x89;
+                    BinaryPrimitives.WriteUInt64BigEndian(caw.AsSpan(2), 5);
+                    caw[13] = 1;
+                    var data = Enumerable.Repeat((byte)'O', 2 * Block).ToArray();
+                    data.AsSpan(Block).Fill((byte)'N');
+                    two.Send(caw, data, 0);
+
+                    // Released once the COMPARE AND WRITE has either compared and reached the device with its write,
+                    // or is waiting for the write in flight.
+                    WaitUntil(() => stall.Held >= 2 || disk.AtomicWaits > 0, "the COMPARE AND WRITE to compare or to wait");
+                }
+                finally
+                {
+                    stall.Release();
+                }
+
+                Assert.Equal(ScsiStatus.Good, one.Receive().Status);
+                var (h, sense) = two.Next();
+                Assert.Equal((0x21, (int)ScsiStatus.CheckCondition), (h[0] & 0x3F, (int)h[3]));
+                Assert.Equal(((int)SenseKey.Miscompare, 0x1D), (sense[2 + 2] & 0x0F, (int)sense[2 + 12])); // after the sense length
+                one.Send(Rw(false, 5), null, Block);
+                var (status, read) = one.Receive();
+                Assert.Equal(ScsiStatus.Good, status);
+                Assert.Equal(-1, read.AsSpan().IndexOfAnyExcept((byte)'W'));
+                one.Logout();
+                two.Logout();
+            });
+        }
+        finally
+        {
+            await target.DisposeAsync();
+        }
+    }
+
     private static void WaitUntil(Func<bool> condition, string what)
     {
         var watch = System.Diagnostics.Stopwatch.StartNew();

@@ -307,6 +307,76 @@ public sealed class ScsiDiskTests : IDisposable
     }
 
     [Fact]
+    public async Task CompareAndWriteWaitsForAnOverlappingPlainWriteOfAnotherNexusAtTheDevice()
+    {
+        // The block holds 'O'. A plain WRITE of 'W' from A has reached the device but not the medium; B's COMPARE AND
+        // WRITE expects 'O' and writes 'N'. Compared with 'O' and then overwritten by A's write would be a lost update
+        // (both GOOD, the medium 'N'): the compare must see A's write, so it miscompares and the medium keeps 'W'.
+        using var stall = new StallWritesBlockDevice(_device);
+        var disk = new ScsiDisk(stall, "stall");
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(disk, A, Write10(30, 1), Fill('O', BlockSize))).Status);
+        stall.Stall();
+        Task<ScsiTask> write, caw;
+        try
+        {
+            write = RunAsync(disk, A, Write10(30, 1), Fill('W', BlockSize));
+            stall.WaitHeld(1);
+            var data = Fill('O', 2 * BlockSize);
+            data.AsSpan(BlockSize).Fill((byte)'N');
+            caw = RunAsync(disk, B, Caw(30, 1), data);
+
+            // Released once it has compared and reached the device with its write, or waits for A's write.
+            Assert.True(SpinWait.SpinUntil(() => stall.Held >= 2 || disk.AtomicWaits > 0, TimeSpan.FromSeconds(30)));
+        }
+        finally
+        {
+            stall.Release();
+        }
+
+        Assert.Equal(ScsiStatus.Good, (await write).Status);
+        var t = await caw;
+        AssertSense(t, SenseKey.Miscompare, 0x1D, 0);
+        var read = await RunAsync(disk, A, Read10(30, 1), inLength: BlockSize);
+        Assert.Equal(-1, read.Buffer!.Span[..BlockSize].IndexOfAnyExcept((byte)'W'));
+    }
+
+    [Fact]
+    public async Task PreemptAndAbortAnswersOnlyOnceThePreemptedNexusWritesAtTheDeviceHaveFinished()
+    {
+        using var stall = new StallWritesBlockDevice(_device);
+        var disk = new ScsiDisk(stall, "stall");
+        Assert.Equal(ScsiStatus.Good, (await ProutAsync(disk, A, 6, 0, 0, 0xAAAA)).Status);
+        Assert.Equal(ScsiStatus.Good, (await ProutAsync(disk, B, 6, 0, 0, 0xBBBB)).Status);
+        Assert.Equal(ScsiStatus.Good, (await ProutAsync(disk, A, 1, 1, 0xAAAA, 0)).Status); // A holds Write Exclusive
+
+        // A's write is at the device when B preempts A and aborts its tasks (fencing A off).
+        stall.Stall();
+        Task<ScsiTask> write, preempt;
+        bool writeDoneFirst = false;
+        Task answered;
+        try
+        {
+            write = RunAsync(disk, A, Write10(40, 1), Fill('A', BlockSize));
+            stall.WaitHeld(1);
+            preempt = ProutAsync(disk, B, 5, 1, 0xBBBB, 0xAAAA);
+            answered = preempt.ContinueWith(_ => writeDoneFirst = write.IsCompleted, TaskScheduler.Default);
+            Assert.False(preempt.IsCompleted, "PREEMPT AND ABORT answered while the preempted nexus's write was still at the device");
+        }
+        finally
+        {
+            stall.Release();
+        }
+
+        Assert.Equal(ScsiStatus.Good, (await preempt).Status);
+        await answered;
+        Assert.True(writeDoneFirst);
+
+        // From here A is fenced off: told once that its registration went, then its writes conflict.
+        AssertSense(await RunAsync(disk, A, Write10(40, 1), Fill('X', BlockSize)), SenseKey.UnitAttention, 0x2A, 0x05);
+        Assert.Equal(ScsiStatus.ReservationConflict, (await RunAsync(disk, A, Write10(40, 1), Fill('X', BlockSize))).Status);
+    }
+
+    [Fact]
     public async Task ReportSupportedOperationCodesListsEveryCommandAndDescribesOne()
     {
         var all = await RunAsync(A, Rsoc(0x80, 0, 0), inLength: 8192); // all commands, with timeouts
@@ -374,7 +444,11 @@ public sealed class ScsiDiskTests : IDisposable
         Assert.Equal((asc, ascq), (t.Sense[12], t.Sense[13]));
     }
 
-    private async Task<ScsiTask> RunAsync(int nexus, byte[] cdb, byte[]? dataOut = null, int inLength = 0)
+    private Task<ScsiTask> RunAsync(int nexus, byte[] cdb, byte[]? dataOut = null, int inLength = 0) => RunAsync(_disk, nexus, cdb, dataOut, inLength);
+
+    private static byte[] Fill(char c, int length) => Enumerable.Repeat((byte)c, length).ToArray();
+
+    private async Task<ScsiTask> RunAsync(ScsiDisk disk, int nexus, byte[] cdb, byte[]? dataOut = null, int inLength = 0)
     {
         var task = new ScsiTask { Nexus = nexus };
         cdb.CopyTo(task.Cdb, 0);
@@ -389,18 +463,20 @@ public sealed class ScsiDiskTests : IDisposable
             task.DataOut = dataOut != null;
         }
 
-        await _disk.ExecuteAsync(task);
+        await disk.ExecuteAsync(task);
         return task;
     }
 
     private Task<ScsiTask> WriteAsync(int nexus, uint lba, ushort blocks) => RunAsync(nexus, Write10(lba, blocks), dataOut: new byte[blocks * BlockSize]);
 
-    private Task<ScsiTask> ProutAsync(int nexus, byte action, byte type, ulong key, ulong serviceKey)
+    private Task<ScsiTask> ProutAsync(int nexus, byte action, byte type, ulong key, ulong serviceKey) => ProutAsync(_disk, nexus, action, type, key, serviceKey);
+
+    private Task<ScsiTask> ProutAsync(ScsiDisk disk, int nexus, byte action, byte type, ulong key, ulong serviceKey)
     {
         var list = new byte[24];
         BinaryPrimitives.WriteUInt64BigEndian(list, key);
         BinaryPrimitives.WriteUInt64BigEndian(list.AsSpan(8), serviceKey);
-        return RunAsync(nexus, ProutCdb(action, type, 24), dataOut: list);
+        return RunAsync(disk, nexus, ProutCdb(action, type, 24), dataOut: list);
     }
 
     private static byte[] ProutCdb(byte action, byte type, uint length)

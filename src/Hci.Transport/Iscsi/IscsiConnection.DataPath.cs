@@ -841,7 +841,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
     public void OnCompleted(BlockRequest request)
     {
         var s = (Slot)request.UserState!;
-        ScsiDisk.CompleteFast(s.Task, request.Operation != BlockOperation.Read, request.Succeeded);
+        s.Path!.Disk.CompleteFast(s.Task, request.Operation != BlockOperation.Read, request.Succeeded);
         Complete(s);
     }
 

@@ -62,6 +62,26 @@ public sealed partial class ScsiDisk
 
         task.Status = ScsiStatus.Good;
         task.DataLength = 0;
+
+        // A write counts itself in before it is admitted, and out when the device has done it (CompleteFast): a
+        // COMPARE AND WRITE or PREEMPT AND ABORT waits for it (see ScsiDisk.Atomic.cs).
+        int token = write ? EnterWrite(task.Nexus) : -1;
+        var next = Check(task, write, ref offset, ref length, ref flags);
+        if (next == ScsiFastPath.Submit)
+        {
+            operation = write ? BlockOperation.Write : BlockOperation.Read;
+            task.WriteToken = token;
+        }
+        else if (token >= 0)
+        {
+            ExitWrite(token);
+        }
+
+        return next;
+    }
+
+    private ScsiFastPath Check(ScsiTask task, bool write, ref long offset, ref int length, ref BlockRequestFlags flags)
+    {
         if (!Admit(task) || !CheckTransfer(task, write, out offset, out length, out byte cdbFlags))
         {
             return ScsiFastPath.Done;
@@ -83,7 +103,11 @@ public sealed partial class ScsiDisk
             return ScsiFastPath.Done;
         }
 
-        operation = write ? BlockOperation.Write : BlockOperation.Read;
+        if (write && OverlapsAtomic(offset, length))
+        {
+            return ScsiFastPath.Slow; // a COMPARE AND WRITE holds the range: the slow path waits for it
+        }
+
         flags = fua ? BlockRequestFlags.ForceUnitAccess : BlockRequestFlags.None;
         return ScsiFastPath.Submit;
     }
@@ -126,8 +150,14 @@ public sealed partial class ScsiDisk
     /// <param name="task">The command.</param>
     /// <param name="write">Whether it wrote.</param>
     /// <param name="succeeded">Whether the device did it.</param>
-    internal static void CompleteFast(ScsiTask task, bool write, bool succeeded)
+    internal void CompleteFast(ScsiTask task, bool write, bool succeeded)
     {
+        if (task.WriteToken >= 0)
+        {
+            ExitWrite(task.WriteToken);
+            task.WriteToken = -1;
+        }
+
         if (!succeeded)
         {
             task.Fail(SenseKey.MediumError, write ? (byte)0x0C : (byte)0x11, 0); // WRITE ERROR, UNRECOVERED READ ERROR

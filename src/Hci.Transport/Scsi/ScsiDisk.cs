@@ -87,11 +87,24 @@ public sealed partial class ScsiDisk
         task.Status = ScsiStatus.Good;
         task.DataLength = 0;
         byte[] cdb = task.Cdb;
-        if (!Admit(task))
-        {
-            return;
-        }
 
+        // A write counts itself in before it is admitted (see ScsiDisk.Atomic.cs) and out when it is done.
+        task.WriteToken = WritesMedium(cdb[0]) ? EnterWrite(task.Nexus) : -1;
+        try
+        {
+            if (Admit(task))
+            {
+                await Run(task, cdb);
+            }
+        }
+        finally
+        {
+            LeaveWrite(task);
+        }
+    }
+
+    private async ValueTask Run(ScsiTask task, byte[] cdb)
+    {
         try
         {
             switch (cdb[0])
@@ -144,7 +157,7 @@ public sealed partial class ScsiDisk
                     PersistentReserveIn(task);
                     return;
                 case 0x5F:
-                    PersistentReserveOut(task);
+                    await PersistentReserveOut(task);
                     return;
                 case 0x37:
                 case 0xB7:
@@ -577,6 +590,11 @@ public sealed partial class ScsiDisk
         }
 
         var memory = task.Buffer!.Memory[..length];
+        if (write && !await AwaitAtomicAsync(task, offset, length))
+        {
+            return;
+        }
+
         if (write)
         {
             // WRITE AND VERIFY: what is verified must be on the medium, so it is written through.
@@ -692,6 +710,11 @@ public sealed partial class ScsiDisk
 
             if (_device.Supports(BlockDeviceCapabilities.Discard))
             {
+                if (!await AwaitAtomicAsync(task, (long)lba * _blockSize, (long)count * _blockSize))
+                {
+                    return;
+                }
+
                 await _device.DiscardAsync((long)lba * _blockSize, (long)count * _blockSize);
             }
         }
@@ -752,6 +775,11 @@ public sealed partial class ScsiDisk
         bool zero = block.Span.IndexOfAnyExcept((byte)0) < 0;
         long offset = (long)lba * _blockSize;
         long length = (long)blocks * _blockSize;
+
+        if (!await AwaitAtomicAsync(task, offset, length))
+        {
+            return;
+        }
 
         // UNMAP set with a block of zeros: the blocks are unmapped where the device can, and then read back as zeros
         // (LBPRZ). With any other block the pattern is written: an unmapped block would not read back as that block.
@@ -825,11 +853,18 @@ public sealed partial class ScsiDisk
         }
 
         int length = (int)bytes;
+        long offset = (long)lba * _blockSize;
         await _compareAndWrite.WaitAsync();
         try
         {
+            // Atomic against every write that overlaps it, from any nexus: those already admitted finish first.
+            await ExcludeWritesAsync(offset, length);
+            if (!StillAdmitted(task))
+            {
+                return;
+            }
+
             using var medium = new Hci.Core.Buffers.AlignedBuffer(length);
-            long offset = (long)lba * _blockSize;
             await ReadInPieces(offset, medium.Memory);
             int same = medium.Span.CommonPrefixLength(task.Buffer!.Span[..length]);
             if (same < length)
@@ -844,6 +879,7 @@ public sealed partial class ScsiDisk
         }
         finally
         {
+            EndExclusion();
             _compareAndWrite.Release();
         }
     }
@@ -883,11 +919,17 @@ public sealed partial class ScsiDisk
         }
 
         int length = (int)bytes;
+        long offset = (long)lba * _blockSize;
         await _compareAndWrite.WaitAsync();
         try
         {
+            await ExcludeWritesAsync(offset, length);
+            if (!StillAdmitted(task))
+            {
+                return;
+            }
+
             using var medium = new Hci.Core.Buffers.AlignedBuffer(length);
-            long offset = (long)lba * _blockSize;
             await ReadInPieces(offset, medium.Memory);
             var m = medium.Span;
             var d = task.Buffer.Span[..length];
@@ -900,6 +942,7 @@ public sealed partial class ScsiDisk
         }
         finally
         {
+            EndExclusion();
             _compareAndWrite.Release();
         }
     }
