@@ -362,6 +362,54 @@ public sealed class IscsiDataPathTests
         }
     }
 
+    [Fact]
+    public async Task DataBuffersAreBoundedTargetWideAndACommandOverTheBudgetGetsTaskSetFull()
+    {
+        // Each session holds a 16 MiB read buffer (kept for its next command); with a 32 MiB target-wide budget the
+        // third session's 16 MiB read must be answered TASK SET FULL instead of allocating past the budget.
+        using var device = new MemoryBlockDevice(16 << 20);
+        var options = new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn, MaxBufferedBytes = 32 << 20 };
+        var target = new IscsiTarget(options, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "budget") });
+        target.Start();
+        int port = target.LocalEndPoint.Port;
+        try
+        {
+            await Task.Run(() =>
+            {
+                var read = new byte[16];
+                read[0] = 0x28;
+                BinaryPrimitives.WriteUInt16BigEndian(read.AsSpan(7), (ushort)((16 << 20) / Block));
+                var sockets = new List<Socket>();
+                var statuses = new List<byte>();
+                try
+                {
+                    for (int i = 0; i < 3; i++)
+                    {
+                        var s = Connect(port, digests: false);
+                        sockets.Add(s);
+                        var client = new RawInitiator(s, digests: false);
+                        client.Send(read, null, 16 << 20);
+                        statuses.Add(client.Receive().Status);
+                    }
+                }
+                finally
+                {
+                    sockets.ForEach(s => s.Dispose());
+                }
+
+                Assert.Equal([ScsiStatus.Good, ScsiStatus.Good, ScsiStatus.TaskSetFull], statuses);
+                Assert.True(target.BufferedBytes <= 32 << 20, $"{target.BufferedBytes} bytes buffered");
+            });
+        }
+        finally
+        {
+            await target.DisposeAsync();
+        }
+
+        Assert.Equal(0, target.BufferedBytes);
+        Assert.Throws<ArgumentException>(() => new IscsiTargetOptions { TargetName = Iqn, MaxBufferedBytes = 1 << 20 }.Validate());
+    }
+
     private static void WaitUntil(Func<bool> condition, string what)
     {
         var watch = System.Diagnostics.Stopwatch.StartNew();

@@ -377,6 +377,25 @@ public sealed class ScsiDiskTests : IDisposable
     }
 
     [Fact]
+    public async Task VerifyOfSixteenMebibytesAgainstOneBlockReadsTheMediumInBoundedPiecesAndFindsTheMiscompare()
+    {
+        // BYTCHK 11b: every block of the range is compared with the one block of Data-Out. 16 MiB of medium must not
+        // be read into one 16 MiB buffer per command (outside every budget): at most a 1 MiB piece at a time.
+        var cdb = new byte[16];
+        cdb[0] = 0x8F;
+        cdb[1] = 0x06;
+        BinaryPrimitives.WriteUInt32BigEndian(cdb.AsSpan(10), (16 << 20) / BlockSize);
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(A, cdb, dataOut: new byte[BlockSize])).Status);
+        var block = new byte[BlockSize];
+        block[7] = 1;
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(A, Write10(4000, 1), dataOut: block)).Status);
+        var t = await RunAsync(A, cdb, dataOut: new byte[BlockSize]);
+        AssertSense(t, SenseKey.Miscompare, 0x1D, 0);
+        Assert.Equal((uint)((4000 * BlockSize) + 7), BinaryPrimitives.ReadUInt32BigEndian(t.Sense[3..]));
+        Assert.InRange(_disk.LargestScratchBytes, 1, 1 << 20);
+    }
+
+    [Fact]
     public async Task ReportSupportedOperationCodesListsEveryCommandAndDescribesOne()
     {
         var all = await RunAsync(A, Rsoc(0x80, 0, 0), inLength: 8192); // all commands, with timeouts

@@ -25,7 +25,8 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
     private const int MaxEvents = 8;
 
     // Data buffers a connection may hold at once (commands waiting for data or running, and the pool's spares):
-    // an initiator cannot make the target allocate more by opening commands it never completes.
+    // an initiator cannot make the target allocate more by opening commands it never completes. The target's
+    // MaxBufferedBytes bounds all connections together.
     private const long MaxBufferedBytes = 256L * 1024 * 1024;
 
     private readonly Lock _phaseLock = new();
@@ -1386,36 +1387,52 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         int size = (int)Math.Min(Math.Max(4096, System.Numerics.BitOperations.RoundUpToPowerOf2((uint)bytes)), int.MaxValue - 4095);
         size = Math.Max(size, (bytes + 4095) & ~4095);
         long more = size - s.Capacity;
-        if (_bufferedBytes + more > MaxBufferedBytes)
+        if (!ReserveBuffers(more))
         {
             // Give back the spare buffers of idle slots first.
             foreach (var idle in _free)
             {
                 if (idle != s && idle.Buffer != null)
                 {
-                    _bufferedBytes -= idle.Capacity;
+                    UnreserveBuffers(idle.Capacity);
                     ((IDisposable)idle.Buffer).Dispose();
                     idle.Buffer = null;
                 }
             }
 
-            if (_bufferedBytes + more > MaxBufferedBytes)
+            if (!ReserveBuffers(more))
             {
-                return false;
+                return false; // over this connection's or the target's budget: TASK SET FULL
             }
         }
 
         long before = GC.GetAllocatedBytesForCurrentThread();
         if (s.Buffer != null)
         {
-            _bufferedBytes -= s.Capacity;
             ((IDisposable)s.Buffer).Dispose();
         }
 
         s.Buffer = new AlignedBuffer(size);
-        _bufferedBytes += size;
         _setupAllocated += GC.GetAllocatedBytesForCurrentThread() - before;
         return true;
+    }
+
+    /// <summary>Counts buffer bytes against this connection's budget and the target's; false when either is spent.</summary>
+    private bool ReserveBuffers(long bytes)
+    {
+        if (_bufferedBytes + bytes > MaxBufferedBytes || !_target.TryReserveBuffers(bytes))
+        {
+            return false;
+        }
+
+        _bufferedBytes += bytes;
+        return true;
+    }
+
+    private void UnreserveBuffers(long bytes)
+    {
+        _bufferedBytes -= bytes;
+        _target.ReleaseBuffers(bytes);
     }
 
     private void Release(Slot s)
@@ -1493,6 +1510,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
             {
                 if (s.Buffer != null)
                 {
+                    UnreserveBuffers(s.Capacity);
                     ((IDisposable)s.Buffer).Dispose();
                     s.Buffer = null;
                 }

@@ -36,6 +36,7 @@ public sealed class IscsiTarget : IAsyncDisposable
     private long _steadyAllocated;
     private int _nextTsih;
     private int _nextNexus;
+    private long _bufferedBytes;
 
     /// <summary>Creates the target; <see cref="Start"/> opens the portal.</summary>
     /// <param name="options">Settings, checked here.</param>
@@ -153,6 +154,22 @@ public sealed class IscsiTarget : IAsyncDisposable
     }
 
     internal int NextNexus() => Interlocked.Increment(ref _nextNexus);
+
+    /// <summary>Data buffer bytes all connections hold now (see <see cref="IscsiTargetOptions.MaxBufferedBytes"/>).</summary>
+    public long BufferedBytes => Interlocked.Read(ref _bufferedBytes);
+
+    internal bool TryReserveBuffers(long bytes)
+    {
+        if (Interlocked.Add(ref _bufferedBytes, bytes) > _options.MaxBufferedBytes && bytes > 0)
+        {
+            Interlocked.Add(ref _bufferedBytes, -bytes);
+            return false;
+        }
+
+        return true;
+    }
+
+    internal void ReleaseBuffers(long bytes) => Interlocked.Add(ref _bufferedBytes, -bytes);
 
     internal void Account(long commands, long allocated, long steadyCommands, long steadyAllocated)
     {

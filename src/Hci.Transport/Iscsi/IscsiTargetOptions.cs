@@ -39,6 +39,13 @@ public sealed class IscsiTargetOptions
     public int MaxConnections { get; set; } = 64;
 
     /// <summary>
+    /// Data buffer bytes all connections together may hold (commands waiting for data or running, and pooled spares);
+    /// a command that would need more is answered TASK SET FULL. Each connection also holds at most 256 MiB.
+    /// Default 1 GiB; at least 32 MiB (one command's largest buffer, so that any command can run alone).
+    /// </summary>
+    public long MaxBufferedBytes { get; set; } = 1L << 30;
+
+    /// <summary>
     /// How long a connection's data-path thread keeps looking at its socket and queues after work before it
     /// sleeps (0 to 1 ms): an initiator that just sent commands is likely to send more soon. Zero sleeps at once.
     /// </summary>
@@ -80,6 +87,11 @@ public sealed class IscsiTargetOptions
         if (CommandWindow is < 1 or > 1024 || MaxConnections < 1)
         {
             throw new ArgumentException("IscsiTargetOptions: CommandWindow must be from 1 to 1024 and MaxConnections at least 1.");
+        }
+
+        if (MaxBufferedBytes < (32L << 20))
+        {
+            throw new ArgumentException($"IscsiTargetOptions.MaxBufferedBytes {MaxBufferedBytes} must be at least 32 MiB (33554432), the largest buffer one command takes: it bounds the data buffers of all connections together.");
         }
 
         if (PollWindow < TimeSpan.Zero || PollWindow > TimeSpan.FromMilliseconds(1))

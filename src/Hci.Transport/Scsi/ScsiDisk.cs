@@ -652,18 +652,45 @@ public sealed partial class ScsiDisk
             return;
         }
 
-        using var medium = new Hci.Core.Buffers.AlignedBuffer((int)bytes);
-        await ReadInPieces((long)lba * _blockSize, medium.Memory);
-        var expected = task.Buffer.Span[..dataOut];
-        for (int at = 0; at < bytes; at += dataOut)
+        // The medium is read and compared in bounded pieces: one command never holds more than ScratchBytes.
+        long offset = (long)lba * _blockSize;
+        int piece = (int)Math.Min(bytes, ScratchBytes);
+        using var medium = Scratch(piece);
+        var expected = task.Buffer.Memory[..dataOut];
+        for (long at = 0; at < bytes; at += piece)
         {
-            int same = medium.Span.Slice(at, dataOut).CommonPrefixLength(expected);
-            if (same < dataOut)
+            int n = (int)Math.Min(piece, bytes - at);
+            await ReadInPieces(offset + at, medium.Memory[..n]);
+            for (int block = 0; block < n; block += Math.Min(dataOut, n))
             {
-                task.Fail(SenseKey.Miscompare, AscMiscompare, 0, (uint)(at + same));
-                return;
+                int size = Math.Min(dataOut, n - block);
+                var want = bytchk == 1 ? expected.Span.Slice((int)(at + block), size) : expected.Span[..size];
+                int same = medium.Span.Slice(block, size).CommonPrefixLength(want);
+                if (same < size)
+                {
+                    task.Fail(SenseKey.Miscompare, AscMiscompare, 0, (uint)(at + block + same));
+                    return;
+                }
             }
         }
+    }
+
+    // Most bytes of medium one command reads into a buffer of its own at once (VERIFY, ORWRITE, WRITE SAME).
+    private int ScratchBytes => Math.Max(1 << 20, _blockSize);
+
+    private int _largestScratch;
+
+    /// <summary>The largest scratch buffer any command has taken so far (diagnostics, tests).</summary>
+    internal int LargestScratchBytes => Volatile.Read(ref _largestScratch);
+
+    private Hci.Core.Buffers.AlignedBuffer Scratch(int length)
+    {
+        int seen;
+        while (length > (seen = Volatile.Read(ref _largestScratch)) && Interlocked.CompareExchange(ref _largestScratch, length, seen) != seen)
+        {
+        }
+
+        return new Hci.Core.Buffers.AlignedBuffer(length);
     }
 
     private async ValueTask Unmap(ScsiTask task)
@@ -810,7 +837,7 @@ public sealed partial class ScsiDisk
         }
 
         int chunkBlocks = (int)Math.Min(blocks, (ulong)Math.Max(1, Math.Min(DeviceTransferBytes, 1 << 20) / _blockSize));
-        using var pattern = new Hci.Core.Buffers.AlignedBuffer(chunkBlocks * _blockSize);
+        using var pattern = Scratch(chunkBlocks * _blockSize);
         for (int i = 0; i < chunkBlocks; i++)
         {
             block.Span.CopyTo(pattern.Span[(i * _blockSize)..]);
@@ -864,7 +891,7 @@ public sealed partial class ScsiDisk
                 return;
             }
 
-            using var medium = new Hci.Core.Buffers.AlignedBuffer(length);
+            using var medium = Scratch(length);
             await ReadInPieces(offset, medium.Memory);
             int same = medium.Span.CommonPrefixLength(task.Buffer!.Span[..length]);
             if (same < length)
@@ -929,16 +956,21 @@ public sealed partial class ScsiDisk
                 return;
             }
 
-            using var medium = new Hci.Core.Buffers.AlignedBuffer(length);
-            await ReadInPieces(offset, medium.Memory);
-            var m = medium.Span;
-            var d = task.Buffer.Span[..length];
-            for (int i = 0; i < length; i++)
+            int piece = Math.Min(length, ScratchBytes);
+            using var medium = Scratch(piece);
+            for (int at = 0; at < length; at += piece)
             {
-                m[i] |= d[i];
-            }
+                int n = Math.Min(piece, length - at);
+                await ReadInPieces(offset + at, medium.Memory[..n]);
+                var m = medium.Span[..n];
+                var d = task.Buffer.Span.Slice(at, n);
+                for (int i = 0; i < n; i++)
+                {
+                    m[i] |= d[i];
+                }
 
-            await WriteThrough(offset, medium.Memory, (flags & 0x08) != 0);
+                await WriteThrough(offset + at, medium.Memory[..n], (flags & 0x08) != 0);
+            }
         }
         finally
         {
