@@ -410,6 +410,102 @@ public sealed class IscsiDataPathTests
         Assert.Throws<ArgumentException>(() => new IscsiTargetOptions { TargetName = Iqn, MaxBufferedBytes = 1 << 20 }.Validate());
     }
 
+    [Fact]
+    public async Task APersistentReservationStaysWithTheInitiatorPortWhenItLogsInAgain()
+    {
+        // The I_T nexus is the initiator port (name + ISID): a port that registered and reserved, logged out and
+        // logged in again is still the holder; another port of the same initiator is not.
+        using var device = new MemoryBlockDevice(16 << 20);
+        var target = new IscsiTarget(new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn }, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "pr") });
+        target.Start();
+        int port = target.LocalEndPoint.Port;
+        try
+        {
+            await Task.Run(() =>
+            {
+                var block = new byte[Block];
+                using (var s = Connect(port, digests: false, isid: 0x4242))
+                {
+                    var c = new RawInitiator(s, digests: false);
+                    c.Send(Prout(0, 0), ProutList(0, 0xABCD), 0); // REGISTER
+                    Assert.Equal(ScsiStatus.Good, c.Receive().Status);
+                    c.Send(Prout(1, 1), ProutList(0xABCD, 0), 0); // RESERVE, Write Exclusive
+                    Assert.Equal(ScsiStatus.Good, c.Receive().Status);
+                    c.Logout();
+                }
+
+                using (var s = Connect(port, digests: false, isid: 0x4242))
+                {
+                    var c = new RawInitiator(s, digests: false);
+                    c.Send(Rw(true, 1), block, 0);
+                    Assert.Equal(ScsiStatus.Good, c.Receive().Status);
+                    c.Logout();
+                }
+
+                using (var s = Connect(port, digests: false, isid: 0x4343))
+                {
+                    var c = new RawInitiator(s, digests: false);
+                    c.Send(Rw(true, 1), block, 0);
+                    Assert.Equal(ScsiStatus.ReservationConflict, c.Receive().Status);
+                    c.Logout();
+                }
+            });
+        }
+        finally
+        {
+            await target.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task ALoginWithTheNameAndIsidOfAnOpenSessionReinstatesItClosingTheOldOneFirst()
+    {
+        using var device = new MemoryBlockDevice(16 << 20);
+        var target = new IscsiTarget(new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn }, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "reinstate") });
+        target.Start();
+        int port = target.LocalEndPoint.Port;
+        try
+        {
+            await Task.Run(() =>
+            {
+                using var old = Connect(port, digests: false, isid: 0x5151);
+                using var other = Connect(port, digests: false, isid: 0x5252);
+                Assert.Equal(2, target.ConnectionCount);
+                using var again = Connect(port, digests: false, isid: 0x5151);
+
+                // The old session was closed before the new login was answered; the other port's session stays.
+                Assert.Equal(2, target.ConnectionCount);
+                Assert.Equal(0, old.Receive(new byte[48]));
+                var c = new RawInitiator(again, digests: false);
+                c.Send(Rw(false, 0), null, Block);
+                Assert.Equal(ScsiStatus.Good, c.Receive().Status);
+                c.Logout();
+            });
+        }
+        finally
+        {
+            await target.DisposeAsync();
+        }
+    }
+
+    private static byte[] Prout(byte action, byte type)
+    {
+        var cdb = new byte[16];
+        cdb[0] = 0x5F;
+        cdb[1] = action;
+        cdb[2] = type;
+        cdb[8] = 24;
+        return cdb;
+    }
+
+    private static byte[] ProutList(ulong key, ulong serviceKey)
+    {
+        var list = new byte[24];
+        BinaryPrimitives.WriteUInt64BigEndian(list, key);
+        BinaryPrimitives.WriteUInt64BigEndian(list.AsSpan(8), serviceKey);
+        return list;
+    }
+
     private static void WaitUntil(Func<bool> condition, string what)
     {
         var watch = System.Diagnostics.Stopwatch.StartNew();
@@ -436,19 +532,23 @@ public sealed class IscsiDataPathTests
         return cdb;
     }
 
-    private static Socket Connect(int port, bool digests, string host = "127.0.0.1", int maxRecv = 65536)
+    private static int _nextIsid;
+
+    // Each connection is a session of its own initiator port (its own ISID) unless the test names the ISID.
+    private static Socket Connect(int port, bool digests, string host = "127.0.0.1", int maxRecv = 65536, int isid = -1)
     {
+        isid = isid >= 0 ? isid : 0x10000 + Interlocked.Increment(ref _nextIsid);
         var address = System.Net.IPAddress.Parse(host);
         var s = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true, ReceiveTimeout = 10_000 };
         s.Connect(address, port);
         string digest = digests ? "CRC32C" : "None";
-        Login(s, 0x81, $"InitiatorName=iqn.2026-11.org.hci.test:raw\0TargetName={Iqn}\0SessionType=Normal\0AuthMethod=None\0");
-        string answer = Login(s, 0x87, $"HeaderDigest={digest}\0DataDigest={digest}\0MaxRecvDataSegmentLength={maxRecv}\0ImmediateData=Yes\0InitialR2T=No\0FirstBurstLength=65536\0");
+        Login(s, 0x81, $"InitiatorName=iqn.2026-11.org.hci.test:raw\0TargetName={Iqn}\0SessionType=Normal\0AuthMethod=None\0", isid);
+        string answer = Login(s, 0x87, $"HeaderDigest={digest}\0DataDigest={digest}\0MaxRecvDataSegmentLength={maxRecv}\0ImmediateData=Yes\0InitialR2T=No\0FirstBurstLength=65536\0", isid);
         Assert.Contains($"HeaderDigest={digest}", answer);
         return s;
     }
 
-    private static string Login(Socket s, byte stages, string keys)
+    private static string Login(Socket s, byte stages, string keys, int isid)
     {
         var text = Encoding.ASCII.GetBytes(keys);
         var pdu = new byte[48 + ((text.Length + 3) & ~3)];
@@ -457,7 +557,7 @@ public sealed class IscsiDataPathTests
         pdu[7] = (byte)text.Length;
         pdu[6] = (byte)(text.Length >> 8);
         pdu[8] = 0x80;
-        pdu[13] = 2;
+        BinaryPrimitives.WriteInt32BigEndian(pdu.AsSpan(10), isid);
         pdu[27] = 1; // CmdSN: the first command's, as the login is immediate
         text.CopyTo(pdu, 48);
         s.Send(pdu);

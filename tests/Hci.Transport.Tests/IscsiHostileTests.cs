@@ -31,7 +31,7 @@ public sealed class IscsiHostileTests
         // A well-behaved session stays open beside the hostile ones and is used at the end.
         using var good = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await good.ConnectAsync(endpoint);
-        Assert.True(await Login(good, 1), "the well-behaved login failed");
+        Assert.True(await Login(good, 1, isid: 2), "the well-behaved login failed");
 
         int connections = await Flood(endpoint);
         Assert.True(connections > 10, $"only {connections} connections");
@@ -43,7 +43,7 @@ public sealed class IscsiHostileTests
         // And a fresh one logs in.
         using var fresh = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await fresh.ConnectAsync(endpoint);
-        Assert.True(await Login(fresh, 1));
+        Assert.True(await Login(fresh, 1, isid: 3));
         Assert.Equal(0, await Command(fresh, 2, [0x00], 0));
     }
 
@@ -56,7 +56,7 @@ public sealed class IscsiHostileTests
         var endpoint = new IPEndPoint(IPAddress.Loopback, target.LocalEndPoint.Port);
         using var good = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await good.ConnectAsync(endpoint);
-        Assert.True(await Login(good, 1), "the well-behaved login failed");
+        Assert.True(await Login(good, 1, isid: 2), "the well-behaved login failed");
 
         var rng = new Random(1234);
         var watch = Stopwatch.StartNew();
@@ -145,7 +145,7 @@ public sealed class IscsiHostileTests
         Assert.Equal(0, await Command(good, 2, [0x00], 0));
         using var fresh = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await fresh.ConnectAsync(endpoint);
-        Assert.True(await Login(fresh, 1));
+        Assert.True(await Login(fresh, 1, isid: 3));
         Assert.Equal(0, await Command(fresh, 2, [0x00], 0));
         var deadline = Stopwatch.StartNew();
         while (target.ConnectionCount > 2 && deadline.Elapsed < TimeSpan.FromSeconds(30))
@@ -233,13 +233,14 @@ public sealed class IscsiHostileTests
         return connections;
     }
 
-    private static async Task<bool> Login(Socket s, uint cmdSn)
+    // The ISID names the initiator port: a login with the name and ISID of an open session reinstates (closes) it.
+    private static async Task<bool> Login(Socket s, uint cmdSn, byte isid = 1)
     {
         var pdu = new byte[48];
         pdu[0] = 0x43; // immediate login request
         pdu[1] = 0x87; // transit, operational -> full feature
         pdu[8] = 0x80;
-        pdu[13] = 1; // ISID
+        pdu[13] = isid;
         BinaryPrimitives.WriteUInt32BigEndian(pdu.AsSpan(24), cmdSn);
         byte[] text = Encoding.ASCII.GetBytes($"InitiatorName=iqn.2026-11.org.hci.test:fuzzer\0TargetName={Iqn}\0SessionType=Normal\0MaxRecvDataSegmentLength=65536\0");
         pdu[7] = (byte)text.Length;

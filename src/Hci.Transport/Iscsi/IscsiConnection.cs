@@ -364,7 +364,19 @@ internal sealed partial class IscsiConnection
             if (grant && nsg == 3)
             {
                 BinaryPrimitives.WriteUInt16BigEndian(reply.AsSpan(14), _target.NextTsih());
-                _nexus = _target.NextNexus();
+                if (_discovery)
+                {
+                    _nexus = _target.NextNexus();
+                }
+                else
+                {
+                    // The I_T nexus is the initiator port (name and ISID), not this TCP connection: reservations and
+                    // registrations stay with the port across sessions. A session of the same port still open is
+                    // reinstated (RFC 7143, 6.3.5): it is closed, and its tasks drained, before this one starts.
+                    SessionPort = $"{_initiatorName.ToLowerInvariant()},i,0x{_isid}";
+                    _nexus = _target.NexusFor(SessionPort);
+                    await _target.ReinstateAsync(SessionPort, this).ConfigureAwait(false);
+                }
             }
 
             // The data segment must not exceed what the initiator receives; login text is small.
@@ -381,6 +393,9 @@ internal sealed partial class IscsiConnection
             stage = grant ? nsg : csg;
         }
     }
+
+    /// <summary>The initiator port of a normal session in (or past) its full feature phase; null before, and for discovery.</summary>
+    internal string? SessionPort { get; private set; }
 
     private bool _sawTargetName;
     private bool _digestsActive;

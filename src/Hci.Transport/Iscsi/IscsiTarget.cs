@@ -37,6 +37,9 @@ public sealed class IscsiTarget : IAsyncDisposable
     private int _nextTsih;
     private int _nextNexus;
     private long _bufferedBytes;
+    private const int MaxKnownPorts = 4096;
+    private readonly Dictionary<string, int> _portNexus = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, IscsiConnection> _sessions = new(StringComparer.Ordinal);
 
     /// <summary>Creates the target; <see cref="Start"/> opens the portal.</summary>
     /// <param name="options">Settings, checked here.</param>
@@ -184,6 +187,61 @@ public sealed class IscsiTarget : IAsyncDisposable
         lock (_lock)
         {
             _connections.Remove(connection);
+            if (connection.SessionPort is { } port && _sessions.TryGetValue(port, out var current) && current == connection)
+            {
+                _sessions.Remove(port);
+            }
+        }
+    }
+
+    /// <summary>
+    /// The I_T nexus number of an initiator port (lower-case name and ISID): the same for every session of that port,
+    /// so that SCSI reservations and registrations follow the port. Ports without a session or a registration are
+    /// forgotten once many are known (a login flood with random ISIDs cannot grow the table without bound).
+    /// </summary>
+    internal int NexusFor(string port)
+    {
+        lock (_lock)
+        {
+            if (_portNexus.TryGetValue(port, out int nexus))
+            {
+                return nexus;
+            }
+
+            if (_portNexus.Count >= MaxKnownPorts)
+            {
+                foreach (var (known, n) in _portNexus.ToArray())
+                {
+                    if (!_sessions.ContainsKey(known) && !_luns.Values.Any(l => l.IsRegistered(n)))
+                    {
+                        _portNexus.Remove(known);
+                    }
+                }
+            }
+
+            nexus = NextNexus();
+            _portNexus[port] = nexus;
+            return nexus;
+        }
+    }
+
+    /// <summary>
+    /// Makes <paramref name="connection"/> the session of <paramref name="port"/>; a session of that port still open
+    /// is closed first, its tasks drained (session reinstatement, RFC 7143 6.3.5).
+    /// </summary>
+    internal async Task ReinstateAsync(string port, IscsiConnection connection)
+    {
+        IscsiConnection? old;
+        lock (_lock)
+        {
+            _sessions.TryGetValue(port, out old);
+            _sessions[port] = connection;
+        }
+
+        if (old != null && old != connection)
+        {
+            _logger.LogInformation("iSCSI: a new login for {Port} reinstates its session: the old one is closed.", port);
+            await old.CloseAsync().ConfigureAwait(false);
         }
     }
 

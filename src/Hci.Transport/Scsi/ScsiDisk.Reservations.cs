@@ -73,6 +73,17 @@ public sealed partial class ScsiDisk
         }
     }
 
+    /// <summary>True when the I_T nexus holds a persistent reservation registration on this unit.</summary>
+    /// <param name="nexus">The nexus (<see cref="ScsiTask.Nexus"/>).</param>
+    /// <returns>Whether it is registered.</returns>
+    internal bool IsRegistered(int nexus)
+    {
+        lock (_lock)
+        {
+            return _registrants.ContainsKey(nexus) || _spc2Holder == nexus;
+        }
+    }
+
     /// <summary>
     /// Checks that any command may run now for its nexus: a pending unit attention (reported once, to every command
     /// but INQUIRY, REPORT LUNS and REQUEST SENSE) and reservation conflicts (SPC-4 table 44, SBC-3 table 13).
