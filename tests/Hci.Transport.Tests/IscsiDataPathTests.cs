@@ -506,6 +506,90 @@ public sealed class IscsiDataPathTests
         return list;
     }
 
+    [Fact]
+    public async Task IdleConnectionsThatNeverLogInDoNotLockOutALoginEvenWhenMoreThanTheSessionLimit()
+    {
+        // Two sessions allowed; eight TCP connections that never send a byte must not take those places.
+        using var device = new MemoryBlockDevice(16 << 20);
+        var target = new IscsiTarget(new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn, MaxConnections = 2 }, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "idle") });
+        target.Start();
+        int port = target.LocalEndPoint.Port;
+        var idle = new List<Socket>();
+        try
+        {
+            await Task.Run(() =>
+            {
+                for (int i = 0; i < 8; i++)
+                {
+                    var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                    s.Connect(System.Net.IPAddress.Loopback, port);
+                    idle.Add(s);
+                }
+
+                WaitUntil(() => target.ConnectionCount == 8, "the idle connections to be accepted");
+                using var a = Connect(port, digests: false);
+                using var b = Connect(port, digests: false);
+                var c = new RawInitiator(b, digests: false);
+                c.Send(Rw(false, 0), null, Block);
+                Assert.Equal(ScsiStatus.Good, c.Receive().Status);
+                c.Logout();
+            });
+        }
+        finally
+        {
+            idle.ForEach(s => s.Dispose());
+            await target.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task ConnectionsThatDoNotLogInInTimeAndSilentDiscoverySessionsAreDroppedAndTheOldestPendingGoesFirst()
+    {
+        using var device = new MemoryBlockDevice(16 << 20);
+        var options = new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn, MaxPendingLogins = 2, LoginTimeout = TimeSpan.FromSeconds(1) };
+        var target = new IscsiTarget(options, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "timeout") });
+        target.Start();
+        int port = target.LocalEndPoint.Port;
+        try
+        {
+            await Task.Run(() =>
+            {
+                Socket Open()
+                {
+                    var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveTimeout = 10_000 };
+                    s.Connect(System.Net.IPAddress.Loopback, port);
+                    return s;
+                }
+
+                // Three pending with room for two: the first is closed at once.
+                using var first = Open();
+                WaitUntil(() => target.ConnectionCount == 1, "the first connection to be accepted");
+                using var second = Open();
+                using var third = Open();
+                Assert.Equal(0, first.Receive(new byte[48]));
+
+                // A discovery session that logs in and then says nothing.
+                using var discovery = Open();
+                Login(discovery, 0x81, "InitiatorName=iqn.2026-11.org.hci.test:raw\0SessionType=Discovery\0AuthMethod=None\0", 7);
+                Login(discovery, 0x87, "HeaderDigest=None\0DataDigest=None\0", 7);
+
+                // A normal session keeps its place; everything else goes within the login timeout.
+                using var normal = Connect(port, digests: false);
+                Assert.Equal(0, second.Receive(new byte[48]));
+                Assert.Equal(0, third.Receive(new byte[48]));
+                Assert.Equal(0, discovery.Receive(new byte[48]));
+                WaitUntil(() => target.ConnectionCount == 1, "only the normal session to be left");
+            });
+        }
+        finally
+        {
+            await target.DisposeAsync();
+        }
+
+        Assert.Throws<ArgumentException>(() => new IscsiTargetOptions { TargetName = Iqn, LoginTimeout = TimeSpan.Zero }.Validate());
+        Assert.Throws<ArgumentException>(() => new IscsiTargetOptions { TargetName = Iqn, MaxPendingLogins = 0 }.Validate());
+    }
+
     private static void WaitUntil(Func<bool> condition, string what)
     {
         var watch = System.Diagnostics.Stopwatch.StartNew();

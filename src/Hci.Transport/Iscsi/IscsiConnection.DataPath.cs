@@ -235,7 +235,20 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
     private int Ping(long now)
     {
         var o = _target.Options;
-        if (o.NopInInterval <= TimeSpan.Zero || _discovery)
+        if (_discovery)
+        {
+            // Discovery sessions are short (SendTargets, then a logout) and are not pinged: one silent for the login
+            // timeout is dropped, so that idle ones cannot pile up.
+            long idle = _lastReceive + (long)(o.LoginTimeout.TotalSeconds * Stopwatch.Frequency);
+            if (now >= idle)
+            {
+                throw new ProtocolException($"a discovery session silent for {o.LoginTimeout.TotalSeconds} s");
+            }
+
+            return Milliseconds(idle - now);
+        }
+
+        if (o.NopInInterval <= TimeSpan.Zero)
         {
             return -1;
         }

@@ -67,7 +67,23 @@ internal sealed partial class IscsiConnection
         bool handedOver = false;
         try
         {
-            if (await LoginAsync(token).ConfigureAwait(false))
+            // A login has a deadline: a connection that never finishes one cannot hold a place for ever.
+            bool loggedIn;
+            using (var login = CancellationTokenSource.CreateLinkedTokenSource(token))
+            {
+                login.CancelAfter(_target.Options.LoginTimeout);
+                try
+                {
+                    loggedIn = await LoginAsync(login.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (login.IsCancellationRequested && !token.IsCancellationRequested)
+                {
+                    _logger.LogInformation("iSCSI connection from {Peer}: no login within {Seconds} s; dropping it.", SafePeer(), _target.Options.LoginTimeout.TotalSeconds);
+                    loggedIn = false;
+                }
+            }
+
+            if (loggedIn)
             {
                 // The full feature phase runs on a thread of its own that owns the socket from here on.
                 handedOver = StartDataPath();
@@ -377,6 +393,12 @@ internal sealed partial class IscsiConnection
                     _nexus = _target.NexusFor(SessionPort);
                     await _target.ReinstateAsync(SessionPort, this).ConfigureAwait(false);
                 }
+
+                if (!_target.TryPromote(this))
+                {
+                    await Fail(3, 2, $"{_target.Options.MaxConnections} sessions already").ConfigureAwait(false); // out of resources
+                    return false;
+                }
             }
 
             // The data segment must not exceed what the initiator receives; login text is small.
@@ -393,6 +415,9 @@ internal sealed partial class IscsiConnection
             stage = grant ? nsg : csg;
         }
     }
+
+    /// <summary>Its place among the target's pending logins while it logs in (guarded by the target's lock).</summary>
+    internal LinkedListNode<IscsiConnection>? PendingNode { get; set; }
 
     /// <summary>The initiator port of a normal session in (or past) its full feature phase; null before, and for discovery.</summary>
     internal string? SessionPort { get; private set; }

@@ -40,6 +40,8 @@ public sealed class IscsiTarget : IAsyncDisposable
     private const int MaxKnownPorts = 4096;
     private readonly Dictionary<string, int> _portNexus = new(StringComparer.Ordinal);
     private readonly Dictionary<string, IscsiConnection> _sessions = new(StringComparer.Ordinal);
+    private readonly LinkedList<IscsiConnection> _pending = new();
+    private readonly HashSet<IscsiConnection> _sessionsOpen = [];
 
     /// <summary>Creates the target; <see cref="Start"/> opens the portal.</summary>
     /// <param name="options">Settings, checked here.</param>
@@ -187,10 +189,39 @@ public sealed class IscsiTarget : IAsyncDisposable
         lock (_lock)
         {
             _connections.Remove(connection);
+            _sessionsOpen.Remove(connection);
+            if (connection.PendingNode is { List: not null } node)
+            {
+                _pending.Remove(node);
+            }
+
             if (connection.SessionPort is { } port && _sessions.TryGetValue(port, out var current) && current == connection)
             {
                 _sessions.Remove(port);
             }
+        }
+    }
+
+    /// <summary>
+    /// A connection has logged in: it leaves the pending logins and takes one of <see cref="IscsiTargetOptions.MaxConnections"/>
+    /// sessions; false when all are taken.
+    /// </summary>
+    internal bool TryPromote(IscsiConnection connection)
+    {
+        lock (_lock)
+        {
+            if (!_connections.Contains(connection) || _sessionsOpen.Count >= _options.MaxConnections)
+            {
+                return false;
+            }
+
+            if (connection.PendingNode is { List: not null } node)
+            {
+                _pending.Remove(node);
+            }
+
+            _sessionsOpen.Add(connection);
+            return true;
         }
     }
 
@@ -267,17 +298,26 @@ public sealed class IscsiTarget : IAsyncDisposable
 
             client.NoDelay = true;
             IscsiConnection connection;
+            IscsiConnection? dropped = null;
             lock (_lock)
             {
-                if (_connections.Count >= _options.MaxConnections)
+                // Connections still logging in are bounded apart from sessions: when too many are pending, the oldest
+                // goes, so that idle TCP connections cannot lock initiators out (sessions are never dropped here).
+                if (_pending.Count >= _options.MaxPendingLogins)
                 {
-                    _logger.LogWarning("iSCSI target: {Count} connections already open; refusing {Peer}.", _connections.Count, client.RemoteEndPoint);
-                    client.Dispose();
-                    continue;
+                    dropped = _pending.First!.Value;
+                    _pending.RemoveFirst();
                 }
 
                 connection = new IscsiConnection(this, client);
                 _connections.Add(connection);
+                connection.PendingNode = _pending.AddLast(connection);
+            }
+
+            if (dropped != null)
+            {
+                _logger.LogWarning("iSCSI target: {Count} connections are logging in; dropping the oldest to take {Peer}.", _options.MaxPendingLogins, client.RemoteEndPoint);
+                _ = dropped.CloseAsync();
             }
 
             _ = connection.RunAsync(_stop.Token);

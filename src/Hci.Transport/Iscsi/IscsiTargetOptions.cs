@@ -35,8 +35,20 @@ public sealed class IscsiTargetOptions
     /// <summary>Commands an initiator may have outstanding (the CmdSN window).</summary>
     public int CommandWindow { get; set; } = 128;
 
-    /// <summary>Connections at once across all sessions.</summary>
+    /// <summary>Logged-in sessions (normal and discovery) at once; a login past it is refused as out of resources.</summary>
     public int MaxConnections { get; set; } = 64;
+
+    /// <summary>
+    /// Connections still logging in at once, counted apart from <see cref="MaxConnections"/>: when a new one arrives
+    /// with this many pending, the oldest pending is dropped. Default 256.
+    /// </summary>
+    public int MaxPendingLogins { get; set; } = 256;
+
+    /// <summary>
+    /// How long a connection may take to log in before it is dropped, and how long a discovery session may stay
+    /// silent. Default 15 s; from 1 s to 10 minutes.
+    /// </summary>
+    public TimeSpan LoginTimeout { get; set; } = TimeSpan.FromSeconds(15);
 
     /// <summary>
     /// Data buffer bytes all connections together may hold (commands waiting for data or running, and pooled spares);
@@ -87,6 +99,11 @@ public sealed class IscsiTargetOptions
         if (CommandWindow is < 1 or > 1024 || MaxConnections < 1)
         {
             throw new ArgumentException("IscsiTargetOptions: CommandWindow must be from 1 to 1024 and MaxConnections at least 1.");
+        }
+
+        if (MaxPendingLogins < 1 || LoginTimeout < TimeSpan.FromSeconds(1) || LoginTimeout > TimeSpan.FromMinutes(10))
+        {
+            throw new ArgumentException($"IscsiTargetOptions: MaxPendingLogins ({MaxPendingLogins}) must be at least 1 and LoginTimeout ({LoginTimeout}) from 1 s to 10 minutes.");
         }
 
         if (MaxBufferedBytes < (32L << 20))
