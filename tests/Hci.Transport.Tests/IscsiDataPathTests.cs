@@ -590,6 +590,122 @@ public sealed class IscsiDataPathTests
         Assert.Throws<ArgumentException>(() => new IscsiTargetOptions { TargetName = Iqn, MaxPendingLogins = 0 }.Validate());
     }
 
+    [Fact]
+    public async Task CommandsPastACmdSnGapWaitForItAndAResentCommandDoesNotRunTwice()
+    {
+        using var device = new MemoryBlockDevice(16 << 20);
+        var target = new IscsiTarget(new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn }, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "cmdsn") });
+        target.Start();
+        int port = target.LocalEndPoint.Port;
+        try
+        {
+            await Task.Run(() =>
+            {
+                using var s = Connect(port, digests: false);
+                var c = new RawInitiator(s, digests: false);
+                uint first = c.CmdSn;
+                c.Skip(2);
+
+                // The second command (B) arrives before the first (A): A must run first, so the block ends as B.
+                c.Send(Rw(true, 9), Enumerable.Repeat((byte)'B', Block).ToArray(), 0, cmdSn: first + 1);
+                c.Send(Rw(true, 9), Enumerable.Repeat((byte)'A', Block).ToArray(), 0, cmdSn: first);
+                Assert.Equal(ScsiStatus.Good, c.Receive().Status);
+                Assert.Equal(ScsiStatus.Good, c.Receive().Status);
+
+                // A resend of the second is below ExpCmdSN now: dropped, not run again (no answer comes for it).
+                c.Send(Rw(true, 9), Enumerable.Repeat((byte)'C', Block).ToArray(), 0, cmdSn: first + 1);
+                c.Send(Rw(false, 9), null, Block);
+                var (status, data) = c.Receive();
+                Assert.Equal(ScsiStatus.Good, status);
+                Assert.Equal(Block, data.Length); // the READ's answer is the next: none came for the resend
+                Assert.Equal(-1, data.AsSpan().IndexOfAnyExcept((byte)'B'));
+                c.Logout();
+            });
+        }
+        finally
+        {
+            await target.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task DirectionBitsMustMatchTheCdbAndAPartialBlockReadReturnsDataNotStaleBytes()
+    {
+        using var device = new MemoryBlockDevice(16 << 20);
+        var target = new IscsiTarget(new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn }, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "direction") });
+        target.Start();
+        int port = target.LocalEndPoint.Port;
+        try
+        {
+            await Task.Run(() =>
+            {
+                using var s = Connect(port, digests: false);
+                var c = new RawInitiator(s, digests: false);
+                var two = new byte[16];
+                two[0] = 0x2A;
+                BinaryPrimitives.WriteUInt32BigEndian(two.AsSpan(2), 20);
+                two[8] = 2;
+                c.Send(two, Enumerable.Repeat((byte)'P', 2 * Block).ToArray(), 0);
+                Assert.Equal(ScsiStatus.Good, c.Receive().Status);
+                two[0] = 0x2A;
+                BinaryPrimitives.WriteUInt32BigEndian(two.AsSpan(2), 40);
+                c.Send(two, Enumerable.Repeat((byte)'S', 2 * Block).ToArray(), 0); // leaves 'S' in the command buffer
+                Assert.Equal(ScsiStatus.Good, c.Receive().Status);
+
+                // A WRITE sent as a read (R bit, no data): refused, nothing written, no data returned.
+                c.Send(Rw(true, 20), null, Block);
+                var (status, data) = c.Receive();
+                Assert.Equal(ScsiStatus.CheckCondition, status);
+                Assert.Empty(data);
+
+                // READ of two blocks, 6000 bytes expected: 6000 bytes of the medium, none of the buffer's old 'S'.
+                two[0] = 0x28;
+                BinaryPrimitives.WriteUInt32BigEndian(two.AsSpan(2), 20);
+                c.Send(two, null, 6000);
+                (status, data) = c.Receive();
+                Assert.Equal(ScsiStatus.Good, status);
+                Assert.Equal(6000, data.Length);
+                Assert.Equal(-1, data.AsSpan().IndexOfAnyExcept((byte)'P'));
+                c.Logout();
+            });
+        }
+        finally
+        {
+            await target.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task LoginOnlyKeysAreRefusedInTextAfterLogin()
+    {
+        using var device = new MemoryBlockDevice(16 << 20);
+        var target = new IscsiTarget(new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn }, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "text") });
+        target.Start();
+        int port = target.LocalEndPoint.Port;
+        try
+        {
+            await Task.Run(() =>
+            {
+                using var s = Connect(port, digests: false);
+                var c = new RawInitiator(s, digests: false);
+                string answer = c.Text("HeaderDigest=CRC32C\0DataDigest=CRC32C\0MaxBurstLength=512\0MaxRecvDataSegmentLength=16777215\0");
+                Assert.Contains("HeaderDigest=Reject", answer);
+                Assert.Contains("DataDigest=Reject", answer);
+                Assert.Contains("MaxBurstLength=Reject", answer);
+                Assert.Contains("MaxRecvDataSegmentLength=", answer);
+
+                // Still no digests either way.
+                c.Send(Rw(false, 0), null, Block);
+                Assert.Equal(ScsiStatus.Good, c.Receive().Status);
+                c.Logout();
+            });
+        }
+        finally
+        {
+            await target.DisposeAsync();
+        }
+    }
+
     private static void WaitUntil(Func<bool> condition, string what)
     {
         var watch = System.Diagnostics.Stopwatch.StartNew();
@@ -676,7 +792,7 @@ public sealed class IscsiDataPathTests
             }
         }
 
-        public void Send(byte[] cdb, byte[]? immediate, int readLength, int lun = 1)
+        public void Send(byte[] cdb, byte[]? immediate, int readLength, int lun = 1, uint? cmdSn = null)
         {
             var h = new byte[48];
             h[0] = 0x01;
@@ -684,9 +800,34 @@ public sealed class IscsiDataPathTests
             BinaryPrimitives.WriteUInt64BigEndian(h.AsSpan(8), (ulong)lun << 48);
             BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(16), _itt++);
             BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(20), (uint)(immediate?.Length ?? readLength));
-            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(24), _cmdSn++);
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(24), cmdSn ?? _cmdSn++);
             cdb.CopyTo(h, 32);
             Write(h, immediate ?? []);
+        }
+
+        /// <summary>The next CmdSN this initiator would use; <see cref="Skip"/> moves past numbers a test sends itself.</summary>
+        public uint CmdSn => _cmdSn;
+
+        public void Skip(uint count) => _cmdSn += count;
+
+        /// <summary>A Text request in the full feature phase; returns the response's text.</summary>
+        public string Text(string keys)
+        {
+            var h = new byte[48];
+            h[0] = 0x04;
+            h[1] = 0x80;
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(16), _itt++);
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(20), 0xFFFFFFFF);
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(24), _cmdSn++);
+            Write(h, Encoding.ASCII.GetBytes(keys));
+            while (true)
+            {
+                var (header, data) = Next();
+                if (header[0] == 0x24)
+                {
+                    return Encoding.ASCII.GetString(data);
+                }
+            }
         }
 
         public void Logout()

@@ -71,6 +71,9 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
     private uint _pingTag;
     private BlockQueue? _watched;
     private string? _initiatorPort;
+    private Dictionary<uint, byte[]>? _held;
+    private long _heldBytes;
+    private bool _runningHeld;
 
     private bool HeaderDigestOn => _digestsActive && _session.HeaderDigest;
 
@@ -444,6 +447,69 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
             return;
         }
 
+        // Non-immediate requests run in CmdSN order (RFC 7143, 3.2.2.1): one past a gap waits for the gap to fill;
+        // one below ExpCmdSN (a resend of a command already run) or past MaxCmdSN is dropped.
+        if (h.Opcode is IscsiOpcode.ScsiCommand or IscsiOpcode.NopOut or IscsiOpcode.TextRequest or IscsiOpcode.TaskManagementRequest or IscsiOpcode.LogoutRequest
+            && !h.Immediate && !(h.Opcode == IscsiOpcode.NopOut && h.InitiatorTaskTag == ReservedTag))
+        {
+            uint cmdSn = h.Field(24);
+            if ((int)(cmdSn - _expCmdSn) < 0 || (int)(cmdSn - MaxCmdSn) > 0)
+            {
+                return;
+            }
+
+            if (cmdSn != _expCmdSn)
+            {
+                Hold(cmdSn, bhs, data);
+                return;
+            }
+        }
+
+        Run(bhs, data);
+        if (_held != null && !_runningHeld)
+        {
+            // Requests that waited for this one run now, in order.
+            _runningHeld = true;
+            try
+            {
+                while (!_loggedOut && _held.Remove(_expCmdSn, out var next))
+                {
+                    _heldBytes -= next.Length;
+                    Run(next.AsSpan(0, IscsiHeader.Length), next.AsSpan(IscsiHeader.Length));
+                }
+            }
+            finally
+            {
+                _runningHeld = false;
+            }
+        }
+    }
+
+    /// <summary>Keeps a copy of a request that arrived past a CmdSN gap (rare: only an initiator in error makes one).</summary>
+    private void Hold(uint cmdSn, Span<byte> bhs, Span<byte> data)
+    {
+        _held ??= [];
+        if (_held.ContainsKey(cmdSn))
+        {
+            return; // a resend of one already waiting
+        }
+
+        long bytes = IscsiHeader.Length + data.Length;
+        if (_heldBytes + bytes > 2L * _session.MaxRecvDataSegmentLength * 8)
+        {
+            throw new ProtocolException($"too many commands held past a CmdSN gap (waiting for CmdSN {_expCmdSn})");
+        }
+
+        var copy = new byte[bytes];
+        bhs[..IscsiHeader.Length].CopyTo(copy);
+        data.CopyTo(copy.AsSpan(IscsiHeader.Length));
+        _held[cmdSn] = copy;
+        _heldBytes += bytes;
+    }
+
+    private void Run(Span<byte> bhs, Span<byte> data)
+    {
+        var h = new IscsiHeader(bhs);
         switch (h.Opcode)
         {
             case IscsiOpcode.ScsiCommand:
@@ -520,7 +586,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         var r = new IscsiHeader(reply) { Opcode = IscsiOpcode.NopIn, Final = true, Lun = h.Lun, InitiatorTaskTag = h.InitiatorTaskTag };
         r.SetField(20, ReservedTag);
         Stamp(reply);
-        int echo = Math.Min(data.Length, _session.MaxSendDataSegmentLength);
+        int echo = Math.Min(data.Length, Math.Min(_session.MaxSendDataSegmentLength, MaxCopiedSegment));
         fixed (byte* d = data)
         {
             QueuePdu(reply, d, echo, copy: true);
@@ -545,6 +611,15 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         if ((read && write) || expected > maxTransfer || (write && data.Length > expected) || (!write && data.Length > 0))
         {
             QueueStatus(itt, ScsiStatus.CheckCondition, SenseKey.IllegalRequest, 0x24); // INVALID FIELD IN CDB
+            return;
+        }
+
+        // The R and W bits must agree with the direction the CDB moves data (a WRITE marked as a read would write
+        // and return whatever the buffer held; a READ marked as a write would take data it then ignores).
+        if (expected > 0 && ScsiDisk.DirectionOf(bhs.Slice(32, 16)) is var direction && direction != ScsiDataDirection.Unknown
+            && (direction == ScsiDataDirection.None ? false : direction == ScsiDataDirection.In ? !read : !write))
+        {
+            QueueStatus(itt, ScsiStatus.CheckCondition, SenseKey.IllegalRequest, 0x24);
             return;
         }
 
@@ -1050,9 +1125,17 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
                     response.Add(new("TargetAddress", $"{host}:{ep.Port},1"));
                 }
             }
+            else if (key == "MaxRecvDataSegmentLength")
+            {
+                // The one operational key the full feature phase may renegotiate (RFC 7143, 13.12): the initiator's
+                // declaration; what this side sends stays within its output arena.
+                IscsiNegotiation.Respond([new(key, value)], _limits, _session, response);
+                _session.MaxSendDataSegmentLength = Math.Min(_session.MaxSendDataSegmentLength, MaxCopiedSegment);
+            }
             else
             {
-                IscsiNegotiation.Respond([new(key, value)], _limits, _session, response);
+                // Login-only keys (digests, burst lengths, names, CHAP ...) and anything unknown cannot change now.
+                response.Add(new(key, IscsiNegotiation.LoginKeys.Contains(key) || IsOperational(key) ? "Reject" : "NotUnderstood"));
             }
         }
 
@@ -1064,9 +1147,17 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         byte[] body = IscsiText.Format(response);
         fixed (byte* b = body)
         {
-            QueuePdu(reply, b, Math.Min(body.Length, _session.MaxSendDataSegmentLength), copy: true);
+            QueuePdu(reply, b, Math.Min(body.Length, Math.Min(_session.MaxSendDataSegmentLength, MaxCopiedSegment)), copy: true);
         }
     }
+
+    private static bool IsOperational(string key) => key is "HeaderDigest" or "DataDigest" or "MaxConnections" or "InitialR2T" or "ImmediateData"
+        or "MaxBurstLength" or "FirstBurstLength" or "DefaultTime2Wait" or "DefaultTime2Retain" or "MaxOutstandingR2T" or "DataPDUInOrder"
+        or "DataSequenceInOrder" or "ErrorRecoveryLevel" or "IFMarker" or "OFMarker" or "IFMarkInt" or "OFMarkInt";
+
+    // The largest data segment copied into the output arena (text, a ping's echo, sense), with room for the header,
+    // digests and padding.
+    private int MaxCopiedSegment => _arenaCapacity - IscsiHeader.Length - 16;
 
     private void Reject(Span<byte> offending, byte reason)
     {
@@ -1194,6 +1285,12 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         if (_arenaUsed + need > _arenaCapacity || _iovCount + 3 > MaxIovecs)
         {
             FlushAll();
+        }
+
+        if (need > _arenaCapacity)
+        {
+            // Never written past the arena (callers bound what they copy; this is the last line).
+            throw new ProtocolException($"an answer of {length} bytes does not fit the output buffer");
         }
 
         int start = _arenaUsed;

@@ -142,7 +142,23 @@ public sealed partial class ScsiDisk
         }
 
         task.DataLength = (int)bytes;
-        length = (int)Math.Min(bytes, Math.Min(task.ExpectedLength, task.Buffer?.Length ?? 0)) / _blockSize * _blockSize;
+        int buffer = task.Buffer?.Length ?? 0;
+        int have = (int)Math.Min(bytes, Math.Min(task.ExpectedLength, buffer));
+        length = have / _blockSize * _blockSize;
+        if (!write && length < have)
+        {
+            // The initiator expects part of a block: the whole block is read, so that what it gets is data, never
+            // what the buffer held before; where the buffer cannot take the block, the part is cleared.
+            if (length + _blockSize <= buffer)
+            {
+                length += _blockSize;
+            }
+            else
+            {
+                task.Buffer!.Span[length..have].Clear();
+            }
+        }
+
         return true;
     }
 
@@ -163,4 +179,36 @@ public sealed partial class ScsiDisk
             task.Fail(SenseKey.MediumError, write ? (byte)0x0C : (byte)0x11, 0); // WRITE ERROR, UNRECOVERED READ ERROR
         }
     }
+}
+
+/// <summary>Which way a command moves data (for a transport's check of its own direction bits).</summary>
+internal enum ScsiDataDirection
+{
+    /// <summary>An opcode this unit does not know: the unit answers it.</summary>
+    Unknown,
+
+    /// <summary>No data.</summary>
+    None,
+
+    /// <summary>From the unit to the initiator (a read).</summary>
+    In,
+
+    /// <summary>From the initiator to the unit (a write).</summary>
+    Out,
+}
+
+/// <summary>Command directions.</summary>
+public sealed partial class ScsiDisk
+{
+    /// <summary>The direction a CDB moves data in, as the standards define its opcode.</summary>
+    /// <param name="cdb">The CDB.</param>
+    /// <returns>The direction; <see cref="ScsiDataDirection.Unknown"/> for opcodes this unit does not serve.</returns>
+    internal static ScsiDataDirection DirectionOf(ReadOnlySpan<byte> cdb) => cdb[0] switch
+    {
+        0x00 or 0x1B or 0x1E or 0x35 or 0x91 or 0x34 or 0x90 or 0x16 or 0x56 or 0x17 or 0x57 => ScsiDataDirection.None,
+        0x08 or 0x28 or 0xA8 or 0x88 or 0x03 or 0x12 or 0x25 or 0x9E or 0xA3 or 0x1A or 0x5A or 0x5E or 0x37 or 0xB7 or 0xA0 => ScsiDataDirection.In,
+        0x0A or 0x2A or 0xAA or 0x8A or 0x2E or 0xAE or 0x8E or 0x41 or 0x93 or 0x42 or 0x89 or 0x8B or 0x15 or 0x55 or 0x5F => ScsiDataDirection.Out,
+        0x2F or 0xAF or 0x8F => ((cdb[1] >> 1) & 3) == 0 ? ScsiDataDirection.None : ScsiDataDirection.Out, // VERIFY: BYTCHK
+        _ => ScsiDataDirection.Unknown,
+    };
 }
