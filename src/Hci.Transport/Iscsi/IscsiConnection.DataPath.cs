@@ -614,10 +614,10 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
             return;
         }
 
-        // The R and W bits must agree with the direction the CDB moves data (a WRITE marked as a read would write
-        // and return whatever the buffer held; a READ marked as a write would take data it then ignores).
-        if (expected > 0 && ScsiDisk.DirectionOf(bhs.Slice(32, 16)) is var direction && direction != ScsiDataDirection.Unknown
-            && (direction == ScsiDataDirection.None ? false : direction == ScsiDataDirection.In ? !read : !write))
+        // A command that takes data must come with the W bit: without it, it would write (and answer with) whatever
+        // the command buffer held before. A READ marked as a write is served with no Data-In, as other targets do
+        // (libiscsi's Read10Invalid expects GOOD), so it leaks nothing.
+        if (expected > 0 && !write && ScsiDisk.DirectionOf(bhs.Slice(32, 16)) == ScsiDataDirection.Out)
         {
             QueueStatus(itt, ScsiStatus.CheckCondition, SenseKey.IllegalRequest, 0x24);
             return;
