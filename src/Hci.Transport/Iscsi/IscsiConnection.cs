@@ -263,6 +263,13 @@ internal sealed partial class IscsiConnection
             async Task Fail(byte statusClass, byte detail, string why)
             {
                 _logger.LogInformation("iSCSI login from {Peer} refused: {Why}.", SafePeer(), why);
+                if (statusClass == 2 && detail is 1 or 2)
+                {
+                    // A failed authentication is answered after a pause (this connection's only: others go on), so
+                    // that secrets cannot be guessed at network speed.
+                    await Task.Delay(_target.Options.FailedLoginDelay, token).ConfigureAwait(false);
+                }
+
                 reply[1] = 0;
                 reply[36] = statusClass;
                 reply[37] = detail;
@@ -494,8 +501,11 @@ internal sealed partial class IscsiConnection
         string? theirChallenge = Get("CHAP_C");
         if (theirId != null || theirChallenge != null)
         {
+            // A challenge equal to ours (in any encoding) would make this target answer its own challenge for the
+            // initiator: a reflection, refused by comparing the decoded bytes.
             if (o.MutualChapUser == null || theirId == null || theirChallenge == null || !byte.TryParse(theirId, out byte mutualId)
-                || !TryDecodeChap(theirChallenge, out byte[] c) || c.Length == 0 || theirChallenge == challenge)
+                || !TryDecodeChap(theirChallenge, out byte[] c) || c.Length == 0
+                || (TryDecodeChap(challenge, out byte[] ours) && c.AsSpan().SequenceEqual(ours)))
             {
                 return (false, false, null, 0);
             }

@@ -14,14 +14,20 @@ public sealed class IscsiTargetOptions
     /// <summary>CHAP user the initiator must log in as; null allows AuthMethod=None.</summary>
     public string? ChapUser { get; set; }
 
-    /// <summary>CHAP secret for <see cref="ChapUser"/> (12 to 16 bytes recommended, at least 1).</summary>
+    /// <summary>CHAP secret for <see cref="ChapUser"/>: at least 12 bytes (96 bits, RFC 7143 12.1.3).</summary>
     public string? ChapSecret { get; set; }
 
     /// <summary>User this target answers mutual CHAP with; null refuses mutual CHAP.</summary>
     public string? MutualChapUser { get; set; }
 
-    /// <summary>Secret for mutual CHAP.</summary>
+    /// <summary>Secret for mutual CHAP: at least 12 bytes, and not the same as <see cref="ChapSecret"/>.</summary>
     public string? MutualChapSecret { get; set; }
+
+    /// <summary>
+    /// How long a connection waits before it answers a failed authentication (other connections are not held up).
+    /// Default 1 s; at most 10 s.
+    /// </summary>
+    public TimeSpan FailedLoginDelay { get; set; } = TimeSpan.FromSeconds(1);
 
     /// <summary>Largest data segment this target receives.</summary>
     public int MaxRecvDataSegmentLength { get; set; } = 256 * 1024;
@@ -71,6 +77,9 @@ public sealed class IscsiTargetOptions
     /// <summary>How long a ping may go unanswered before the connection is dropped.</summary>
     public TimeSpan NopInTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>The shortest CHAP secret accepted, in bytes (RFC 7143 12.1.3: 96 bits).</summary>
+    public const int MinChapSecretBytes = 12;
+
     /// <summary>Checks the settings and returns the endpoint to listen on.</summary>
     /// <returns>The endpoint.</returns>
     /// <exception cref="ArgumentException">A setting is invalid; the message says what to fix.</exception>
@@ -89,6 +98,26 @@ public sealed class IscsiTargetOptions
         if ((MutualChapUser == null) != (MutualChapSecret == null) || (MutualChapUser != null && ChapUser == null))
         {
             throw new ArgumentException("IscsiTargetOptions: mutual CHAP needs MutualChapUser and MutualChapSecret, and CHAP itself.");
+        }
+
+        if (ChapSecret != null && System.Text.Encoding.UTF8.GetByteCount(ChapSecret) < MinChapSecretBytes)
+        {
+            throw new ArgumentException($"IscsiTargetOptions.ChapSecret is {System.Text.Encoding.UTF8.GetByteCount(ChapSecret)} bytes: a CHAP secret must be at least {MinChapSecretBytes} bytes (96 random bits, RFC 7143 12.1.3).");
+        }
+
+        if (MutualChapSecret != null && System.Text.Encoding.UTF8.GetByteCount(MutualChapSecret) < MinChapSecretBytes)
+        {
+            throw new ArgumentException($"IscsiTargetOptions.MutualChapSecret is {System.Text.Encoding.UTF8.GetByteCount(MutualChapSecret)} bytes: a CHAP secret must be at least {MinChapSecretBytes} bytes (96 random bits, RFC 7143 12.1.3).");
+        }
+
+        if (MutualChapSecret != null && MutualChapSecret == ChapSecret)
+        {
+            throw new ArgumentException("IscsiTargetOptions: MutualChapSecret must differ from ChapSecret (the same secret both ways lets a captured exchange be reflected, RFC 7143 12.1.3).");
+        }
+
+        if (FailedLoginDelay < TimeSpan.Zero || FailedLoginDelay > TimeSpan.FromSeconds(10))
+        {
+            throw new ArgumentException($"IscsiTargetOptions.FailedLoginDelay {FailedLoginDelay} must be from 0 to 10 s.");
         }
 
         if (MaxRecvDataSegmentLength is < 512 or > 16777215 || MaxBurstLength is < 512 or > 16777215 || FirstBurstLength < 512 || FirstBurstLength > MaxBurstLength)
