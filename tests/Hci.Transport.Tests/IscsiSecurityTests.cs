@@ -75,6 +75,29 @@ public sealed class IscsiSecurityTests
     }
 
     [Fact]
+    public async Task OnlyAllowedInitiatorsMayOpenNormalSessions()
+    {
+        using var device = new MemoryBlockDevice(16 << 20);
+        var options = new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn, FailedLoginDelay = TimeSpan.Zero, AllowedInitiators = ["iqn.2026-11.org.hci.test:Allowed"] };
+        await using var target = new IscsiTarget(options, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "acl") });
+        target.Start();
+        await Task.Run(() =>
+        {
+            (byte[] Header, string Text) Try(string name)
+            {
+                using var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveTimeout = 10_000 };
+                s.Connect(IPAddress.Loopback, target.LocalEndPoint.Port);
+                return Send(s, 0x81, $"InitiatorName={name}\0TargetName={Iqn}\0SessionType=Normal\0AuthMethod=None\0");
+            }
+
+            var (refused, _) = Try("iqn.2026-11.org.hci.test:intruder");
+            Assert.Equal((2, 2), (refused[36], refused[37])); // authorization failure
+            var (ok, _) = Try("iqn.2026-11.org.hci.test:allowed");
+            Assert.Equal(0, ok[36]);
+        });
+    }
+
+    [Fact]
     public void ChapSecretsShorterThanTwelveBytesOrTheSameBothWaysAreRefusedAtStartUp()
     {
         IscsiTargetOptions Options(string secret, string? mutual) => new()

@@ -315,7 +315,8 @@ internal sealed partial class IscsiConnection
             }
 
             response.Clear();
-            _logger.LogDebug("iSCSI login from {Peer}, stage {Stage}: {Keys}", SafePeer(), csg, string.Join(' ', pairs.Select(p => $"{p.Key}={p.Value}")));
+            // CHAP values are not logged (responses and challenges are material for an offline guess of the secret).
+            _logger.LogDebug("iSCSI login from {Peer}, stage {Stage}: {Keys}", SafePeer(), csg, string.Join(' ', pairs.Select(p => p.Key.StartsWith("CHAP_", StringComparison.Ordinal) ? $"{p.Key}=..." : $"{p.Key}={p.Value}")));
             foreach (var (key, value) in pairs)
             {
                 switch (key)
@@ -380,6 +381,13 @@ internal sealed partial class IscsiConnection
             if (grant && nsg == 3 && !_discovery && !_sawTargetName)
             {
                 await Fail(2, 7, "no TargetName for a normal session").ConfigureAwait(false);
+                return false;
+            }
+
+            var allowed = _target.Options.AllowedInitiators;
+            if (!_discovery && allowed.Count > 0 && !allowed.Any(a => string.Equals(a, _initiatorName, StringComparison.OrdinalIgnoreCase)))
+            {
+                await Fail(2, 2, $"initiator {_initiatorName} is not allowed").ConfigureAwait(false); // authorization failure
                 return false;
             }
 

@@ -29,6 +29,12 @@ public sealed class IscsiTargetOptions
     /// </summary>
     public TimeSpan FailedLoginDelay { get; set; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// Initiator names (iSCSI names, compared without regard to case) allowed to open normal sessions; empty allows
+    /// any. A login from another initiator is refused as not authorized.
+    /// </summary>
+    public IList<string> AllowedInitiators { get; set; } = new List<string>();
+
     /// <summary>Largest data segment this target receives.</summary>
     public int MaxRecvDataSegmentLength { get; set; } = 256 * 1024;
 
@@ -113,6 +119,11 @@ public sealed class IscsiTargetOptions
         if (MutualChapSecret != null && MutualChapSecret == ChapSecret)
         {
             throw new ArgumentException("IscsiTargetOptions: MutualChapSecret must differ from ChapSecret (the same secret both ways lets a captured exchange be reflected, RFC 7143 12.1.3).");
+        }
+
+        if (AllowedInitiators == null || AllowedInitiators.Any(string.IsNullOrWhiteSpace))
+        {
+            throw new ArgumentException("IscsiTargetOptions.AllowedInitiators must be a list (empty: any initiator) of initiator names, none empty.");
         }
 
         if (FailedLoginDelay < TimeSpan.Zero || FailedLoginDelay > TimeSpan.FromSeconds(10))
