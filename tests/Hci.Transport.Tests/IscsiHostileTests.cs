@@ -37,14 +37,14 @@ public sealed class IscsiHostileTests
         Assert.True(connections > 10, $"only {connections} connections");
 
         // The good session still answers: TEST UNIT READY and READ CAPACITY(10) over it.
-        Assert.Equal(0, await Command(good, 2, [0x00], 0));
-        Assert.Equal(0, await Command(good, 3, [0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], 8));
+        Assert.Equal(0, await Command(good, 1, [0x00], 0));
+        Assert.Equal(0, await Command(good, 2, [0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], 8));
 
         // And a fresh one logs in.
         using var fresh = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await fresh.ConnectAsync(endpoint);
         Assert.True(await Login(fresh, 1, isid: 3));
-        Assert.Equal(0, await Command(fresh, 2, [0x00], 0));
+        Assert.Equal(0, await Command(fresh, 1, [0x00], 0));
     }
 
     [Fact]
@@ -142,11 +142,11 @@ public sealed class IscsiHostileTests
         }
 
         // The good session still works, a fresh login works, and every mangled connection has gone.
-        Assert.Equal(0, await Command(good, 2, [0x00], 0));
+        Assert.Equal(0, await Command(good, 1, [0x00], 0));
         using var fresh = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await fresh.ConnectAsync(endpoint);
         Assert.True(await Login(fresh, 1, isid: 3));
-        Assert.Equal(0, await Command(fresh, 2, [0x00], 0));
+        Assert.Equal(0, await Command(fresh, 1, [0x00], 0));
         var deadline = Stopwatch.StartNew();
         while (target.ConnectionCount > 2 && deadline.Elapsed < TimeSpan.FromSeconds(30))
         {
