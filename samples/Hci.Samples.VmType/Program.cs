@@ -25,14 +25,21 @@ const string Usage = """
       --buffered            use the page cache instead of O_DIRECT
       --poll-us N           how long a connection's thread keeps polling after work before it sleeps
                             (0 to 1000 microseconds, default 100)
-      --chap-user U --chap-secret S                 require CHAP
-      --mutual-chap-user U --mutual-chap-secret S   answer mutual CHAP with these
-      --verbose             log protocol details
+      --chap-user U         require CHAP as user U; the secret (at least 12 bytes) comes from
+        --chap-secret-file F  the first line of file F, or the environment variable HCI_CHAP_SECRET
+                            (--chap-secret S still works but shows the secret to every user in
+                            /proc/PID/cmdline, and is warned about)
+      --mutual-chap-user U  answer mutual CHAP as U, with the secret from --mutual-chap-secret-file F
+                            or HCI_MUTUAL_CHAP_SECRET (--mutual-chap-secret S: as above)
+      --allow-initiator IQN only this initiator may log in (repeat for more); default any
+      --insecure            allow logins without CHAP (required when no --chap-user is given)
+      --verbose             log protocol details (never secrets)
     It logs one line when the portal listens and exits cleanly on SIGINT or SIGTERM.
     """;
 
 var values = new Dictionary<string, string>();
-bool buffered = false, verbose = false;
+var allowed = new List<string>();
+bool buffered = false, verbose = false, insecure = false;
 for (int i = 0; i < args.Length; i++)
 {
     string a = args[i];
@@ -47,11 +54,21 @@ for (int i = 0; i < args.Length; i++)
         case "--verbose":
             verbose = true;
             continue;
-        case "--portal" or "--iqn" or "--backing" or "--size" or "--ioengine" or "--lun" or "--scheduler" or "--poll-us" or "--chap-user" or "--chap-secret" or "--mutual-chap-user" or "--mutual-chap-secret":
+        case "--insecure":
+            insecure = true;
+            continue;
+        case "--portal" or "--iqn" or "--backing" or "--size" or "--ioengine" or "--lun" or "--scheduler" or "--poll-us" or "--chap-user" or "--chap-secret" or "--mutual-chap-user" or "--mutual-chap-secret"
+            or "--chap-secret-file" or "--mutual-chap-secret-file" or "--allow-initiator":
             if (i + 1 >= args.Length)
             {
                 Console.Error.WriteLine($"hci-vmtype: {a} needs a value");
                 return 2;
+            }
+
+            if (a == "--allow-initiator")
+            {
+                allowed.Add(args[++i]);
+                continue;
             }
 
             values[a] = args[++i];
@@ -106,6 +123,13 @@ try
         device = new ScheduledBlockDevice(device, new SchedulerOptions { Kind = kind });
     }
 
+    string? chapSecret = Secret("--chap-secret", "--chap-secret-file", "HCI_CHAP_SECRET");
+    string? mutualSecret = Secret("--mutual-chap-secret", "--mutual-chap-secret-file", "HCI_MUTUAL_CHAP_SECRET");
+    if (Get("--chap-user") == null && !insecure)
+    {
+        throw new ArgumentException("no authentication: give --chap-user with --chap-secret-file (or HCI_CHAP_SECRET), or --insecure to let any initiator log in without CHAP");
+    }
+
     var disk = new ScsiDisk(device, Path.GetFileName(Get("--backing") ?? iqn));
     target = new IscsiTarget(
         new IscsiTargetOptions
@@ -113,9 +137,10 @@ try
             Portal = Get("--portal") ?? "0.0.0.0:3260",
             TargetName = iqn,
             ChapUser = Get("--chap-user"),
-            ChapSecret = Get("--chap-secret"),
+            ChapSecret = chapSecret,
             MutualChapUser = Get("--mutual-chap-user"),
-            MutualChapSecret = Get("--mutual-chap-secret"),
+            MutualChapSecret = mutualSecret,
+            AllowedInitiators = allowed,
             PollWindow = Get("--poll-us") is { } us
                 ? int.TryParse(us, NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n <= 1000 ? TimeSpan.FromMicroseconds(n) : throw new ArgumentException($"--poll-us {us}: expected 0 to 1000 microseconds")
                 : TimeSpan.FromMicroseconds(100),
@@ -154,6 +179,35 @@ finally
     }
 
     device?.Dispose();
+}
+
+// A secret from its file (first line), else the environment, else the command line (warned: any user can read it).
+string? Secret(string flag, string fileFlag, string variable)
+{
+    if (Get(fileFlag) is { } file)
+    {
+        try
+        {
+            return File.ReadLines(file).FirstOrDefault()?.TrimEnd('\r') ?? throw new ArgumentException($"{fileFlag} {file} is empty");
+        }
+        catch (FileNotFoundException)
+        {
+            throw new ArgumentException($"{fileFlag} {file}: no such file");
+        }
+    }
+
+    if (Environment.GetEnvironmentVariable(variable) is { Length: > 0 } fromEnvironment)
+    {
+        return fromEnvironment;
+    }
+
+    if (Get(flag) is { } onCommandLine)
+    {
+        logger.LogWarning("hci-vmtype: {Flag} puts the secret on the command line, where every user of this machine can read it; use {FileFlag} or {Variable}", flag, fileFlag, variable);
+        return onCommandLine;
+    }
+
+    return null;
 }
 
 static long ParseSize(string text) =>

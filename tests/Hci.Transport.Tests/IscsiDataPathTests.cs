@@ -315,6 +315,411 @@ public sealed class IscsiDataPathTests
         });
     }
 
+    [Fact]
+    public async Task CompareAndWriteOverIscsiWaitsForAFastPathWriteOfAnotherSessionAtTheDevice()
+    {
+        // Session 1's WRITE of 'W' takes the fast path and stalls at the device; session 2's COMPARE AND WRITE
+        // expects the old 'O'. It must see the write (a miscompare), not compare with 'O' and then lose the write.
+        using var memory = new MemoryBlockDevice(16 << 20);
+        using var stall = new StallWritesBlockDevice(memory);
+        var disk = new ScsiDisk(stall, "caw");
+        var target = new IscsiTarget(new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn }, new Dictionary<int, ScsiDisk> { [1] = disk });
+        target.Start();
+        int port = target.LocalEndPoint.Port;
+        try
+        {
+            await Task.Run(() =>
+            {
+                using var s1 = Connect(port, digests: false);
+                using var s2 = Connect(port, digests: false);
+                var one = new RawInitiator(s1, digests: false);
+                var two = new RawInitiator(s2, digests: false);
+                one.Send(Rw(true, 5), Enumerable.Repeat((byte)'O', Block).ToArray(), 0);
+                Assert.Equal(ScsiStatus.Good, one.Receive().Status);
+                stall.Stall();
+                try
+                {
+                    one.Send(Rw(true, 5), Enumerable.Repeat((byte)'W', Block).ToArray(), 0);
+                    stall.WaitHeld(1);
+                    var caw = new byte[16];
+                    caw[0] = 0x89;
+                    BinaryPrimitives.WriteUInt64BigEndian(caw.AsSpan(2), 5);
+                    caw[13] = 1;
+                    var data = Enumerable.Repeat((byte)'O', 2 * Block).ToArray();
+                    data.AsSpan(Block).Fill((byte)'N');
+                    two.Send(caw, data, 0);
+
+                    // Released once the COMPARE AND WRITE has either compared and reached the device with its write,
+                    // or is waiting for the write in flight.
+                    WaitUntil(() => stall.Held >= 2 || disk.AtomicWaits > 0, "the COMPARE AND WRITE to compare or to wait");
+                }
+                finally
+                {
+                    stall.Release();
+                }
+
+                Assert.Equal(ScsiStatus.Good, one.Receive().Status);
+                var (h, sense) = two.Next();
+                Assert.Equal((0x21, (int)ScsiStatus.CheckCondition), (h[0] & 0x3F, (int)h[3]));
+                Assert.Equal(((int)SenseKey.Miscompare, 0x1D), (sense[2 + 2] & 0x0F, (int)sense[2 + 12])); // after the sense length
+                one.Send(Rw(false, 5), null, Block);
+                var (status, read) = one.Receive();
+                Assert.Equal(ScsiStatus.Good, status);
+                Assert.Equal(-1, read.AsSpan().IndexOfAnyExcept((byte)'W'));
+                one.Logout();
+                two.Logout();
+            });
+        }
+        finally
+        {
+            await target.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task DataBuffersAreBoundedTargetWideAndACommandOverTheBudgetGetsTaskSetFull()
+    {
+        // Each session holds a 16 MiB read buffer (kept for its next command); with a 32 MiB target-wide budget the
+        // third session's 16 MiB read must be answered TASK SET FULL instead of allocating past the budget.
+        using var device = new MemoryBlockDevice(16 << 20);
+        var options = new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn, MaxBufferedBytes = 32 << 20 };
+        var target = new IscsiTarget(options, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "budget") });
+        target.Start();
+        int port = target.LocalEndPoint.Port;
+        try
+        {
+            await Task.Run(() =>
+            {
+                var read = new byte[16];
+                read[0] = 0x28;
+                BinaryPrimitives.WriteUInt16BigEndian(read.AsSpan(7), (ushort)((16 << 20) / Block));
+                var sockets = new List<Socket>();
+                var statuses = new List<byte>();
+                try
+                {
+                    for (int i = 0; i < 3; i++)
+                    {
+                        var s = Connect(port, digests: false);
+                        sockets.Add(s);
+                        var client = new RawInitiator(s, digests: false);
+                        client.Send(read, null, 16 << 20);
+                        statuses.Add(client.Receive().Status);
+                    }
+                }
+                finally
+                {
+                    sockets.ForEach(s => s.Dispose());
+                }
+
+                Assert.Equal([ScsiStatus.Good, ScsiStatus.Good, ScsiStatus.TaskSetFull], statuses);
+                Assert.True(target.BufferedBytes <= 32 << 20, $"{target.BufferedBytes} bytes buffered");
+            });
+        }
+        finally
+        {
+            await target.DisposeAsync();
+        }
+
+        Assert.Equal(0, target.BufferedBytes);
+        Assert.Throws<ArgumentException>(() => new IscsiTargetOptions { TargetName = Iqn, MaxBufferedBytes = 1 << 20 }.Validate());
+    }
+
+    [Fact]
+    public async Task APersistentReservationStaysWithTheInitiatorPortWhenItLogsInAgain()
+    {
+        // The I_T nexus is the initiator port (name + ISID): a port that registered and reserved, logged out and
+        // logged in again is still the holder; another port of the same initiator is not.
+        using var device = new MemoryBlockDevice(16 << 20);
+        var target = new IscsiTarget(new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn }, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "pr") });
+        target.Start();
+        int port = target.LocalEndPoint.Port;
+        try
+        {
+            await Task.Run(() =>
+            {
+                var block = new byte[Block];
+                using (var s = Connect(port, digests: false, isid: 0x4242))
+                {
+                    var c = new RawInitiator(s, digests: false);
+                    c.Send(Prout(0, 0), ProutList(0, 0xABCD), 0); // REGISTER
+                    Assert.Equal(ScsiStatus.Good, c.Receive().Status);
+                    c.Send(Prout(1, 1), ProutList(0xABCD, 0), 0); // RESERVE, Write Exclusive
+                    Assert.Equal(ScsiStatus.Good, c.Receive().Status);
+                    c.Logout();
+                }
+
+                using (var s = Connect(port, digests: false, isid: 0x4242))
+                {
+                    var c = new RawInitiator(s, digests: false);
+                    c.Send(Rw(true, 1), block, 0);
+                    Assert.Equal(ScsiStatus.Good, c.Receive().Status);
+                    c.Logout();
+                }
+
+                using (var s = Connect(port, digests: false, isid: 0x4343))
+                {
+                    var c = new RawInitiator(s, digests: false);
+                    c.Send(Rw(true, 1), block, 0);
+                    Assert.Equal(ScsiStatus.ReservationConflict, c.Receive().Status);
+                    c.Logout();
+                }
+            });
+        }
+        finally
+        {
+            await target.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task ALoginWithTheNameAndIsidOfAnOpenSessionReinstatesItClosingTheOldOneFirst()
+    {
+        using var device = new MemoryBlockDevice(16 << 20);
+        var target = new IscsiTarget(new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn }, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "reinstate") });
+        target.Start();
+        int port = target.LocalEndPoint.Port;
+        try
+        {
+            await Task.Run(() =>
+            {
+                using var old = Connect(port, digests: false, isid: 0x5151);
+                using var other = Connect(port, digests: false, isid: 0x5252);
+                Assert.Equal(2, target.ConnectionCount);
+                using var again = Connect(port, digests: false, isid: 0x5151);
+
+                // The old session was closed before the new login was answered; the other port's session stays.
+                Assert.Equal(2, target.ConnectionCount);
+                Assert.Equal(0, old.Receive(new byte[48]));
+                var c = new RawInitiator(again, digests: false);
+                c.Send(Rw(false, 0), null, Block);
+                Assert.Equal(ScsiStatus.Good, c.Receive().Status);
+                c.Logout();
+            });
+        }
+        finally
+        {
+            await target.DisposeAsync();
+        }
+    }
+
+    private static byte[] Prout(byte action, byte type)
+    {
+        var cdb = new byte[16];
+        cdb[0] = 0x5F;
+        cdb[1] = action;
+        cdb[2] = type;
+        cdb[8] = 24;
+        return cdb;
+    }
+
+    private static byte[] ProutList(ulong key, ulong serviceKey)
+    {
+        var list = new byte[24];
+        BinaryPrimitives.WriteUInt64BigEndian(list, key);
+        BinaryPrimitives.WriteUInt64BigEndian(list.AsSpan(8), serviceKey);
+        return list;
+    }
+
+    [Fact]
+    public async Task IdleConnectionsThatNeverLogInDoNotLockOutALoginEvenWhenMoreThanTheSessionLimit()
+    {
+        // Two sessions allowed; eight TCP connections that never send a byte must not take those places.
+        using var device = new MemoryBlockDevice(16 << 20);
+        var target = new IscsiTarget(new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn, MaxConnections = 2 }, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "idle") });
+        target.Start();
+        int port = target.LocalEndPoint.Port;
+        var idle = new List<Socket>();
+        try
+        {
+            await Task.Run(() =>
+            {
+                for (int i = 0; i < 8; i++)
+                {
+                    var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                    s.Connect(System.Net.IPAddress.Loopback, port);
+                    idle.Add(s);
+                }
+
+                WaitUntil(() => target.ConnectionCount == 8, "the idle connections to be accepted");
+                using var a = Connect(port, digests: false);
+                using var b = Connect(port, digests: false);
+                var c = new RawInitiator(b, digests: false);
+                c.Send(Rw(false, 0), null, Block);
+                Assert.Equal(ScsiStatus.Good, c.Receive().Status);
+                c.Logout();
+            });
+        }
+        finally
+        {
+            idle.ForEach(s => s.Dispose());
+            await target.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task ConnectionsThatDoNotLogInInTimeAndSilentDiscoverySessionsAreDroppedAndTheOldestPendingGoesFirst()
+    {
+        using var device = new MemoryBlockDevice(16 << 20);
+        var options = new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn, MaxPendingLogins = 2, LoginTimeout = TimeSpan.FromSeconds(1) };
+        var target = new IscsiTarget(options, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "timeout") });
+        target.Start();
+        int port = target.LocalEndPoint.Port;
+        try
+        {
+            await Task.Run(() =>
+            {
+                Socket Open()
+                {
+                    var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveTimeout = 10_000 };
+                    s.Connect(System.Net.IPAddress.Loopback, port);
+                    return s;
+                }
+
+                // Three pending with room for two: the first is closed at once.
+                using var first = Open();
+                WaitUntil(() => target.ConnectionCount == 1, "the first connection to be accepted");
+                using var second = Open();
+                using var third = Open();
+                Assert.Equal(0, first.Receive(new byte[48]));
+
+                // A discovery session that logs in and then says nothing.
+                using var discovery = Open();
+                Login(discovery, 0x81, "InitiatorName=iqn.2026-11.org.hci.test:raw\0SessionType=Discovery\0AuthMethod=None\0", 7);
+                Login(discovery, 0x87, "HeaderDigest=None\0DataDigest=None\0", 7);
+
+                // A normal session keeps its place; everything else goes within the login timeout.
+                using var normal = Connect(port, digests: false);
+                Assert.Equal(0, second.Receive(new byte[48]));
+                Assert.Equal(0, third.Receive(new byte[48]));
+                Assert.Equal(0, discovery.Receive(new byte[48]));
+                WaitUntil(() => target.ConnectionCount == 1, "only the normal session to be left");
+            });
+        }
+        finally
+        {
+            await target.DisposeAsync();
+        }
+
+        Assert.Throws<ArgumentException>(() => new IscsiTargetOptions { TargetName = Iqn, LoginTimeout = TimeSpan.Zero }.Validate());
+        Assert.Throws<ArgumentException>(() => new IscsiTargetOptions { TargetName = Iqn, MaxPendingLogins = 0 }.Validate());
+    }
+
+    [Fact]
+    public async Task CommandsPastACmdSnGapWaitForItAndAResentCommandDoesNotRunTwice()
+    {
+        using var device = new MemoryBlockDevice(16 << 20);
+        var target = new IscsiTarget(new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn }, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "cmdsn") });
+        target.Start();
+        int port = target.LocalEndPoint.Port;
+        try
+        {
+            await Task.Run(() =>
+            {
+                using var s = Connect(port, digests: false);
+                var c = new RawInitiator(s, digests: false);
+                uint first = c.CmdSn;
+                c.Skip(2);
+
+                // The second command (B) arrives before the first (A): A must run first, so the block ends as B.
+                c.Send(Rw(true, 9), Enumerable.Repeat((byte)'B', Block).ToArray(), 0, cmdSn: first + 1);
+                c.Send(Rw(true, 9), Enumerable.Repeat((byte)'A', Block).ToArray(), 0, cmdSn: first);
+                Assert.Equal(ScsiStatus.Good, c.Receive().Status);
+                Assert.Equal(ScsiStatus.Good, c.Receive().Status);
+
+                // A resend of the second is below ExpCmdSN now: dropped, not run again (no answer comes for it).
+                c.Send(Rw(true, 9), Enumerable.Repeat((byte)'C', Block).ToArray(), 0, cmdSn: first + 1);
+                c.Send(Rw(false, 9), null, Block);
+                var (status, data) = c.Receive();
+                Assert.Equal(ScsiStatus.Good, status);
+                Assert.Equal(Block, data.Length); // the READ's answer is the next: none came for the resend
+                Assert.Equal(-1, data.AsSpan().IndexOfAnyExcept((byte)'B'));
+                c.Logout();
+            });
+        }
+        finally
+        {
+            await target.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task DirectionBitsMustMatchTheCdbAndAPartialBlockReadReturnsDataNotStaleBytes()
+    {
+        using var device = new MemoryBlockDevice(16 << 20);
+        var target = new IscsiTarget(new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn }, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "direction") });
+        target.Start();
+        int port = target.LocalEndPoint.Port;
+        try
+        {
+            await Task.Run(() =>
+            {
+                using var s = Connect(port, digests: false);
+                var c = new RawInitiator(s, digests: false);
+                var two = new byte[16];
+                two[0] = 0x2A;
+                BinaryPrimitives.WriteUInt32BigEndian(two.AsSpan(2), 20);
+                two[8] = 2;
+                c.Send(two, Enumerable.Repeat((byte)'P', 2 * Block).ToArray(), 0);
+                Assert.Equal(ScsiStatus.Good, c.Receive().Status);
+                two[0] = 0x2A;
+                BinaryPrimitives.WriteUInt32BigEndian(two.AsSpan(2), 40);
+                c.Send(two, Enumerable.Repeat((byte)'S', 2 * Block).ToArray(), 0); // leaves 'S' in the command buffer
+                Assert.Equal(ScsiStatus.Good, c.Receive().Status);
+
+                // A WRITE sent as a read (R bit, no data): refused, nothing written, no data returned.
+                c.Send(Rw(true, 20), null, Block);
+                var (status, data) = c.Receive();
+                Assert.Equal(ScsiStatus.CheckCondition, status);
+                Assert.Empty(data);
+
+                // READ of two blocks, 6000 bytes expected: 6000 bytes of the medium, none of the buffer's old 'S'.
+                two[0] = 0x28;
+                BinaryPrimitives.WriteUInt32BigEndian(two.AsSpan(2), 20);
+                c.Send(two, null, 6000);
+                (status, data) = c.Receive();
+                Assert.Equal(ScsiStatus.Good, status);
+                Assert.Equal(6000, data.Length);
+                Assert.Equal(-1, data.AsSpan().IndexOfAnyExcept((byte)'P'));
+                c.Logout();
+            });
+        }
+        finally
+        {
+            await target.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task LoginOnlyKeysAreRefusedInTextAfterLogin()
+    {
+        using var device = new MemoryBlockDevice(16 << 20);
+        var target = new IscsiTarget(new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn }, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "text") });
+        target.Start();
+        int port = target.LocalEndPoint.Port;
+        try
+        {
+            await Task.Run(() =>
+            {
+                using var s = Connect(port, digests: false);
+                var c = new RawInitiator(s, digests: false);
+                string answer = c.Text("HeaderDigest=CRC32C\0DataDigest=CRC32C\0MaxBurstLength=512\0MaxRecvDataSegmentLength=16777215\0");
+                Assert.Contains("HeaderDigest=Reject", answer);
+                Assert.Contains("DataDigest=Reject", answer);
+                Assert.Contains("MaxBurstLength=Reject", answer);
+                Assert.Contains("MaxRecvDataSegmentLength=", answer);
+
+                // Still no digests either way.
+                c.Send(Rw(false, 0), null, Block);
+                Assert.Equal(ScsiStatus.Good, c.Receive().Status);
+                c.Logout();
+            });
+        }
+        finally
+        {
+            await target.DisposeAsync();
+        }
+    }
+
     internal static void WaitUntil(Func<bool> condition, string what)
     {
         var watch = System.Diagnostics.Stopwatch.StartNew();
@@ -341,19 +746,23 @@ public sealed class IscsiDataPathTests
         return cdb;
     }
 
-    internal static Socket Connect(int port, bool digests, string host = "127.0.0.1", int maxRecv = 65536, string extraKeys = "")
+    private static int _nextIsid;
+
+    // Each connection is a session of its own initiator port (its own ISID) unless the test names the ISID.
+    internal static Socket Connect(int port, bool digests, string host = "127.0.0.1", int maxRecv = 65536, string extraKeys = "", int isid = -1)
     {
+        isid = isid >= 0 ? isid : 0x10000 + Interlocked.Increment(ref _nextIsid);
         var address = System.Net.IPAddress.Parse(host);
         var s = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true, ReceiveTimeout = 10_000 };
         s.Connect(address, port);
         string digest = digests ? "CRC32C" : "None";
-        Login(s, 0x81, $"InitiatorName=iqn.2026-11.org.hci.test:raw\0TargetName={Iqn}\0SessionType=Normal\0AuthMethod=None\0");
-        string answer = Login(s, 0x87, $"HeaderDigest={digest}\0DataDigest={digest}\0MaxRecvDataSegmentLength={maxRecv}\0ImmediateData=Yes\0InitialR2T=No\0FirstBurstLength=65536\0{extraKeys}");
+        Login(s, 0x81, $"InitiatorName=iqn.2026-11.org.hci.test:raw\0TargetName={Iqn}\0SessionType=Normal\0AuthMethod=None\0", isid);
+        string answer = Login(s, 0x87, $"HeaderDigest={digest}\0DataDigest={digest}\0MaxRecvDataSegmentLength={maxRecv}\0ImmediateData=Yes\0InitialR2T=No\0FirstBurstLength=65536\0{extraKeys}", isid);
         Assert.Contains($"HeaderDigest={digest}", answer);
         return s;
     }
 
-    private static string Login(Socket s, byte stages, string keys)
+    private static string Login(Socket s, byte stages, string keys, int isid)
     {
         var text = Encoding.ASCII.GetBytes(keys);
         var pdu = new byte[48 + ((text.Length + 3) & ~3)];
@@ -362,7 +771,7 @@ public sealed class IscsiDataPathTests
         pdu[7] = (byte)text.Length;
         pdu[6] = (byte)(text.Length >> 8);
         pdu[8] = 0x80;
-        pdu[13] = 2;
+        BinaryPrimitives.WriteInt32BigEndian(pdu.AsSpan(10), isid);
         pdu[27] = 1; // CmdSN: the first command's, as the login is immediate
         text.CopyTo(pdu, 48);
         s.Send(pdu);
@@ -405,11 +814,11 @@ public sealed class IscsiDataPathTests
             public int Asc => Sense.Length > 12 ? Sense[12] : -1;
         }
 
-        public uint Send(byte[] cdb, byte[]? immediate, int readLength, int lun = 1)
-            => SendCommand(cdb, immediate, immediate?.Length ?? readLength, write: immediate != null, lun);
+        public uint Send(byte[] cdb, byte[]? immediate, int readLength, int lun = 1, uint? cmdSn = null)
+            => SendCommand(cdb, immediate, immediate?.Length ?? readLength, write: immediate != null, lun, cmdSn: cmdSn);
 
         /// <summary>A SCSI command with its expected length and direction given apart from any immediate data.</summary>
-        public uint SendCommand(byte[] cdb, byte[]? immediate, int expectedLength, bool write, int lun = 1, bool final = true, bool immediateDelivery = false)
+        public uint SendCommand(byte[] cdb, byte[]? immediate, int expectedLength, bool write, int lun = 1, bool final = true, bool immediateDelivery = false, uint? cmdSn = null)
         {
             var h = new byte[48];
             h[0] = (byte)(0x01 | (immediateDelivery ? 0x40 : 0));
@@ -418,7 +827,7 @@ public sealed class IscsiDataPathTests
             uint itt = _itt++;
             BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(16), itt);
             BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(20), (uint)expectedLength);
-            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(24), immediateDelivery ? _cmdSn : _cmdSn++);
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(24), cmdSn ?? (immediateDelivery ? _cmdSn : _cmdSn++));
             cdb.CopyTo(h, 32);
             Write(h, immediate ?? []);
             return itt;
@@ -482,6 +891,31 @@ public sealed class IscsiDataPathTests
                 else
                 {
                     throw new InvalidOperationException($"expected a command's answer, got opcode 0x{op:x2} for task {itt:x}");
+                }
+            }
+        }
+
+        /// <summary>The next CmdSN this initiator would use; <see cref="Skip"/> moves past numbers a test sends itself.</summary>
+        public uint CmdSn => _cmdSn;
+
+        public void Skip(uint count) => _cmdSn += count;
+
+        /// <summary>A Text request in the full feature phase; returns the response's text.</summary>
+        public string Text(string keys)
+        {
+            var h = new byte[48];
+            h[0] = 0x04;
+            h[1] = 0x80;
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(16), _itt++);
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(20), 0xFFFFFFFF);
+            BinaryPrimitives.WriteUInt32BigEndian(h.AsSpan(24), _cmdSn++);
+            Write(h, Encoding.ASCII.GetBytes(keys));
+            while (true)
+            {
+                var (header, data) = Next();
+                if (header[0] == 0x24)
+                {
+                    return Encoding.ASCII.GetString(data);
                 }
             }
         }

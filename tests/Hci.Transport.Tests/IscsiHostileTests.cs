@@ -31,12 +31,12 @@ public sealed class IscsiHostileTests
         // A well-behaved session stays open beside the hostile ones and is used at the end.
         using var good = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await good.ConnectAsync(endpoint);
-        Assert.True(await Login(good, 1), "the well-behaved login failed");
+        Assert.True(await Login(good, 1, isid: 2), "the well-behaved login failed");
 
         // The flood runs for minutes, far past the target's NOP-In timeout: the good session answers the target's
         // pings meanwhile, as a real initiator would, so that it is still there afterwards.
         int connections;
-        using (new PingAnswerer(good, cmdSn: 2))
+        using (new PingAnswerer(good, cmdSn: 1))
         {
             connections = await Flood(endpoint);
         }
@@ -44,14 +44,14 @@ public sealed class IscsiHostileTests
         Assert.True(connections > 10, $"only {connections} connections");
 
         // The good session still answers: TEST UNIT READY and READ CAPACITY(10) over it.
-        Assert.Equal(0, await Command(good, 2, [0x00], 0));
-        Assert.Equal(0, await Command(good, 3, [0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], 8));
+        Assert.Equal(0, await Command(good, 1, [0x00], 0));
+        Assert.Equal(0, await Command(good, 2, [0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], 8));
 
         // And a fresh one logs in.
         using var fresh = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await fresh.ConnectAsync(endpoint);
-        Assert.True(await Login(fresh, 1));
-        Assert.Equal(0, await Command(fresh, 2, [0x00], 0));
+        Assert.True(await Login(fresh, 1, isid: 3));
+        Assert.Equal(0, await Command(fresh, 1, [0x00], 0));
     }
 
     [Fact]
@@ -63,7 +63,7 @@ public sealed class IscsiHostileTests
         var endpoint = new IPEndPoint(IPAddress.Loopback, target.LocalEndPoint.Port);
         using var good = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await good.ConnectAsync(endpoint);
-        Assert.True(await Login(good, 1), "the well-behaved login failed");
+        Assert.True(await Login(good, 1, isid: 2), "the well-behaved login failed");
 
         var rng = new Random(1234);
         var watch = Stopwatch.StartNew();
@@ -86,7 +86,7 @@ public sealed class IscsiHostileTests
         int pdus = 0;
         int connections = 0;
         var sink = new byte[65536];
-        var pinged = new PingAnswerer(good, cmdSn: 2); // the good session answers the target's pings meanwhile
+        var pinged = new PingAnswerer(good, cmdSn: 1); // the good session answers the target's pings meanwhile
         while (pdus < 30_000)
         {
             Assert.True(watch.Elapsed < TimeSpan.FromMinutes(3), $"stuck after {pdus} login PDUs");
@@ -151,11 +151,11 @@ public sealed class IscsiHostileTests
 
         // The good session still works, a fresh login works, and every mangled connection has gone.
         pinged.Dispose();
-        Assert.Equal(0, await Command(good, 2, [0x00], 0));
+        Assert.Equal(0, await Command(good, 1, [0x00], 0));
         using var fresh = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await fresh.ConnectAsync(endpoint);
-        Assert.True(await Login(fresh, 1));
-        Assert.Equal(0, await Command(fresh, 2, [0x00], 0));
+        Assert.True(await Login(fresh, 1, isid: 3));
+        Assert.Equal(0, await Command(fresh, 1, [0x00], 0));
         var deadline = Stopwatch.StartNew();
         while (target.ConnectionCount > 2 && deadline.Elapsed < TimeSpan.FromSeconds(30))
         {
@@ -242,13 +242,14 @@ public sealed class IscsiHostileTests
         return connections;
     }
 
-    private static async Task<bool> Login(Socket s, uint cmdSn)
+    // The ISID names the initiator port: a login with the name and ISID of an open session reinstates (closes) it.
+    private static async Task<bool> Login(Socket s, uint cmdSn, byte isid = 1)
     {
         var pdu = new byte[48];
         pdu[0] = 0x43; // immediate login request
         pdu[1] = 0x87; // transit, operational -> full feature
         pdu[8] = 0x80;
-        pdu[13] = 1; // ISID
+        pdu[13] = isid;
         BinaryPrimitives.WriteUInt32BigEndian(pdu.AsSpan(24), cmdSn);
         byte[] text = Encoding.ASCII.GetBytes($"InitiatorName=iqn.2026-11.org.hci.test:fuzzer\0TargetName={Iqn}\0SessionType=Normal\0MaxRecvDataSegmentLength=65536\0");
         pdu[7] = (byte)text.Length;

@@ -255,6 +255,147 @@ public sealed class ScsiDiskTests : IDisposable
     }
 
     [Fact]
+    public async Task ModeSelectTurnsTheWriteCacheOffAndModeSenseThenReportsItOff()
+    {
+        // MODE SENSE says WCE is changeable: a MODE SELECT that clears it must take effect (or be refused).
+        Assert.Equal(0x04, await CachingByteAsync(control: 1) & 0x04);
+        Assert.Equal(0x04, await CachingByteAsync(control: 0) & 0x04);
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(A, ModeSelect6(24), dataOut: CachingPage(wce: false))).Status);
+        Assert.Equal(0, await CachingByteAsync(control: 0) & 0x04);
+
+        // Writes still work with the cache off (each written through), and the cache can be turned back on.
+        Assert.Equal(ScsiStatus.Good, (await WriteAsync(A, 0, 1)).Status);
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(A, ModeSelect6(24), dataOut: CachingPage(wce: true))).Status);
+        Assert.Equal(0x04, await CachingByteAsync(control: 0) & 0x04);
+    }
+
+    [Fact]
+    public async Task ModeSelectRefusesChangesToFieldsThatAreNotChangeableAndSavingPages()
+    {
+        var page = CachingPage(wce: false);
+        page[4 + 2] |= 0x01; // RCD: not changeable
+        AssertSense(await RunAsync(A, ModeSelect6(24), dataOut: page), SenseKey.IllegalRequest, 0x26, 0);
+        var cdb = ModeSelect6(24);
+        cdb[1] |= 0x01; // SP: saving is not supported
+        AssertSense(await RunAsync(A, cdb, dataOut: CachingPage(wce: false)), SenseKey.IllegalRequest, 0x24, 0);
+        var unknown = CachingPage(wce: false);
+        unknown[4] = 0x19; // a page this unit does not have
+        AssertSense(await RunAsync(A, ModeSelect6(24), dataOut: unknown), SenseKey.IllegalRequest, 0x26, 0);
+        AssertSense(await RunAsync(A, ModeSelect6(30), dataOut: CachingPage(wce: false)), SenseKey.IllegalRequest, 0x1A, 0);
+
+        // None of them changed anything.
+        Assert.Equal(0x04, await CachingByteAsync(control: 0) & 0x04);
+    }
+
+    [Fact]
+    public async Task WriteSameWithUnmapAndANonZeroBlockWritesThePattern()
+    {
+        var cdb = new byte[16];
+        cdb[0] = 0x93;
+        cdb[1] = 0x08; // UNMAP
+        BinaryPrimitives.WriteUInt64BigEndian(cdb.AsSpan(2), 20);
+        BinaryPrimitives.WriteUInt32BigEndian(cdb.AsSpan(10), 3);
+        var block = Enumerable.Repeat((byte)0xAB, BlockSize).ToArray();
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(A, cdb, dataOut: block)).Status);
+        var read = await RunAsync(A, Read10(20, 3), inLength: 3 * BlockSize);
+        Assert.Equal(-1, read.Buffer!.Span[..(3 * BlockSize)].IndexOfAnyExcept((byte)0xAB));
+
+        // With a zero block the range is unmapped and reads back as zeros.
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(A, cdb, dataOut: new byte[BlockSize])).Status);
+        read = await RunAsync(A, Read10(20, 3), inLength: 3 * BlockSize);
+        Assert.Equal(-1, read.Buffer!.Span[..(3 * BlockSize)].IndexOfAnyExcept((byte)0));
+    }
+
+    [Fact]
+    public async Task CompareAndWriteWaitsForAnOverlappingPlainWriteOfAnotherNexusAtTheDevice()
+    {
+        // The block holds 'O'. A plain WRITE of 'W' from A has reached the device but not the medium; B's COMPARE AND
+        // WRITE expects 'O' and writes 'N'. Compared with 'O' and then overwritten by A's write would be a lost update
+        // (both GOOD, the medium 'N'): the compare must see A's write, so it miscompares and the medium keeps 'W'.
+        using var stall = new StallWritesBlockDevice(_device);
+        var disk = new ScsiDisk(stall, "stall");
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(disk, A, Write10(30, 1), Fill('O', BlockSize))).Status);
+        stall.Stall();
+        Task<ScsiTask> write, caw;
+        try
+        {
+            write = RunAsync(disk, A, Write10(30, 1), Fill('W', BlockSize));
+            stall.WaitHeld(1);
+            var data = Fill('O', 2 * BlockSize);
+            data.AsSpan(BlockSize).Fill((byte)'N');
+            caw = RunAsync(disk, B, Caw(30, 1), data);
+
+            // Released once it has compared and reached the device with its write, or waits for A's write.
+            Assert.True(SpinWait.SpinUntil(() => stall.Held >= 2 || disk.AtomicWaits > 0, TimeSpan.FromSeconds(30)));
+        }
+        finally
+        {
+            stall.Release();
+        }
+
+        Assert.Equal(ScsiStatus.Good, (await write).Status);
+        var t = await caw;
+        AssertSense(t, SenseKey.Miscompare, 0x1D, 0);
+        var read = await RunAsync(disk, A, Read10(30, 1), inLength: BlockSize);
+        Assert.Equal(-1, read.Buffer!.Span[..BlockSize].IndexOfAnyExcept((byte)'W'));
+    }
+
+    [Fact]
+    public async Task PreemptAndAbortAnswersOnlyOnceThePreemptedNexusWritesAtTheDeviceHaveFinished()
+    {
+        using var stall = new StallWritesBlockDevice(_device);
+        var disk = new ScsiDisk(stall, "stall");
+        Assert.Equal(ScsiStatus.Good, (await ProutAsync(disk, A, 6, 0, 0, 0xAAAA)).Status);
+        Assert.Equal(ScsiStatus.Good, (await ProutAsync(disk, B, 6, 0, 0, 0xBBBB)).Status);
+        Assert.Equal(ScsiStatus.Good, (await ProutAsync(disk, A, 1, 1, 0xAAAA, 0)).Status); // A holds Write Exclusive
+
+        // A's write is at the device when B preempts A and aborts its tasks (fencing A off).
+        stall.Stall();
+        Task<ScsiTask> write, preempt;
+        bool writeDoneFirst = false;
+        Task answered;
+        try
+        {
+            write = RunAsync(disk, A, Write10(40, 1), Fill('A', BlockSize));
+            stall.WaitHeld(1);
+            preempt = ProutAsync(disk, B, 5, 1, 0xBBBB, 0xAAAA);
+            answered = preempt.ContinueWith(_ => writeDoneFirst = write.IsCompleted, TaskScheduler.Default);
+            Assert.False(preempt.IsCompleted, "PREEMPT AND ABORT answered while the preempted nexus's write was still at the device");
+        }
+        finally
+        {
+            stall.Release();
+        }
+
+        Assert.Equal(ScsiStatus.Good, (await preempt).Status);
+        await answered;
+        Assert.True(writeDoneFirst);
+
+        // From here A is fenced off: told once that its registration went, then its writes conflict.
+        AssertSense(await RunAsync(disk, A, Write10(40, 1), Fill('X', BlockSize)), SenseKey.UnitAttention, 0x2A, 0x05);
+        Assert.Equal(ScsiStatus.ReservationConflict, (await RunAsync(disk, A, Write10(40, 1), Fill('X', BlockSize))).Status);
+    }
+
+    [Fact]
+    public async Task VerifyOfSixteenMebibytesAgainstOneBlockReadsTheMediumInBoundedPiecesAndFindsTheMiscompare()
+    {
+        // BYTCHK 11b: every block of the range is compared with the one block of Data-Out. 16 MiB of medium must not
+        // be read into one 16 MiB buffer per command (outside every budget): at most a 1 MiB piece at a time.
+        var cdb = new byte[16];
+        cdb[0] = 0x8F;
+        cdb[1] = 0x06;
+        BinaryPrimitives.WriteUInt32BigEndian(cdb.AsSpan(10), (16 << 20) / BlockSize);
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(A, cdb, dataOut: new byte[BlockSize])).Status);
+        var block = new byte[BlockSize];
+        block[7] = 1;
+        Assert.Equal(ScsiStatus.Good, (await RunAsync(A, Write10(4000, 1), dataOut: block)).Status);
+        var t = await RunAsync(A, cdb, dataOut: new byte[BlockSize]);
+        AssertSense(t, SenseKey.Miscompare, 0x1D, 0);
+        Assert.Equal((uint)((4000 * BlockSize) + 7), BinaryPrimitives.ReadUInt32BigEndian(t.Sense[3..]));
+        Assert.InRange(_disk.LargestScratchBytes, 1, 1 << 20);
+    }
+
+    [Fact]
     public async Task ReportSupportedOperationCodesListsEveryCommandAndDescribesOne()
     {
         var all = await RunAsync(A, Rsoc(0x80, 0, 0), inLength: 8192); // all commands, with timeouts
@@ -322,7 +463,11 @@ public sealed class ScsiDiskTests : IDisposable
         Assert.Equal((asc, ascq), (t.Sense[12], t.Sense[13]));
     }
 
-    private async Task<ScsiTask> RunAsync(int nexus, byte[] cdb, byte[]? dataOut = null, int inLength = 0)
+    private Task<ScsiTask> RunAsync(int nexus, byte[] cdb, byte[]? dataOut = null, int inLength = 0) => RunAsync(_disk, nexus, cdb, dataOut, inLength);
+
+    private static byte[] Fill(char c, int length) => Enumerable.Repeat((byte)c, length).ToArray();
+
+    private async Task<ScsiTask> RunAsync(ScsiDisk disk, int nexus, byte[] cdb, byte[]? dataOut = null, int inLength = 0)
     {
         var task = new ScsiTask { Nexus = nexus };
         cdb.CopyTo(task.Cdb, 0);
@@ -337,18 +482,20 @@ public sealed class ScsiDiskTests : IDisposable
             task.DataOut = dataOut != null;
         }
 
-        await _disk.ExecuteAsync(task);
+        await disk.ExecuteAsync(task);
         return task;
     }
 
     private Task<ScsiTask> WriteAsync(int nexus, uint lba, ushort blocks) => RunAsync(nexus, Write10(lba, blocks), dataOut: new byte[blocks * BlockSize]);
 
-    private Task<ScsiTask> ProutAsync(int nexus, byte action, byte type, ulong key, ulong serviceKey)
+    private Task<ScsiTask> ProutAsync(int nexus, byte action, byte type, ulong key, ulong serviceKey) => ProutAsync(_disk, nexus, action, type, key, serviceKey);
+
+    private Task<ScsiTask> ProutAsync(ScsiDisk disk, int nexus, byte action, byte type, ulong key, ulong serviceKey)
     {
         var list = new byte[24];
         BinaryPrimitives.WriteUInt64BigEndian(list, key);
         BinaryPrimitives.WriteUInt64BigEndian(list.AsSpan(8), serviceKey);
-        return RunAsync(nexus, ProutCdb(action, type, 24), dataOut: list);
+        return RunAsync(disk, nexus, ProutCdb(action, type, 24), dataOut: list);
     }
 
     private static byte[] ProutCdb(byte action, byte type, uint length)
@@ -359,6 +506,27 @@ public sealed class ScsiDiskTests : IDisposable
         cdb[2] = type;
         BinaryPrimitives.WriteUInt32BigEndian(cdb.AsSpan(5), length);
         return cdb;
+    }
+
+    private async Task<byte> CachingByteAsync(int control)
+    {
+        var t = await RunAsync(A, [0x1A, 0x08, (byte)((control << 6) | 0x08), 0, 64, 0], inLength: 64);
+        Assert.Equal(ScsiStatus.Good, t.Status);
+        int header = 4 + t.Buffer!.Span[3];
+        Assert.Equal(0x08, t.Buffer.Span[header] & 0x3F);
+        return t.Buffer.Span[header + 2];
+    }
+
+    private static byte[] ModeSelect6(byte length) => [0x15, 0x10, 0, 0, length, 0];
+
+    // A MODE SELECT parameter list: the 4-byte header, no block descriptor, the caching page as MODE SENSE shows it.
+    private static byte[] CachingPage(bool wce)
+    {
+        var list = new byte[4 + 20];
+        list[4] = 0x08;
+        list[5] = 0x12;
+        list[6] = wce ? (byte)0x04 : (byte)0;
+        return list;
     }
 
     private static byte[] Prin(byte action) => [0x5E, action, 0, 0, 0, 0, 0, 0, 64, 0];

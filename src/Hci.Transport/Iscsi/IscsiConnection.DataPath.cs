@@ -25,7 +25,8 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
     private const int MaxEvents = 8;
 
     // Data buffers a connection may hold at once (commands waiting for data or running, and the pool's spares):
-    // an initiator cannot make the target allocate more by opening commands it never completes.
+    // an initiator cannot make the target allocate more by opening commands it never completes. The target's
+    // MaxBufferedBytes bounds all connections together.
     private const long MaxBufferedBytes = 256L * 1024 * 1024;
 
     private readonly Lock _phaseLock = new();
@@ -71,6 +72,9 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
     private uint _pingTag;
     private BlockQueue? _watched;
     private string? _initiatorPort;
+    private Dictionary<uint, byte[]>? _held;
+    private long _heldBytes;
+    private bool _runningHeld;
 
     private bool HeaderDigestOn => _digestsActive && _session.HeaderDigest;
 
@@ -235,7 +239,20 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
     private int Ping(long now)
     {
         var o = _target.Options;
-        if (o.NopInInterval <= TimeSpan.Zero || _discovery)
+        if (_discovery)
+        {
+            // Discovery sessions are short (SendTargets, then a logout) and are not pinged: one silent for the login
+            // timeout is dropped, so that idle ones cannot pile up.
+            long idle = _lastReceive + (long)(o.LoginTimeout.TotalSeconds * Stopwatch.Frequency);
+            if (now >= idle)
+            {
+                throw new ProtocolException($"a discovery session silent for {o.LoginTimeout.TotalSeconds} s");
+            }
+
+            return Milliseconds(idle - now);
+        }
+
+        if (o.NopInInterval <= TimeSpan.Zero)
         {
             return -1;
         }
@@ -431,6 +448,69 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
             return;
         }
 
+        // Non-immediate requests run in CmdSN order (RFC 7143, 3.2.2.1): one past a gap waits for the gap to fill;
+        // one below ExpCmdSN (a resend of a command already run) or past MaxCmdSN is dropped.
+        if (h.Opcode is IscsiOpcode.ScsiCommand or IscsiOpcode.NopOut or IscsiOpcode.TextRequest or IscsiOpcode.TaskManagementRequest or IscsiOpcode.LogoutRequest
+            && !h.Immediate && !(h.Opcode == IscsiOpcode.NopOut && h.InitiatorTaskTag == ReservedTag))
+        {
+            uint cmdSn = h.Field(24);
+            if ((int)(cmdSn - _expCmdSn) < 0 || (int)(cmdSn - MaxCmdSn) > 0)
+            {
+                return;
+            }
+
+            if (cmdSn != _expCmdSn)
+            {
+                Hold(cmdSn, bhs, data);
+                return;
+            }
+        }
+
+        Run(bhs, data);
+        if (_held != null && !_runningHeld)
+        {
+            // Requests that waited for this one run now, in order.
+            _runningHeld = true;
+            try
+            {
+                while (!_loggedOut && _held.Remove(_expCmdSn, out var next))
+                {
+                    _heldBytes -= next.Length;
+                    Run(next.AsSpan(0, IscsiHeader.Length), next.AsSpan(IscsiHeader.Length));
+                }
+            }
+            finally
+            {
+                _runningHeld = false;
+            }
+        }
+    }
+
+    /// <summary>Keeps a copy of a request that arrived past a CmdSN gap (rare: only an initiator in error makes one).</summary>
+    private void Hold(uint cmdSn, Span<byte> bhs, Span<byte> data)
+    {
+        _held ??= [];
+        if (_held.ContainsKey(cmdSn))
+        {
+            return; // a resend of one already waiting
+        }
+
+        long bytes = IscsiHeader.Length + data.Length;
+        if (_heldBytes + bytes > 2L * _session.MaxRecvDataSegmentLength * 8)
+        {
+            throw new ProtocolException($"too many commands held past a CmdSN gap (waiting for CmdSN {_expCmdSn})");
+        }
+
+        var copy = new byte[bytes];
+        bhs[..IscsiHeader.Length].CopyTo(copy);
+        data.CopyTo(copy.AsSpan(IscsiHeader.Length));
+        _held[cmdSn] = copy;
+        _heldBytes += bytes;
+    }
+
+    private void Run(Span<byte> bhs, Span<byte> data)
+    {
+        var h = new IscsiHeader(bhs);
         switch (h.Opcode)
         {
             case IscsiOpcode.ScsiCommand:
@@ -507,7 +587,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         var r = new IscsiHeader(reply) { Opcode = IscsiOpcode.NopIn, Final = true, Lun = h.Lun, InitiatorTaskTag = h.InitiatorTaskTag };
         r.SetField(20, ReservedTag);
         Stamp(reply);
-        int echo = Math.Min(data.Length, _session.MaxSendDataSegmentLength);
+        int echo = Math.Min(data.Length, Math.Min(_session.MaxSendDataSegmentLength, MaxCopiedSegment));
         fixed (byte* d = data)
         {
             QueuePdu(reply, d, echo, copy: true);
@@ -532,6 +612,15 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         if ((read && write) || expected > maxTransfer || (write && data.Length > expected) || (!write && data.Length > 0))
         {
             QueueStatus(itt, ScsiStatus.CheckCondition, SenseKey.IllegalRequest, 0x24); // INVALID FIELD IN CDB
+            return;
+        }
+
+        // A command that takes data must come with the W bit: without it, it would write (and answer with) whatever
+        // the command buffer held before. A READ marked as a write is served with no Data-In, as other targets do
+        // (libiscsi's Read10Invalid expects GOOD), so it leaks nothing.
+        if (expected > 0 && !write && ScsiDisk.DirectionOf(bhs.Slice(32, 16)) == ScsiDataDirection.Out)
+        {
+            QueueStatus(itt, ScsiStatus.CheckCondition, SenseKey.IllegalRequest, 0x24);
             return;
         }
 
@@ -845,7 +934,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         // Only recorded here: answering sends, and a send can fail (a peer gone, one that stopped reading), which
         // must not throw out of the queue's completion delivery. The loop answers right after the poll.
         var s = (Slot)request.UserState!;
-        ScsiDisk.CompleteFast(s.Task, request.Operation != BlockOperation.Read, request.Succeeded);
+        s.Path!.Disk.CompleteFast(s.Task, request.Operation != BlockOperation.Read, request.Succeeded);
         _completed.Add(s);
     }
 
@@ -1051,9 +1140,17 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
                     response.Add(new("TargetAddress", $"{host}:{ep.Port},1"));
                 }
             }
+            else if (key == "MaxRecvDataSegmentLength")
+            {
+                // The one operational key the full feature phase may renegotiate (RFC 7143, 13.12): the initiator's
+                // declaration; what this side sends stays within its output arena.
+                IscsiNegotiation.Respond([new(key, value)], _limits, _session, response);
+                _session.MaxSendDataSegmentLength = Math.Min(_session.MaxSendDataSegmentLength, MaxCopiedSegment);
+            }
             else
             {
-                IscsiNegotiation.Respond([new(key, value)], _limits, _session, response);
+                // Login-only keys (digests, burst lengths, names, CHAP ...) and anything unknown cannot change now.
+                response.Add(new(key, IscsiNegotiation.LoginKeys.Contains(key) || IsOperational(key) ? "Reject" : "NotUnderstood"));
             }
         }
 
@@ -1065,9 +1162,17 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         byte[] body = IscsiText.Format(response);
         fixed (byte* b = body)
         {
-            QueuePdu(reply, b, Math.Min(body.Length, _session.MaxSendDataSegmentLength), copy: true);
+            QueuePdu(reply, b, Math.Min(body.Length, Math.Min(_session.MaxSendDataSegmentLength, MaxCopiedSegment)), copy: true);
         }
     }
+
+    private static bool IsOperational(string key) => key is "HeaderDigest" or "DataDigest" or "MaxConnections" or "InitialR2T" or "ImmediateData"
+        or "MaxBurstLength" or "FirstBurstLength" or "DefaultTime2Wait" or "DefaultTime2Retain" or "MaxOutstandingR2T" or "DataPDUInOrder"
+        or "DataSequenceInOrder" or "ErrorRecoveryLevel" or "IFMarker" or "OFMarker" or "IFMarkInt" or "OFMarkInt";
+
+    // The largest data segment copied into the output arena (text, a ping's echo, sense), with room for the header,
+    // digests and padding.
+    private int MaxCopiedSegment => _arenaCapacity - IscsiHeader.Length - 16;
 
     private void Reject(Span<byte> offending, byte reason)
     {
@@ -1195,6 +1300,12 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         if (_arenaUsed + need > _arenaCapacity || _iovCount + 3 > MaxIovecs)
         {
             FlushAll();
+        }
+
+        if (need > _arenaCapacity)
+        {
+            // Never written past the arena (callers bound what they copy; this is the last line).
+            throw new ProtocolException($"an answer of {length} bytes does not fit the output buffer");
         }
 
         int start = _arenaUsed;
@@ -1401,36 +1512,52 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         int size = (int)Math.Min(Math.Max(4096, System.Numerics.BitOperations.RoundUpToPowerOf2((uint)bytes)), int.MaxValue - 4095);
         size = Math.Max(size, (bytes + 4095) & ~4095);
         long more = size - s.Capacity;
-        if (_bufferedBytes + more > MaxBufferedBytes)
+        if (!ReserveBuffers(more))
         {
             // Give back the spare buffers of idle slots first.
             foreach (var idle in _free)
             {
                 if (idle != s && idle.Buffer != null)
                 {
-                    _bufferedBytes -= idle.Capacity;
+                    UnreserveBuffers(idle.Capacity);
                     ((IDisposable)idle.Buffer).Dispose();
                     idle.Buffer = null;
                 }
             }
 
-            if (_bufferedBytes + more > MaxBufferedBytes)
+            if (!ReserveBuffers(more))
             {
-                return false;
+                return false; // over this connection's or the target's budget: TASK SET FULL
             }
         }
 
         long before = GC.GetAllocatedBytesForCurrentThread();
         if (s.Buffer != null)
         {
-            _bufferedBytes -= s.Capacity;
             ((IDisposable)s.Buffer).Dispose();
         }
 
         s.Buffer = new AlignedBuffer(size);
-        _bufferedBytes += size;
         _setupAllocated += GC.GetAllocatedBytesForCurrentThread() - before;
         return true;
+    }
+
+    /// <summary>Counts buffer bytes against this connection's budget and the target's; false when either is spent.</summary>
+    private bool ReserveBuffers(long bytes)
+    {
+        if (_bufferedBytes + bytes > MaxBufferedBytes || !_target.TryReserveBuffers(bytes))
+        {
+            return false;
+        }
+
+        _bufferedBytes += bytes;
+        return true;
+    }
+
+    private void UnreserveBuffers(long bytes)
+    {
+        _bufferedBytes -= bytes;
+        _target.ReleaseBuffers(bytes);
     }
 
     private void Release(Slot s)
@@ -1510,6 +1637,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
             {
                 if (s.Buffer != null)
                 {
+                    UnreserveBuffers(s.Capacity);
                     ((IDisposable)s.Buffer).Dispose();
                     s.Buffer = null;
                 }

@@ -67,7 +67,23 @@ internal sealed partial class IscsiConnection
         bool handedOver = false;
         try
         {
-            if (await LoginAsync(token).ConfigureAwait(false))
+            // A login has a deadline: a connection that never finishes one cannot hold a place for ever.
+            bool loggedIn;
+            using (var login = CancellationTokenSource.CreateLinkedTokenSource(token))
+            {
+                login.CancelAfter(_target.Options.LoginTimeout);
+                try
+                {
+                    loggedIn = await LoginAsync(login.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (login.IsCancellationRequested && !token.IsCancellationRequested)
+                {
+                    _logger.LogInformation("iSCSI connection from {Peer}: no login within {Seconds} s; dropping it.", SafePeer(), _target.Options.LoginTimeout.TotalSeconds);
+                    loggedIn = false;
+                }
+            }
+
+            if (loggedIn)
             {
                 // The full feature phase runs on a thread of its own that owns the socket from here on.
                 handedOver = StartDataPath();
@@ -247,6 +263,13 @@ internal sealed partial class IscsiConnection
             async Task Fail(byte statusClass, byte detail, string why)
             {
                 _logger.LogInformation("iSCSI login from {Peer} refused: {Why}.", SafePeer(), why);
+                if (statusClass == 2 && detail is 1 or 2)
+                {
+                    // A failed authentication is answered after a pause (this connection's only: others go on), so
+                    // that secrets cannot be guessed at network speed.
+                    await Task.Delay(_target.Options.FailedLoginDelay, token).ConfigureAwait(false);
+                }
+
                 reply[1] = 0;
                 reply[36] = statusClass;
                 reply[37] = detail;
@@ -292,7 +315,8 @@ internal sealed partial class IscsiConnection
             }
 
             response.Clear();
-            _logger.LogDebug("iSCSI login from {Peer}, stage {Stage}: {Keys}", SafePeer(), csg, string.Join(' ', pairs.Select(p => $"{p.Key}={p.Value}")));
+            // CHAP values are not logged (responses and challenges are material for an offline guess of the secret).
+            _logger.LogDebug("iSCSI login from {Peer}, stage {Stage}: {Keys}", SafePeer(), csg, string.Join(' ', pairs.Select(p => p.Key.StartsWith("CHAP_", StringComparison.Ordinal) ? $"{p.Key}=..." : $"{p.Key}={p.Value}")));
             foreach (var (key, value) in pairs)
             {
                 switch (key)
@@ -360,11 +384,36 @@ internal sealed partial class IscsiConnection
                 return false;
             }
 
+            var allowed = _target.Options.AllowedInitiators;
+            if (!_discovery && allowed.Count > 0 && !allowed.Any(a => string.Equals(a, _initiatorName, StringComparison.OrdinalIgnoreCase)))
+            {
+                await Fail(2, 2, $"initiator {_initiatorName} is not allowed").ConfigureAwait(false); // authorization failure
+                return false;
+            }
+
             reply[1] = (byte)((grant ? 0x80 : 0) | (csg << 2) | (grant ? nsg : 0));
             if (grant && nsg == 3)
             {
                 BinaryPrimitives.WriteUInt16BigEndian(reply.AsSpan(14), _target.NextTsih());
-                _nexus = _target.NextNexus();
+                if (_discovery)
+                {
+                    _nexus = _target.NextNexus();
+                }
+                else
+                {
+                    // The I_T nexus is the initiator port (name and ISID), not this TCP connection: reservations and
+                    // registrations stay with the port across sessions. A session of the same port still open is
+                    // reinstated (RFC 7143, 6.3.5): it is closed, and its tasks drained, before this one starts.
+                    SessionPort = $"{_initiatorName.ToLowerInvariant()},i,0x{_isid}";
+                    _nexus = _target.NexusFor(SessionPort);
+                    await _target.ReinstateAsync(SessionPort, this).ConfigureAwait(false);
+                }
+
+                if (!_target.TryPromote(this))
+                {
+                    await Fail(3, 2, $"{_target.Options.MaxConnections} sessions already").ConfigureAwait(false); // out of resources
+                    return false;
+                }
             }
 
             // The data segment must not exceed what the initiator receives; login text is small.
@@ -381,6 +430,12 @@ internal sealed partial class IscsiConnection
             stage = grant ? nsg : csg;
         }
     }
+
+    /// <summary>Its place among the target's pending logins while it logs in (guarded by the target's lock).</summary>
+    internal LinkedListNode<IscsiConnection>? PendingNode { get; set; }
+
+    /// <summary>The initiator port of a normal session in (or past) its full feature phase; null before, and for discovery.</summary>
+    internal string? SessionPort { get; private set; }
 
     private bool _sawTargetName;
     private bool _digestsActive;
@@ -454,8 +509,11 @@ internal sealed partial class IscsiConnection
         string? theirChallenge = Get("CHAP_C");
         if (theirId != null || theirChallenge != null)
         {
+            // A challenge equal to ours (in any encoding) would make this target answer its own challenge for the
+            // initiator: a reflection, refused by comparing the decoded bytes.
             if (o.MutualChapUser == null || theirId == null || theirChallenge == null || !byte.TryParse(theirId, out byte mutualId)
-                || !TryDecodeChap(theirChallenge, out byte[] c) || c.Length == 0 || theirChallenge == challenge)
+                || !TryDecodeChap(theirChallenge, out byte[] c) || c.Length == 0
+                || (TryDecodeChap(challenge, out byte[] ours) && c.AsSpan().SequenceEqual(ours)))
             {
                 return (false, false, null, 0);
             }

@@ -36,6 +36,12 @@ public sealed class IscsiTarget : IAsyncDisposable
     private long _steadyAllocated;
     private int _nextTsih;
     private int _nextNexus;
+    private long _bufferedBytes;
+    private const int MaxKnownPorts = 4096;
+    private readonly Dictionary<string, int> _portNexus = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, IscsiConnection> _sessions = new(StringComparer.Ordinal);
+    private readonly LinkedList<IscsiConnection> _pending = new();
+    private readonly HashSet<IscsiConnection> _sessionsOpen = [];
 
     /// <summary>Creates the target; <see cref="Start"/> opens the portal.</summary>
     /// <param name="options">Settings, checked here.</param>
@@ -154,6 +160,22 @@ public sealed class IscsiTarget : IAsyncDisposable
 
     internal int NextNexus() => Interlocked.Increment(ref _nextNexus);
 
+    /// <summary>Data buffer bytes all connections hold now (see <see cref="IscsiTargetOptions.MaxBufferedBytes"/>).</summary>
+    public long BufferedBytes => Interlocked.Read(ref _bufferedBytes);
+
+    internal bool TryReserveBuffers(long bytes)
+    {
+        if (Interlocked.Add(ref _bufferedBytes, bytes) > _options.MaxBufferedBytes && bytes > 0)
+        {
+            Interlocked.Add(ref _bufferedBytes, -bytes);
+            return false;
+        }
+
+        return true;
+    }
+
+    internal void ReleaseBuffers(long bytes) => Interlocked.Add(ref _bufferedBytes, -bytes);
+
     internal void Account(long commands, long allocated, long steadyCommands, long steadyAllocated)
     {
         Interlocked.Add(ref _commands, commands);
@@ -167,6 +189,90 @@ public sealed class IscsiTarget : IAsyncDisposable
         lock (_lock)
         {
             _connections.Remove(connection);
+            _sessionsOpen.Remove(connection);
+            if (connection.PendingNode is { List: not null } node)
+            {
+                _pending.Remove(node);
+            }
+
+            if (connection.SessionPort is { } port && _sessions.TryGetValue(port, out var current) && current == connection)
+            {
+                _sessions.Remove(port);
+            }
+        }
+    }
+
+    /// <summary>
+    /// A connection has logged in: it leaves the pending logins and takes one of <see cref="IscsiTargetOptions.MaxConnections"/>
+    /// sessions; false when all are taken.
+    /// </summary>
+    internal bool TryPromote(IscsiConnection connection)
+    {
+        lock (_lock)
+        {
+            if (!_connections.Contains(connection) || _sessionsOpen.Count >= _options.MaxConnections)
+            {
+                return false;
+            }
+
+            if (connection.PendingNode is { List: not null } node)
+            {
+                _pending.Remove(node);
+            }
+
+            _sessionsOpen.Add(connection);
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// The I_T nexus number of an initiator port (lower-case name and ISID): the same for every session of that port,
+    /// so that SCSI reservations and registrations follow the port. Ports without a session or a registration are
+    /// forgotten once many are known (a login flood with random ISIDs cannot grow the table without bound).
+    /// </summary>
+    internal int NexusFor(string port)
+    {
+        lock (_lock)
+        {
+            if (_portNexus.TryGetValue(port, out int nexus))
+            {
+                return nexus;
+            }
+
+            if (_portNexus.Count >= MaxKnownPorts)
+            {
+                foreach (var (known, n) in _portNexus.ToArray())
+                {
+                    if (!_sessions.ContainsKey(known) && !_luns.Values.Any(l => l.IsRegistered(n)))
+                    {
+                        _portNexus.Remove(known);
+                    }
+                }
+            }
+
+            nexus = NextNexus();
+            _portNexus[port] = nexus;
+            return nexus;
+        }
+    }
+
+    /// <summary>
+    /// Makes <paramref name="connection"/> the session of <paramref name="port"/>; a session of that port still open
+    /// is closed first, its tasks drained (session reinstatement, RFC 7143 6.3.5).
+    /// </summary>
+    internal async Task ReinstateAsync(string port, IscsiConnection connection)
+    {
+        IscsiConnection? old;
+        lock (_lock)
+        {
+            _sessions.TryGetValue(port, out old);
+            _sessions[port] = connection;
+        }
+
+        if (old != null && old != connection)
+        {
+            _logger.LogInformation("iSCSI: a new login for {Port} reinstates its session: the old one is closed.", port);
+            await old.CloseAsync().ConfigureAwait(false);
         }
     }
 
@@ -192,17 +298,26 @@ public sealed class IscsiTarget : IAsyncDisposable
 
             client.NoDelay = true;
             IscsiConnection connection;
+            IscsiConnection? dropped = null;
             lock (_lock)
             {
-                if (_connections.Count >= _options.MaxConnections)
+                // Connections still logging in are bounded apart from sessions: when too many are pending, the oldest
+                // goes, so that idle TCP connections cannot lock initiators out (sessions are never dropped here).
+                if (_pending.Count >= _options.MaxPendingLogins)
                 {
-                    _logger.LogWarning("iSCSI target: {Count} connections already open; refusing {Peer}.", _connections.Count, client.RemoteEndPoint);
-                    client.Dispose();
-                    continue;
+                    dropped = _pending.First!.Value;
+                    _pending.RemoveFirst();
                 }
 
                 connection = new IscsiConnection(this, client);
                 _connections.Add(connection);
+                connection.PendingNode = _pending.AddLast(connection);
+            }
+
+            if (dropped != null)
+            {
+                _logger.LogWarning("iSCSI target: {Count} connections are logging in; dropping the oldest to take {Peer}.", _options.MaxPendingLogins, client.RemoteEndPoint);
+                _ = dropped.CloseAsync();
             }
 
             _ = connection.RunAsync(_stop.Token);

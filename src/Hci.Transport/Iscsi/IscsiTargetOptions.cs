@@ -14,14 +14,26 @@ public sealed class IscsiTargetOptions
     /// <summary>CHAP user the initiator must log in as; null allows AuthMethod=None.</summary>
     public string? ChapUser { get; set; }
 
-    /// <summary>CHAP secret for <see cref="ChapUser"/> (12 to 16 bytes recommended, at least 1).</summary>
+    /// <summary>CHAP secret for <see cref="ChapUser"/>: at least 12 bytes (96 bits, RFC 7143 12.1.3).</summary>
     public string? ChapSecret { get; set; }
 
     /// <summary>User this target answers mutual CHAP with; null refuses mutual CHAP.</summary>
     public string? MutualChapUser { get; set; }
 
-    /// <summary>Secret for mutual CHAP.</summary>
+    /// <summary>Secret for mutual CHAP: at least 12 bytes, and not the same as <see cref="ChapSecret"/>.</summary>
     public string? MutualChapSecret { get; set; }
+
+    /// <summary>
+    /// How long a connection waits before it answers a failed authentication (other connections are not held up).
+    /// Default 1 s; at most 10 s.
+    /// </summary>
+    public TimeSpan FailedLoginDelay { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// Initiator names (iSCSI names, compared without regard to case) allowed to open normal sessions; empty allows
+    /// any. A login from another initiator is refused as not authorized.
+    /// </summary>
+    public IList<string> AllowedInitiators { get; set; } = new List<string>();
 
     /// <summary>Largest data segment this target receives.</summary>
     public int MaxRecvDataSegmentLength { get; set; } = 256 * 1024;
@@ -35,8 +47,27 @@ public sealed class IscsiTargetOptions
     /// <summary>Commands an initiator may have outstanding (the CmdSN window).</summary>
     public int CommandWindow { get; set; } = 128;
 
-    /// <summary>Connections at once across all sessions.</summary>
+    /// <summary>Logged-in sessions (normal and discovery) at once; a login past it is refused as out of resources.</summary>
     public int MaxConnections { get; set; } = 64;
+
+    /// <summary>
+    /// Connections still logging in at once, counted apart from <see cref="MaxConnections"/>: when a new one arrives
+    /// with this many pending, the oldest pending is dropped. Default 256.
+    /// </summary>
+    public int MaxPendingLogins { get; set; } = 256;
+
+    /// <summary>
+    /// How long a connection may take to log in before it is dropped, and how long a discovery session may stay
+    /// silent. Default 15 s; from 1 s to 10 minutes.
+    /// </summary>
+    public TimeSpan LoginTimeout { get; set; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>
+    /// Data buffer bytes all connections together may hold (commands waiting for data or running, and pooled spares);
+    /// a command that would need more is answered TASK SET FULL. Each connection also holds at most 256 MiB.
+    /// Default 1 GiB; at least 32 MiB (one command's largest buffer, so that any command can run alone).
+    /// </summary>
+    public long MaxBufferedBytes { get; set; } = 1L << 30;
 
     /// <summary>
     /// How long a connection's data-path thread keeps looking at its socket and queues after work before it
@@ -51,6 +82,9 @@ public sealed class IscsiTargetOptions
 
     /// <summary>How long a ping may go unanswered before the connection is dropped.</summary>
     public TimeSpan NopInTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>The shortest CHAP secret accepted, in bytes (RFC 7143 12.1.3: 96 bits).</summary>
+    public const int MinChapSecretBytes = 12;
 
     /// <summary>Checks the settings and returns the endpoint to listen on.</summary>
     /// <returns>The endpoint.</returns>
@@ -72,6 +106,31 @@ public sealed class IscsiTargetOptions
             throw new ArgumentException("IscsiTargetOptions: mutual CHAP needs MutualChapUser and MutualChapSecret, and CHAP itself.");
         }
 
+        if (ChapSecret != null && System.Text.Encoding.UTF8.GetByteCount(ChapSecret) < MinChapSecretBytes)
+        {
+            throw new ArgumentException($"IscsiTargetOptions.ChapSecret is {System.Text.Encoding.UTF8.GetByteCount(ChapSecret)} bytes: a CHAP secret must be at least {MinChapSecretBytes} bytes (96 random bits, RFC 7143 12.1.3).");
+        }
+
+        if (MutualChapSecret != null && System.Text.Encoding.UTF8.GetByteCount(MutualChapSecret) < MinChapSecretBytes)
+        {
+            throw new ArgumentException($"IscsiTargetOptions.MutualChapSecret is {System.Text.Encoding.UTF8.GetByteCount(MutualChapSecret)} bytes: a CHAP secret must be at least {MinChapSecretBytes} bytes (96 random bits, RFC 7143 12.1.3).");
+        }
+
+        if (MutualChapSecret != null && MutualChapSecret == ChapSecret)
+        {
+            throw new ArgumentException("IscsiTargetOptions: MutualChapSecret must differ from ChapSecret (the same secret both ways lets a captured exchange be reflected, RFC 7143 12.1.3).");
+        }
+
+        if (AllowedInitiators == null || AllowedInitiators.Any(string.IsNullOrWhiteSpace))
+        {
+            throw new ArgumentException("IscsiTargetOptions.AllowedInitiators must be a list (empty: any initiator) of initiator names, none empty.");
+        }
+
+        if (FailedLoginDelay < TimeSpan.Zero || FailedLoginDelay > TimeSpan.FromSeconds(10))
+        {
+            throw new ArgumentException($"IscsiTargetOptions.FailedLoginDelay {FailedLoginDelay} must be from 0 to 10 s.");
+        }
+
         if (MaxRecvDataSegmentLength is < 512 or > 16777215 || MaxBurstLength is < 512 or > 16777215 || FirstBurstLength < 512 || FirstBurstLength > MaxBurstLength)
         {
             throw new ArgumentException("IscsiTargetOptions: segment and burst lengths must be from 512 to 16777215, with FirstBurstLength at most MaxBurstLength.");
@@ -80,6 +139,16 @@ public sealed class IscsiTargetOptions
         if (CommandWindow is < 1 or > 1024 || MaxConnections < 1)
         {
             throw new ArgumentException("IscsiTargetOptions: CommandWindow must be from 1 to 1024 and MaxConnections at least 1.");
+        }
+
+        if (MaxPendingLogins < 1 || LoginTimeout < TimeSpan.FromSeconds(1) || LoginTimeout > TimeSpan.FromMinutes(10))
+        {
+            throw new ArgumentException($"IscsiTargetOptions: MaxPendingLogins ({MaxPendingLogins}) must be at least 1 and LoginTimeout ({LoginTimeout}) from 1 s to 10 minutes.");
+        }
+
+        if (MaxBufferedBytes < (32L << 20))
+        {
+            throw new ArgumentException($"IscsiTargetOptions.MaxBufferedBytes {MaxBufferedBytes} must be at least 32 MiB (33554432), the largest buffer one command takes: it bounds the data buffers of all connections together.");
         }
 
         if (PollWindow < TimeSpan.Zero || PollWindow > TimeSpan.FromMilliseconds(1))

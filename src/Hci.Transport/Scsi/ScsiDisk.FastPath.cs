@@ -62,6 +62,26 @@ public sealed partial class ScsiDisk
 
         task.Status = ScsiStatus.Good;
         task.DataLength = 0;
+
+        // A write counts itself in before it is admitted, and out when the device has done it (CompleteFast): a
+        // COMPARE AND WRITE or PREEMPT AND ABORT waits for it (see ScsiDisk.Atomic.cs).
+        int token = write ? EnterWrite(task.Nexus) : -1;
+        var next = Check(task, write, ref offset, ref length, ref flags);
+        if (next == ScsiFastPath.Submit)
+        {
+            operation = write ? BlockOperation.Write : BlockOperation.Read;
+            task.WriteToken = token;
+        }
+        else if (token >= 0)
+        {
+            ExitWrite(token);
+        }
+
+        return next;
+    }
+
+    private ScsiFastPath Check(ScsiTask task, bool write, ref long offset, ref int length, ref BlockRequestFlags flags)
+    {
         if (!Admit(task) || !CheckTransfer(task, write, out offset, out length, out byte cdbFlags))
         {
             return ScsiFastPath.Done;
@@ -83,7 +103,11 @@ public sealed partial class ScsiDisk
             return ScsiFastPath.Done;
         }
 
-        operation = write ? BlockOperation.Write : BlockOperation.Read;
+        if (write && OverlapsAtomic(offset, length))
+        {
+            return ScsiFastPath.Slow; // a COMPARE AND WRITE holds the range: the slow path waits for it
+        }
+
         flags = fua ? BlockRequestFlags.ForceUnitAccess : BlockRequestFlags.None;
         return ScsiFastPath.Submit;
     }
@@ -118,7 +142,23 @@ public sealed partial class ScsiDisk
         }
 
         task.DataLength = (int)bytes;
-        length = (int)Math.Min(bytes, Math.Min(task.ExpectedLength, task.Buffer?.Length ?? 0)) / _blockSize * _blockSize;
+        int buffer = task.Buffer?.Length ?? 0;
+        int have = (int)Math.Min(bytes, Math.Min(task.ExpectedLength, buffer));
+        length = have / _blockSize * _blockSize;
+        if (!write && length < have)
+        {
+            // The initiator expects part of a block: the whole block is read, so that what it gets is data, never
+            // what the buffer held before; where the buffer cannot take the block, the part is cleared.
+            if (length + _blockSize <= buffer)
+            {
+                length += _blockSize;
+            }
+            else
+            {
+                task.Buffer!.Span[length..have].Clear();
+            }
+        }
+
         return true;
     }
 
@@ -126,11 +166,49 @@ public sealed partial class ScsiDisk
     /// <param name="task">The command.</param>
     /// <param name="write">Whether it wrote.</param>
     /// <param name="succeeded">Whether the device did it.</param>
-    internal static void CompleteFast(ScsiTask task, bool write, bool succeeded)
+    internal void CompleteFast(ScsiTask task, bool write, bool succeeded)
     {
+        if (task.WriteToken >= 0)
+        {
+            ExitWrite(task.WriteToken);
+            task.WriteToken = -1;
+        }
+
         if (!succeeded)
         {
             task.Fail(SenseKey.MediumError, write ? (byte)0x0C : (byte)0x11, 0); // WRITE ERROR, UNRECOVERED READ ERROR
         }
     }
+}
+
+/// <summary>Which way a command moves data (for a transport's check of its own direction bits).</summary>
+internal enum ScsiDataDirection
+{
+    /// <summary>An opcode this unit does not know: the unit answers it.</summary>
+    Unknown,
+
+    /// <summary>No data.</summary>
+    None,
+
+    /// <summary>From the unit to the initiator (a read).</summary>
+    In,
+
+    /// <summary>From the initiator to the unit (a write).</summary>
+    Out,
+}
+
+/// <summary>Command directions.</summary>
+public sealed partial class ScsiDisk
+{
+    /// <summary>The direction a CDB moves data in, as the standards define its opcode.</summary>
+    /// <param name="cdb">The CDB.</param>
+    /// <returns>The direction; <see cref="ScsiDataDirection.Unknown"/> for opcodes this unit does not serve.</returns>
+    internal static ScsiDataDirection DirectionOf(ReadOnlySpan<byte> cdb) => cdb[0] switch
+    {
+        0x00 or 0x1B or 0x1E or 0x35 or 0x91 or 0x34 or 0x90 or 0x16 or 0x56 or 0x17 or 0x57 => ScsiDataDirection.None,
+        0x08 or 0x28 or 0xA8 or 0x88 or 0x03 or 0x12 or 0x25 or 0x9E or 0xA3 or 0x1A or 0x5A or 0x5E or 0x37 or 0xB7 or 0xA0 => ScsiDataDirection.In,
+        0x0A or 0x2A or 0xAA or 0x8A or 0x2E or 0xAE or 0x8E or 0x41 or 0x93 or 0x42 or 0x89 or 0x8B or 0x15 or 0x55 or 0x5F => ScsiDataDirection.Out,
+        0x2F or 0xAF or 0x8F => ((cdb[1] >> 1) & 3) == 0 ? ScsiDataDirection.None : ScsiDataDirection.Out, // VERIFY: BYTCHK
+        _ => ScsiDataDirection.Unknown,
+    };
 }

@@ -73,6 +73,17 @@ public sealed partial class ScsiDisk
         }
     }
 
+    /// <summary>True when the I_T nexus holds a persistent reservation registration on this unit.</summary>
+    /// <param name="nexus">The nexus (<see cref="ScsiTask.Nexus"/>).</param>
+    /// <returns>Whether it is registered.</returns>
+    internal bool IsRegistered(int nexus)
+    {
+        lock (_lock)
+        {
+            return _registrants.ContainsKey(nexus) || _spc2Holder == nexus;
+        }
+    }
+
     /// <summary>
     /// Checks that any command may run now for its nexus: a pending unit attention (reported once, to every command
     /// but INQUIRY, REPORT LUNS and REQUEST SENSE) and reservation conflicts (SPC-4 table 44, SBC-3 table 13).
@@ -354,7 +365,51 @@ public sealed partial class ScsiDisk
         return id;
     }
 
-    private void PersistentReserveOut(ScsiTask task)
+    /// <summary>
+    /// True when the task's nexus may still run it (checked again after waiting for the atomic lock: a PREEMPT AND
+    /// ABORT may have fenced the nexus off meanwhile); else the task is refused with RESERVATION CONFLICT.
+    /// </summary>
+    private bool StillAdmitted(ScsiTask task)
+    {
+        if ((Volatile.Read(ref _gate) & GateReserved) == 0)
+        {
+            return true;
+        }
+
+        lock (_lock)
+        {
+            if (Conflicts(task.Cdb, task.Nexus))
+            {
+                task.Refuse(ScsiStatus.ReservationConflict);
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    private async ValueTask PersistentReserveOut(ScsiTask task)
+    {
+        if (PersistentReserveOutLocked(task) && (task.Cdb[1] & 0x1F) == 5)
+        {
+            // PREEMPT AND ABORT (SPC-4 5.12.11.2.6): the preempted nexuses' tasks are aborted. Those not yet at the
+            // device now meet a reservation conflict; those at the device (or waiting in a scheduler under it)
+            // finish before GOOD, so that none of their writes lands after it.
+            await _compareAndWrite.WaitAsync();
+            try
+            {
+                await ExcludeWritesAsync(0, 0);
+            }
+            finally
+            {
+                EndExclusion();
+                _compareAndWrite.Release();
+            }
+        }
+    }
+
+    // Returns true when the service action succeeded.
+    private bool PersistentReserveOutLocked(ScsiTask task)
     {
         byte[] cdb = task.Cdb;
         int action = cdb[1] & 0x1F;
@@ -364,13 +419,13 @@ public sealed partial class ScsiDisk
         if (action > 6)
         {
             task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0); // REGISTER AND MOVE and beyond: not supported
-            return;
+            return false;
         }
 
         if (listLength != 24 || task.Buffer == null || task.ExpectedLength < 24)
         {
             task.Fail(SenseKey.IllegalRequest, AscParameterListLength, 0);
-            return;
+            return false;
         }
 
         var p = task.Buffer.Span[..24];
@@ -383,14 +438,14 @@ public sealed partial class ScsiDisk
         if ((flags & (0x08 | 0x04 | 0x01)) != 0 && (registering || (flags & 0x01) != 0))
         {
             task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInParameterList, 0);
-            return;
+            return false;
         }
 
         bool typed = action is 1 or 2 or 4 or 5;
         if (typed && (scope != 0 || type is not (1 or 3 or 5 or 6 or 7 or 8)))
         {
             task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
-            return;
+            return false;
         }
 
         int nexus = task.Nexus;
@@ -399,7 +454,7 @@ public sealed partial class ScsiDisk
             if (_spc2Holder != NoNexus && _spc2Holder != nexus)
             {
                 task.Refuse(ScsiStatus.ReservationConflict);
-                return;
+                return false;
             }
 
             _registrants.TryGetValue(nexus, out var me);
@@ -407,13 +462,13 @@ public sealed partial class ScsiDisk
             {
                 Register(task, me, key, serviceKey, ignoreExisting: action == 6);
                 UpdateGate();
-                return;
+                return false;
             }
 
             if (me == null || me.Key != key)
             {
                 task.Refuse(ScsiStatus.ReservationConflict);
-                return;
+                return false;
             }
 
             switch (action)
@@ -427,20 +482,20 @@ public sealed partial class ScsiDisk
                     else if (_prType != type || !(IsAllRegistrants(_prType) || _prHolder == nexus))
                     {
                         task.Refuse(ScsiStatus.ReservationConflict);
-                        return;
+                        return false;
                     }
 
                     break;
                 case 2: // RELEASE
                     if (_prType == 0 || !(IsAllRegistrants(_prType) || _prHolder == nexus))
                     {
-                        return; // nothing held by this nexus: GOOD, no change
+                        return false; // nothing held by this nexus: GOOD, no change
                     }
 
                     if (_prType != type)
                     {
                         task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInParameterList, 0x04); // INVALID RELEASE OF PERSISTENT RESERVATION
-                        return;
+                        return false;
                     }
 
                     ReleaseReservation(nexus);
@@ -459,13 +514,15 @@ public sealed partial class ScsiDisk
                     _prHolder = NoNexus;
                     _prGeneration++;
                     break;
-                default: // PREEMPT, PREEMPT AND ABORT (no task is left to abort: commands run to completion)
+                default: // PREEMPT, PREEMPT AND ABORT (the abort: see PersistentReserveOut)
                     Preempt(task, nexus, serviceKey, type);
                     break;
             }
 
             UpdateGate();
         }
+
+        return task.Status == ScsiStatus.Good;
     }
 
     // Under _lock.

@@ -32,7 +32,7 @@ public sealed partial class ScsiDisk
     private readonly string _serial;
     private readonly byte[] _naa = new byte[16];
     private readonly SemaphoreSlim _compareAndWrite = new(1, 1);
-    private bool _writeCache = true;
+    private volatile bool _writeCache = true;
 
     /// <summary>Creates the unit.</summary>
     /// <param name="device">The device; it must outlive the unit.</param>
@@ -87,11 +87,24 @@ public sealed partial class ScsiDisk
         task.Status = ScsiStatus.Good;
         task.DataLength = 0;
         byte[] cdb = task.Cdb;
-        if (!Admit(task))
-        {
-            return;
-        }
 
+        // A write counts itself in before it is admitted (see ScsiDisk.Atomic.cs) and out when it is done.
+        task.WriteToken = WritesMedium(cdb[0]) ? EnterWrite(task.Nexus) : -1;
+        try
+        {
+            if (Admit(task))
+            {
+                await Run(task, cdb);
+            }
+        }
+        finally
+        {
+            LeaveWrite(task);
+        }
+    }
+
+    private async ValueTask Run(ScsiTask task, byte[] cdb)
+    {
         try
         {
             switch (cdb[0])
@@ -130,7 +143,8 @@ public sealed partial class ScsiDisk
                     return;
                 case 0x15:
                 case 0x55:
-                    return; // MODE SELECT: the pages' changeable fields are none but the cache bit; accepted as is
+                    await ModeSelect(task, cdb[0] == 0x55);
+                    return;
                 case 0x16: // RESERVE 6
                 case 0x56: // RESERVE 10
                     Reserve6(task);
@@ -143,7 +157,7 @@ public sealed partial class ScsiDisk
                     PersistentReserveIn(task);
                     return;
                 case 0x5F:
-                    PersistentReserveOut(task);
+                    await PersistentReserveOut(task);
                     return;
                 case 0x37:
                 case 0xB7:
@@ -364,36 +378,7 @@ public sealed partial class ScsiDisk
         }
 
         Span<byte> pages = stackalloc byte[64];
-        pages.Clear();
-        int n = 0;
-        if (page is 0x08 or 0x3F)
-        {
-            pages[n] = 0x08;
-            pages[n + 1] = 0x12;
-            pages[n + 2] = control == 1 ? (byte)0x04 : (_writeCache ? (byte)0x04 : (byte)0); // WCE
-            n += 20;
-        }
-
-        if (page is 0x0A or 0x3F)
-        {
-            pages[n] = 0x0A;
-            pages[n + 1] = 0x0A;
-            if (control != 1)
-            {
-                pages[n + 2] = 0x02; // GLTSD
-                pages[n + 3] = 0x10; // unrestricted reordering
-            }
-
-            n += 12;
-        }
-
-        if (page is 0x1C or 0x3F)
-        {
-            pages[n] = 0x1C;
-            pages[n + 1] = 0x0A;
-            n += 12;
-        }
-
+        int n = ModePages(pages, page, control);
         if (n == 0)
         {
             task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
@@ -418,6 +403,152 @@ public sealed partial class ScsiDisk
 
         pages[..n].CopyTo(d[header..]);
         Reply(task, d[..(header + n)]);
+    }
+
+    // The mode pages this unit has (caching, control, informational exceptions control) as MODE SENSE shows them:
+    // page code 3Fh for all; control 0 current, 1 changeable, 2 default. Returns the bytes written (0: no such page).
+    private int ModePages(Span<byte> pages, int page, int control)
+    {
+        pages[..64].Clear();
+        int n = 0;
+        if (page is 0x08 or 0x3F)
+        {
+            pages[n] = 0x08;
+            pages[n + 1] = 0x12;
+            pages[n + 2] = control == 0 && !_writeCache ? (byte)0 : (byte)0x04; // WCE: changeable, on by default
+            n += 20;
+        }
+
+        if (page is 0x0A or 0x3F)
+        {
+            pages[n] = 0x0A;
+            pages[n + 1] = 0x0A;
+            if (control != 1)
+            {
+                pages[n + 2] = 0x02; // GLTSD
+                pages[n + 3] = 0x10; // unrestricted reordering
+            }
+
+            n += 12;
+        }
+
+        if (page is 0x1C or 0x3F)
+        {
+            pages[n] = 0x1C;
+            pages[n + 1] = 0x0A;
+            n += 12;
+        }
+
+        return n;
+    }
+
+    /// <summary>
+    /// MODE SELECT (6, 10): the one changeable field, the caching page's WCE, is applied; anything else must match
+    /// what MODE SENSE reports (else INVALID FIELD IN PARAMETER LIST), and saving pages is refused. With the write
+    /// cache off every write is written through (FUA, or a flush before GOOD); turning it off flushes the device.
+    /// </summary>
+    private async ValueTask ModeSelect(ScsiTask task, bool ten)
+    {
+        byte[] cdb = task.Cdb;
+        int listLength = ten ? BinaryPrimitives.ReadUInt16BigEndian(cdb.AsSpan(7)) : cdb[4];
+        if ((cdb[1] & 0x01) != 0 || (cdb[1] & 0xEE) != 0)
+        {
+            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0); // SP (saving not supported), reserved bits
+            return;
+        }
+
+        if (listLength == 0)
+        {
+            return; // nothing to change
+        }
+
+        if (task.Buffer == null || task.ExpectedLength < listLength || task.Buffer.Length < listLength)
+        {
+            task.Fail(SenseKey.IllegalRequest, AscParameterListLength, 0);
+            return;
+        }
+
+        var list = task.Buffer.Span[..listLength];
+        int header = ten ? 8 : 4;
+        if (listLength < header)
+        {
+            task.Fail(SenseKey.IllegalRequest, AscParameterListLength, 0);
+            return;
+        }
+
+        // Block descriptors: none, or ones that restate the capacity and block size (nothing about them changes).
+        int descriptors = ten ? BinaryPrimitives.ReadUInt16BigEndian(list[6..]) : list[3];
+        if (ten && (list[4] & 0x01) != 0)
+        {
+            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInParameterList, 0); // LONGLBA: not supported
+            return;
+        }
+
+        if (descriptors % 8 != 0 || header + descriptors > listLength)
+        {
+            task.Fail(SenseKey.IllegalRequest, AscParameterListLength, 0);
+            return;
+        }
+
+        for (int at = header; at < header + descriptors; at += 8)
+        {
+            uint size = BinaryPrimitives.ReadUInt32BigEndian(list[(at + 4)..]) & 0xFFFFFF;
+            if (size != (uint)_blockSize)
+            {
+                task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInParameterList, 0);
+                return;
+            }
+        }
+
+        // Check every page before applying any.
+        bool? wce = null;
+        Span<byte> current = stackalloc byte[64];
+        for (int at = header + descriptors; at < listLength;)
+        {
+            if (listLength - at < 2 || at + 2 + list[at + 1] > listLength)
+            {
+                task.Fail(SenseKey.IllegalRequest, AscParameterListLength, 0);
+                return;
+            }
+
+            var page = list.Slice(at, 2 + list[at + 1]);
+            int code = page[0] & 0x3F;
+            int n = code == 0x3F || (page[0] & 0x40) != 0 ? 0 : ModePages(current, code, control: 0); // no subpages
+            if (n == 0 || page.Length != n)
+            {
+                task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInParameterList, 0);
+                return;
+            }
+
+            // PS (bit 7 of byte 0) is reserved in MODE SELECT; WCE may differ, nothing else may.
+            bool wceSet = code == 0x08 && (page[2] & 0x04) != 0;
+            if (code == 0x08)
+            {
+                current[2] = (byte)((current[2] & ~0x04) | (page[2] & 0x04));
+            }
+
+            if ((page[0] & 0x80) != 0 || !page[1..].SequenceEqual(current[1..n]))
+            {
+                task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInParameterList, 0);
+                return;
+            }
+
+            if (code == 0x08)
+            {
+                wce = wceSet;
+            }
+
+            at += page.Length;
+        }
+
+        if (wce is bool on && on != _writeCache)
+        {
+            _writeCache = on;
+            if (!on && _device.Supports(BlockDeviceCapabilities.Flush))
+            {
+                await _device.FlushAsync(); // what the cache held is on the medium before GOOD
+            }
+        }
     }
 
     private bool Range(ScsiTask task, ulong lba, ulong blocks)
@@ -459,6 +590,11 @@ public sealed partial class ScsiDisk
         }
 
         var memory = task.Buffer!.Memory[..length];
+        if (write && !await AwaitAtomicAsync(task, offset, length))
+        {
+            return;
+        }
+
         if (write)
         {
             // WRITE AND VERIFY: what is verified must be on the medium, so it is written through.
@@ -516,18 +652,45 @@ public sealed partial class ScsiDisk
             return;
         }
 
-        using var medium = new Hci.Core.Buffers.AlignedBuffer((int)bytes);
-        await ReadInPieces((long)lba * _blockSize, medium.Memory);
-        var expected = task.Buffer.Span[..dataOut];
-        for (int at = 0; at < bytes; at += dataOut)
+        // The medium is read and compared in bounded pieces: one command never holds more than ScratchBytes.
+        long offset = (long)lba * _blockSize;
+        int piece = (int)Math.Min(bytes, ScratchBytes);
+        using var medium = Scratch(piece);
+        var expected = task.Buffer.Memory[..dataOut];
+        for (long at = 0; at < bytes; at += piece)
         {
-            int same = medium.Span.Slice(at, dataOut).CommonPrefixLength(expected);
-            if (same < dataOut)
+            int n = (int)Math.Min(piece, bytes - at);
+            await ReadInPieces(offset + at, medium.Memory[..n]);
+            for (int block = 0; block < n; block += Math.Min(dataOut, n))
             {
-                task.Fail(SenseKey.Miscompare, AscMiscompare, 0, (uint)(at + same));
-                return;
+                int size = Math.Min(dataOut, n - block);
+                var want = bytchk == 1 ? expected.Span.Slice((int)(at + block), size) : expected.Span[..size];
+                int same = medium.Span.Slice(block, size).CommonPrefixLength(want);
+                if (same < size)
+                {
+                    task.Fail(SenseKey.Miscompare, AscMiscompare, 0, (uint)(at + block + same));
+                    return;
+                }
             }
         }
+    }
+
+    // Most bytes of medium one command reads into a buffer of its own at once (VERIFY, ORWRITE, WRITE SAME).
+    private int ScratchBytes => Math.Max(1 << 20, _blockSize);
+
+    private int _largestScratch;
+
+    /// <summary>The largest scratch buffer any command has taken so far (diagnostics, tests).</summary>
+    internal int LargestScratchBytes => Volatile.Read(ref _largestScratch);
+
+    private Hci.Core.Buffers.AlignedBuffer Scratch(int length)
+    {
+        int seen;
+        while (length > (seen = Volatile.Read(ref _largestScratch)) && Interlocked.CompareExchange(ref _largestScratch, length, seen) != seen)
+        {
+        }
+
+        return new Hci.Core.Buffers.AlignedBuffer(length);
     }
 
     private async ValueTask Unmap(ScsiTask task)
@@ -574,6 +737,11 @@ public sealed partial class ScsiDisk
 
             if (_device.Supports(BlockDeviceCapabilities.Discard))
             {
+                if (!await AwaitAtomicAsync(task, (long)lba * _blockSize, (long)count * _blockSize))
+                {
+                    return;
+                }
+
                 await _device.DiscardAsync((long)lba * _blockSize, (long)count * _blockSize);
             }
         }
@@ -635,8 +803,14 @@ public sealed partial class ScsiDisk
         long offset = (long)lba * _blockSize;
         long length = (long)blocks * _blockSize;
 
-        // UNMAP set: the blocks are unmapped where the device can, and then read back as zeros (LBPRZ).
-        if ((flags & 0x08) != 0 && _device.Supports(BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.DiscardZeroesData))
+        if (!await AwaitAtomicAsync(task, offset, length))
+        {
+            return;
+        }
+
+        // UNMAP set with a block of zeros: the blocks are unmapped where the device can, and then read back as zeros
+        // (LBPRZ). With any other block the pattern is written: an unmapped block would not read back as that block.
+        if (zero && (flags & 0x08) != 0 && _device.Supports(BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.DiscardZeroesData))
         {
             try
             {
@@ -646,8 +820,6 @@ public sealed partial class ScsiDisk
             catch (BlockDeviceException)
             {
                 // The file system would not punch the hole: write zeros instead.
-                block = new byte[_blockSize];
-                zero = true;
             }
         }
 
@@ -665,7 +837,7 @@ public sealed partial class ScsiDisk
         }
 
         int chunkBlocks = (int)Math.Min(blocks, (ulong)Math.Max(1, Math.Min(DeviceTransferBytes, 1 << 20) / _blockSize));
-        using var pattern = new Hci.Core.Buffers.AlignedBuffer(chunkBlocks * _blockSize);
+        using var pattern = Scratch(chunkBlocks * _blockSize);
         for (int i = 0; i < chunkBlocks; i++)
         {
             block.Span.CopyTo(pattern.Span[(i * _blockSize)..]);
@@ -708,11 +880,18 @@ public sealed partial class ScsiDisk
         }
 
         int length = (int)bytes;
+        long offset = (long)lba * _blockSize;
         await _compareAndWrite.WaitAsync();
         try
         {
-            using var medium = new Hci.Core.Buffers.AlignedBuffer(length);
-            long offset = (long)lba * _blockSize;
+            // Atomic against every write that overlaps it, from any nexus: those already admitted finish first.
+            await ExcludeWritesAsync(offset, length);
+            if (!StillAdmitted(task))
+            {
+                return;
+            }
+
+            using var medium = Scratch(length);
             await ReadInPieces(offset, medium.Memory);
             int same = medium.Span.CommonPrefixLength(task.Buffer!.Span[..length]);
             if (same < length)
@@ -727,6 +906,7 @@ public sealed partial class ScsiDisk
         }
         finally
         {
+            EndExclusion();
             _compareAndWrite.Release();
         }
     }
@@ -766,23 +946,35 @@ public sealed partial class ScsiDisk
         }
 
         int length = (int)bytes;
+        long offset = (long)lba * _blockSize;
         await _compareAndWrite.WaitAsync();
         try
         {
-            using var medium = new Hci.Core.Buffers.AlignedBuffer(length);
-            long offset = (long)lba * _blockSize;
-            await ReadInPieces(offset, medium.Memory);
-            var m = medium.Span;
-            var d = task.Buffer.Span[..length];
-            for (int i = 0; i < length; i++)
+            await ExcludeWritesAsync(offset, length);
+            if (!StillAdmitted(task))
             {
-                m[i] |= d[i];
+                return;
             }
 
-            await WriteThrough(offset, medium.Memory, (flags & 0x08) != 0);
+            int piece = Math.Min(length, ScratchBytes);
+            using var medium = Scratch(piece);
+            for (int at = 0; at < length; at += piece)
+            {
+                int n = Math.Min(piece, length - at);
+                await ReadInPieces(offset + at, medium.Memory[..n]);
+                var m = medium.Span[..n];
+                var d = task.Buffer.Span.Slice(at, n);
+                for (int i = 0; i < n; i++)
+                {
+                    m[i] |= d[i];
+                }
+
+                await WriteThrough(offset + at, medium.Memory[..n], (flags & 0x08) != 0);
+            }
         }
         finally
         {
+            EndExclusion();
             _compareAndWrite.Release();
         }
     }

@@ -143,9 +143,17 @@ public sealed class ScsiTask
         DataLength = 0;
     }
 
+    /// <summary>The unit's count of this write while it runs (see ScsiDisk.EnterWrite); -1 when none.</summary>
+    internal int WriteToken { get; set; } = -1;
+
+    /// <summary>True while this write holds the unit's atomic lock (it overlapped a COMPARE AND WRITE).</summary>
+    internal bool AtomicHeld { get; set; }
+
     /// <summary>Prepares the task for another command.</summary>
     public void Reset()
     {
+        WriteToken = -1;
+        AtomicHeld = false;
         Cdb.AsSpan().Clear();
         ExpectedLength = 0;
         DataOut = false;
