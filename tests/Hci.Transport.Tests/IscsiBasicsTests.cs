@@ -151,4 +151,19 @@ public sealed class IscsiBasicsTests
         IscsiNegotiation.Respond([new("MaxBurstLength", "100"), new("InitialR2T", "Maybe"), new("DataDigest", "MD5"), new("ErrorRecoveryLevel", "0xZZ")], target, session, response);
         Assert.All(response, p => Assert.Equal("Reject", p.Value));
     }
+
+    [Theory]
+    [InlineData("MaxBurstLength=1048")]
+    [InlineData("FirstBurstLength=65536", "MaxBurstLength=4096")]
+    [InlineData("MaxBurstLength=512", "FirstBurstLength=16777215")]
+    public void FirstBurstLengthNeverEndsAboveMaxBurstLengthWhateverTheOrderOfTheKeys(params string[] keys)
+    {
+        // Found by AFL++ (tests/fuzz/findings/iscsi-first-burst-over-max-burst): MaxBurstLength alone left
+        // FirstBurstLength at its default 65536, above it (RFC 7143 13.14 forbids that).
+        var target = new IscsiSessionParameters { MaxBurstLength = 1 << 20, FirstBurstLength = 1 << 18 };
+        var session = new IscsiSessionParameters();
+        var response = new List<KeyValuePair<string, string>>();
+        IscsiNegotiation.Respond([.. keys.Select(k => new KeyValuePair<string, string>(k[..k.IndexOf('=')], k[(k.IndexOf('=') + 1)..]))], target, session, response);
+        Assert.True(session.FirstBurstLength <= session.MaxBurstLength, $"FirstBurstLength {session.FirstBurstLength} > MaxBurstLength {session.MaxBurstLength}");
+    }
 }

@@ -113,6 +113,13 @@ public static class IscsiNegotiation
 
             response.Add(new KeyValuePair<string, string>(key, answer));
         }
+
+        // RFC 7143 13.14: FirstBurstLength must not exceed MaxBurstLength, whichever was negotiated (or left at its
+        // default) and in whatever order the keys came.
+        if (session.FirstBurstLength > session.MaxBurstLength)
+        {
+            session.FirstBurstLength = session.MaxBurstLength;
+        }
     }
 
     /// <summary>Parses a numeric value: decimal, or hexadecimal with 0x.</summary>
