@@ -229,7 +229,7 @@ public sealed unsafe class VhostSequenceFuzzTests(Xunit.Abstractions.ITestOutput
                     return _memory[Status + head] == VirtioBlk.StatusOk;
                 }
 
-                Thread.Sleep(1);
+                Thread.Yield();
             }
 
             return false;
