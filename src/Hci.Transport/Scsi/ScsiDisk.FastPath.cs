@@ -162,11 +162,22 @@ public sealed partial class ScsiDisk
         return true;
     }
 
-    /// <summary>Records how a request from <see cref="PrepareFast"/> ended.</summary>
+    /// <summary>Records how a request from <see cref="PrepareFast"/> ended (without its errno: a medium error).</summary>
     /// <param name="task">The command.</param>
     /// <param name="write">Whether it wrote.</param>
     /// <param name="succeeded">Whether the device did it.</param>
     internal void CompleteFast(ScsiTask task, bool write, bool succeeded)
+        => CompleteFast(task, write ? BlockOperation.Write : BlockOperation.Read, succeeded ? BlockError.None : BlockError.Device, 0);
+
+    /// <summary>
+    /// Records how a request from <see cref="PrepareFast"/> ended, reporting a failure with the sense its error and
+    /// errno call for (a thin device out of space is DATA PROTECT, not a medium error).
+    /// </summary>
+    /// <param name="task">The command.</param>
+    /// <param name="request">The completed request.</param>
+    internal void CompleteFast(ScsiTask task, BlockRequest request) => CompleteFast(task, request.Operation, request.Error, request.Errno);
+
+    private void CompleteFast(ScsiTask task, BlockOperation operation, BlockError error, int errno)
     {
         if (task.WriteToken >= 0)
         {
@@ -174,9 +185,10 @@ public sealed partial class ScsiDisk
             task.WriteToken = -1;
         }
 
-        if (!succeeded)
+        if (error != BlockError.None)
         {
-            task.Fail(SenseKey.MediumError, write ? Asc.WriteError : Asc.UnrecoveredReadError);
+            var (key, sense) = ScsiDeviceErrors.SenseFor(operation, error, errno);
+            task.Fail(key, sense);
         }
     }
 }

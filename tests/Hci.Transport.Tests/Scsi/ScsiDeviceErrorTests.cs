@@ -87,4 +87,40 @@ public sealed class ScsiDeviceErrorTests : IDisposable
     {
         Assert.Equal((key, (Asc)sense), ScsiDeviceErrors.SenseFor(operation, error, errno));
     }
+    [Theory]
+    [InlineData(true, Errno.ENOSPC, SenseKey.DataProtect, 0x27, 0x07)]
+    [InlineData(true, Errno.EIO, SenseKey.MediumError, 0x0C, 0x00)]
+    [InlineData(false, Errno.EIO, SenseKey.MediumError, 0x11, 0x00)]
+    public unsafe void AFastPathRequestThatFailsIsReportedWithTheSenseForItsErrno(bool write, int errno, byte key, byte asc, byte ascq)
+    {
+        // The transport's own queue on the device, as iSCSI runs READ and WRITE: prepared, submitted, completed.
+        _device.Add(new FaultRule(FaultKind.Error, operation: write ? BlockOperation.Write : BlockOperation.Read, errno: errno));
+        var task = new ScsiTask { ExpectedLength = BlockSize, Buffer = _buffer, DataOut = write };
+        byte[] cdb = [write ? ScsiOpcode.Write10 : ScsiOpcode.Read10, 0, 0, 0, 0, 4, 0, 0, 1, 0];
+        cdb.CopyTo(task.Cdb, 0);
+        Assert.Equal(ScsiFastPath.Submit, _disk.PrepareFast(task, out var operation, out long offset, out int length, out var flags));
+        using var queue = _device.CreateQueue(4);
+        using var request = new BlockRequest();
+        var done = new Completions();
+        request.SetReadWrite(operation, offset, _buffer.Pointer, length, flags);
+        request.Handler = done;
+        queue.Submit(request);
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (done.Count == 0 && DateTime.UtcNow < deadline)
+        {
+            queue.Poll(1, 100);
+        }
+
+        Assert.Equal(1, done.Count);
+        _disk.CompleteFast(task, request);
+        Assert.Equal(ScsiStatus.CheckCondition, task.Status);
+        Assert.Equal((key, asc, ascq), ((byte)(task.Sense[2] & 0x0F), task.Sense[12], task.Sense[13]));
+    }
+
+    private sealed class Completions : IBlockCompletionHandler
+    {
+        public int Count { get; private set; }
+
+        public void OnCompleted(BlockRequest request) => Count++;
+    }
 }
