@@ -803,12 +803,9 @@ public sealed partial class ScsiDisk
             return;
         }
 
-        // UNMAP set: the initiator asks for the range to be unmapped, and where the device can unmap (reading unmapped
-        // blocks back as zeros, LBPRZ) it is, whatever the block holds. SBC-4 has WRITE SAME either write the block to
-        // each LBA or unmap it; tgt and LIO unmap, and libiscsi's WriteSame10.UnmapUntilEnd (1.19) sends a block of
-        // FFh with UNMAP and checks for zeros. Linux and other initiators send a block of zeros with UNMAP. Where the
-        // device cannot unmap, or the file system refuses the hole, the block is written as without UNMAP.
-        if ((flags & CdbFlags.Unmap) != 0 && _device.Supports(BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.DiscardZeroesData))
+        // UNMAP set with a block of zeros: the blocks are unmapped where the device can, and then read back as zeros
+        // (LBPRZ). With any other block the pattern is written: an unmapped block would not read back as that block.
+        if (zero && (flags & CdbFlags.Unmap) != 0 && _device.Supports(BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.DiscardZeroesData))
         {
             try
             {
@@ -817,7 +814,7 @@ public sealed partial class ScsiDisk
             }
             catch (BlockDeviceException)
             {
-                // The file system would not punch the hole: write the block instead.
+                // The file system would not punch the hole: write zeros instead.
             }
         }
 

@@ -65,9 +65,12 @@ public sealed class IscsiTargetTests
             using (device)
             {
                 string suites = "ALL.TestUnitReady,ALL.Inquiry,ALL.ReadCapacity10,ALL.ReadCapacity16,ALL.Read6,ALL.Read10,ALL.Read16,ALL.Write10,ALL.Write16,ALL.Verify10,ALL.WriteVerify16,ALL.Unmap,ALL.ModeSense6,ALL.iSCSIcmdsn,ALL.iSCSIResiduals,"
-                    + "ALL.Read12,ALL.Write12,ALL.Verify12,ALL.Verify16,ALL.WriteVerify10,ALL.WriteVerify12,ALL.WriteSame10.Simple,ALL.WriteSame10.BeyondEol,ALL.WriteSame10.ZeroBlocks,ALL.WriteSame10.WriteProtect,ALL.WriteSame10.Unmap,ALL.WriteSame10.UnmapUntilEnd,ALL.WriteSame10.UnmapVPD,ALL.WriteSame10.Check,ALL.WriteSame16,ALL.CompareAndWrite,ALL.OrWrite,"
+                    + "ALL.Read12,ALL.Write12,ALL.Verify12,ALL.Verify16,ALL.WriteVerify10,ALL.WriteVerify12,ALL.WriteSame10.Simple,ALL.WriteSame10.BeyondEol,ALL.WriteSame10.ZeroBlocks,ALL.WriteSame10.WriteProtect,ALL.WriteSame10.Unmap,ALL.WriteSame10.UnmapVPD,ALL.WriteSame10.Check,ALL.WriteSame16,ALL.CompareAndWrite,ALL.OrWrite,"
                     + "ALL.Prefetch10,ALL.Prefetch16,ALL.GetLBAStatus.Simple,ALL.GetLBAStatus.BeyondEol,ALL.ReadDefectData10,ALL.ReadDefectData12,ALL.ReportSupportedOpcodes,"
                     + "ALL.PrinReadKeys,ALL.PrinServiceactionRange,ALL.PrinReportCapabilities,ALL.ProutRegister,ALL.ProutReserve,ALL.ProutClear,ALL.ProutPreempt,ALL.Reserve6";
+                // WriteSame10.UnmapUntilEnd is left out: this libiscsi (1.19) sends a block of 0xFF with UNMAP set and
+                // expects zeros back. The unit writes the pattern instead (unmapping would answer GOOD and lose the
+                // data); libiscsi upstream changed the test to send zeros (sahlberg/libiscsi#318).
                 var (code, output) = await Run("iscsi-test-cu", ["--dataloss", $"--test={suites}", Url(target)]);
                 Assert.True(code == 0, output[Math.Max(0, output.Length - 4000)..]);
                 Assert.Contains("Run Summary", output);
