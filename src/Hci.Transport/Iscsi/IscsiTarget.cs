@@ -18,7 +18,7 @@ namespace Hci.Transport.Iscsi;
 /// nothing and hops no thread. Every request enters the device as <see cref="Hci.Core.Blocks.IoClass.Vm"/> with
 /// the session's number as tenant, so a scheduler under the unit's device sees one tenant per initiator session.
 /// </remarks>
-public sealed class IscsiTarget : IAsyncDisposable
+public sealed class IscsiTarget : IAsyncDisposable, IIscsiBufferBudget
 {
     private readonly IscsiTargetOptions _options;
     private readonly IPEndPoint _endpoint;
@@ -175,6 +175,12 @@ public sealed class IscsiTarget : IAsyncDisposable
     }
 
     internal void ReleaseBuffers(long bytes) => Interlocked.Add(ref _bufferedBytes, -bytes);
+
+    /// <inheritdoc/>
+    bool IIscsiBufferBudget.TryReserveBuffers(long bytes) => TryReserveBuffers(bytes);
+
+    /// <inheritdoc/>
+    void IIscsiBufferBudget.ReleaseBuffers(long bytes) => ReleaseBuffers(bytes);
 
     internal void Account(long commands, long allocated, long steadyCommands, long steadyAllocated)
     {
