@@ -114,7 +114,7 @@ public sealed class IscsiTarget : IAsyncDisposable, IIscsiBufferBudget
             }
 
             socket.Bind(_endpoint);
-            socket.Listen(64);
+            socket.Listen(512);
         }
         catch (SocketException e)
         {

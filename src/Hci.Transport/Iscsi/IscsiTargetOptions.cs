@@ -48,7 +48,8 @@ public sealed class IscsiTargetOptions
     public int CommandWindow { get; set; } = 128;
 
     /// <summary>Logged-in sessions (normal and discovery) at once; a login past it is refused as out of resources.</summary>
-    public int MaxConnections { get; set; } = 64;
+    /// <remarks>Default 1024: sessions share the target's reactors, so one costs memory (its buffers), not a thread.</remarks>
+    public int MaxConnections { get; set; } = 1024;
 
     /// <summary>
     /// Connections still logging in at once, counted apart from <see cref="MaxConnections"/>: when a new one arrives
