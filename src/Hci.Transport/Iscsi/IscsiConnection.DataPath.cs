@@ -1,9 +1,8 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Net.Sockets;
-using System.Runtime.InteropServices;
 using Hci.Core.Blocks;
-using Hci.Core.Buffers;
+using Hci.Core.Reactors;
 using Hci.Transport.Scsi;
 using Microsoft.Extensions.Logging;
 using Tmds.Linux;
@@ -11,18 +10,18 @@ using Tmds.Linux;
 namespace Hci.Transport.Iscsi;
 
 /// <summary>
-/// The full feature phase. One thread per connection owns the socket and one <see cref="BlockQueue"/> per LUN:
-/// it reads whatever the initiator sent, parses every whole PDU in it, submits READs and WRITEs straight to its
-/// queues (all of them with one system call), reaps completions, and sends every answer ready with one
-/// <c>sendmsg</c>. A Data-In's data goes from the command's own buffer, with no copy. Commands, buffers and
-/// requests come from a pool sized by the command window, so a steady stream of I/O allocates nothing. Other
-/// commands (INQUIRY, MODE SENSE, UNMAP, reservations ...) run through <see cref="ScsiDisk.ExecuteAsync"/> and
-/// post their result back to the thread.
+/// The full feature phase (SPDK's <c>conn.c</c>), on one of the target's shared reactors: the socket is a watched
+/// descriptor, the connection a poller, and its LUNs' queues the reactor's queues on their devices, shared with the
+/// other connections there. When the socket is readable the connection reads what came into its
+/// <see cref="IscsiPduReader"/>, handles every whole PDU in it, submits READs and WRITEs straight to the queues
+/// (sent with the reactor's next poll of them), and answers through its <see cref="IscsiPduWriter"/> with one
+/// <c>sendmsg</c>. A Data-In's data goes from the command's own buffer, with no copy. Tasks and buffers come from an
+/// <see cref="IscsiTaskPool"/> sized by the command window, so a steady stream of I/O allocates nothing. Other
+/// commands (INQUIRY, MODE SENSE, UNMAP, reservations ...) run through <see cref="ScsiDisk.ExecuteAsync"/> and post
+/// their task back to the reactor. An unexpected exception drops this connection, never the reactor.
 /// </summary>
-internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
+internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler, IFdWatcher, IPoller
 {
-    private const int MaxEvents = 8;
-
     // Data buffers a connection may hold at once (commands waiting for data or running, and the pool's spares):
     // an initiator cannot make the target allocate more by opening commands it never completes. The target's
     // MaxBufferedBytes bounds all connections together.
@@ -31,44 +30,45 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
     // Answers held for an initiator that does not read them, past which the connection is dropped.
     private const long MaxPendingOutput = 64L * 1024 * 1024;
 
+    // How long a closing connection waits for its requests in the device before it leaves their buffers behind.
+    private static readonly TimeSpan DrainTimeout = TimeSpan.FromSeconds(60);
+
     private readonly Lock _phaseLock = new();
     private readonly TaskCompletionSource _dataPathDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private const int WarmUpCommands = 1024;
-
     private readonly List<IscsiTask> _sent = new(64);
     private readonly List<IscsiTask> _completed = new(64);
     private readonly Dictionary<uint, IscsiTask> _tasks = new(64);
-    private readonly Queue<IscsiTask> _posted = new();
     private readonly Dictionary<int, IscsiLunPath> _paths = [];
     private IscsiPduReader _reader = null!;
     private IscsiPduWriter _writer = null!;
     private IscsiTaskPool _pool = null!;
-    private Thread? _dataPathThread;
-    private volatile bool _stopRequested;
-    private int _fd = -1;
-    private int _epoll = -1;
-    private int _wake = -1;
+    private ReactorAssignment? _assignment;
+    private Reactor? _reactor;
+    private FdWatch? _watch;
+    private IDisposable? _polling;
+    private ReactorTimer? _pingTimer;
     private bool _wantWrite;
     private bool _loggedOut;
     private bool _peerClosed;
     private bool _warnedDataSn;
     private bool _shuttingDown;
+    private bool _finished;
+    private long _drainDeadline;
     private int _maxSlots;
     private int _slowRunning;
+    private int _inDevice;
     private uint _nextTtt = 1;
     private long _commands;
-    private long _setupAllocated;
-    private long _warmAllocated = -1;
     private long _lastReceive;
     private long _pingSentAt;
     private uint _pingTag;
-    private BlockQueue? _watched;
     private string? _initiatorPort;
 
     private bool HeaderDigestOn => _digestsActive && _session.HeaderDigest;
 
     private bool DataDigestOn => _digestsActive && _session.DataDigest;
 
+    /// <summary>Hands the logged-in connection to the least loaded of the target's reactors; false when it closed meanwhile.</summary>
     private bool StartDataPath()
     {
         lock (_phaseLock)
@@ -78,85 +78,85 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
                 return false;
             }
 
-            _dataPathThread = new Thread(RunDataPath) { IsBackground = true, Name = $"iscsi-c{_nexus}" };
+            _assignment = _target.Reactors.Assign();
+            _reactor = _assignment.Reactor;
         }
 
-        _dataPathThread.Start();
+        try
+        {
+            _reactor.Post(() => Guarded(Open));
+        }
+        catch (ObjectDisposedException)
+        {
+            // The target is stopping: its reactors are gone.
+            _assignment.Dispose();
+            lock (_phaseLock)
+            {
+                _reactor = null;
+            }
+
+            return false;
+        }
+
         return true;
     }
 
+    /// <summary>Asks the data path to close (any thread); its task completes once it has.</summary>
     private void RequestStop()
     {
-        _stopRequested = true;
-        Signal();
-    }
-
-    private void Signal()
-    {
-        int wake = Volatile.Read(ref _wake);
-        if (wake >= 0)
-        {
-            ulong one = 1;
-            LibC.write(wake, &one, sizeof(ulong));
-        }
-    }
-
-    // ---- the thread ----
-
-    private void RunDataPath()
-    {
-        long allocatedAtStart = GC.GetAllocatedBytesForCurrentThread();
-        long allocated = 0;
-        long steady = 0;
-        string? reason = null;
         try
         {
-            Open();
-            Loop();
+            _reactor!.Post(() => Guarded(BeginShutdown));
         }
-        catch (ProtocolException e)
+        catch (ObjectDisposedException)
         {
-            reason = e.Message;
+            _dataPathDone.TrySetResult(); // the reactor stopped, and this connection with it
         }
-        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
+    }
+
+    // ---- on the reactor ----
+
+    /// <summary>Runs work on the reactor: an exception drops this connection, never the reactor.</summary>
+    private void Guarded(Action work)
+    {
+        try
         {
+            work();
         }
         catch (Exception e)
         {
-            _logger.LogError(e, "iSCSI connection from {Peer} ({Initiator}) failed; dropping it.", SafePeer(), _initiatorName);
+            Drop(e);
         }
-        finally
-        {
-            long now = GC.GetAllocatedBytesForCurrentThread();
-            allocated = now - allocatedAtStart - _setupAllocated;
-            steady = _warmAllocated < 0 ? 0 : now - _setupAllocated - _warmAllocated;
-            if (reason != null)
-            {
-                _logger.LogWarning("iSCSI connection from {Peer} ({Initiator}): {Reason}; dropping it.", SafePeer(), _initiatorName, reason);
-            }
+    }
 
-            Shutdown();
-            _target.Account(_commands, allocated, Math.Max(0, _commands - WarmUpCommands), steady);
-            _logger.LogDebug("iSCSI connection from {Initiator} closed: {Commands} commands, {Allocated} bytes allocated on its data path after set-up.", _initiatorName, _commands, allocated);
-            _dataPathDone.TrySetResult();
+    private void Drop(Exception e)
+    {
+        switch (e)
+        {
+            case ProtocolException:
+                _logger.LogWarning("iSCSI connection from {Peer} ({Initiator}): {Reason}; dropping it.", SafePeer(), _initiatorName, e.Message);
+                break;
+            case IOException or SocketException or ObjectDisposedException:
+                _logger.LogDebug("iSCSI connection from {Initiator}: {Reason}; closing it.", _initiatorName, e.Message);
+                break;
+            default:
+                _logger.LogError(e, "iSCSI connection from {Peer} ({Initiator}) failed; dropping it.", SafePeer(), _initiatorName);
+                break;
+        }
+
+        try
+        {
+            BeginShutdown();
+        }
+        catch (Exception again)
+        {
+            _logger.LogError(again, "iSCSI connection from {Initiator}: closing it failed.", _initiatorName);
+            Finish(drained: false);
         }
     }
 
     private void Open()
     {
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        _fd = (int)_socket.Handle;
-        _epoll = LibC.epoll_create1(LibC.EPOLL_CLOEXEC);
-        int wake = LibC.eventfd(0, LibC.EFD_CLOEXEC | LibC.EFD_NONBLOCK);
-        if (_epoll < 0 || wake < 0)
-        {
-            throw new IOException($"epoll or eventfd failed: {Errno.Describe(LibC.errno)}.");
-        }
-
-        Volatile.Write(ref _wake, wake);
-        Watch(wake, LibC.EPOLLIN, LibC.EPOLL_CTL_ADD);
-        Watch(_fd, LibC.EPOLLIN, LibC.EPOLL_CTL_ADD);
-
         // Room for two of the largest PDUs the initiator may send, so one can arrive while the last is handled.
         int maxPdu = IscsiHeader.Length + 1020 + 4 + _session.MaxRecvDataSegmentLength + 3 + 4;
         _reader = new IscsiPduReader(Math.Max(2 * maxPdu, 256 * 1024))
@@ -182,54 +182,98 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
 
         _initiatorPort = $"{_initiatorName},i,0x{_isid}"; // the initiator port's name (RFC 7143, 13.6 of SPC-4's TransportID)
         _lastReceive = Stopwatch.GetTimestamp();
-        _setupAllocated += GC.GetAllocatedBytesForCurrentThread() - before;
+        var reactor = _reactor!;
+        _polling = reactor.AddPoller(this);
+        _watch = reactor.Watch(_socket.SafeHandle, FdEvents.Readable, this, pollWhileBusy: true);
+        _pingTimer = reactor.CreateTimer(() => Guarded(OnPingTimer));
+        OnPingTimer();
+        OnReady(FdEvents.Readable); // what came with the last login PDU may be waiting already
     }
 
-    private void Watch(int fd, int events, int op)
+    /// <summary>The socket is ready: read and handle what came, send what is waiting.</summary>
+    /// <param name="events">What it is ready for.</param>
+    public void OnReady(FdEvents events)
     {
-        epoll_event ev = default;
-        ev.events = events;
-        ev.data.fd = fd;
-        if (LibC.epoll_ctl(_epoll, op, fd, &ev) != 0)
+        if (_shuttingDown)
         {
-            throw new IOException($"epoll_ctl failed: {Errno.Describe(LibC.errno)}.");
+            return;
         }
-    }
 
-    private void Loop()
-    {
-        var events = stackalloc epoll_event[MaxEvents];
-        long pollTicks = (long)(_target.Options.PollWindow.TotalSeconds * Stopwatch.Frequency);
-        long lastWork = Stopwatch.GetTimestamp();
-        while (!_stopRequested)
+        try
         {
-            bool work = Receive();
-            work |= RunPosted();
-            work |= PollQueues();
+            if (!_wantWrite)
+            {
+                Receive();
+            }
+
             Flush();
-            if ((_loggedOut && _writer.IsEmpty) || _peerClosed)
-            {
-                return;
-            }
-
-            long now = Stopwatch.GetTimestamp();
-            if (work)
-            {
-                lastWork = now;
-                continue;
-            }
-
-            if (now - lastWork < pollTicks)
-            {
-                Thread.SpinWait(8);
-                continue;
-            }
-
-            Sleep(events, Ping(now));
+            EndIfDone();
+        }
+        catch (Exception e)
+        {
+            Drop(e);
         }
     }
 
-    /// <summary>Pings an idle initiator, or gives up on one that did not answer; returns how long to sleep.</summary>
+    /// <summary>Each turn: answers the commands whose requests completed, sends, and finishes a drain.</summary>
+    /// <returns>Busy when it did anything.</returns>
+    public PollStatus Poll()
+    {
+        if (_completed.Count == 0 && (_writer.IsEmpty || _wantWrite) && !_shuttingDown)
+        {
+            return PollStatus.Idle;
+        }
+
+        try
+        {
+            bool busy = _completed.Count > 0;
+            AnswerCompleted();
+            if (_shuttingDown)
+            {
+                TryFinish();
+                return PollStatus.Idle;
+            }
+
+            if (!_wantWrite && !_writer.IsEmpty)
+            {
+                busy |= Flush();
+            }
+
+            EndIfDone();
+            return busy ? PollStatus.Busy : PollStatus.Idle;
+        }
+        catch (Exception e)
+        {
+            Drop(e);
+            return PollStatus.Busy;
+        }
+    }
+
+    private void EndIfDone()
+    {
+        if ((_loggedOut && _writer.IsEmpty) || _peerClosed)
+        {
+            BeginShutdown();
+        }
+    }
+
+    /// <summary>Pings an idle initiator, or gives up on one that did not answer; schedules the next look.</summary>
+    private void OnPingTimer()
+    {
+        if (_shuttingDown)
+        {
+            TryFinish(); // a drain that waited too long gives up here
+            return;
+        }
+
+        int milliseconds = Ping(Stopwatch.GetTimestamp());
+        if (milliseconds >= 0)
+        {
+            _pingTimer!.Schedule(TimeSpan.FromMilliseconds(milliseconds));
+        }
+    }
+
+    /// <summary>Pings an idle initiator, or gives up on one that did not answer; returns how long until the next look.</summary>
     private int Ping(long now)
     {
         var o = _target.Options;
@@ -255,12 +299,17 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         if (_pingSentAt != 0)
         {
             long deadline = _pingSentAt + (long)(o.NopInTimeout.TotalSeconds * Stopwatch.Frequency);
-            if (now >= deadline)
+            if (_lastReceive < _pingSentAt && now >= deadline)
             {
                 throw new ProtocolException($"no answer to a NOP-In in {o.NopInTimeout.TotalSeconds} s");
             }
 
-            return Milliseconds(deadline - now);
+            if (_lastReceive < _pingSentAt)
+            {
+                return Milliseconds(deadline - now);
+            }
+
+            _pingSentAt = 0; // anything from the initiator shows it is alive
         }
 
         if (now - _lastReceive < interval)
@@ -269,7 +318,6 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         }
 
         _pingTag = NextTargetTransferTag();
-
         Span<byte> pdu = stackalloc byte[IscsiHeader.Length];
         var p = NopInPdu.Create(pdu);
         p.InitiatorTaskTag = ReservedTag;
@@ -283,121 +331,103 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
 
     private static int Milliseconds(long ticks) => (int)Math.Clamp((ticks * 1000 / Stopwatch.Frequency) + 1, 1, int.MaxValue);
 
-    private void Sleep(epoll_event* events, int timeout)
-    {
-        BlockQueue? only = null;
-        int busy = 0;
-        foreach (var path in _paths.Values)
-        {
-            if (path.Queue is { InFlight: > 0 } q)
-            {
-                busy++;
-                only = q;
-            }
-        }
-
-        if (busy == 1 && only == _watched)
-        {
-            // The queue's wait also ends when the epoll set is ready: data, room to send, or a posted result.
-            only!.Poll(1, timeout);
-            Drain(events, 0);
-        }
-        else
-        {
-            Drain(events, busy > 0 ? 1 : timeout);
-        }
-    }
-
-    private void Drain(epoll_event* events, int timeout)
-    {
-        int n = LibC.epoll_wait(_epoll, events, MaxEvents, timeout);
-        for (int i = 0; i < n; i++)
-        {
-            if (events[i].data.fd == _wake)
-            {
-                ulong value;
-                LibC.read(_wake, &value, sizeof(ulong));
-            }
-        }
-    }
-
     // ---- input ----
 
-    /// <summary>Reads what the socket has and handles every whole PDU; false when nothing came.</summary>
-    private bool Receive()
+    /// <summary>Reads what the socket has and handles every whole PDU.</summary>
+    private void Receive()
     {
-        bool any = false;
-        for (int reads = 0; reads < 4 && !_loggedOut && !_stopRequested && !_peerClosed; reads++)
+        for (int reads = 0; reads < 4 && !_loggedOut && !_peerClosed && !_wantWrite; reads++)
         {
-            any |= HandleReceived();
+            HandleReceived();
             _reader.Compact();
-            long n = LibC.recv(_fd, _reader.Tail, _reader.FreeBytes, LibC.MSG_DONTWAIT);
+            if (_reader.FreeBytes == 0)
+            {
+                break;
+            }
+
+            long n = ReceiveInto(_reader.Tail, _reader.FreeBytes);
             if (n > 0)
             {
                 _reader.Advance((int)n);
                 _lastReceive = Stopwatch.GetTimestamp();
-                _pingSentAt = 0; // anything from the initiator shows it is alive
-                any = true;
                 continue;
             }
 
             if (n == 0)
             {
                 _peerClosed = true; // the initiator closed the connection
-                break;
             }
 
-            int errno = LibC.errno;
-            if (errno == Errno.EINTR)
-            {
-                continue;
-            }
-
-            if (errno == Errno.EAGAIN)
-            {
-                break;
-            }
-
-            throw new IOException($"receive failed: {Errno.Describe(errno)}");
+            break;
         }
 
-        any |= HandleReceived();
-        return any;
+        HandleReceived();
     }
 
-    /// <summary>Handles every whole PDU in the reader; true when there was one.</summary>
-    private bool HandleReceived()
+    /// <summary>One non-blocking receive: bytes read, 0 at the peer's end, -1 when nothing is there.</summary>
+    private long ReceiveInto(byte* into, int length)
     {
-        bool any = false;
-        while (!_loggedOut)
+        var handle = _socket.SafeHandle;
+        bool added = false;
+        handle.DangerousAddRef(ref added);
+        try
+        {
+            while (true)
+            {
+                long n = LibC.recv((int)handle.DangerousGetHandle(), into, length, LibC.MSG_DONTWAIT);
+                if (n >= 0)
+                {
+                    return n;
+                }
+
+                int errno = LibC.errno;
+                if (errno == Errno.EINTR)
+                {
+                    continue;
+                }
+
+                if (errno == Errno.EAGAIN)
+                {
+                    return -1;
+                }
+
+                throw new IOException($"receive failed: {Errno.Describe(errno)}");
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>Handles every whole PDU in the reader, while the answers have room to go.</summary>
+    private void HandleReceived()
+    {
+        while (!_loggedOut && !_wantWrite)
         {
             switch (_reader.TryRead(out var pdu))
             {
                 case PduReadStatus.Pdu:
                     Handle(pdu);
-                    any = true;
                     break;
                 case PduReadStatus.DataSegmentTooLong:
                     throw new ProtocolException($"a data segment over the negotiated {_session.MaxRecvDataSegmentLength} bytes");
                 case PduReadStatus.HeaderDigestError:
                     throw new ProtocolException("header digest error");
                 default:
-                    return any;
+                    return;
             }
         }
-
-        return any;
     }
 
     // ---- execution ----
 
     private void Dispatch(IscsiTask s)
     {
-        if (++_commands == WarmUpCommands)
-        {
-            _warmAllocated = GC.GetAllocatedBytesForCurrentThread() - _setupAllocated;
-        }
-
+        _commands++;
         s.State = IscsiTaskState.Running;
         var task = s.Task;
         if (task.Cdb[0] == 0xA0)
@@ -449,6 +479,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
                 r.Tenant = _nexus;
                 r.Handler = this;
                 r.UserState = s;
+                _inDevice++;
                 queue.Submit(r);
                 return;
             }
@@ -493,84 +524,59 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         task.Fail(SenseKey.HardwareError, 0x44, 0); // INTERNAL TARGET FAILURE
     }
 
-    internal void PostSlow(object slot, Exception? error)
+    internal void PostSlow(IscsiTask slot, Exception? error)
     {
-        var s = (IscsiTask)slot;
         if (error != null)
         {
-            Failed(s.Task, error);
+            Failed(slot.Task, error);
         }
 
-        lock (_posted)
+        try
         {
-            _posted.Enqueue(s);
+            _reactor!.Post(slot); // runs RunPosted on the reactor
         }
-
-        Signal();
+        catch (ObjectDisposedException)
+        {
+            // The reactor stopped with the target: nothing is left to answer.
+        }
     }
 
-    private bool RunPosted()
+    /// <summary>A command that ran off the reactor is back (see <see cref="IscsiTask.Run"/>).</summary>
+    internal void RunPosted(IscsiTask s)
     {
-        if (_slowRunning == 0)
+        try
         {
-            return false;
-        }
-
-        bool any = false;
-        while (true)
-        {
-            IscsiTask? s;
-            lock (_posted)
-            {
-                if (!_posted.TryDequeue(out s))
-                {
-                    return any;
-                }
-            }
-
             _slowRunning--;
-            any = true;
             Complete(s);
+            if (_shuttingDown)
+            {
+                TryFinish();
+            }
+        }
+        catch (Exception e)
+        {
+            Drop(e);
         }
     }
 
     private BlockQueue OpenQueue(IscsiLunPath path)
     {
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        var queue = path.Disk.Device.CreateQueue(_maxSlots);
-        queue.BatchSubmissions = true; // one io_uring_enter for all that one read of the socket brought
-        if (_watched == null && queue.TrySetWakeSource(_epoll))
-        {
-            _watched = queue;
-        }
-
+        // One queue per device on this reactor, shared with the other connections here: 256 sessions do not open
+        // 256 rings. Its requests are sent with the reactor's next poll of it (one system call for all of a turn's).
+        var queue = _reactor!.AcquireQueue(path.Disk.Device, Math.Max(_maxSlots, 256));
+        queue.BatchSubmissions = true;
         path.Queue = queue;
-        _setupAllocated += GC.GetAllocatedBytesForCurrentThread() - before;
         return queue;
     }
 
-    private bool PollQueues()
-    {
-        int done = 0;
-        foreach (var path in _paths.Values)
-        {
-            if (path.Queue is { InFlight: > 0 } q) // submitted but not yet sent counts as in flight too
-            {
-                done += q.Poll(0, 0);
-            }
-        }
-
-        AnswerCompleted();
-        return done > 0;
-    }
-
-    /// <summary>A request from the fast path completed (inside <see cref="BlockQueue.Poll"/>, on this thread).</summary>
+    /// <summary>A request from the fast path completed (inside the reactor's poll of its queue).</summary>
     /// <param name="request">The request.</param>
     public void OnCompleted(BlockRequest request)
     {
         // Only recorded here: answering sends, and a send can fail (a peer gone, one that stopped reading), which
-        // must not throw out of the queue's completion delivery. The loop answers right after the poll.
+        // must not throw out of the queue's completion delivery. The connection's poller answers on the next turn.
         var s = (IscsiTask)request.UserState!;
+        _inDevice--;
         s.Path!.Disk.CompleteFast(s.Task, request.Operation != BlockOperation.Read, request.Succeeded);
         _completed.Add(s);
     }
@@ -652,15 +658,15 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
 
     private static ulong EncodeLun(int lun) => lun < 256 ? (ulong)lun << 48 : (ulong)(0x4000 | lun) << 48;
 
-    /// <summary>Sends what the socket takes; true when all the output is gone.</summary>
+    /// <summary>Sends what the socket takes; true when all the output is gone. While it waits for room, input waits too.</summary>
     private bool Flush()
     {
         if (!_writer.Flush(_socket.SafeHandle))
         {
             if (!_wantWrite)
             {
-                _wantWrite = true;
-                Watch(_fd, LibC.EPOLLIN | LibC.EPOLLOUT, LibC.EPOLL_CTL_MOD);
+                _wantWrite = true; // read no more until the initiator takes its answers
+                _watch!.Modify(FdEvents.Writable);
             }
 
             return false;
@@ -675,7 +681,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         if (_wantWrite)
         {
             _wantWrite = false;
-            Watch(_fd, LibC.EPOLLIN, LibC.EPOLL_CTL_MOD);
+            _watch!.Modify(FdEvents.Readable);
         }
 
         return true;
@@ -683,10 +689,19 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
 
     // ---- shutdown ----
 
-    /// <summary>Waits for every request started here, then frees the connection's resources.</summary>
-    private void Shutdown()
+    /// <summary>Stops reading and sending; the connection finishes once its requests in the device are done.</summary>
+    private void BeginShutdown()
     {
+        if (_shuttingDown || _finished)
+        {
+            return;
+        }
+
         _shuttingDown = true;
+        _drainDeadline = Stopwatch.GetTimestamp() + (long)(DrainTimeout.TotalSeconds * Stopwatch.Frequency);
+        _pingTimer?.Cancel();
+        _watch?.Dispose();
+        _watch = null;
         try
         {
             _socket.Shutdown(SocketShutdown.Both);
@@ -695,88 +710,89 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         {
         }
 
+        TryFinish();
+        if (!_finished)
+        {
+            _pingTimer?.Schedule(DrainTimeout + TimeSpan.FromSeconds(1)); // looks again even if nothing wakes the reactor
+        }
+    }
+
+    /// <summary>Finishes when nothing started here can still touch its buffers (or the drain has waited too long).</summary>
+    private void TryFinish()
+    {
+        AnswerCompleted();
+        bool drained = _inDevice == 0 && _slowRunning == 0;
+        if (drained || Stopwatch.GetTimestamp() > _drainDeadline)
+        {
+            if (!drained)
+            {
+                _logger.LogError("iSCSI connection from {Initiator}: {Requests} requests still running after {Seconds} s; their buffers are left to them.", _initiatorName, _inDevice + _slowRunning, DrainTimeout.TotalSeconds);
+            }
+
+            Finish(drained);
+        }
+    }
+
+    private void Finish(bool drained)
+    {
+        if (_finished)
+        {
+            return;
+        }
+
+        _finished = true;
+        _shuttingDown = true;
         try
         {
-            // The device may still write into buffers of requests in flight: they must finish first.
-            var deadline = Stopwatch.GetTimestamp() + (60 * Stopwatch.Frequency);
-            while (Stopwatch.GetTimestamp() < deadline)
+            _watch?.Dispose();
+            _polling?.Dispose();
+            foreach (var path in _paths.Values)
             {
-                bool busy = false;
-                foreach (var path in _paths.Values)
+                if (path.Queue is { } q)
                 {
-                    if (path.Queue is { InFlight: > 0 } q)
-                    {
-                        q.Poll(1, 100);
-                        busy = true;
-                    }
+                    _reactor!.ReleaseQueue(q); // closed by the reactor once its last user gave it back and it is idle
+                    path.Queue = null;
                 }
 
-                AnswerCompleted();
+                path.Disk.NexusLost(_nexus);
+            }
 
-                RunPosted();
-                if (_slowRunning > 0)
-                {
-                    busy = true;
-                    Thread.Sleep(1);
-                }
-
-                if (!busy)
-                {
-                    break;
-                }
+            if (drained)
+            {
+                // Only when nothing can touch them any more (a stuck device keeps them, which leaks rather than corrupts).
+                _pool?.FreeBuffers();
             }
         }
         catch (Exception e)
         {
-            _logger.LogError(e, "iSCSI connection from {Initiator}: draining its requests failed.", _initiatorName);
+            _logger.LogError(e, "iSCSI connection from {Initiator}: releasing its resources failed.", _initiatorName);
         }
-
-        bool drained = _slowRunning == 0;
-        foreach (var path in _paths.Values)
+        finally
         {
-            drained &= path.Queue is not { InFlight: > 0 };
-            if (path.Queue is { InFlight: 0 } q)
+            _sent.Clear();
+            _tasks.Clear();
+            lock (_phaseLock)
             {
-                q.Dispose();
+                _closed = 1;
             }
 
-            path.Disk.NexusLost(_nexus);
-        }
+            _reader?.Dispose();
+            _writer?.Dispose(); // what it still referenced is not sent any more
 
-        if (drained)
-        {
-            // Only when nothing can touch them any more (a stuck device keeps them, which leaks rather than corrupts).
-            _pool?.FreeBuffers();
+            _socket.Dispose();
+            _target.Closed(this);
+            _target.Account(_commands);
+            _assignment?.Dispose();
+            _logger.LogDebug("iSCSI connection from {Initiator} closed: {Commands} commands.", _initiatorName, _commands);
+            _dataPathDone.TrySetResult();
         }
-
-        _sent.Clear();
-        _tasks.Clear();
-        lock (_phaseLock)
-        {
-            _closed = 1;
-            int wake = Interlocked.Exchange(ref _wake, -1);
-            if (wake >= 0)
-            {
-                LibC.close(wake);
-            }
-        }
-
-        if (_epoll >= 0)
-        {
-            LibC.close(_epoll);
-        }
-
-        _reader?.Dispose();
-        _writer?.Dispose();
-        _socket.Dispose();
-        _target.Closed(this);
     }
 }
 
 /// <summary>Waits for a command off the data path and hands its result back to the connection's thread.</summary>
 internal static class IscsiSlowCommand
 {
-    public static async Task AwaitAsync(ValueTask run, IscsiConnection connection, object slot)
+    public static async Task AwaitAsync(ValueTask run, IscsiConnection connection, IscsiTask slot)
     {
         Exception? error = null;
         try

@@ -83,7 +83,7 @@ internal sealed partial class IscsiConnection
 
             if (loggedIn)
             {
-                // The full feature phase runs on a thread of its own that owns the socket from here on.
+                // The full feature phase runs on one of the target's reactors, which owns the socket from here on.
                 handedOver = StartDataPath();
                 if (handedOver)
                 {
@@ -117,7 +117,7 @@ internal sealed partial class IscsiConnection
     {
         lock (_phaseLock)
         {
-            if (_dataPathThread != null)
+            if (_reactor != null)
             {
                 RequestStop();
                 return _dataPathDone.Task;

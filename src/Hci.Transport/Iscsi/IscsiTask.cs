@@ -1,5 +1,6 @@
 using Hci.Core.Blocks;
 using Hci.Core.Buffers;
+using Hci.Core.Reactors;
 using Hci.Transport.Scsi;
 
 namespace Hci.Transport.Iscsi;
@@ -9,7 +10,7 @@ namespace Hci.Transport.Iscsi;
 /// block request its fast path submits, its data buffer, and the progress of its Data-Out and R2T sequence.
 /// Taken from and given back to an <see cref="IscsiTaskPool"/>.
 /// </summary>
-internal sealed class IscsiTask
+internal sealed class IscsiTask : IReactorMessage
 {
     /// <summary>The SCSI command as the unit sees it.</summary>
     public ScsiTask Task { get; } = new();
@@ -59,6 +60,9 @@ internal sealed class IscsiTask
     /// <summary>The task management function that aborted this task while it ran, if any.</summary>
     public IscsiTaskManagementWait? Abort { get; set; }
 
-    /// <summary>The owner's state for this task (the connection, to find it again from a completion).</summary>
+    /// <summary>The connection the task belongs to, to find it again from a completion.</summary>
     public object? Owner { get; set; }
+
+    /// <summary>A command that ran off the reactor is posted back as the task itself (no allocation): it completes there.</summary>
+    public void Run() => ((IscsiConnection)Owner!).RunPosted(this);
 }
