@@ -1,9 +1,8 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Net.Sockets;
-using System.Runtime.InteropServices;
 using Hci.Core.Blocks;
-using Hci.Core.Buffers;
+using Hci.Core.Reactors;
 using Hci.Transport.Scsi;
 using Microsoft.Extensions.Logging;
 using Tmds.Linux;
@@ -11,75 +10,65 @@ using Tmds.Linux;
 namespace Hci.Transport.Iscsi;
 
 /// <summary>
-/// The full feature phase. One thread per connection owns the socket and one <see cref="BlockQueue"/> per LUN:
-/// it reads whatever the initiator sent, parses every whole PDU in it, submits READs and WRITEs straight to its
-/// queues (all of them with one system call), reaps completions, and sends every answer ready with one
-/// <c>sendmsg</c>. A Data-In's data goes from the command's own buffer, with no copy. Commands, buffers and
-/// requests come from a pool sized by the command window, so a steady stream of I/O allocates nothing. Other
-/// commands (INQUIRY, MODE SENSE, UNMAP, reservations ...) run through <see cref="ScsiDisk.ExecuteAsync"/> and
-/// post their result back to the thread.
+/// The full feature phase (SPDK's <c>conn.c</c>), on one of the target's shared reactors: the socket is a watched
+/// descriptor, the connection a poller, and its LUNs' queues the reactor's queues on their devices, shared with the
+/// other connections there. When the socket is readable the connection reads what came into its
+/// <see cref="IscsiPduReader"/>, handles every whole PDU in it, submits READs and WRITEs straight to the queues
+/// (sent with the reactor's next poll of them), and answers through its <see cref="IscsiPduWriter"/> with one
+/// <c>sendmsg</c>. A Data-In's data goes from the command's own buffer, with no copy. Tasks and buffers come from an
+/// <see cref="IscsiTaskPool"/> sized by the command window, so a steady stream of I/O allocates nothing. Other
+/// commands (INQUIRY, MODE SENSE, UNMAP, reservations ...) run through <see cref="ScsiDisk.ExecuteAsync"/> and post
+/// their task back to the reactor. An unexpected exception drops this connection, never the reactor.
 /// </summary>
-internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
+internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler, IFdWatcher, IPoller
 {
-    private const int MaxIovecs = 512;
-    private const int MaxEvents = 8;
-
     // Data buffers a connection may hold at once (commands waiting for data or running, and the pool's spares):
     // an initiator cannot make the target allocate more by opening commands it never completes. The target's
     // MaxBufferedBytes bounds all connections together.
     private const long MaxBufferedBytes = 256L * 1024 * 1024;
 
+    // Answers held for an initiator that does not read them, past which the connection is dropped.
+    private const long MaxPendingOutput = 64L * 1024 * 1024;
+
+    // How long a closing connection waits for its requests in the device before it leaves their buffers behind.
+    private static readonly TimeSpan DrainTimeout = TimeSpan.FromSeconds(60);
+
     private readonly Lock _phaseLock = new();
     private readonly TaskCompletionSource _dataPathDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private const int WarmUpCommands = 1024;
-
-    private readonly List<Slot> _free = new(64);
-    private readonly List<Slot> _sent = new(64);
-    private readonly List<Slot> _completed = new(64);
-    private readonly Dictionary<uint, Slot> _tasks = new(64);
-    private readonly Queue<Slot> _posted = new();
-    private readonly Dictionary<int, LunPath> _paths = [];
-    private Thread? _dataPathThread;
-    private volatile bool _stopRequested;
-    private int _fd = -1;
-    private int _epoll = -1;
-    private int _wake = -1;
-    private byte* _in;
-    private int _inCapacity;
-    private int _inStart;
-    private int _inEnd;
-    private byte* _arena;
-    private int _arenaCapacity;
-    private int _arenaUsed;
-    private iovec* _iov;
-    private int _iovCount;
-    private int _iovHead;
+    private readonly List<IscsiTask> _sent = new(64);
+    private readonly List<IscsiTask> _completed = new(64);
+    private readonly Dictionary<uint, IscsiTask> _tasks = new(64);
+    private readonly Dictionary<int, IscsiLunPath> _paths = [];
+    private IscsiPduReader _reader = null!;
+    private IscsiPduWriter _writer = null!;
+    private IscsiTaskPool _pool = null!;
+    private ReactorAssignment? _assignment;
+    private Reactor? _reactor;
+    private FdWatch? _watch;
+    private IDisposable? _polling;
+    private ReactorTimer? _pingTimer;
     private bool _wantWrite;
     private bool _loggedOut;
     private bool _peerClosed;
     private bool _warnedDataSn;
     private bool _shuttingDown;
-    private int _slots;
+    private bool _finished;
+    private long _drainDeadline;
     private int _maxSlots;
     private int _slowRunning;
-    private long _bufferedBytes;
+    private int _inDevice;
     private uint _nextTtt = 1;
     private long _commands;
-    private long _setupAllocated;
-    private long _warmAllocated = -1;
     private long _lastReceive;
     private long _pingSentAt;
     private uint _pingTag;
-    private BlockQueue? _watched;
     private string? _initiatorPort;
-    private Dictionary<uint, byte[]>? _held;
-    private long _heldBytes;
-    private bool _runningHeld;
 
     private bool HeaderDigestOn => _digestsActive && _session.HeaderDigest;
 
     private bool DataDigestOn => _digestsActive && _session.DataDigest;
 
+    /// <summary>Hands the logged-in connection to the least loaded of the target's reactors; false when it closed meanwhile.</summary>
     private bool StartDataPath()
     {
         lock (_phaseLock)
@@ -89,153 +78,202 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
                 return false;
             }
 
-            _dataPathThread = new Thread(RunDataPath) { IsBackground = true, Name = $"iscsi-c{_nexus}" };
+            _assignment = _target.Reactors.Assign();
+            _reactor = _assignment.Reactor;
         }
 
-        _dataPathThread.Start();
+        try
+        {
+            _reactor.Post(() => Guarded(Open));
+        }
+        catch (ObjectDisposedException)
+        {
+            // The target is stopping: its reactors are gone.
+            _assignment.Dispose();
+            lock (_phaseLock)
+            {
+                _reactor = null;
+            }
+
+            return false;
+        }
+
         return true;
     }
 
+    /// <summary>Asks the data path to close (any thread); its task completes once it has.</summary>
     private void RequestStop()
     {
-        _stopRequested = true;
-        Signal();
-    }
-
-    private void Signal()
-    {
-        int wake = Volatile.Read(ref _wake);
-        if (wake >= 0)
-        {
-            ulong one = 1;
-            LibC.write(wake, &one, sizeof(ulong));
-        }
-    }
-
-    // ---- the thread ----
-
-    private void RunDataPath()
-    {
-        long allocatedAtStart = GC.GetAllocatedBytesForCurrentThread();
-        long allocated = 0;
-        long steady = 0;
-        string? reason = null;
         try
         {
-            Open();
-            Loop();
+            _reactor!.Post(() => Guarded(BeginShutdown));
         }
-        catch (ProtocolException e)
+        catch (ObjectDisposedException)
         {
-            reason = e.Message;
+            _dataPathDone.TrySetResult(); // the reactor stopped, and this connection with it
         }
-        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
+    }
+
+    // ---- on the reactor ----
+
+    /// <summary>Runs work on the reactor: an exception drops this connection, never the reactor.</summary>
+    private void Guarded(Action work)
+    {
+        try
         {
+            work();
         }
         catch (Exception e)
         {
-            _logger.LogError(e, "iSCSI connection from {Peer} ({Initiator}) failed; dropping it.", SafePeer(), _initiatorName);
+            Drop(e);
         }
-        finally
-        {
-            long now = GC.GetAllocatedBytesForCurrentThread();
-            allocated = now - allocatedAtStart - _setupAllocated;
-            steady = _warmAllocated < 0 ? 0 : now - _setupAllocated - _warmAllocated;
-            if (reason != null)
-            {
-                _logger.LogWarning("iSCSI connection from {Peer} ({Initiator}): {Reason}; dropping it.", SafePeer(), _initiatorName, reason);
-            }
+    }
 
-            Shutdown();
-            _target.Account(_commands, allocated, Math.Max(0, _commands - WarmUpCommands), steady);
-            _logger.LogDebug("iSCSI connection from {Initiator} closed: {Commands} commands, {Allocated} bytes allocated on its data path after set-up.", _initiatorName, _commands, allocated);
-            _dataPathDone.TrySetResult();
+    private void Drop(Exception e)
+    {
+        switch (e)
+        {
+            case ProtocolException:
+                _logger.LogWarning("iSCSI connection from {Peer} ({Initiator}): {Reason}; dropping it.", SafePeer(), _initiatorName, e.Message);
+                break;
+            case IOException or SocketException or ObjectDisposedException:
+                _logger.LogDebug("iSCSI connection from {Initiator}: {Reason}; closing it.", _initiatorName, e.Message);
+                break;
+            default:
+                _logger.LogError(e, "iSCSI connection from {Peer} ({Initiator}) failed; dropping it.", SafePeer(), _initiatorName);
+                break;
+        }
+
+        try
+        {
+            BeginShutdown();
+        }
+        catch (Exception again)
+        {
+            _logger.LogError(again, "iSCSI connection from {Initiator}: closing it failed.", _initiatorName);
+            Finish(drained: false);
         }
     }
 
     private void Open()
     {
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        _fd = (int)_socket.Handle;
-        _epoll = LibC.epoll_create1(LibC.EPOLL_CLOEXEC);
-        int wake = LibC.eventfd(0, LibC.EFD_CLOEXEC | LibC.EFD_NONBLOCK);
-        if (_epoll < 0 || wake < 0)
-        {
-            throw new IOException($"epoll or eventfd failed: {Errno.Describe(LibC.errno)}.");
-        }
-
-        Volatile.Write(ref _wake, wake);
-        Watch(wake, LibC.EPOLLIN, LibC.EPOLL_CTL_ADD);
-        Watch(_fd, LibC.EPOLLIN, LibC.EPOLL_CTL_ADD);
-
         // Room for two of the largest PDUs the initiator may send, so one can arrive while the last is handled.
         int maxPdu = IscsiHeader.Length + 1020 + 4 + _session.MaxRecvDataSegmentLength + 3 + 4;
-        _inCapacity = Math.Max(2 * maxPdu, 256 * 1024);
-        _in = (byte*)NativeMemory.AlignedAlloc((nuint)_inCapacity, 64);
+        _reader = new IscsiPduReader(Math.Max(2 * maxPdu, 256 * 1024))
+        {
+            HeaderDigest = HeaderDigestOn,
+            DataDigest = DataDigestOn,
+            MaxDataSegmentLength = _session.MaxRecvDataSegmentLength,
+        };
 
         // Headers, digests and small data segments (sense, text, a ping's echo) are written here until sent.
-        _arenaCapacity = (64 * 1024) + _session.MaxRecvDataSegmentLength + 64;
-        _arena = (byte*)NativeMemory.AlignedAlloc((nuint)_arenaCapacity, 64);
-        _iov = (iovec*)NativeMemory.Alloc((nuint)(MaxIovecs * sizeof(iovec)));
+        _writer = new IscsiPduWriter((64 * 1024) + _session.MaxRecvDataSegmentLength + 64, MaxPendingOutput)
+        {
+            HeaderDigest = HeaderDigestOn,
+            DataDigest = DataDigestOn,
+        };
         _maxSlots = Math.Min(_target.Options.CommandWindow + 16, 1040);
-        _free.Capacity = _maxSlots;
-        _sent.Capacity = _maxSlots;
+        _pool = new IscsiTaskPool(_maxSlots, MaxBufferedBytes, _target);
         _tasks.EnsureCapacity(_maxSlots);
         foreach (var (lun, disk) in _target.Luns)
         {
-            _paths[lun] = new LunPath(disk);
+            _paths[lun] = new IscsiLunPath(disk);
         }
 
         _initiatorPort = $"{_initiatorName},i,0x{_isid}"; // the initiator port's name (RFC 7143, 13.6 of SPC-4's TransportID)
         _lastReceive = Stopwatch.GetTimestamp();
-        _setupAllocated += GC.GetAllocatedBytesForCurrentThread() - before;
+        var reactor = _reactor!;
+        _polling = reactor.AddPoller(this);
+        _watch = reactor.Watch(_socket.SafeHandle, FdEvents.Readable, this, pollWhileBusy: true);
+        _pingTimer = reactor.CreateTimer(() => Guarded(OnPingTimer));
+        OnPingTimer();
+        OnReady(FdEvents.Readable); // what came with the last login PDU may be waiting already
     }
 
-    private void Watch(int fd, int events, int op)
+    /// <summary>The socket is ready: read and handle what came, send what is waiting.</summary>
+    /// <param name="events">What it is ready for.</param>
+    public void OnReady(FdEvents events)
     {
-        epoll_event ev = default;
-        ev.events = events;
-        ev.data.fd = fd;
-        if (LibC.epoll_ctl(_epoll, op, fd, &ev) != 0)
+        if (_shuttingDown)
         {
-            throw new IOException($"epoll_ctl failed: {Errno.Describe(LibC.errno)}.");
+            return;
         }
-    }
 
-    private void Loop()
-    {
-        var events = stackalloc epoll_event[MaxEvents];
-        long pollTicks = (long)(_target.Options.PollWindow.TotalSeconds * Stopwatch.Frequency);
-        long lastWork = Stopwatch.GetTimestamp();
-        while (!_stopRequested)
+        try
         {
-            bool work = Receive();
-            work |= RunPosted();
-            work |= PollQueues();
+            if (!_wantWrite)
+            {
+                Receive();
+            }
+
             Flush();
-            if ((_loggedOut && _iovHead == _iovCount) || _peerClosed)
-            {
-                return;
-            }
-
-            long now = Stopwatch.GetTimestamp();
-            if (work)
-            {
-                lastWork = now;
-                continue;
-            }
-
-            if (now - lastWork < pollTicks)
-            {
-                Thread.SpinWait(8);
-                continue;
-            }
-
-            Sleep(events, Ping(now));
+            EndIfDone();
+        }
+        catch (Exception e)
+        {
+            Drop(e);
         }
     }
 
-    /// <summary>Pings an idle initiator, or gives up on one that did not answer; returns how long to sleep.</summary>
+    /// <summary>Each turn: answers the commands whose requests completed, sends, and finishes a drain.</summary>
+    /// <returns>Busy when it did anything.</returns>
+    public PollStatus Poll()
+    {
+        if (_completed.Count == 0 && (_writer.IsEmpty || _wantWrite) && !_shuttingDown)
+        {
+            return PollStatus.Idle;
+        }
+
+        try
+        {
+            bool busy = _completed.Count > 0;
+            AnswerCompleted();
+            if (_shuttingDown)
+            {
+                TryFinish();
+                return PollStatus.Idle;
+            }
+
+            if (!_wantWrite && !_writer.IsEmpty)
+            {
+                busy |= Flush();
+            }
+
+            EndIfDone();
+            return busy ? PollStatus.Busy : PollStatus.Idle;
+        }
+        catch (Exception e)
+        {
+            Drop(e);
+            return PollStatus.Busy;
+        }
+    }
+
+    private void EndIfDone()
+    {
+        if ((_loggedOut && _writer.IsEmpty) || _peerClosed)
+        {
+            BeginShutdown();
+        }
+    }
+
+    /// <summary>Pings an idle initiator, or gives up on one that did not answer; schedules the next look.</summary>
+    private void OnPingTimer()
+    {
+        if (_shuttingDown)
+        {
+            TryFinish(); // a drain that waited too long gives up here
+            return;
+        }
+
+        int milliseconds = Ping(Stopwatch.GetTimestamp());
+        if (milliseconds >= 0)
+        {
+            _pingTimer!.Schedule(TimeSpan.FromMilliseconds(milliseconds));
+        }
+    }
+
+    /// <summary>Pings an idle initiator, or gives up on one that did not answer; returns how long until the next look.</summary>
     private int Ping(long now)
     {
         var o = _target.Options;
@@ -261,12 +299,17 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         if (_pingSentAt != 0)
         {
             long deadline = _pingSentAt + (long)(o.NopInTimeout.TotalSeconds * Stopwatch.Frequency);
-            if (now >= deadline)
+            if (_lastReceive < _pingSentAt && now >= deadline)
             {
                 throw new ProtocolException($"no answer to a NOP-In in {o.NopInTimeout.TotalSeconds} s");
             }
 
-            return Milliseconds(deadline - now);
+            if (_lastReceive < _pingSentAt)
+            {
+                return Milliseconds(deadline - now);
+            }
+
+            _pingSentAt = 0; // anything from the initiator shows it is alive
         }
 
         if (now - _lastReceive < interval)
@@ -274,16 +317,11 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
             return Milliseconds(_lastReceive + interval - now);
         }
 
-        _pingTag = _nextTtt++;
-        if (_pingTag == ReservedTag)
-        {
-            _pingTag = _nextTtt++;
-        }
-
+        _pingTag = NextTargetTransferTag();
         Span<byte> pdu = stackalloc byte[IscsiHeader.Length];
-        pdu.Clear();
-        var p = new IscsiHeader(pdu) { Opcode = IscsiOpcode.NopIn, Final = true, Lun = 0, InitiatorTaskTag = ReservedTag };
-        p.SetField(20, _pingTag);
+        var p = NopInPdu.Create(pdu);
+        p.InitiatorTaskTag = ReservedTag;
+        p.TargetTransferTag = _pingTag;
         Stamp(pdu, advance: false);
         QueuePdu(pdu, null, 0, copy: true);
         Flush();
@@ -293,475 +331,104 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
 
     private static int Milliseconds(long ticks) => (int)Math.Clamp((ticks * 1000 / Stopwatch.Frequency) + 1, 1, int.MaxValue);
 
-    private void Sleep(epoll_event* events, int timeout)
-    {
-        BlockQueue? only = null;
-        int busy = 0;
-        foreach (var path in _paths.Values)
-        {
-            if (path.Queue is { InFlight: > 0 } q)
-            {
-                busy++;
-                only = q;
-            }
-        }
-
-        if (busy == 1 && only == _watched)
-        {
-            // The queue's wait also ends when the epoll set is ready: data, room to send, or a posted result.
-            only!.Poll(1, timeout);
-            Drain(events, 0);
-        }
-        else
-        {
-            Drain(events, busy > 0 ? 1 : timeout);
-        }
-    }
-
-    private void Drain(epoll_event* events, int timeout)
-    {
-        int n = LibC.epoll_wait(_epoll, events, MaxEvents, timeout);
-        for (int i = 0; i < n; i++)
-        {
-            if (events[i].data.fd == _wake)
-            {
-                ulong value;
-                LibC.read(_wake, &value, sizeof(ulong));
-            }
-        }
-    }
-
     // ---- input ----
 
-    /// <summary>Reads what the socket has and handles every whole PDU; false when nothing came.</summary>
-    private bool Receive()
+    /// <summary>Reads what the socket has and handles every whole PDU.</summary>
+    private void Receive()
     {
-        bool any = false;
-        for (int reads = 0; reads < 4 && !_loggedOut && !_stopRequested && !_peerClosed; reads++)
+        for (int reads = 0; reads < 4 && !_loggedOut && !_peerClosed && !_wantWrite; reads++)
         {
-            while (!_loggedOut && ParseOne())
+            HandleReceived();
+            _reader.Compact();
+            if (_reader.FreeBytes == 0)
             {
-                any = true;
+                break;
             }
 
-            if (_inStart == _inEnd)
-            {
-                _inStart = _inEnd = 0;
-            }
-            else if (_inStart > 0 && _inCapacity - _inEnd < _inCapacity / 2)
-            {
-                Buffer.MemoryCopy(_in + _inStart, _in, _inCapacity, _inEnd - _inStart);
-                _inEnd -= _inStart;
-                _inStart = 0;
-            }
-
-            long n = LibC.recv(_fd, _in + _inEnd, _inCapacity - _inEnd, LibC.MSG_DONTWAIT);
+            long n = ReceiveInto(_reader.Tail, _reader.FreeBytes);
             if (n > 0)
             {
-                _inEnd += (int)n;
+                _reader.Advance((int)n);
                 _lastReceive = Stopwatch.GetTimestamp();
-                _pingSentAt = 0; // anything from the initiator shows it is alive
-                any = true;
                 continue;
             }
 
             if (n == 0)
             {
                 _peerClosed = true; // the initiator closed the connection
-                break;
             }
 
-            int errno = LibC.errno;
-            if (errno == Errno.EINTR)
-            {
-                continue;
-            }
-
-            if (errno == Errno.EAGAIN)
-            {
-                break;
-            }
-
-            throw new IOException($"receive failed: {Errno.Describe(errno)}");
+            break;
         }
 
-        while (!_loggedOut && ParseOne())
-        {
-            any = true;
-        }
-
-        return any;
+        HandleReceived();
     }
 
-    /// <summary>Handles the next PDU when all of it is in the buffer.</summary>
-    private bool ParseOne()
+    /// <summary>One non-blocking receive: bytes read, 0 at the peer's end, -1 when nothing is there.</summary>
+    private long ReceiveInto(byte* into, int length)
     {
-        int available = _inEnd - _inStart;
-        if (available < IscsiHeader.Length)
+        var handle = _socket.SafeHandle;
+        bool added = false;
+        handle.DangerousAddRef(ref added);
+        try
         {
-            return false;
-        }
-
-        byte* p = _in + _inStart;
-        var bhs = new Span<byte>(p, IscsiHeader.Length);
-        var h = new IscsiHeader(bhs);
-        int ahs = h.AdditionalHeaderLength;
-        int length = h.DataSegmentLength;
-        if (length > _session.MaxRecvDataSegmentLength)
-        {
-            throw new ProtocolException($"a data segment of {length} bytes, over the negotiated {_session.MaxRecvDataSegmentLength}");
-        }
-
-        int headerDigest = HeaderDigestOn ? IscsiDigest.Length : 0;
-        int padded = (length + 3) & ~3;
-        int dataDigest = DataDigestOn && length > 0 ? IscsiDigest.Length : 0;
-        int total = IscsiHeader.Length + ahs + headerDigest + padded + dataDigest;
-        if (available < total)
-        {
-            return false;
-        }
-
-        if (headerDigest != 0 && !IscsiDigest.Verify(new ReadOnlySpan<byte>(p, IscsiHeader.Length + ahs), new ReadOnlySpan<byte>(p + IscsiHeader.Length + ahs, 4)))
-        {
-            throw new ProtocolException("header digest error");
-        }
-
-        byte* data = p + IscsiHeader.Length + ahs + headerDigest;
-        bool dataOk = dataDigest == 0 || IscsiDigest.Verify(new ReadOnlySpan<byte>(data, padded), new ReadOnlySpan<byte>(data + padded, 4));
-        Handle(bhs, new Span<byte>(data, length), dataOk);
-        _inStart += total;
-        return true;
-    }
-
-    private void Handle(Span<byte> bhs, Span<byte> data, bool dataOk)
-    {
-        var h = new IscsiHeader(bhs);
-        if (!dataOk)
-        {
-            Reject(bhs, 0x02); // data digest error: the PDU is discarded
-            return;
-        }
-
-        if (_discovery && h.Opcode is not (IscsiOpcode.TextRequest or IscsiOpcode.LogoutRequest or IscsiOpcode.NopOut))
-        {
-            Reject(bhs, 0x05);
-            return;
-        }
-
-        // Non-immediate requests run in CmdSN order (RFC 7143, 3.2.2.1): one past a gap waits for the gap to fill;
-        // one below ExpCmdSN (a resend of a command already run) or past MaxCmdSN is dropped.
-        if (h.Opcode is IscsiOpcode.ScsiCommand or IscsiOpcode.NopOut or IscsiOpcode.TextRequest or IscsiOpcode.TaskManagementRequest or IscsiOpcode.LogoutRequest
-            && !h.Immediate && !(h.Opcode == IscsiOpcode.NopOut && h.InitiatorTaskTag == ReservedTag))
-        {
-            uint cmdSn = h.Field(24);
-            if ((int)(cmdSn - _expCmdSn) < 0 || (int)(cmdSn - MaxCmdSn) > 0)
+            while (true)
             {
-                return;
-            }
-
-            if (cmdSn != _expCmdSn)
-            {
-                Hold(cmdSn, bhs, data);
-                return;
-            }
-        }
-
-        Run(bhs, data);
-        if (_held != null && !_runningHeld)
-        {
-            // Requests that waited for this one run now, in order.
-            _runningHeld = true;
-            try
-            {
-                while (!_loggedOut && _held.Remove(_expCmdSn, out var next))
+                long n = LibC.recv((int)handle.DangerousGetHandle(), into, length, LibC.MSG_DONTWAIT);
+                if (n >= 0)
                 {
-                    _heldBytes -= next.Length;
-                    Run(next.AsSpan(0, IscsiHeader.Length), next.AsSpan(IscsiHeader.Length));
-                }
-            }
-            finally
-            {
-                _runningHeld = false;
-            }
-        }
-    }
-
-    /// <summary>Keeps a copy of a request that arrived past a CmdSN gap (rare: only an initiator in error makes one).</summary>
-    private void Hold(uint cmdSn, Span<byte> bhs, Span<byte> data)
-    {
-        _held ??= [];
-        if (_held.ContainsKey(cmdSn))
-        {
-            return; // a resend of one already waiting
-        }
-
-        long bytes = IscsiHeader.Length + data.Length;
-        if (_heldBytes + bytes > 2L * _session.MaxRecvDataSegmentLength * 8)
-        {
-            throw new ProtocolException($"too many commands held past a CmdSN gap (waiting for CmdSN {_expCmdSn})");
-        }
-
-        var copy = new byte[bytes];
-        bhs[..IscsiHeader.Length].CopyTo(copy);
-        data.CopyTo(copy.AsSpan(IscsiHeader.Length));
-        _held[cmdSn] = copy;
-        _heldBytes += bytes;
-    }
-
-    private void Run(Span<byte> bhs, Span<byte> data)
-    {
-        var h = new IscsiHeader(bhs);
-        switch (h.Opcode)
-        {
-            case IscsiOpcode.ScsiCommand:
-                Command(bhs, data);
-                break;
-            case IscsiOpcode.DataOut:
-                DataOut(bhs, data);
-                break;
-            case IscsiOpcode.NopOut:
-                NopOut(bhs, data);
-                break;
-            case IscsiOpcode.TextRequest:
-                Text(bhs, data);
-                break;
-            case IscsiOpcode.TaskManagementRequest:
-                TaskManagement(bhs);
-                break;
-            case IscsiOpcode.LogoutRequest:
-            {
-                AcceptCmdSn(h);
-                Span<byte> reply = stackalloc byte[IscsiHeader.Length];
-                reply.Clear();
-                _ = new IscsiHeader(reply) { Opcode = IscsiOpcode.LogoutResponse, Final = true, InitiatorTaskTag = h.InitiatorTaskTag };
-                Stamp(reply);
-                QueuePdu(reply, null, 0, copy: true);
-                _loggedOut = true;
-                break;
-            }
-
-            default:
-                Reject(bhs, 0x05); // command not supported
-                break;
-        }
-    }
-
-    private bool AcceptCmdSn(IscsiHeader h)
-    {
-        if (h.Immediate)
-        {
-            return true;
-        }
-
-        // Outside [ExpCmdSN, MaxCmdSN] (serial arithmetic): silently ignored, as RFC 7143 says.
-        uint cmdSn = h.Field(24);
-        if ((int)(cmdSn - _expCmdSn) < 0 || (int)(cmdSn - MaxCmdSn) > 0)
-        {
-            return false;
-        }
-
-        if (cmdSn == _expCmdSn)
-        {
-            _expCmdSn++;
-        }
-
-        return true;
-    }
-
-    private void NopOut(Span<byte> bhs, Span<byte> data)
-    {
-        var h = new IscsiHeader(bhs);
-        AcceptCmdSn(h);
-        if (h.InitiatorTaskTag == ReservedTag)
-        {
-            if (h.Field(20) == _pingTag)
-            {
-                _pingSentAt = 0; // the answer to our ping
-            }
-
-            return;
-        }
-
-        Span<byte> reply = stackalloc byte[IscsiHeader.Length];
-        reply.Clear();
-        var r = new IscsiHeader(reply) { Opcode = IscsiOpcode.NopIn, Final = true, Lun = h.Lun, InitiatorTaskTag = h.InitiatorTaskTag };
-        r.SetField(20, ReservedTag);
-        Stamp(reply);
-        int echo = Math.Min(data.Length, Math.Min(_session.MaxSendDataSegmentLength, MaxCopiedSegment));
-        fixed (byte* d = data)
-        {
-            QueuePdu(reply, d, echo, copy: true);
-        }
-    }
-
-    private void Command(Span<byte> bhs, Span<byte> data)
-    {
-        var h = new IscsiHeader(bhs);
-        if (!AcceptCmdSn(h))
-        {
-            return;
-        }
-
-        uint itt = h.InitiatorTaskTag;
-        bool read = (h.Flags & 0x40) != 0;
-        bool write = (h.Flags & 0x20) != 0;
-        int expected = (int)Math.Min(h.Field(20), int.MaxValue);
-        int lun = ScsiLunMap.Decode(h.Lun);
-        LunPath? path = lun >= 0 ? _paths.GetValueOrDefault(lun) : null;
-        int maxTransfer = Math.Max(path != null ? path.Disk.MaxTransferBytes * 2 : 0, 1 << 20); // * 2: COMPARE AND WRITE
-        if ((read && write) || expected > maxTransfer || (write && data.Length > expected) || (!write && data.Length > 0))
-        {
-            QueueStatus(itt, ScsiStatus.CheckCondition, SenseKey.IllegalRequest, 0x24); // INVALID FIELD IN CDB
-            return;
-        }
-
-        // A command that takes data must come with the W bit: without it, it would write (and answer with) whatever
-        // the command buffer held before. A READ marked as a write is served with no Data-In, as other targets do
-        // (libiscsi's Read10Invalid expects GOOD), so it leaks nothing.
-        if (expected > 0 && !write && ScsiDisk.DirectionOf(bhs.Slice(32, 16)) == ScsiDataDirection.Out)
-        {
-            QueueStatus(itt, ScsiStatus.CheckCondition, SenseKey.IllegalRequest, 0x24);
-            return;
-        }
-
-        var s = TakeSlot(expected);
-        if (s == null)
-        {
-            QueueStatus(itt, ScsiStatus.TaskSetFull);
-            return;
-        }
-
-        if (!_tasks.TryAdd(itt, s))
-        {
-            // A task tag still in use: a protocol error (RFC 7143, 11.2.1.8).
-            Release(s);
-            Reject(bhs, 0x04);
-            return;
-        }
-
-        s.LunField = h.Lun;
-        s.Itt = itt;
-        s.Lun = lun;
-        s.Path = path;
-        var task = s.Task;
-        task.Reset();
-        bhs.Slice(32, 16).CopyTo(task.Cdb);
-        task.ExpectedLength = expected;
-        task.DataOut = write;
-        task.Nexus = _nexus;
-        task.InitiatorPort = _initiatorPort;
-        task.Buffer = expected > 0 ? s.Buffer : null;
-        if (write && expected > 0)
-        {
-            data.CopyTo(s.Buffer!.Span);
-            s.Received = data.Length;
-            s.NextDataSn = 0;
-            s.SequenceError = false;
-            s.NextR2TEnd = 0;
-            s.R2TSn = 0;
-            s.UnsolicitedEnd = (h.Flags & 0x80) != 0 ? data.Length : _session.InitialR2T ? data.Length : Math.Min(expected, _session.FirstBurstLength);
-            if (s.Received < expected)
-            {
-                s.State = SlotState.AwaitingData;
-                if (s.Received >= s.UnsolicitedEnd)
-                {
-                    SendR2T(s);
+                    return n;
                 }
 
-                return;
+                int errno = LibC.errno;
+                if (errno == Errno.EINTR)
+                {
+                    continue;
+                }
+
+                if (errno == Errno.EAGAIN)
+                {
+                    return -1;
+                }
+
+                throw new IOException($"receive failed: {Errno.Describe(errno)}");
             }
         }
-
-        Dispatch(s);
-    }
-
-    private void DataOut(Span<byte> bhs, Span<byte> data)
-    {
-        var h = new IscsiHeader(bhs);
-        if (!_tasks.TryGetValue(h.InitiatorTaskTag, out var s) || s.State != SlotState.AwaitingData)
+        finally
         {
-            Reject(bhs, 0x09); // invalid PDU field: no such task takes data
-            return;
-        }
-
-        uint offset = h.Field(40);
-        int expected = s.Task.ExpectedLength;
-        if (offset > (uint)expected || data.Length > expected - (int)offset)
-        {
-            Reject(bhs, 0x09);
-            return;
-        }
-
-        // Data PDUs come in order (DataPDUInOrder and DataSequenceInOrder are Yes): each carries the next DataSN
-        // and starts where the last ended, so what was received is exactly the first Received bytes. At
-        // ErrorRecoveryLevel 0 a gap or a repeat cannot be repaired: the command ends with CHECK CONDITION once its
-        // data is in, and the session goes on.
-        uint dataSn = h.Field(36);
-        if ((dataSn != s.NextDataSn || (_session.DataPduInOrder && offset != (uint)s.Received)) && !s.SequenceError)
-        {
-            // Warned once per connection: an initiator must not be able to flood the log.
-            _logger.Log(_warnedDataSn ? LogLevel.Debug : LogLevel.Warning, "iSCSI {Initiator}: Data-Out DataSN {DataSn} at offset {Offset} for task {Itt:x}, expected {Expected} at {Received}; the command fails.", _initiatorName, dataSn, offset, s.Itt, s.NextDataSn, s.Received);
-            _warnedDataSn = true;
-            s.SequenceError = true;
-        }
-
-        s.NextDataSn++;
-        data.CopyTo(s.Buffer!.Span[(int)offset..]);
-        s.Received += data.Length;
-        if (s.Received >= expected)
-        {
-            if (s.SequenceError)
+            if (added)
             {
-                _commands++;
-                s.State = SlotState.Running;
-                s.Task.Fail(SenseKey.AbortedCommand, 0x4B, 0x00); // DATA PHASE ERROR
-                Complete(s);
-                return;
+                handle.DangerousRelease();
             }
-
-            Dispatch(s);
-            return;
-        }
-
-        if (h.Final && s.Received >= s.NextR2TEnd)
-        {
-            SendR2T(s);
         }
     }
 
-    private void SendR2T(Slot s)
+    /// <summary>Handles every whole PDU in the reader, while the answers have room to go.</summary>
+    private void HandleReceived()
     {
-        int offset = Math.Max(s.Received, s.NextR2TEnd);
-        int size = Math.Min(_session.MaxBurstLength, s.Task.ExpectedLength - offset);
-        if (size <= 0)
+        while (!_loggedOut && !_wantWrite)
         {
-            return;
+            switch (_reader.TryRead(out var pdu))
+            {
+                case PduReadStatus.Pdu:
+                    Handle(pdu);
+                    break;
+                case PduReadStatus.DataSegmentTooLong:
+                    throw new ProtocolException($"a data segment over the negotiated {_session.MaxRecvDataSegmentLength} bytes");
+                case PduReadStatus.HeaderDigestError:
+                    throw new ProtocolException("header digest error");
+                default:
+                    return;
+            }
         }
-
-        s.NextR2TEnd = offset + size;
-        s.NextDataSn = 0; // each R2T starts a new data sequence
-        Span<byte> pdu = stackalloc byte[IscsiHeader.Length];
-        pdu.Clear();
-        var r = new IscsiHeader(pdu) { Opcode = IscsiOpcode.ReadyToTransfer, Final = true, Lun = s.LunField, InitiatorTaskTag = s.Itt };
-        uint ttt = _nextTtt++;
-        r.SetField(20, ttt == ReservedTag ? _nextTtt++ : ttt);
-        Stamp(pdu, advance: false);
-        r.SetField(36, (uint)s.R2TSn++);
-        r.SetField(40, (uint)offset);
-        r.SetField(44, (uint)size);
-        QueuePdu(pdu, null, 0, copy: true);
     }
 
     // ---- execution ----
 
-    private void Dispatch(Slot s)
+    private void Dispatch(IscsiTask s)
     {
-        if (++_commands == WarmUpCommands)
-        {
-            _warmAllocated = GC.GetAllocatedBytesForCurrentThread() - _setupAllocated;
-        }
-
-        s.State = SlotState.Running;
+        _commands++;
+        s.State = IscsiTaskState.Running;
         var task = s.Task;
         if (_target.LunMap.TryAnswer(task, s.Path?.Disk))
         {
@@ -793,6 +460,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
                 r.Tenant = _nexus;
                 r.Handler = this;
                 r.UserState = s;
+                _inDevice++;
                 queue.Submit(r);
                 return;
             }
@@ -837,85 +505,60 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         task.Fail(SenseKey.HardwareError, 0x44, 0); // INTERNAL TARGET FAILURE
     }
 
-    internal void PostSlow(object slot, Exception? error)
+    internal void PostSlow(IscsiTask slot, Exception? error)
     {
-        var s = (Slot)slot;
         if (error != null)
         {
-            Failed(s.Task, error);
+            Failed(slot.Task, error);
         }
 
-        lock (_posted)
+        try
         {
-            _posted.Enqueue(s);
+            _reactor!.Post(slot); // runs RunPosted on the reactor
         }
-
-        Signal();
+        catch (ObjectDisposedException)
+        {
+            // The reactor stopped with the target: nothing is left to answer.
+        }
     }
 
-    private bool RunPosted()
+    /// <summary>A command that ran off the reactor is back (see <see cref="IscsiTask.Run"/>).</summary>
+    internal void RunPosted(IscsiTask s)
     {
-        if (_slowRunning == 0)
+        try
         {
-            return false;
-        }
-
-        bool any = false;
-        while (true)
-        {
-            Slot? s;
-            lock (_posted)
-            {
-                if (!_posted.TryDequeue(out s))
-                {
-                    return any;
-                }
-            }
-
             _slowRunning--;
-            any = true;
             Complete(s);
+            if (_shuttingDown)
+            {
+                TryFinish();
+            }
+        }
+        catch (Exception e)
+        {
+            Drop(e);
         }
     }
 
-    private BlockQueue OpenQueue(LunPath path)
+    private BlockQueue OpenQueue(IscsiLunPath path)
     {
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        var queue = path.Disk.Device.CreateQueue(_maxSlots);
-        queue.BatchSubmissions = true; // one io_uring_enter for all that one read of the socket brought
-        if (_watched == null && queue.TrySetWakeSource(_epoll))
-        {
-            _watched = queue;
-        }
-
+        // One queue per device on this reactor, shared with the other connections here: 256 sessions do not open
+        // 256 rings. Its requests are sent with the reactor's next poll of it (one system call for all of a turn's).
+        var queue = _reactor!.AcquireQueue(path.Disk.Device, Math.Max(_maxSlots, 256));
+        queue.BatchSubmissions = true;
         path.Queue = queue;
-        _setupAllocated += GC.GetAllocatedBytesForCurrentThread() - before;
         return queue;
     }
 
-    private bool PollQueues()
-    {
-        int done = 0;
-        foreach (var path in _paths.Values)
-        {
-            if (path.Queue is { InFlight: > 0 } q) // submitted but not yet sent counts as in flight too
-            {
-                done += q.Poll(0, 0);
-            }
-        }
-
-        AnswerCompleted();
-        return done > 0;
-    }
-
-    /// <summary>A request from the fast path completed (inside <see cref="BlockQueue.Poll"/>, on this thread).</summary>
+    /// <summary>A request from the fast path completed (inside the reactor's poll of its queue).</summary>
     /// <param name="request">The request.</param>
     public void OnCompleted(BlockRequest request)
     {
         // Only recorded here: answering sends, and a send can fail (a peer gone, one that stopped reading), which
-        // must not throw out of the queue's completion delivery. The loop answers right after the poll.
-        var s = (Slot)request.UserState!;
-        s.Path!.Disk.CompleteFast(s.Task, request.Operation != BlockOperation.Read, request.Succeeded);
+        // must not throw out of the queue's completion delivery. The connection's poller answers on the next turn.
+        var s = (IscsiTask)request.UserState!;
+        _inDevice--;
+        s.Path!.Disk.CompleteFast(s.Task, request);
         _completed.Add(s);
     }
 
@@ -930,15 +573,15 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         _completed.Clear();
     }
 
-    private void Complete(Slot s)
+    private void Complete(IscsiTask s)
     {
         if (s.Abort is { } abort)
         {
             s.Abort = null;
-            Release(s);
+            _pool.Release(s);
             if (--abort.Pending == 0 && !_shuttingDown)
             {
-                QueueTmfResponse(abort.Itt, abort.Response);
+                QueueTaskManagementResponse(abort.Itt, abort.Response);
             }
 
             return;
@@ -947,572 +590,57 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         _tasks.Remove(s.Itt);
         if (_shuttingDown)
         {
-            Release(s);
+            _pool.Release(s);
             return;
         }
 
         Respond(s);
     }
 
-    // ---- task management ----
-
-    private void TaskManagement(Span<byte> bhs)
-    {
-        var h = new IscsiHeader(bhs);
-        AcceptCmdSn(h);
-        int function = bhs[1] & 0x7F;
-        int lun = ScsiLunMap.Decode(h.Lun);
-        var wait = new TmfWait(h.InitiatorTaskTag);
-        switch (function)
-        {
-            case 1: // ABORT TASK: done once the task is; "does not exist" when it has been answered already
-                if (_tasks.TryGetValue(h.Field(20), out var task))
-                {
-                    Abort(task, wait);
-                }
-                else
-                {
-                    wait.Response = 1;
-                }
-
-                break;
-            case 2 or 3: // ABORT TASK SET, CLEAR TASK SET: this session's tasks on that LUN
-                AbortAll(wait, lun);
-                break;
-            case 4: // CLEAR ACA: no ACA is ever established (NACA is refused)
-                break;
-            case 5: // LOGICAL UNIT RESET
-                if (lun < 0 || !_paths.TryGetValue(lun, out var path))
-                {
-                    wait.Response = 2; // LUN does not exist
-                    break;
-                }
-
-                AbortAll(wait, lun);
-                path.Disk.Reset();
-                break;
-            case 6: // TARGET WARM RESET
-                AbortAll(wait, -1);
-                foreach (var p in _paths.Values)
-                {
-                    p.Disk.Reset();
-                }
-
-                break;
-            case 7 or 8: // TARGET COLD RESET, TASK REASSIGN: not supported at ErrorRecoveryLevel 0
-                wait.Response = 5;
-                break;
-            default:
-                wait.Response = 255; // function rejected
-                break;
-        }
-
-        if (wait.Pending == 0)
-        {
-            QueueTmfResponse(wait.Itt, wait.Response);
-        }
-    }
-
-    private void AbortAll(TmfWait wait, int lun)
-    {
-        Slot[] affected = [.. _tasks.Values.Where(s => lun < 0 || s.Lun == lun)];
-        foreach (var s in affected)
-        {
-            Abort(s, wait);
-        }
-    }
-
-    private void Abort(Slot s, TmfWait wait)
-    {
-        _tasks.Remove(s.Itt);
-        if (s.State == SlotState.AwaitingData)
-        {
-            Release(s); // no I/O started: it simply ends
-            return;
-        }
-
-        // Running: its answer is dropped, and the TMF answered once it has finished.
-        s.Abort = wait;
-        wait.Pending++;
-    }
-
-    private void QueueTmfResponse(uint itt, byte response)
-    {
-        Span<byte> reply = stackalloc byte[IscsiHeader.Length];
-        reply.Clear();
-        _ = new IscsiHeader(reply) { Opcode = IscsiOpcode.TaskManagementResponse, Final = true, InitiatorTaskTag = itt };
-        reply[2] = response;
-        Stamp(reply);
-        QueuePdu(reply, null, 0, copy: true);
-    }
-
-    // ---- text, reject ----
-
-    private void Text(Span<byte> bhs, Span<byte> data)
-    {
-        var h = new IscsiHeader(bhs);
-        AcceptCmdSn(h);
-        var pairs = new List<KeyValuePair<string, string>>();
-        var response = new List<KeyValuePair<string, string>>();
-        if (IscsiText.Parse(data, pairs) != IscsiTextError.None)
-        {
-            Reject(bhs, 0x04);
-            return;
-        }
-
-        foreach (var (key, value) in pairs)
-        {
-            if (key == "SendTargets")
-            {
-                if (value is "All" or "" || value == _target.Options.TargetName)
-                {
-                    response.Add(new("TargetName", _target.Options.TargetName));
-                    var ep = _target.LocalEndPoint;
-                    var local = (System.Net.IPEndPoint?)_socket.LocalEndPoint;
-                    var address = local?.Address ?? ep.Address;
-                    if (address.IsIPv4MappedToIPv6)
-                    {
-                        address = address.MapToIPv4();
-                    }
-
-                    string host = address.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{address}]" : address.ToString();
-                    response.Add(new("TargetAddress", $"{host}:{ep.Port},1"));
-                }
-            }
-            else if (key == "MaxRecvDataSegmentLength")
-            {
-                // The one operational key the full feature phase may renegotiate (RFC 7143, 13.12): the initiator's
-                // declaration; what this side sends stays within its output arena.
-                IscsiNegotiation.Respond([new(key, value)], _limits, _session, response);
-                _session.MaxSendDataSegmentLength = Math.Min(_session.MaxSendDataSegmentLength, MaxCopiedSegment);
-            }
-            else
-            {
-                // Login-only keys (digests, burst lengths, names, CHAP ...) and anything unknown cannot change now.
-                response.Add(new(key, IscsiNegotiation.LoginKeys.Contains(key) || IsOperational(key) ? "Reject" : "NotUnderstood"));
-            }
-        }
-
-        Span<byte> reply = stackalloc byte[IscsiHeader.Length];
-        reply.Clear();
-        var r = new IscsiHeader(reply) { Opcode = IscsiOpcode.TextResponse, Final = true, Lun = h.Lun, InitiatorTaskTag = h.InitiatorTaskTag };
-        r.SetField(20, ReservedTag);
-        Stamp(reply);
-        byte[] body = IscsiText.Format(response);
-        fixed (byte* b = body)
-        {
-            QueuePdu(reply, b, Math.Min(body.Length, Math.Min(_session.MaxSendDataSegmentLength, MaxCopiedSegment)), copy: true);
-        }
-    }
-
-    private static bool IsOperational(string key) => key is "HeaderDigest" or "DataDigest" or "MaxConnections" or "InitialR2T" or "ImmediateData"
-        or "MaxBurstLength" or "FirstBurstLength" or "DefaultTime2Wait" or "DefaultTime2Retain" or "MaxOutstandingR2T" or "DataPDUInOrder"
-        or "DataSequenceInOrder" or "ErrorRecoveryLevel" or "IFMarker" or "OFMarker" or "IFMarkInt" or "OFMarkInt";
-
-    // The largest data segment copied into the output arena (text, a ping's echo, sense), with room for the header,
-    // digests and padding.
-    private int MaxCopiedSegment => _arenaCapacity - IscsiHeader.Length - 16;
-
-    private void Reject(Span<byte> offending, byte reason)
-    {
-        Span<byte> reply = stackalloc byte[IscsiHeader.Length];
-        reply.Clear();
-        _ = new IscsiHeader(reply) { Opcode = IscsiOpcode.Reject, Final = true, InitiatorTaskTag = ReservedTag };
-        reply[2] = reason;
-        Stamp(reply);
-        fixed (byte* o = offending)
-        {
-            QueuePdu(reply, o, IscsiHeader.Length, copy: true);
-        }
-    }
-
-    // ---- answers ----
-
-    private void Respond(Slot s)
-    {
-        var task = s.Task;
-        uint itt = s.Itt;
-        int expected = task.ExpectedLength;
-        int dataIn = task.DataOut ? 0 : Math.Min(task.DataLength, expected);
-        int wanted = task.DataOut ? (task.DataLength > 0 ? task.DataLength : expected) : task.DataLength;
-        uint residual = (uint)Math.Abs((long)wanted - expected);
-        byte residualFlag = wanted < expected ? (byte)0x02 : wanted > expected ? (byte)0x04 : (byte)0;
-        bool good = task.Status == ScsiStatus.Good;
-        s.State = SlotState.Sending;
-        if (dataIn > 0 && task.Buffer != null)
-        {
-            dataIn = Math.Min(dataIn, task.Buffer.Length);
-            int max = _session.MaxSendDataSegmentLength;
-            uint dataSn = 0;
-            Span<byte> pdu = stackalloc byte[IscsiHeader.Length];
-            for (int offset = 0; offset < dataIn; offset += max)
-            {
-                int n = Math.Min(max, dataIn - offset);
-                bool last = offset + n >= dataIn;
-                pdu.Clear();
-                var p = new IscsiHeader(pdu) { Opcode = IscsiOpcode.DataIn, Lun = s.LunField, InitiatorTaskTag = itt };
-                p.SetField(20, ReservedTag);
-                if (last && good)
-                {
-                    pdu[1] = (byte)(0x80 | 0x01 | residualFlag); // final, with the status
-                    pdu[3] = task.Status;
-                    Stamp(pdu);
-                    p.SetField(44, residual);
-                }
-                else
-                {
-                    pdu[1] = last ? (byte)0x80 : (byte)0;
-                    Stamp(pdu, advance: false);
-                }
-
-                p.SetField(36, dataSn++);
-                p.SetField(40, (uint)offset);
-                QueuePdu(pdu, task.Buffer.Pointer + offset, n, copy: false);
-            }
-
-            if (good)
-            {
-                // Its buffer is in the output until the output is sent. Only now: a flush while its PDUs were
-                // being queued must not free the slot before its last PDU is out.
-                _sent.Add(s);
-                return;
-            }
-        }
-
-        var sense = task.Sense;
-        QueueResponse(itt, task.Status, residualFlag, residual, sense);
-        _sent.Add(s);
-    }
-
-    /// <summary>Answers a command refused before it got a slot: a status, and sense for CHECK CONDITION.</summary>
-    private void QueueStatus(uint itt, byte status, byte key = 0, byte asc = 0)
-    {
-        Span<byte> sense = stackalloc byte[18];
-        ScsiTask.WriteSense(sense, key, asc, 0);
-        QueueResponse(itt, status, 0, 0, status == ScsiStatus.CheckCondition ? sense : default);
-    }
-
-    private void QueueResponse(uint itt, byte status, byte residualFlag, uint residual, ReadOnlySpan<byte> sense)
-    {
-        Span<byte> reply = stackalloc byte[IscsiHeader.Length];
-        reply.Clear();
-        var r = new IscsiHeader(reply) { Opcode = IscsiOpcode.ScsiResponse, InitiatorTaskTag = itt };
-        reply[1] = (byte)(0x80 | residualFlag);
-        reply[3] = status;
-        Stamp(reply);
-        r.SetField(44, residual);
-        if (sense.IsEmpty)
-        {
-            QueuePdu(reply, null, 0, copy: true);
-            return;
-        }
-
-        // Sense data: its length (2 bytes), then the sense (RFC 7143, 11.4.7).
-        Span<byte> segment = stackalloc byte[2 + sense.Length];
-        BinaryPrimitives.WriteUInt16BigEndian(segment, (ushort)sense.Length);
-        sense.CopyTo(segment[2..]);
-        fixed (byte* d = segment)
-        {
-            QueuePdu(reply, d, segment.Length, copy: true);
-        }
-    }
-
-    /// <summary>Fills StatSN, ExpCmdSN and MaxCmdSN; a response that carries a status takes the next StatSN.</summary>
-    private void Stamp(Span<byte> header, bool advance = true)
-    {
-        var h = new IscsiHeader(header);
-        h.SetField(24, advance ? _statSn++ : _statSn);
-        h.SetField(28, _expCmdSn);
-        h.SetField(32, MaxCmdSn);
-    }
-
-    /// <summary>
-    /// Adds one PDU to the output: the header (and its digest) in the arena; the data copied into the arena, or
-    /// referenced where it lies (a command's buffer, which then stays untouched until the output is sent).
-    /// </summary>
-    private void QueuePdu(ReadOnlySpan<byte> header, byte* data, int length, bool copy)
-    {
-        int padded = (length + 3) & ~3;
-        bool headerDigest = HeaderDigestOn;
-        bool dataDigest = DataDigestOn && length > 0;
-        int need = IscsiHeader.Length + 4 + (copy ? padded : 4) + 4;
-        if (_arenaUsed + need > _arenaCapacity || _iovCount + 3 > MaxIovecs)
-        {
-            FlushAll();
-        }
-
-        if (need > _arenaCapacity)
-        {
-            // Never written past the arena (callers bound what they copy; this is the last line).
-            throw new ProtocolException($"an answer of {length} bytes does not fit the output buffer");
-        }
-
-        int start = _arenaUsed;
-        byte* h = _arena + _arenaUsed;
-        header[..IscsiHeader.Length].CopyTo(new Span<byte>(h, IscsiHeader.Length));
-        h[4] = 0; // TotalAHSLength: none on answers
-        h[5] = (byte)(length >> 16);
-        h[6] = (byte)(length >> 8);
-        h[7] = (byte)length;
-        _arenaUsed += IscsiHeader.Length;
-        if (headerDigest)
-        {
-            IscsiDigest.Write(IscsiDigest.Compute(new ReadOnlySpan<byte>(h, IscsiHeader.Length)), new Span<byte>(_arena + _arenaUsed, 4));
-            _arenaUsed += 4;
-        }
-
-        if (length > 0)
-        {
-            if (copy)
-            {
-                Buffer.MemoryCopy(data, _arena + _arenaUsed, _arenaCapacity - _arenaUsed, length);
-            }
-            else
-            {
-                AddIovec(_arena + start, _arenaUsed - start);
-                AddIovec(data, length);
-                start = _arenaUsed;
-            }
-
-            byte* pad = _arena + _arenaUsed + (copy ? length : 0);
-            for (int i = length; i < padded; i++)
-            {
-                *pad++ = 0;
-            }
-
-            _arenaUsed += copy ? padded : padded - length;
-            if (dataDigest)
-            {
-                uint crc = IscsiDigest.Append(0xFFFFFFFFu, new ReadOnlySpan<byte>(data, length));
-                crc = IscsiDigest.Append(crc, new ReadOnlySpan<byte>(pad - (padded - length), padded - length));
-                IscsiDigest.Write(~crc, new Span<byte>(_arena + _arenaUsed, 4));
-                _arenaUsed += 4;
-            }
-        }
-
-        AddIovec(_arena + start, _arenaUsed - start);
-    }
-
-    private void AddIovec(byte* at, int length)
-    {
-        if (length == 0)
-        {
-            return;
-        }
-
-        if (_iovCount > _iovHead)
-        {
-            ref var last = ref _iov[_iovCount - 1];
-            if ((byte*)last.iov_base + (int)last.iov_len == at)
-            {
-                last.iov_len = (int)last.iov_len + length;
-                return;
-            }
-        }
-
-        _iov[_iovCount].iov_base = at;
-        _iov[_iovCount].iov_len = length;
-        _iovCount++;
-    }
-
-    /// <summary>Sends what the socket takes; true when all the output is gone.</summary>
+    /// <summary>Sends what the socket takes; true when all the output is gone. While it waits for room, input waits too.</summary>
     private bool Flush()
     {
-        while (_iovHead < _iovCount)
+        if (!_writer.Flush(_socket.SafeHandle))
         {
-            msghdr msg = default;
-            msg.msg_iov = _iov + _iovHead;
-            msg.msg_iovlen = _iovCount - _iovHead;
-            long n = LibC.sendmsg(_fd, &msg, LibC.MSG_DONTWAIT | LibC.MSG_NOSIGNAL);
-            if (n < 0)
+            if (!_wantWrite)
             {
-                int errno = LibC.errno;
-                if (errno == Errno.EINTR)
-                {
-                    continue;
-                }
-
-                if (errno == Errno.EAGAIN)
-                {
-                    if (!_wantWrite)
-                    {
-                        _wantWrite = true;
-                        Watch(_fd, LibC.EPOLLIN | LibC.EPOLLOUT, LibC.EPOLL_CTL_MOD);
-                    }
-
-                    return false;
-                }
-
-                throw new IOException($"send failed: {Errno.Describe(errno)}");
+                _wantWrite = true; // read no more until the initiator takes its answers
+                _watch!.Modify(FdEvents.Writable);
             }
 
-            while (n > 0)
-            {
-                ref var v = ref _iov[_iovHead];
-                int have = (int)v.iov_len;
-                if (n >= have)
-                {
-                    n -= have;
-                    _iovHead++;
-                }
-                else
-                {
-                    v.iov_base = (byte*)v.iov_base + n;
-                    v.iov_len = have - (int)n;
-                    n = 0;
-                }
-            }
+            return false;
         }
 
-        _iovHead = _iovCount = 0;
-        _arenaUsed = 0;
         foreach (var s in _sent)
         {
-            Release(s);
+            _pool.Release(s);
         }
 
         _sent.Clear();
         if (_wantWrite)
         {
             _wantWrite = false;
-            Watch(_fd, LibC.EPOLLIN, LibC.EPOLL_CTL_MOD);
+            _watch!.Modify(FdEvents.Readable);
         }
 
         return true;
-    }
-
-    /// <summary>Sends all of the output, waiting for the initiator to take it (bounded).</summary>
-    private void FlushAll()
-    {
-        long deadline = Stopwatch.GetTimestamp() + (30 * Stopwatch.Frequency);
-        while (!Flush())
-        {
-            if (Stopwatch.GetTimestamp() > deadline)
-            {
-                throw new ProtocolException("the initiator has not read its answers for 30 s");
-            }
-
-            pollfd p = default;
-            p.fd = _fd;
-            p.events = LibC.POLLOUT;
-            LibC.poll(&p, 1, 1000);
-        }
-    }
-
-    // ---- slots ----
-
-    private Slot? TakeSlot(int bytes)
-    {
-        // The most recently freed slot whose buffer is big enough, among the last few freed; else a new slot
-        // while under the limit; else the last freed, its buffer grown.
-        Slot? s = null;
-        int end = _free.Count - 1;
-        for (int i = end; i >= 0 && i >= end - 8; i--)
-        {
-            if (_free[i].Capacity >= bytes)
-            {
-                s = _free[i];
-                _free[i] = _free[end];
-                _free.RemoveAt(end);
-                break;
-            }
-        }
-
-        if (s == null && _slots < _maxSlots)
-        {
-            long before = GC.GetAllocatedBytesForCurrentThread();
-            s = new Slot();
-            _slots++;
-            _setupAllocated += GC.GetAllocatedBytesForCurrentThread() - before;
-        }
-        else if (s == null && end >= 0)
-        {
-            s = _free[end];
-            _free.RemoveAt(end);
-        }
-
-        if (s == null)
-        {
-            return null;
-        }
-
-        if (bytes > s.Capacity && !Grow(s, bytes))
-        {
-            _free.Add(s);
-            return null;
-        }
-
-        s.Abort = null;
-        return s;
-    }
-
-    private bool Grow(Slot s, int bytes)
-    {
-        int size = (int)Math.Min(Math.Max(4096, System.Numerics.BitOperations.RoundUpToPowerOf2((uint)bytes)), int.MaxValue - 4095);
-        size = Math.Max(size, (bytes + 4095) & ~4095);
-        long more = size - s.Capacity;
-        if (!ReserveBuffers(more))
-        {
-            // Give back the spare buffers of idle slots first.
-            foreach (var idle in _free)
-            {
-                if (idle != s && idle.Buffer != null)
-                {
-                    UnreserveBuffers(idle.Capacity);
-                    ((IDisposable)idle.Buffer).Dispose();
-                    idle.Buffer = null;
-                }
-            }
-
-            if (!ReserveBuffers(more))
-            {
-                return false; // over this connection's or the target's budget: TASK SET FULL
-            }
-        }
-
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        if (s.Buffer != null)
-        {
-            ((IDisposable)s.Buffer).Dispose();
-        }
-
-        s.Buffer = new AlignedBuffer(size);
-        _setupAllocated += GC.GetAllocatedBytesForCurrentThread() - before;
-        return true;
-    }
-
-    /// <summary>Counts buffer bytes against this connection's budget and the target's; false when either is spent.</summary>
-    private bool ReserveBuffers(long bytes)
-    {
-        if (_bufferedBytes + bytes > MaxBufferedBytes || !_target.TryReserveBuffers(bytes))
-        {
-            return false;
-        }
-
-        _bufferedBytes += bytes;
-        return true;
-    }
-
-    private void UnreserveBuffers(long bytes)
-    {
-        _bufferedBytes -= bytes;
-        _target.ReleaseBuffers(bytes);
-    }
-
-    private void Release(Slot s)
-    {
-        s.State = SlotState.Idle;
-        s.Path = null;
-        s.Task.Buffer = null;
-        _free.Add(s);
     }
 
     // ---- shutdown ----
 
-    /// <summary>Waits for every request started here, then frees the connection's resources.</summary>
-    private void Shutdown()
+    /// <summary>Stops reading and sending; the connection finishes once its requests in the device are done.</summary>
+    private void BeginShutdown()
     {
+        if (_shuttingDown || _finished)
+        {
+            return;
+        }
+
         _shuttingDown = true;
+        _drainDeadline = Stopwatch.GetTimestamp() + (long)(DrainTimeout.TotalSeconds * Stopwatch.Frequency);
+        _pingTimer?.Cancel();
+        _watch?.Dispose();
+        _watch = null;
         try
         {
             _socket.Shutdown(SocketShutdown.Both);
@@ -1521,163 +649,89 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         {
         }
 
+        TryFinish();
+        if (!_finished)
+        {
+            _pingTimer?.Schedule(DrainTimeout + TimeSpan.FromSeconds(1)); // looks again even if nothing wakes the reactor
+        }
+    }
+
+    /// <summary>Finishes when nothing started here can still touch its buffers (or the drain has waited too long).</summary>
+    private void TryFinish()
+    {
+        AnswerCompleted();
+        bool drained = _inDevice == 0 && _slowRunning == 0;
+        if (drained || Stopwatch.GetTimestamp() > _drainDeadline)
+        {
+            if (!drained)
+            {
+                _logger.LogError("iSCSI connection from {Initiator}: {Requests} requests still running after {Seconds} s; their buffers are left to them.", _initiatorName, _inDevice + _slowRunning, DrainTimeout.TotalSeconds);
+            }
+
+            Finish(drained);
+        }
+    }
+
+    private void Finish(bool drained)
+    {
+        if (_finished)
+        {
+            return;
+        }
+
+        _finished = true;
+        _shuttingDown = true;
         try
         {
-            // The device may still write into buffers of requests in flight: they must finish first.
-            var deadline = Stopwatch.GetTimestamp() + (60 * Stopwatch.Frequency);
-            while (Stopwatch.GetTimestamp() < deadline)
+            _watch?.Dispose();
+            _polling?.Dispose();
+            foreach (var path in _paths.Values)
             {
-                bool busy = false;
-                foreach (var path in _paths.Values)
+                if (path.Queue is { } q)
                 {
-                    if (path.Queue is { InFlight: > 0 } q)
-                    {
-                        q.Poll(1, 100);
-                        busy = true;
-                    }
+                    _reactor!.ReleaseQueue(q); // closed by the reactor once its last user gave it back and it is idle
+                    path.Queue = null;
                 }
 
-                AnswerCompleted();
+                path.Disk.NexusLost(_nexus);
+            }
 
-                RunPosted();
-                if (_slowRunning > 0)
-                {
-                    busy = true;
-                    Thread.Sleep(1);
-                }
-
-                if (!busy)
-                {
-                    break;
-                }
+            if (drained)
+            {
+                // Only when nothing can touch them any more (a stuck device keeps them, which leaks rather than corrupts).
+                _pool?.FreeBuffers();
             }
         }
         catch (Exception e)
         {
-            _logger.LogError(e, "iSCSI connection from {Initiator}: draining its requests failed.", _initiatorName);
+            _logger.LogError(e, "iSCSI connection from {Initiator}: releasing its resources failed.", _initiatorName);
         }
-
-        bool drained = _slowRunning == 0;
-        foreach (var path in _paths.Values)
+        finally
         {
-            drained &= path.Queue is not { InFlight: > 0 };
-            if (path.Queue is { InFlight: 0 } q)
+            _sent.Clear();
+            _tasks.Clear();
+            lock (_phaseLock)
             {
-                q.Dispose();
+                _closed = 1;
             }
 
-            path.Disk.NexusLost(_nexus);
+            _reader?.Dispose();
+            _writer?.Dispose(); // what it still referenced is not sent any more
+
+            _socket.Dispose();
+            _target.Closed(this);
+            _target.Account(_commands);
+            _assignment?.Dispose();
+            _logger.LogDebug("iSCSI connection from {Initiator} closed: {Commands} commands.", _initiatorName, _commands);
+            _dataPathDone.TrySetResult();
         }
-
-        if (drained)
-        {
-            // Only when nothing can touch them any more (a stuck device keeps them, which leaks rather than corrupts).
-            foreach (var s in _free.Concat(_sent).Concat(_tasks.Values))
-            {
-                if (s.Buffer != null)
-                {
-                    UnreserveBuffers(s.Capacity);
-                    ((IDisposable)s.Buffer).Dispose();
-                    s.Buffer = null;
-                }
-            }
-        }
-
-        _free.Clear();
-        _sent.Clear();
-        _tasks.Clear();
-        lock (_phaseLock)
-        {
-            _closed = 1;
-            int wake = Interlocked.Exchange(ref _wake, -1);
-            if (wake >= 0)
-            {
-                LibC.close(wake);
-            }
-        }
-
-        if (_epoll >= 0)
-        {
-            LibC.close(_epoll);
-        }
-
-        NativeMemory.AlignedFree(_in);
-        NativeMemory.AlignedFree(_arena);
-        NativeMemory.Free(_iov);
-        _in = _arena = null;
-        _iov = null;
-        _socket.Dispose();
-        _target.Closed(this);
-    }
-
-    private enum SlotState
-    {
-        Idle,
-        AwaitingData,
-        Running,
-        Sending,
-    }
-
-    /// <summary>One command's state, reused from command to command.</summary>
-    private sealed class Slot
-    {
-        public ScsiTask Task { get; } = new();
-
-        public BlockRequest Request { get; } = new();
-
-        /// <summary>The command's LUN field as it came, echoed in its R2Ts and Data-In.</summary>
-        public ulong LunField { get; set; }
-
-        public AlignedBuffer? Buffer { get; set; }
-
-        public int Capacity => Buffer?.Length ?? 0;
-
-        public LunPath? Path { get; set; }
-
-        public int Lun { get; set; }
-
-        public uint Itt { get; set; }
-
-        public SlotState State { get; set; }
-
-        public int Received { get; set; }
-
-        public int UnsolicitedEnd { get; set; }
-
-        public int NextR2TEnd { get; set; }
-
-        public int R2TSn { get; set; }
-
-        public uint NextDataSn { get; set; }
-
-        public bool SequenceError { get; set; }
-
-        public TmfWait? Abort { get; set; }
-    }
-
-    /// <summary>A LUN as one connection reaches it: the unit and this connection's queue on its device.</summary>
-    private sealed class LunPath(ScsiDisk disk)
-    {
-        public ScsiDisk Disk { get; } = disk;
-
-        public BlockQueue? Queue { get; set; }
-    }
-
-    /// <summary>A task management function waiting for the tasks it aborted to finish.</summary>
-    private sealed class TmfWait(uint itt)
-    {
-        public uint Itt { get; } = itt;
-
-        public byte Response { get; set; }
-
-        public int Pending { get; set; }
     }
 }
 
 /// <summary>Waits for a command off the data path and hands its result back to the connection's thread.</summary>
 internal static class IscsiSlowCommand
 {
-    public static async Task AwaitAsync(ValueTask run, IscsiConnection connection, object slot)
+    public static async Task AwaitAsync(ValueTask run, IscsiConnection connection, IscsiTask slot)
     {
         Exception? error = null;
         try

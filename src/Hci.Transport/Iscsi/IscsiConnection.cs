@@ -28,7 +28,6 @@ internal sealed partial class IscsiConnection
     private readonly IscsiSessionParameters _limits;
     private readonly CancellationTokenSource _closing = new();
     private uint _statSn;
-    private uint _expCmdSn;
     private bool _discovery;
     private int _nexus;
     private int _closed;
@@ -41,6 +40,7 @@ internal sealed partial class IscsiConnection
         _socket = socket;
         _logger = target.Logger;
         var o = target.Options;
+        _window = new IscsiCommandWindow(o.CommandWindow);
         _limits = new IscsiSessionParameters
         {
             HeaderDigest = true,
@@ -57,8 +57,6 @@ internal sealed partial class IscsiConnection
             ErrorRecoveryLevel = 0,
         };
     }
-
-    private uint MaxCmdSn => _expCmdSn + (uint)_target.Options.CommandWindow - 1;
 
     public async Task RunAsync(CancellationToken stop)
     {
@@ -85,7 +83,7 @@ internal sealed partial class IscsiConnection
 
             if (loggedIn)
             {
-                // The full feature phase runs on a thread of its own that owns the socket from here on.
+                // The full feature phase runs on one of the target's reactors, which owns the socket from here on.
                 handedOver = StartDataPath();
                 if (handedOver)
                 {
@@ -119,7 +117,7 @@ internal sealed partial class IscsiConnection
     {
         lock (_phaseLock)
         {
-            if (_dataPathThread != null)
+            if (_reactor != null)
             {
                 RequestStop();
                 return _dataPathDone.Task;
@@ -232,33 +230,31 @@ internal sealed partial class IscsiConnection
         while (true)
         {
             var (data, length) = await ReadLoginPduAsync(8192, token).ConfigureAwait(false);
-            var h = new IscsiHeader(_header);
-            if (h.Opcode != IscsiOpcode.LoginRequest)
+            var h = new LoginRequestPdu(_header);
+            if (h.Header.Opcode != IscsiOpcode.LoginRequest)
             {
-                throw new ProtocolException($"{h.Opcode} during login");
+                throw new ProtocolException($"{h.Header.Opcode} during login");
             }
 
-            byte flags = h.Flags;
-            bool transit = (flags & 0x80) != 0;
-            bool more = (flags & 0x40) != 0;
-            int csg = (flags >> 2) & 3;
-            int nsg = flags & 3;
-            byte versionMax = _header[2];
-            byte versionMin = _header[3];
+            bool transit = h.Transit;
+            bool more = h.Continue;
+            int csg = h.CurrentStage;
+            int nsg = h.NextStage;
+            byte versionMax = h.VersionMax;
+            byte versionMin = h.VersionMin;
             uint itt = h.InitiatorTaskTag;
-            uint cmdSn = h.Field(24);
             if (stage < 0)
             {
-                _isid = Convert.ToHexString(_header, 8, 6).ToLowerInvariant();
-                _expCmdSn = cmdSn;
-                _statSn = h.Field(28);
+                _isid = Convert.ToHexString(h.Isid).ToLowerInvariant();
+                _window.ExpCmdSn = h.CmdSn;
+                _statSn = h.ExpStatSn;
             }
 
             var reply = new byte[IscsiHeader.Length];
-            var r = new IscsiHeader(reply);
-            r.Opcode = IscsiOpcode.LoginResponse;
-            _header.AsSpan(8, 8).CopyTo(reply.AsSpan(8)); // ISID and TSIH
-            r.InitiatorTaskTag = itt;
+            var created = LoginResponsePdu.Create(reply);
+            h.Isid.CopyTo(created.Isid);
+            created.Tsih = h.Tsih;
+            created.InitiatorTaskTag = itt;
 
             async Task Fail(byte statusClass, byte detail, string why)
             {
@@ -270,9 +266,12 @@ internal sealed partial class IscsiConnection
                     await Task.Delay(_target.Options.FailedLoginDelay, token).ConfigureAwait(false);
                 }
 
-                reply[1] = 0;
-                reply[36] = statusClass;
-                reply[37] = detail;
+                var failed = new LoginResponsePdu(reply);
+                failed.Transit = false;
+                failed.CurrentStage = 0;
+                failed.NextStage = 0;
+                failed.StatusClass = statusClass;
+                failed.StatusDetail = detail;
                 Stamp(reply, advance: false);
                 await SendLoginAsync(reply, default, token).ConfigureAwait(false);
             }
@@ -300,7 +299,7 @@ internal sealed partial class IscsiConnection
             if (more)
             {
                 // Text continued in the next PDU: acknowledge with an empty response.
-                reply[1] = (byte)(csg << 2);
+                new LoginResponsePdu(reply).CurrentStage = csg;
                 Stamp(reply, advance: false);
                 await SendLoginAsync(reply, default, token).ConfigureAwait(false);
                 continue;
@@ -391,10 +390,15 @@ internal sealed partial class IscsiConnection
                 return false;
             }
 
-            reply[1] = (byte)((grant ? 0x80 : 0) | (csg << 2) | (grant ? nsg : 0));
+            var answer = new LoginResponsePdu(reply)
+            {
+                Transit = grant,
+                CurrentStage = csg,
+                NextStage = grant ? nsg : 0,
+            };
             if (grant && nsg == 3)
             {
-                BinaryPrimitives.WriteUInt16BigEndian(reply.AsSpan(14), _target.NextTsih());
+                answer.Tsih = _target.NextTsih();
                 if (_discovery)
                 {
                     _nexus = _target.NextNexus();

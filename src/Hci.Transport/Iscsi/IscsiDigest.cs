@@ -7,7 +7,7 @@ namespace Hci.Transport.Iscsi;
 /// iSCSI header and data digests: CRC32C (Castagnoli, RFC 7143 13.1 and RFC 3720 appendix B.4), on the CPU's
 /// CRC32C instruction where there is one. The digest goes on the wire least significant byte first.
 /// </summary>
-public static class IscsiDigest
+internal static class IscsiDigest
 {
     /// <summary>Bytes of a digest on the wire.</summary>
     public const int Length = 4;

@@ -7,7 +7,7 @@ namespace Hci.Transport.Iscsi;
 /// written in network byte order. The bytes come from the network and are untrusted: lengths are reported as
 /// they are, and the connection checks them against its negotiated limits before reading on.
 /// </summary>
-public readonly ref struct IscsiHeader
+internal readonly ref struct IscsiHeader
 {
     /// <summary>Bytes of a Basic Header Segment.</summary>
     public const int Length = 48;

@@ -3,7 +3,7 @@ using System.Globalization;
 namespace Hci.Transport.Iscsi;
 
 /// <summary>A session's operational parameters (RFC 7143, 13): the standard's defaults until negotiated.</summary>
-public sealed class IscsiSessionParameters
+internal sealed class IscsiSessionParameters
 {
     /// <summary>CRC32C on headers.</summary>
     public bool HeaderDigest { get; set; }
@@ -60,7 +60,7 @@ public sealed class IscsiSessionParameters
 /// the standard's rule for it (minimum, maximum, boolean AND or OR, first acceptable value of a list), records
 /// the outcome, says NotUnderstood to keys it does not know and Reject to values out of range.
 /// </summary>
-public static class IscsiNegotiation
+internal static class IscsiNegotiation
 {
     /// <summary>Keys the login layer handles itself (names, session type, security); left alone here.</summary>
     public static readonly IReadOnlySet<string> LoginKeys = new HashSet<string>(StringComparer.Ordinal)

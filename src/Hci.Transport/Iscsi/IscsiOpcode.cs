@@ -1,7 +1,7 @@
 namespace Hci.Transport.Iscsi;
 
 /// <summary>iSCSI PDU opcodes (RFC 7143, 11.1.1): initiator opcodes below 0x20, target opcodes from 0x20.</summary>
-public enum IscsiOpcode : byte
+internal enum IscsiOpcode : byte
 {
     /// <summary>NOP-Out (initiator ping, or answer to a NOP-In).</summary>
     NopOut = 0x00,

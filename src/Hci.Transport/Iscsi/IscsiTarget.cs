@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using Hci.Core.Reactors;
 using Hci.Transport.Scsi;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -13,12 +14,13 @@ namespace Hci.Transport.Iscsi;
 /// that breaks the protocol is answered as the RFC says (Reject, or a drop) and the others go on.
 /// </summary>
 /// <remarks>
-/// After login a connection runs on a thread of its own with a <see cref="Hci.Core.Blocks.BlockQueue"/> per LUN:
-/// READ, WRITE and SYNCHRONIZE CACHE go straight to the queue from pooled command slots, so steady I/O allocates
-/// nothing and hops no thread. Every request enters the device as <see cref="Hci.Core.Blocks.IoClass.Vm"/> with
+/// After login a connection runs on one of the target's reactors (<see cref="IscsiTargetOptions.Reactors"/>, a fixed
+/// number of threads however many sessions there are), with the reactor's <see cref="Hci.Core.Blocks.BlockQueue"/> on
+/// each LUN's device: READ, WRITE and SYNCHRONIZE CACHE go straight to the queue from pooled tasks, so steady I/O
+/// allocates nothing and hops no thread. Every request enters the device as <see cref="Hci.Core.Blocks.IoClass.Vm"/> with
 /// the session's number as tenant, so a scheduler under the unit's device sees one tenant per initiator session.
 /// </remarks>
-public sealed class IscsiTarget : IAsyncDisposable
+public sealed class IscsiTarget : IAsyncDisposable, IIscsiBufferBudget
 {
     private readonly IscsiTargetOptions _options;
     private readonly IPEndPoint _endpoint;
@@ -31,13 +33,12 @@ public sealed class IscsiTarget : IAsyncDisposable
     private Task? _acceptLoop;
     private readonly ScsiLunMap _lunMap;
     private long _commands;
-    private long _dataPathAllocated;
-    private long _steadyCommands;
-    private long _steadyAllocated;
+    private ReactorGroup? _reactors;
     private int _nextTsih;
     private int _nextNexus;
     private long _bufferedBytes;
     private const int MaxKnownPorts = 4096;
+    private static int s_targets;
     private readonly Dictionary<string, int> _portNexus = new(StringComparer.Ordinal);
     private readonly Dictionary<string, IscsiConnection> _sessions = new(StringComparer.Ordinal);
     private readonly LinkedList<IscsiConnection> _pending = new();
@@ -81,18 +82,6 @@ public sealed class IscsiTarget : IAsyncDisposable
     /// <summary>SCSI commands served so far, by connections that have closed and by those still open.</summary>
     public long CommandsServed => Interlocked.Read(ref _commands);
 
-    /// <summary>
-    /// Bytes the data-path threads of closed connections allocated after their set-up (pools, queues): what the
-    /// full feature phase costs the garbage collector. Zero in steady state; connections still open count at close.
-    /// </summary>
-    public long DataPathAllocatedBytes => Interlocked.Read(ref _dataPathAllocated);
-
-    /// <summary>
-    /// Commands that closed connections served after their first 1024 (warm-up: pools filled, first commands such as
-    /// INQUIRY and READ CAPACITY done), and the bytes their data-path threads allocated meanwhile: the steady state.
-    /// </summary>
-    public (long Commands, long AllocatedBytes) SteadyState => (Interlocked.Read(ref _steadyCommands), Interlocked.Read(ref _steadyAllocated));
-
     internal IscsiTargetOptions Options => _options;
 
     internal ScsiLunMap LunMap => _lunMap;
@@ -100,6 +89,15 @@ public sealed class IscsiTarget : IAsyncDisposable
     internal IReadOnlyDictionary<int, ScsiDisk> Luns => _luns;
 
     internal ILogger Logger => _logger;
+
+    /// <summary>The reactors the connections' full feature phases share (from <see cref="Start"/> on).</summary>
+    internal ReactorGroup Reactors => _reactors ?? throw new InvalidOperationException("The target has not started.");
+
+    /// <summary>
+    /// The name its reactors' names start with (<c>name-0</c>, <c>name-1</c> ...): the tag of their
+    /// <see cref="ReactorMetrics"/> measurements, such as the bytes allocated on them.
+    /// </summary>
+    internal string ReactorName { get; } = $"hci-iscsi{Interlocked.Increment(ref s_targets)}";
 
     /// <summary>Opens the portal and accepts connections.</summary>
     public void Start()
@@ -114,7 +112,7 @@ public sealed class IscsiTarget : IAsyncDisposable
             }
 
             socket.Bind(_endpoint);
-            socket.Listen(64);
+            socket.Listen(512);
         }
         catch (SocketException e)
         {
@@ -123,6 +121,12 @@ public sealed class IscsiTarget : IAsyncDisposable
         }
 
         _listener = socket;
+        _reactors = new ReactorGroup(new ReactorGroupOptions
+        {
+            Count = _options.Reactors > 0 ? _options.Reactors : new ReactorGroupOptions().Count,
+            Name = ReactorName,
+            PollWindow = _options.PollWindow,
+        });
         _acceptLoop = AcceptLoop();
         _logger.LogInformation("iSCSI target {Target}: portal listening on {Endpoint} ({Luns} LUN(s)).", _options.TargetName, LocalEndPoint, _luns.Count);
     }
@@ -149,6 +153,7 @@ public sealed class IscsiTarget : IAsyncDisposable
             await c.CloseAsync().ConfigureAwait(false);
         }
 
+        _reactors?.Dispose();
         _stop.Dispose();
     }
 
@@ -176,13 +181,13 @@ public sealed class IscsiTarget : IAsyncDisposable
 
     internal void ReleaseBuffers(long bytes) => Interlocked.Add(ref _bufferedBytes, -bytes);
 
-    internal void Account(long commands, long allocated, long steadyCommands, long steadyAllocated)
-    {
-        Interlocked.Add(ref _commands, commands);
-        Interlocked.Add(ref _dataPathAllocated, allocated);
-        Interlocked.Add(ref _steadyCommands, steadyCommands);
-        Interlocked.Add(ref _steadyAllocated, steadyAllocated);
-    }
+    /// <inheritdoc/>
+    bool IIscsiBufferBudget.TryReserveBuffers(long bytes) => TryReserveBuffers(bytes);
+
+    /// <inheritdoc/>
+    void IIscsiBufferBudget.ReleaseBuffers(long bytes) => ReleaseBuffers(bytes);
+
+    internal void Account(long commands) => Interlocked.Add(ref _commands, commands);
 
     internal void Closed(IscsiConnection connection)
     {

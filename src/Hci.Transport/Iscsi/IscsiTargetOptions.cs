@@ -47,8 +47,16 @@ public sealed class IscsiTargetOptions
     /// <summary>Commands an initiator may have outstanding (the CmdSN window).</summary>
     public int CommandWindow { get; set; } = 128;
 
+    /// <summary>
+    /// Reactor threads the sessions' full feature phases share; 0 for min(processors, 16). Each session is placed on
+    /// the least loaded.
+    /// </summary>
+    /// <remarks>Default 0.</remarks>
+    public int Reactors { get; set; }
+
     /// <summary>Logged-in sessions (normal and discovery) at once; a login past it is refused as out of resources.</summary>
-    public int MaxConnections { get; set; } = 64;
+    /// <remarks>Default 1024: sessions share the target's reactors, so one costs memory (its buffers), not a thread.</remarks>
+    public int MaxConnections { get; set; } = 1024;
 
     /// <summary>
     /// Connections still logging in at once, counted apart from <see cref="MaxConnections"/>: when a new one arrives
@@ -134,6 +142,11 @@ public sealed class IscsiTargetOptions
         if (MaxRecvDataSegmentLength is < 512 or > 16777215 || MaxBurstLength is < 512 or > 16777215 || FirstBurstLength < 512 || FirstBurstLength > MaxBurstLength)
         {
             throw new ArgumentException("IscsiTargetOptions: segment and burst lengths must be from 512 to 16777215, with FirstBurstLength at most MaxBurstLength.");
+        }
+
+        if (Reactors is < 0 or > 1024)
+        {
+            throw new ArgumentException($"IscsiTargetOptions.Reactors must be from 0 (one per processor, up to 16) to 1024 (was {Reactors}).");
         }
 
         if (CommandWindow is < 1 or > 1024 || MaxConnections < 1)

@@ -3,7 +3,7 @@ using System.Text;
 namespace Hci.Transport.Iscsi;
 
 /// <summary>Why a text data segment (login or text request) is refused.</summary>
-public enum IscsiTextError
+internal enum IscsiTextError
 {
     /// <summary>Well formed.</summary>
     None = 0,
@@ -28,7 +28,7 @@ public enum IscsiTextError
 /// The key=value text of login and text PDUs (RFC 7143, 6.1): pairs in UTF-8, each ended by a NUL. Parsing is
 /// strict and bounded, since the text comes from the network.
 /// </summary>
-public static class IscsiText
+internal static class IscsiText
 {
     /// <summary>Longest key.</summary>
     public const int MaxKeyLength = 63;

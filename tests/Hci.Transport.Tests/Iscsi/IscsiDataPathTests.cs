@@ -11,7 +11,7 @@ namespace Hci.Transport.Tests;
 
 /// <summary>
 /// The full feature phase's data path, driven by a raw initiator written here: pipelined writes and reads at
-/// depth allocate nothing on the connection's thread once warm and read back what was written; negotiated
+/// depth allocate nothing on the target's reactors once warm and read back what was written; negotiated
 /// digests cover every PDU both ways and a bad header digest drops the connection.
 /// </summary>
 public sealed class IscsiDataPathTests
@@ -28,6 +28,9 @@ public sealed class IscsiDataPathTests
         int port = target.LocalEndPoint.Port;
         const int Rounds = 1500;
         const int Depth = 16;
+        const int WarmUpRounds = 100;
+        long allocatedWarm = -1;
+        long allocatedEnd = -1;
         await Task.Run(() =>
         {
             using var s = Connect(port, digests: false);
@@ -39,6 +42,11 @@ public sealed class IscsiDataPathTests
             var inFlight = new Dictionary<uint, (bool Write, uint Lba)>();
             for (int round = 0; round < Rounds; round++)
             {
+                if (round == WarmUpRounds)
+                {
+                    allocatedWarm = ReactorAllocatedBytes(target.ReactorName); // pools filled, queues open
+                }
+
                 // Depth commands in flight: writes of blocks stamped with their LBA and round, then reads of them.
                 bool write = round % 2 == 0;
                 for (int i = 0; i < Depth; i++)
@@ -86,13 +94,42 @@ public sealed class IscsiDataPathTests
                 Assert.Empty(inFlight);
             }
 
+            allocatedEnd = ReactorAllocatedBytes(target.ReactorName);
             client.Logout();
         });
 
         await target.DisposeAsync();
-        var (commands, allocated) = target.SteadyState;
-        Assert.True(commands >= (Rounds * Depth) - 1024, $"only {commands} commands counted after warm-up");
-        Assert.Equal(0, allocated);
+        Assert.True(target.CommandsServed >= Rounds * Depth, $"only {target.CommandsServed} commands counted");
+        Assert.True(allocatedWarm >= 0, "no measure after warm-up");
+        Assert.Equal(0, allocatedEnd - allocatedWarm); // (Rounds - WarmUpRounds) * Depth commands on the reactors
+    }
+
+    /// <summary>Bytes allocated on the reactors whose names start with <paramref name="name"/>, from the reactors' meter.</summary>
+    internal static long ReactorAllocatedBytes(string name)
+    {
+        Hci.Core.Reactors.ReactorMetrics.EnsureCreated();
+        long sum = 0;
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == Hci.Core.Reactors.ReactorMetrics.MeterName && instrument.Name == "hci.reactor.allocated_bytes")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
+        {
+            foreach (var tag in tags)
+            {
+                if (tag.Key == "reactor" && tag.Value is string reactor && reactor.StartsWith(name + "-", StringComparison.Ordinal))
+                {
+                    sum += value;
+                }
+            }
+        });
+        listener.Start();
+        listener.RecordObservableInstruments();
+        return sum;
     }
 
     [Fact]
@@ -130,6 +167,7 @@ public sealed class IscsiDataPathTests
     public async Task EachSessionsIoReachesTheSchedulerAsClassVmWithItsOwnTenant()
     {
         var seen = new System.Collections.Concurrent.ConcurrentBag<(string Class, int Tenant)>();
+        string? reactors = null;
         using var listener = new System.Diagnostics.Metrics.MeterListener();
         listener.InstrumentPublished = (instrument, l) =>
         {
@@ -140,8 +178,8 @@ public sealed class IscsiDataPathTests
         };
         listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
         {
-            // Only what this test's connections dispatch: their data-path threads are named so.
-            if (instrument.Name.EndsWith("ios", StringComparison.Ordinal) && Thread.CurrentThread.Name?.StartsWith("iscsi-c", StringComparison.Ordinal) == true)
+            // Only what this test's connections dispatch: on its target's reactors, whose threads are named so.
+            if (instrument.Name.EndsWith("ios", StringComparison.Ordinal) && reactors != null && Thread.CurrentThread.Name?.StartsWith(reactors + "-", StringComparison.Ordinal) == true)
             {
                 string cls = "";
                 int tenant = -1;
@@ -164,6 +202,7 @@ public sealed class IscsiDataPathTests
 
         using var device = new Hci.Scheduling.ScheduledBlockDevice(new MemoryBlockDevice(16 << 20), new Hci.Scheduling.SchedulerOptions { Kind = Hci.Scheduling.SchedulerKind.Fifo });
         await using var target = new IscsiTarget(new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn }, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "dp") });
+        reactors = target.ReactorName;
         target.Start();
         int port = target.LocalEndPoint.Port;
         await Task.Run(() =>

@@ -1,0 +1,136 @@
+using System.Buffers.Binary;
+
+namespace Hci.Transport.Iscsi;
+
+/// <summary>A SCSI Data-In (RFC 7143, 11.7), sent: read data, and in the last PDU of a command that succeeded, its status. Named fields over the 48-byte header; see <see cref="IscsiHeader"/> for the fields every PDU shares.</summary>
+internal readonly ref struct DataInPdu
+{
+    private readonly Span<byte> _bytes;
+
+    /// <summary>Wraps a header.</summary>
+    /// <param name="bytes">At least 48 bytes.</param>
+    public DataInPdu(Span<byte> bytes)
+    {
+        _bytes = new IscsiHeader(bytes).Bytes;
+    }
+
+    /// <summary>The header's shared fields.</summary>
+    public IscsiHeader Header => new(_bytes);
+
+    /// <summary>Clears <paramref name="bytes"/> and starts this PDU in it: its opcode, and the final bit where a PDU of this kind always has it.</summary>
+    /// <param name="bytes">At least 48 bytes.</param>
+    /// <returns>The view.</returns>
+    public static DataInPdu Create(Span<byte> bytes)
+    {
+        var header = new IscsiHeader(bytes);
+        header.Clear();
+        header.Opcode = IscsiOpcode.DataIn;
+        header.Final = false;
+        return new DataInPdu(bytes);
+    }
+
+    /// <summary>The final bit (F).</summary>
+    public bool Final
+    {
+        get => (_bytes[1] & 0x80) != 0;
+        set => _bytes[1] = (byte)(value ? _bytes[1] | 0x80 : _bytes[1] & ~0x80);
+    }
+
+    /// <summary>The A bit (DataACK requested; not at ErrorRecoveryLevel 0).</summary>
+    public bool Acknowledge
+    {
+        get => (_bytes[1] & 0x40) != 0;
+        set => _bytes[1] = (byte)(value ? _bytes[1] | 0x40 : _bytes[1] & ~0x40);
+    }
+
+    /// <summary>The O bit: the command wanted more than the initiator expected.</summary>
+    public bool ResidualOverflow
+    {
+        get => (_bytes[1] & 0x04) != 0;
+        set => _bytes[1] = (byte)(value ? _bytes[1] | 0x04 : _bytes[1] & ~0x04);
+    }
+
+    /// <summary>The U bit: the command moved less than the initiator expected.</summary>
+    public bool ResidualUnderflow
+    {
+        get => (_bytes[1] & 0x02) != 0;
+        set => _bytes[1] = (byte)(value ? _bytes[1] | 0x02 : _bytes[1] & ~0x02);
+    }
+
+    /// <summary>The S bit: this PDU carries the command's status.</summary>
+    public bool HasStatus
+    {
+        get => (_bytes[1] & 0x01) != 0;
+        set => _bytes[1] = (byte)(value ? _bytes[1] | 0x01 : _bytes[1] & ~0x01);
+    }
+
+    /// <summary>The SCSI status (valid with the S bit).</summary>
+    public byte Status
+    {
+        get => _bytes[3];
+        set => _bytes[3] = value;
+    }
+
+    /// <summary>The LUN field as it is on the wire (bytes 8-15).</summary>
+    public ulong Lun
+    {
+        get => BinaryPrimitives.ReadUInt64BigEndian(_bytes[8..]);
+        set => BinaryPrimitives.WriteUInt64BigEndian(_bytes[8..], value);
+    }
+
+    /// <summary>The Initiator Task Tag.</summary>
+    public uint InitiatorTaskTag
+    {
+        get => BinaryPrimitives.ReadUInt32BigEndian(_bytes[16..]);
+        set => BinaryPrimitives.WriteUInt32BigEndian(_bytes[16..], value);
+    }
+
+    /// <summary>The Target Transfer Tag.</summary>
+    public uint TargetTransferTag
+    {
+        get => BinaryPrimitives.ReadUInt32BigEndian(_bytes[20..]);
+        set => BinaryPrimitives.WriteUInt32BigEndian(_bytes[20..], value);
+    }
+
+    /// <summary>StatSN: the status sequence number this answer carries.</summary>
+    public uint StatSn
+    {
+        get => BinaryPrimitives.ReadUInt32BigEndian(_bytes[24..]);
+        set => BinaryPrimitives.WriteUInt32BigEndian(_bytes[24..], value);
+    }
+
+    /// <summary>ExpCmdSN: the next CmdSN the target expects.</summary>
+    public uint ExpCmdSn
+    {
+        get => BinaryPrimitives.ReadUInt32BigEndian(_bytes[28..]);
+        set => BinaryPrimitives.WriteUInt32BigEndian(_bytes[28..], value);
+    }
+
+    /// <summary>MaxCmdSN: the last CmdSN the target takes now.</summary>
+    public uint MaxCmdSn
+    {
+        get => BinaryPrimitives.ReadUInt32BigEndian(_bytes[32..]);
+        set => BinaryPrimitives.WriteUInt32BigEndian(_bytes[32..], value);
+    }
+
+    /// <summary>DataSN.</summary>
+    public uint DataSn
+    {
+        get => BinaryPrimitives.ReadUInt32BigEndian(_bytes[36..]);
+        set => BinaryPrimitives.WriteUInt32BigEndian(_bytes[36..], value);
+    }
+
+    /// <summary>Where this PDU's data lies in the command's data.</summary>
+    public uint BufferOffset
+    {
+        get => BinaryPrimitives.ReadUInt32BigEndian(_bytes[40..]);
+        set => BinaryPrimitives.WriteUInt32BigEndian(_bytes[40..], value);
+    }
+
+    /// <summary>Residual count (valid with the S bit).</summary>
+    public uint ResidualCount
+    {
+        get => BinaryPrimitives.ReadUInt32BigEndian(_bytes[44..]);
+        set => BinaryPrimitives.WriteUInt32BigEndian(_bytes[44..], value);
+    }
+}

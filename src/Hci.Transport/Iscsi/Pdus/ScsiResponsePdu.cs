@@ -1,0 +1,108 @@
+using System.Buffers.Binary;
+
+namespace Hci.Transport.Iscsi;
+
+/// <summary>A SCSI Response (RFC 7143, 11.4), sent: a command's status, and its sense data in the data segment. Named fields over the 48-byte header; see <see cref="IscsiHeader"/> for the fields every PDU shares.</summary>
+internal readonly ref struct ScsiResponsePdu
+{
+    private readonly Span<byte> _bytes;
+
+    /// <summary>Wraps a header.</summary>
+    /// <param name="bytes">At least 48 bytes.</param>
+    public ScsiResponsePdu(Span<byte> bytes)
+    {
+        _bytes = new IscsiHeader(bytes).Bytes;
+    }
+
+    /// <summary>The header's shared fields.</summary>
+    public IscsiHeader Header => new(_bytes);
+
+    /// <summary>Clears <paramref name="bytes"/> and starts this PDU in it: its opcode, and the final bit where a PDU of this kind always has it.</summary>
+    /// <param name="bytes">At least 48 bytes.</param>
+    /// <returns>The view.</returns>
+    public static ScsiResponsePdu Create(Span<byte> bytes)
+    {
+        var header = new IscsiHeader(bytes);
+        header.Clear();
+        header.Opcode = IscsiOpcode.ScsiResponse;
+        header.Final = true;
+        return new ScsiResponsePdu(bytes);
+    }
+
+    /// <summary>The final bit (F).</summary>
+    public bool Final
+    {
+        get => (_bytes[1] & 0x80) != 0;
+        set => _bytes[1] = (byte)(value ? _bytes[1] | 0x80 : _bytes[1] & ~0x80);
+    }
+
+    /// <summary>The O bit.</summary>
+    public bool ResidualOverflow
+    {
+        get => (_bytes[1] & 0x04) != 0;
+        set => _bytes[1] = (byte)(value ? _bytes[1] | 0x04 : _bytes[1] & ~0x04);
+    }
+
+    /// <summary>The U bit.</summary>
+    public bool ResidualUnderflow
+    {
+        get => (_bytes[1] & 0x02) != 0;
+        set => _bytes[1] = (byte)(value ? _bytes[1] | 0x02 : _bytes[1] & ~0x02);
+    }
+
+    /// <summary>The iSCSI service response (0: command completed at target).</summary>
+    public byte Response
+    {
+        get => _bytes[2];
+        set => _bytes[2] = value;
+    }
+
+    /// <summary>The SCSI status.</summary>
+    public byte Status
+    {
+        get => _bytes[3];
+        set => _bytes[3] = value;
+    }
+
+    /// <summary>The Initiator Task Tag.</summary>
+    public uint InitiatorTaskTag
+    {
+        get => BinaryPrimitives.ReadUInt32BigEndian(_bytes[16..]);
+        set => BinaryPrimitives.WriteUInt32BigEndian(_bytes[16..], value);
+    }
+
+    /// <summary>StatSN: the status sequence number this answer carries.</summary>
+    public uint StatSn
+    {
+        get => BinaryPrimitives.ReadUInt32BigEndian(_bytes[24..]);
+        set => BinaryPrimitives.WriteUInt32BigEndian(_bytes[24..], value);
+    }
+
+    /// <summary>ExpCmdSN: the next CmdSN the target expects.</summary>
+    public uint ExpCmdSn
+    {
+        get => BinaryPrimitives.ReadUInt32BigEndian(_bytes[28..]);
+        set => BinaryPrimitives.WriteUInt32BigEndian(_bytes[28..], value);
+    }
+
+    /// <summary>MaxCmdSN: the last CmdSN the target takes now.</summary>
+    public uint MaxCmdSn
+    {
+        get => BinaryPrimitives.ReadUInt32BigEndian(_bytes[32..]);
+        set => BinaryPrimitives.WriteUInt32BigEndian(_bytes[32..], value);
+    }
+
+    /// <summary>ExpDataSN.</summary>
+    public uint ExpDataSn
+    {
+        get => BinaryPrimitives.ReadUInt32BigEndian(_bytes[36..]);
+        set => BinaryPrimitives.WriteUInt32BigEndian(_bytes[36..], value);
+    }
+
+    /// <summary>Residual count.</summary>
+    public uint ResidualCount
+    {
+        get => BinaryPrimitives.ReadUInt32BigEndian(_bytes[44..]);
+        set => BinaryPrimitives.WriteUInt32BigEndian(_bytes[44..], value);
+    }
+}
