@@ -42,6 +42,8 @@ public sealed unsafe class Reactor : IDisposable
     private readonly string _name;
     private readonly TimeProvider _time;
     private readonly long _pollTicks;
+    private readonly long _stopTicks;
+    private long _stopDeadline;
     private readonly bool _manual;
     private readonly FileDescriptorHandle _epoll;
     private readonly FileDescriptorHandle _wakeFd;
@@ -85,6 +87,7 @@ public sealed unsafe class Reactor : IDisposable
         _name = options.Name;
         _time = options.TimeProvider;
         _pollTicks = (long)(options.PollWindow.TotalSeconds * _time.TimestampFrequency);
+        _stopTicks = (long)(options.StopTimeout.TotalSeconds * Stopwatch.Frequency);
         _manual = manual;
         int epoll = LibC.epoll_create1(LibC.EPOLL_CLOEXEC);
         if (epoll < 0)
@@ -169,6 +172,9 @@ public sealed unsafe class Reactor : IDisposable
 
     /// <summary>Times the reactor went to sleep.</summary>
     internal long Sleeps => Volatile.Read(ref _sleeps);
+
+    /// <summary>Queues left open when the reactor stopped because their I/O did not complete within <see cref="ReactorOptions.StopTimeout"/>.</summary>
+    internal int AbandonedQueues { get; private set; }
 
     internal static ICollection<Reactor> Live => s_live.Keys;
 
@@ -860,6 +866,16 @@ public sealed unsafe class Reactor : IDisposable
 
     private bool CanStop()
     {
+        if (_stopDeadline == 0)
+        {
+            _stopDeadline = Stopwatch.GetTimestamp() + _stopTicks;
+        }
+
+        if (Stopwatch.GetTimestamp() >= _stopDeadline)
+        {
+            return true; // Close leaves the queues that still have I/O in flight open
+        }
+
         if (!_inbox.IsEmpty)
         {
             return false;
@@ -881,6 +897,12 @@ public sealed unsafe class Reactor : IDisposable
         _closed = true;
         foreach (var entry in _queues)
         {
+            if (entry.Queue.InFlight > 0)
+            {
+                AbandonedQueues++; // the device never answered: leave its memory to it rather than hang or free it under it
+                continue;
+            }
+
             entry.Queue.Dispose();
         }
 

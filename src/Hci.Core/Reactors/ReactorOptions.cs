@@ -13,6 +13,13 @@ public sealed class ReactorOptions
     /// </summary>
     public TimeSpan PollWindow { get; set; } = TimeSpan.FromMicroseconds(32);
 
+    /// <summary>
+    /// How long a stopping reactor waits for the I/O in flight on its queues. A device that never answers must not hang
+    /// a shutdown: past this the reactor stops anyway and leaves those queues open (their memory stays valid for the
+    /// kernel or the device that may still complete into it). Default 30 s; 0 to 1 hour.
+    /// </summary>
+    public TimeSpan StopTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
     /// <summary>The clock of the reactor's timers. Default <see cref="TimeProvider.System"/>; a fake one steps a manual reactor's timers in tests.</summary>
     public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 
@@ -34,9 +41,14 @@ public sealed class ReactorOptions
         {
             throw new ArgumentException("ReactorOptions.TimeProvider must be set (use TimeProvider.System).");
         }
+
+        if (StopTimeout < TimeSpan.Zero || StopTimeout > TimeSpan.FromHours(1))
+        {
+            throw new ArgumentException($"ReactorOptions.StopTimeout must be from 0 to 1 hour (was {StopTimeout}).");
+        }
     }
 
-    internal ReactorOptions Clone() => new() { Name = Name, PollWindow = PollWindow, TimeProvider = TimeProvider };
+    internal ReactorOptions Clone() => new() { Name = Name, PollWindow = PollWindow, TimeProvider = TimeProvider, StopTimeout = StopTimeout };
 }
 
 /// <summary>How a <see cref="ReactorGroup"/> runs.</summary>

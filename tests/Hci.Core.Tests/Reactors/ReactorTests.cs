@@ -319,6 +319,21 @@ public sealed class ReactorTests
     }
 
     [Fact]
+    public async Task ADeviceThatNeverAnswersDoesNotHangTheStopPastItsTimeoutAndItsQueueIsLeftOpen()
+    {
+        using var inner = new Hci.Core.Devices.MemoryBlockDevice(1 << 20);
+        using var stuck = new Hci.Core.Devices.Decorators.DelayBlockDevice(inner, TimeSpan.FromHours(1), TimeSpan.Zero, new FakeTimeProvider(), ownsInner: false);
+        var reactor = new Reactor(new ReactorOptions { StopTimeout = TimeSpan.FromMilliseconds(300) });
+        using var buffer = new AlignedBuffer(4096);
+        var handler = new Completions();
+        var request = Read(buffer, handler);
+        await reactor.InvokeAsync(() => reactor.OpenQueue(stuck, 4).Submit(request));
+        await reactor.StopAsync().WaitAsync(Deadline);
+        Assert.Equal(1, reactor.AbandonedQueues);
+        Assert.Equal(0, Volatile.Read(ref handler.Count));
+    }
+
+    [Fact]
     public async Task AGroupPlacesEachNewAssignmentOnTheLeastLoadedReactor()
     {
         using var group = new ReactorGroup(new ReactorGroupOptions { Count = 3, Name = "hci-test-group" });
