@@ -1,3 +1,5 @@
+using Hci.Transport.Scsi;
+
 namespace Hci.Transport.Iscsi;
 
 /// <summary>

@@ -31,7 +31,7 @@ public sealed class IscsiManySessionsTests
         await using var target = new IscsiTarget(new IscsiTargetOptions { Portal = "127.0.0.1:0", TargetName = Iqn }, new Dictionary<int, ScsiDisk> { [1] = new ScsiDisk(device, "many") });
         target.Start();
         int port = target.LocalEndPoint.Port;
-        var open = new List<(Socket Socket, IscsiDataPathTests.RawInitiator Client)>();
+        var open = new List<(Socket Socket, RawInitiator Client)>();
         try
         {
             int afterOne = 0;
@@ -40,8 +40,8 @@ public sealed class IscsiManySessionsTests
             {
                 for (int i = 0; i < Sessions; i++)
                 {
-                    var socket = IscsiDataPathTests.Connect(port, digests: false);
-                    var client = new IscsiDataPathTests.RawInitiator(socket, digests: false);
+                    var socket = RawInitiator.Connect(port, digests: false);
+                    var client = new RawInitiator(socket, digests: false);
                     open.Add((socket, client));
                     WriteAndReadBack(client, (uint)i);
                     if (i == 0)
@@ -75,14 +75,14 @@ public sealed class IscsiManySessionsTests
         }
     }
 
-    private static void WriteAndReadBack(IscsiDataPathTests.RawInitiator client, uint lba)
+    private static void WriteAndReadBack(RawInitiator client, uint lba)
     {
         var payload = new byte[Block];
         Random.Shared.NextBytes(payload);
         BinaryPrimitives.WriteUInt32BigEndian(payload, lba);
-        client.Send(IscsiDataPathTests.Rw(true, lba), payload, 0);
+        client.Send(RawInitiator.Rw(true, lba), payload, 0);
         Assert.Equal(ScsiStatus.Good, client.Receive().Status);
-        client.Send(IscsiDataPathTests.Rw(false, lba), null, Block);
+        client.Send(RawInitiator.Rw(false, lba), null, Block);
         var (status, data) = client.Receive();
         Assert.Equal(ScsiStatus.Good, status);
         Assert.Equal(payload, data);
