@@ -60,17 +60,18 @@ internal static class BenchRunner
     private static int RunJobs(BenchOptions options, BlockDevice device, Job[] jobs, TextWriter output, TextWriter log)
     {
         Task.WhenAll(jobs.Select(j => j.PrepareAsync(long.MaxValue, long.MaxValue))).GetAwaiter().GetResult();
-        foreach (var job in jobs)
-        {
-            job.Go();
-        }
-
         long start = Stopwatch.GetTimestamp();
         long measureFrom = start + (long)(options.RampSeconds * Stopwatch.Frequency);
         long stopAt = options.RuntimeSeconds > 0 ? measureFrom + (long)(options.RuntimeSeconds * Stopwatch.Frequency) : long.MaxValue;
         foreach (var job in jobs)
         {
             job.SetWindow(measureFrom, stopAt);
+        }
+
+        // The window is set before the first I/O: a short size-based job may be over before a later SetWindow.
+        foreach (var job in jobs)
+        {
+            job.Go();
         }
 
         WaitUntil(measureFrom, jobs);

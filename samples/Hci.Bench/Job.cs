@@ -62,8 +62,10 @@ internal sealed unsafe class Job : IBlockCompletionHandler, IPoller
         _stopAt = stopAt;
 
         // Like fio's io_uring engine, a job waits in the kernel for its completions (no poll window): the comparison
-        // is ring against ring, not polling against waiting.
-        _reactor = new Reactor(new ReactorOptions { Name = $"hci-bench job {_index}", PollWindow = TimeSpan.Zero });
+        // is ring against ring, not polling against waiting. A vhost-user job with --polling polls the used ring
+        // instead of sleeping on interrupts (the longest window there is: it sleeps only after a second of nothing).
+        var window = _options.VhostUser && _options.Polling ? TimeSpan.FromSeconds(1) : TimeSpan.Zero;
+        _reactor = new Reactor(new ReactorOptions { Name = $"hci-bench job {_index}", PollWindow = window });
         return _reactor.InvokeAsync(Prepare);
     }
 
