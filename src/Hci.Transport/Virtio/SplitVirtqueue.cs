@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using Hci.Transport.Vhost;
 
 namespace Hci.Transport.Virtio;
 

@@ -1,4 +1,4 @@
-namespace Hci.Transport.Vhost;
+namespace Hci.Transport.Virtio;
 
 /// <summary>One region of a guest's memory as the front-end described it, and where it is mapped here.</summary>
 /// <param name="GuestPhysicalAddress">Start in guest physical addresses (what descriptors carry).</param>

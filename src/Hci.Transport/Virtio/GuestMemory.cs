@@ -1,4 +1,4 @@
-namespace Hci.Transport.Vhost;
+namespace Hci.Transport.Virtio;
 
 /// <summary>
 /// A guest's memory table: translates guest physical and front-end virtual addresses to pointers here, refusing
