@@ -26,7 +26,7 @@ public sealed class VhostHardeningTests
         pattern.AsSpan().Fill(0x77);
         await h.Backing.WriteAsync(0, pattern);
         using var fe = new RawFrontEnd(h.Socket);
-        Assert.True(fe.SetUp((1UL << VirtioBlkConfig.FeatureVersion1) | (1UL << VirtioBlkConfig.FeatureReadOnly) | VhostUserBlkSession.ProtocolFeaturesBit));
+        Assert.True(fe.SetUp((1UL << VirtioBlkConfig.FeatureVersion1) | (1UL << VirtioBlkConfig.FeatureReadOnly) | VhostUserMessage.ProtocolFeaturesBit));
         fe.StartRing();
 
         fe.Bytes(DataOffset, 4096).Fill(0x11);
@@ -134,7 +134,7 @@ public sealed class VhostHardeningTests
     {
         using var h = new Backend();
         using var fe = new RawFrontEnd(h.Socket);
-        Assert.True(fe.SetUp((1UL << VirtioBlkConfig.FeatureVersion1) | VhostUserBlkSession.ProtocolFeaturesBit));
+        Assert.True(fe.SetUp((1UL << VirtioBlkConfig.FeatureVersion1) | VhostUserMessage.ProtocolFeaturesBit));
         fe.StartRing();
         Assert.Equal(0, ReadWriteback(fe));
         Assert.Equal(VirtioBlk.StatusOk, Do(fe, 0, VirtioBlk.TypeOut, 0, (DataOffset, 4096, false)));

@@ -5,4 +5,4 @@ namespace Hci.Transport.Virtio;
 /// <param name="Size">Length in bytes.</param>
 /// <param name="UserAddress">Start in the front-end's own virtual addresses (what vring addresses carry).</param>
 /// <param name="HostAddress">Start of the mapping in this process.</param>
-public readonly record struct GuestMemoryRegion(ulong GuestPhysicalAddress, ulong Size, ulong UserAddress, nint HostAddress);
+internal readonly record struct GuestMemoryRegion(ulong GuestPhysicalAddress, ulong Size, ulong UserAddress, nint HostAddress);

@@ -1,6 +1,7 @@
 using System.Diagnostics.Metrics;
 using System.Text;
 using Hci.Core.Blocks;
+using Hci.Core.Native;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Tmds.Linux;
@@ -25,11 +26,11 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
 
     private readonly ILogger _logger;
     private readonly Lock _lock = new();
-    private readonly List<VhostUserBlkSession> _sessions = [];
+    private readonly List<VhostUserSession> _sessions = [];
     private readonly Meter _meter;
     private VirtqueueReactor[] _reactors = [];
     private Thread? _acceptThread;
-    private int _listen = -1;
+    private FileDescriptorHandle? _listen;
     private int _nextSession;
     private long _retiredRequests;
     private long _retiredInterrupts;
@@ -159,20 +160,20 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
         }
 
         _stopping = true;
-        if (_listen >= 0)
+        if (_listen != null)
         {
-            LibC.shutdown(_listen, LibC.SHUT_RDWR);
+            LibC.shutdown(_listen.Fd, LibC.SHUT_RDWR);
         }
 
         _acceptThread?.Join();
-        if (_listen >= 0)
+        if (_listen != null)
         {
-            LibC.close(_listen);
-            _listen = -1;
+            _listen.Dispose();
+            _listen = null;
             Unlink(Options.SocketPath);
         }
 
-        VhostUserBlkSession[] sessions;
+        VhostUserSession[] sessions;
         lock (_lock)
         {
             sessions = [.. _sessions];
@@ -233,7 +234,7 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
         }
     }
 
-    internal void OnSessionClosed(VhostUserBlkSession session)
+    internal void OnSessionClosed(VhostUserSession session)
     {
         lock (_lock)
         {
@@ -241,10 +242,11 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
         }
     }
 
-    private static int Listen(string path, UnixFileMode mode)
+    private static FileDescriptorHandle Listen(string path, UnixFileMode mode)
     {
-        int fd = LibC.socket(LibC.AF_UNIX, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC, 0);
-        if (fd < 0)
+        var socket = new FileDescriptorHandle(LibC.socket(LibC.AF_UNIX, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC, 0));
+        int fd = socket.Fd;
+        if (socket.IsInvalid)
         {
             throw new IOException($"Creating a Unix socket failed: {Errno.Describe(LibC.errno)}.");
         }
@@ -277,11 +279,11 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
                 throw new IOException($"Listening on '{path}' failed: {Errno.Describe(LibC.errno)}.");
             }
 
-            return fd;
+            return socket;
         }
         catch
         {
-            LibC.close(fd);
+            socket.Dispose();
             throw;
         }
     }
@@ -320,7 +322,7 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
     {
         while (!_stopping)
         {
-            int fd = LibC.accept4(_listen, null, null, LibC.SOCK_CLOEXEC);
+            int fd = LibC.accept4(_listen!.Fd, null, null, LibC.SOCK_CLOEXEC);
             if (fd < 0)
             {
                 int errno = LibC.errno;
@@ -339,17 +341,18 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
                 continue;
             }
 
-            VhostUserBlkSession session;
+            VhostUserSession session;
             lock (_lock)
             {
                 if (_sessions.Count >= Options.MaxConnections)
                 {
                     _logger.LogWarning("vhost-user-blk: {Socket} already has {Count} front-end(s) (MaxConnections); closing a new connection.", Options.SocketPath, _sessions.Count);
-                    LibC.close(fd);
+                    new FileDescriptorHandle(fd).Dispose();
                     continue;
                 }
 
-                session = new VhostUserBlkSession(this, fd, ++_nextSession, _logger);
+                int id = ++_nextSession;
+                session = new VhostUserSession(fd, id, new VhostUserBlkDevice(this, id, _logger), Options.SocketPath, Options.AllowUnsealedMemory, _logger, OnSessionClosed);
                 _sessions.Add(session);
             }
 

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Hci.Core.Blocks;
+using Hci.Core.Native;
 using Hci.Transport.Virtio;
 using Microsoft.Extensions.Logging;
 using Tmds.Linux;
@@ -21,8 +22,8 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
     private readonly int _depth;
     private readonly ILogger _logger;
     private readonly Thread _thread;
-    private readonly int _epoll;
-    private readonly int _control;
+    private readonly FileDescriptorHandle _epoll;
+    private readonly FileDescriptorHandle _control;
     private readonly Lock _lock = new();
     private readonly List<Action> _commands = [];
     private readonly List<Action> _running = [];
@@ -41,16 +42,17 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
         _device = device;
         _depth = depth;
         _logger = logger;
-        _epoll = LibC.epoll_create1(LibC.EPOLL_CLOEXEC);
-        if (_epoll < 0)
+        _epoll = new FileDescriptorHandle(LibC.epoll_create1(LibC.EPOLL_CLOEXEC));
+        if (_epoll.IsInvalid)
         {
             throw new IOException($"epoll_create1 failed: {Errno.Describe(LibC.errno)}.");
         }
 
-        _control = LibC.eventfd(0, LibC.EFD_CLOEXEC | LibC.EFD_NONBLOCK);
-        if (_control < 0 || !Watch(_control))
+        _control = new FileDescriptorHandle(LibC.eventfd(0, LibC.EFD_CLOEXEC | LibC.EFD_NONBLOCK));
+        if (_control.IsInvalid || !Watch(_control.Fd))
         {
-            LibC.close(_epoll);
+            _control.Dispose();
+            _epoll.Dispose();
             throw new IOException($"eventfd failed: {Errno.Describe(LibC.errno)}.");
         }
 
@@ -180,8 +182,8 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
             _thread.Join();
         }
 
-        LibC.close(_control);
-        LibC.close(_epoll);
+        _control.Dispose();
+        _epoll.Dispose();
         _started.Dispose();
     }
 
@@ -213,7 +215,7 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
     private void Signal()
     {
         ulong one = 1;
-        LibC.write(_control, &one, sizeof(ulong));
+        LibC.write(_control.Fd, &one, sizeof(ulong));
         _queue?.Wake();
     }
 
@@ -222,7 +224,7 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
         epoll_event ev = default;
         ev.events = LibC.EPOLLIN;
         ev.data.fd = fd;
-        return LibC.epoll_ctl(_epoll, LibC.EPOLL_CTL_ADD, fd, &ev) == 0;
+        return LibC.epoll_ctl(_epoll.Fd, LibC.EPOLL_CTL_ADD, fd, &ev) == 0;
     }
 
     private void Run()
@@ -238,7 +240,7 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
             return;
         }
 
-        bool watched = _queue.TrySetWakeSource(_epoll);
+        bool watched = _queue.TrySetWakeSource(_epoll.Fd);
         // A ring is drained in batches and polled right after: one io_uring_enter per batch, not per request
         // (file randread QD32 through the client: about 1.6x the IOPS of submitting each request at once).
         _queue.BatchSubmissions = true;
@@ -374,12 +376,12 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
 
     private void Drain(epoll_event* events, int timeout)
     {
-        int n = LibC.epoll_wait(_epoll, events, MaxEvents, timeout);
+        int n = LibC.epoll_wait(_epoll.Fd, events, MaxEvents, timeout);
         for (int i = 0; i < n; i++)
         {
             int fd = events[i].data.fd;
             ulong value;
-            if (LibC.read(fd, &value, sizeof(ulong)) == sizeof(ulong) && fd != _control)
+            if (LibC.read(fd, &value, sizeof(ulong)) == sizeof(ulong) && fd != _control.Fd)
             {
                 _kicks++; // one read empties an eventfd
             }
@@ -411,7 +413,7 @@ internal sealed unsafe class VirtqueueReactor : IDisposable
     {
         if (ring.KickFd >= 0)
         {
-            LibC.epoll_ctl(_epoll, LibC.EPOLL_CTL_DEL, ring.KickFd, null);
+            LibC.epoll_ctl(_epoll.Fd, LibC.EPOLL_CTL_DEL, ring.KickFd, null);
         }
 
         ring.LastAvail = ring.Virtqueue.LastAvailIndex;
@@ -428,17 +430,17 @@ internal sealed unsafe class ReactorRing
     private readonly Action _signal;
     private ushort[]? _resubmit;
 
-    public ReactorRing(string name, SplitVirtqueue virtqueue, int kickFd, int callFd, string serial, int tenant, InflightRegion? inflight, ushort[]? resubmit)
+    public ReactorRing(string name, VringStart start, string serial, int tenant)
     {
         Name = name;
-        Virtqueue = virtqueue;
-        KickFd = kickFd;
-        Polled = kickFd < 0;
-        CallFd = callFd;
+        Virtqueue = start.Virtqueue;
+        KickFd = start.Kick?.Fd ?? -1;
+        Polled = start.Kick == null;
+        Call = start.Call;
         _serial = serial;
         _tenant = tenant;
-        Inflight = inflight;
-        _resubmit = resubmit;
+        Inflight = start.Inflight;
+        _resubmit = start.Resubmit;
         _signal = RaiseInterrupt;
     }
 
@@ -469,8 +471,8 @@ internal sealed unsafe class ReactorRing
     /// <summary>Told of an unexpected exception while handling a chain (logged by the reactor).</summary>
     public Action<Exception>? OnFault { get; set; }
 
-    /// <summary>The call eventfd; changed on the reactor thread only (QEMU swaps it while the ring runs).</summary>
-    public int CallFd { get; set; }
+    /// <summary>The call eventfd (the session owns it); changed on the reactor thread only (QEMU swaps it while the ring runs).</summary>
+    public FileDescriptorHandle? Call { get; set; }
 
     public void Attach(BlockQueue queue)
     {
@@ -494,11 +496,10 @@ internal sealed unsafe class ReactorRing
 
     private void RaiseInterrupt()
     {
-        int fd = CallFd;
-        if (fd >= 0)
+        if (Call is { } call)
         {
             ulong one = 1;
-            LibC.write(fd, &one, sizeof(ulong));
+            LibC.write(call.Fd, &one, sizeof(ulong));
         }
     }
 }
