@@ -1,30 +1,32 @@
 using System.Collections.Concurrent;
+using Hci.Core.Reactors;
 
 namespace Hci.Core.Blocks;
 
 /// <summary>
-/// The thread behind <see cref="BlockDevice"/>'s asynchronous API: owns one queue, takes requests posted
-/// from any thread, and completes their value tasks (continuations run on the thread pool, never here).
+/// What serves <see cref="BlockDevice"/>'s asynchronous API: a poller on a <see cref="Reactor"/> of the device's own
+/// that takes requests posted from any thread into one queue and completes their value tasks (continuations run on
+/// the thread pool, never on the reactor).
 /// </summary>
-internal sealed class BlockReactor
+internal sealed class BlockReactor : IPoller
 {
-    private readonly BlockQueue _queue;
+    private readonly Reactor _reactor;
     private readonly ConcurrentQueue<BlockRequest> _inbox = new();
-    private readonly Thread _thread;
     private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Lock _gate = new();
-    private int _sleeping;
+    private BlockQueue? _queue;
     private volatile bool _stopping;
     private bool _closed;
 
     public BlockReactor(BlockDevice device)
     {
-        _queue = device.CreateQueue(128);
-        using (ExecutionContext.SuppressFlow())
+        // Control plane: sleep as soon as there is nothing to do, rather than poll.
+        _reactor = new Reactor(new ReactorOptions { Name = $"hci-reactor {device.Engine}", PollWindow = TimeSpan.Zero });
+        _reactor.InvokeAsync(() =>
         {
-            _thread = new Thread(Run) { IsBackground = true, Name = $"hci-reactor {device.Engine}" };
-            _thread.Start();
-        }
+            _queue = _reactor.OpenQueue(device, 128);
+            _reactor.AddPoller(this);
+        }).GetAwaiter().GetResult();
     }
 
     /// <summary>Test seam: runs in <see cref="Post"/> after the request passed its first check (to widen the race with a stop).</summary>
@@ -33,7 +35,7 @@ internal sealed class BlockReactor
     public void Post(BlockRequest request)
     {
         // The gate orders a post against the reactor's last look at the inbox: a request is either enqueued
-        // before the reactor closes the gate (and then served or cancelled by its final drain) or refused here.
+        // before the poller closes the gate (and then served or cancelled by its final drain) or refused here.
         // Control-plane path only (the data path uses queues directly), so a lock per post costs nothing that matters.
         if (_stopping)
         {
@@ -51,69 +53,57 @@ internal sealed class BlockReactor
             _inbox.Enqueue(request);
         }
 
-        if (Volatile.Read(ref _sleeping) != 0 && Interlocked.Exchange(ref _sleeping, 0) != 0)
-        {
-            _queue.Wake();
-        }
+        _reactor.Wake();
     }
 
     public Task StopAsync()
     {
         _stopping = true;
-        Interlocked.Exchange(ref _sleeping, 0);
-        _queue.Wake();
+        _reactor.Wake();
         return _stopped.Task;
     }
 
-    private void Run()
+    public PollStatus Poll()
     {
-        try
+        if (_closed)
         {
-            while (true)
-            {
-                while (_inbox.TryDequeue(out var request))
-                {
-                    _queue.Submit(request);
-                }
-
-                if (_stopping && _inbox.IsEmpty && _queue.InFlight == 0)
-                {
-                    break;
-                }
-
-                // Announce the sleep, then look at the inbox once more: a poster either sees the flag and wakes us,
-                // or its request is seen here.
-                Interlocked.Exchange(ref _sleeping, 1);
-                if (!_inbox.IsEmpty || _stopping)
-                {
-                    Interlocked.Exchange(ref _sleeping, 0);
-                    _queue.Poll(0, 0);
-                    continue;
-                }
-
-                _queue.Poll(1, 1000);
-                Interlocked.Exchange(ref _sleeping, 0);
-            }
-
-            lock (_gate)
-            {
-                _closed = true;
-            }
-
-            _queue.Dispose();
-
-            // A request posted while the device was being disposed is answered, never left to hang its awaiter.
-            while (_inbox.TryDequeue(out var late))
-            {
-                late.BeginSubmit();
-                late.Complete(-Errno.ECANCELED, BlockError.Canceled);
-            }
-
-            _stopped.SetResult();
+            return PollStatus.Idle;
         }
-        catch (Exception ex)
+
+        var queue = _queue!;
+        bool busy = false;
+        while (_inbox.TryDequeue(out var request))
         {
-            Environment.FailFast("Hci block reactor failed: " + ex);
+            queue.Submit(request);
+            busy = true;
         }
+
+        if (_stopping && !busy && queue.InFlight == 0)
+        {
+            Close(queue);
+        }
+
+        return busy ? PollStatus.Busy : PollStatus.Idle;
+    }
+
+    // The reactor announced its sleep before asking: a poster either sees it asleep and wakes it, or its request is seen here.
+    public PollStatus PrepareToSleep(ref int maxSleepMilliseconds) => _inbox.IsEmpty && !_stopping ? PollStatus.Idle : PollStatus.Busy;
+
+    private void Close(BlockQueue queue)
+    {
+        lock (_gate)
+        {
+            _closed = true;
+        }
+
+        // A request posted while the device was being disposed is answered, never left to hang its awaiter.
+        while (_inbox.TryDequeue(out var late))
+        {
+            late.BeginSubmit();
+            late.Complete(-Errno.ECANCELED, BlockError.Canceled);
+        }
+
+        _reactor.ReleaseQueue(queue);
+        _reactor.StopAsync().ContinueWith(_ => _stopped.TrySetResult(), TaskScheduler.Default);
     }
 }

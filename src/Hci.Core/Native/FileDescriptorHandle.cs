@@ -3,15 +3,11 @@ using Tmds.Linux;
 
 namespace Hci.Core.Native;
 
-/// <summary>
-/// An owned Linux file descriptor (ring, eventfd, socket, memfd), closed exactly once, when the handle is
-/// disposed or finalized. Components that take descriptors from the kernel or from another process wrap them here
-/// at once, so none leaks on an error path.
-/// </summary>
+/// <summary>An owned Linux file descriptor (ring, eventfd, epoll set, socket, memfd), closed exactly once.</summary>
 public sealed class FileDescriptorHandle : SafeHandle
 {
-    /// <summary>Takes ownership of a descriptor.</summary>
-    /// <param name="fd">The descriptor; a negative value makes an invalid handle that closes nothing.</param>
+    /// <summary>Takes ownership of <paramref name="fd"/> (a negative value makes an invalid handle).</summary>
+    /// <param name="fd">The descriptor.</param>
     public FileDescriptorHandle(int fd)
         : base((nint)(-1), ownsHandle: true)
     {
@@ -21,7 +17,7 @@ public sealed class FileDescriptorHandle : SafeHandle
     /// <inheritdoc/>
     public override bool IsInvalid => handle < 0;
 
-    /// <summary>The descriptor number, for system calls; valid while the handle is not disposed.</summary>
+    /// <summary>The descriptor's number (valid while the handle is open; use DangerousAddRef across a call that must not race a close).</summary>
     public int Fd => (int)handle;
 
     /// <inheritdoc/>
