@@ -1,4 +1,5 @@
 using Hci.Core.Native;
+using Hci.Core.Reactors;
 using Hci.Transport.Virtio;
 using Microsoft.Extensions.Logging;
 
@@ -19,7 +20,7 @@ internal sealed class VhostUserBlkDevice : IVhostUserDevice
     private readonly int _session;
     private readonly ILogger _logger;
     private readonly VirtioBlkConfig _config;
-    private readonly (ReactorRing Ring, VirtqueueReactor Reactor)?[] _started;
+    private readonly (ReactorRing Ring, RingPoller Poller, ReactorAssignment Assignment)?[] _started;
 
     /// <summary>Derives the device from the server's block device and options.</summary>
     /// <param name="server">The server: its device, options and reactors.</param>
@@ -32,7 +33,7 @@ internal sealed class VhostUserBlkDevice : IVhostUserDevice
         _logger = logger;
         var device = server.Device;
         _config = new VirtioBlkConfig(device.Geometry, device.Capabilities, server.Options.MaxQueues, server.Options.ReadOnly);
-        _started = new (ReactorRing, VirtqueueReactor)?[server.Options.MaxQueues];
+        _started = new (ReactorRing, RingPoller, ReactorAssignment)?[server.Options.MaxQueues];
     }
 
     /// <inheritdoc/>
@@ -65,29 +66,30 @@ internal sealed class VhostUserBlkDevice : IVhostUserDevice
             ReadOnly = _config.ReadOnly,
             WriteThrough = () => _config.WriteThrough,
         };
-        VirtqueueReactor reactor;
+        var (poller, assignment) = _server.PickReactor();
         try
         {
-            reactor = _server.PickReactor();
-            reactor.Add(served);
+            poller.Add(served);
         }
         catch (InvalidOperationException e)
         {
+            assignment.Dispose();
             _logger.LogError("vhost-user session {Id}: queue {Index} cannot start: {Reason}", _session, ring.Index, e.Message);
             return false;
         }
 
         _server.Track(served);
-        _started[ring.Index] = (served, reactor);
+        _started[ring.Index] = (served, poller, assignment);
         return true;
     }
 
     /// <inheritdoc/>
     public ushort StopRing(int index)
     {
-        var (ring, reactor) = _started[index]!.Value;
+        var (ring, poller, assignment) = _started[index]!.Value;
         _started[index] = null;
-        ushort lastAvail = reactor.Remove(ring);
+        ushort lastAvail = poller.Remove(ring);
+        assignment.Dispose();
         _server.Retire(ring);
         return lastAvail;
     }
@@ -95,9 +97,9 @@ internal sealed class VhostUserBlkDevice : IVhostUserDevice
     /// <inheritdoc/>
     public void SetCall(int index, FileDescriptorHandle? call)
     {
-        if (_started[index] is var (ring, reactor))
+        if (_started[index] is var (ring, poller, _))
         {
-            reactor.Invoke(() => ring.Call = call);
+            poller.Invoke(() => ring.Call = call);
         }
     }
 }

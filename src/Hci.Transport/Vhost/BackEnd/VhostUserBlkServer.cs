@@ -2,6 +2,7 @@ using System.Diagnostics.Metrics;
 using System.Text;
 using Hci.Core.Blocks;
 using Hci.Core.Native;
+using Hci.Core.Reactors;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Tmds.Linux;
@@ -10,14 +11,24 @@ namespace Hci.Transport.Vhost;
 
 /// <summary>
 /// A vhost-user-blk back-end: exports one <see cref="BlockDevice"/> on a Unix socket to vhost-user front-ends
-/// (QEMU, or the vhost-user-blk client for processes and containers). Each connection gets a control
-/// thread; its virtqueues are spread over a fixed set of reactor threads that serve guest memory with no copy.
-/// Guest I/O enters the device as class VM under <see cref="VhostUserBlkServerOptions.Tenant"/>, so a scheduler
-/// below sees it, and a throttled tenant's requests are left in the guest's ring with kicks suppressed.
+/// (QEMU, or the vhost-user-blk client for processes and containers). Guest I/O enters the device as class VM under
+/// <see cref="VhostUserBlkServerOptions.Tenant"/>, so a scheduler below sees it, and a throttled tenant's requests
+/// are left in the guest's ring with kicks suppressed.
 /// </summary>
 /// <remarks>
-/// Meter <c>Hci.Transport.VhostUser</c>: <c>hci.vhost.requests</c>, <c>hci.vhost.kicks</c> and
-/// <c>hci.vhost.interrupts</c> (their ratios are the notifications per I/O), tagged with the socket path.
+/// <para><b>Theory of operation.</b> Three kinds of thread, as QEMU's vhost-user-server: one accepts connections;
+/// each connection gets a control thread running a <c>VhostUserSession</c> (the generic protocol, one method per
+/// message, blocking on its socket), whose device hooks (<c>VhostUserBlkDevice</c>) make virtio-blk of it; and a
+/// fixed set of data-plane reactors (<see cref="Hci.Core.Reactors.Reactor"/>, <see cref="VhostUserBlkServerOptions.ReactorThreads"/>
+/// of them) serve the rings. Each reactor owns one queue on the device and runs one poller over the rings placed on
+/// it (the least loaded takes each new ring): it takes chains straight out of guest memory with no copy, submits
+/// them in batches and answers on the used ring. It polls for a while after the last work, then asks for kicks and
+/// sleeps in one wait on the device and on every kick eventfd. A control thread changes a running ring only by a
+/// message to its reactor, and stopping a ring waits for the requests it started.</para>
+/// <para>Meter <c>Hci.Transport.VhostUser</c>: <c>hci.vhost.requests</c>, <c>hci.vhost.kicks</c> and
+/// <c>hci.vhost.interrupts</c> (their ratios are the notifications per I/O), tagged with the socket path. What the
+/// reactors allocate is the <c>hci.reactor.allocated_bytes</c> counter of <see cref="Hci.Core.Reactors.ReactorMetrics"/>
+/// (reactors named <c>hci-vhost-S-N</c>: server S, reactor N).</para>
 /// </remarks>
 public sealed unsafe class VhostUserBlkServer : IDisposable
 {
@@ -28,7 +39,8 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
     private readonly Lock _lock = new();
     private readonly List<VhostUserSession> _sessions = [];
     private readonly Meter _meter;
-    private VirtqueueReactor[] _reactors = [];
+    private ReactorGroup? _group;
+    private RingPoller[] _pollers = [];
     private Thread? _acceptThread;
     private FileDescriptorHandle? _listen;
     private int _nextSession;
@@ -36,6 +48,8 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
     private long _retiredInterrupts;
     private readonly List<ReactorRing> _live = [];
     private volatile bool _stopping;
+    private static int s_instances;
+    private readonly int _instance = Interlocked.Increment(ref s_instances);
 
     /// <summary>Creates the server; <see cref="Start"/> opens the socket.</summary>
     /// <param name="device">The device to export; it must outlive the server.</param>
@@ -113,7 +127,7 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
     }
 
     /// <summary>Kicks read so far.</summary>
-    public long Kicks => _reactors.Sum(r => r.Kicks);
+    public long Kicks => _pollers.Sum(r => r.Kicks);
 
     /// <summary>Starts the reactors, creates the socket (replacing a stale one) and accepts front-ends.</summary>
     /// <exception cref="IOException">The socket could not be created; the message says why.</exception>
@@ -124,31 +138,36 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
             throw new InvalidOperationException("The server is already started.");
         }
 
-        var reactors = new List<VirtqueueReactor>();
+        var group = new ReactorGroup(new ReactorGroupOptions { Count = Options.ReactorThreads, Name = $"hci-vhost-{_instance}", PollWindow = Options.PollWindow });
+        var pollers = new List<RingPoller>();
         try
         {
-            for (int i = 0; i < Options.ReactorThreads; i++)
+            foreach (var reactor in group.Reactors)
             {
-                reactors.Add(new VirtqueueReactor(Device, Options.QueueDepth, $"hci-vhost-{i}", _logger, Options.PollWindow));
+                var poller = new RingPoller(reactor, Device, Options.QueueDepth, _logger);
+                poller.Start();
+                pollers.Add(poller);
             }
 
-            _reactors = [.. reactors];
             _listen = Listen(Options.SocketPath, Options.SocketMode);
         }
         catch
         {
-            foreach (var r in reactors)
+            foreach (var p in pollers)
             {
-                r.Dispose();
+                p.Stop();
             }
 
-            _reactors = [];
+            group.Dispose();
             throw;
         }
 
+        _group = group;
+        _pollers = [.. pollers];
+
         _acceptThread = new Thread(AcceptLoop) { IsBackground = true, Name = "hci-vhost-accept" };
         _acceptThread.Start();
-        _logger.LogInformation("vhost-user-blk: listening on {Socket} ({Device}, {Capacity} bytes, {Queues} queue(s), {Reactors} reactor(s)).", Options.SocketPath, Device.Name, Device.Geometry.Capacity, Options.MaxQueues, _reactors.Length);
+        _logger.LogInformation("vhost-user-blk: listening on {Socket} ({Device}, {Capacity} bytes, {Queues} queue(s), {Reactors} reactor(s)).", Options.SocketPath, Device.Name, Device.Geometry.Capacity, Options.MaxQueues, _pollers.Length);
     }
 
     /// <summary>Closes the socket, disconnects every front-end (after their requests complete) and stops the reactors.</summary>
@@ -189,30 +208,34 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
             s.Dispose();
         }
 
-        foreach (var r in _reactors)
+        foreach (var p in _pollers)
         {
-            r.Dispose();
+            p.Stop();
         }
 
+        _group?.Dispose();
         _meter.Dispose();
     }
 
-    internal VirtqueueReactor PickReactor()
+    /// <summary>Places a new ring on the least loaded reactor; dispose the assignment when the ring stops.</summary>
+    internal (RingPoller Poller, ReactorAssignment Assignment) PickReactor()
     {
-        lock (_lock)
+        var group = _group ?? throw new InvalidOperationException("The server is not started.");
+        var assignment = group.Assign();
+        foreach (var p in _pollers)
         {
-            VirtqueueReactor? best = null;
-            foreach (var r in _reactors)
+            if (p.Reactor == assignment.Reactor)
             {
-                if (!r.Failed && (best == null || r.RingCount < best.RingCount))
-                {
-                    best = r;
-                }
+                return (p, assignment);
             }
-
-            return best ?? throw new InvalidOperationException("Every vhost-user reactor has failed (see the critical log entries); no ring can start.");
         }
+
+        assignment.Dispose();
+        throw new InvalidOperationException("The reactor has no ring poller.");
     }
+
+    /// <summary>The data-plane reactors' names (the <c>reactor</c> tag of their meters).</summary>
+    internal IEnumerable<string> ReactorNames => _pollers.Select(p => p.Reactor.Name);
 
     internal void Track(ReactorRing ring)
     {

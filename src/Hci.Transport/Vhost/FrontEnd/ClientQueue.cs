@@ -8,7 +8,8 @@ namespace Hci.Transport.Vhost;
 /// <summary>
 /// A <see cref="BlockQueue"/> of <see cref="VhostUserBlkClient"/>: owns one virtqueue. Submit writes the request's
 /// indirect table and publishes it on the available ring; Poll kicks once for the batch (when the back-end asks for
-/// kicks), reaps the used ring and, when it must wait, sleeps on the call eventfd (or spins, in polling mode).
+/// kicks), reaps the used ring and, when it must wait, sleeps on the call eventfd and on the owner's wake source
+/// (<see cref="TrySetWakeSource"/>): a reactor sleeps on it with its other events in one wait.
 /// </summary>
 internal sealed unsafe class ClientQueue : BlockQueue
 {
@@ -32,6 +33,7 @@ internal sealed unsafe class ClientQueue : BlockQueue
     private ushort _lastUsed;
     private ushort _kickedAt;
     private volatile bool _woken;
+    private int _wakeSource = -1;
 
     public ClientQueue(VhostUserBlkClient client, ClientVirtqueue vq)
         : base(client)
@@ -96,6 +98,40 @@ internal sealed unsafe class ClientQueue : BlockQueue
         Start(request, _free[--_freeCount]);
     }
 
+    /// <summary>
+    /// Makes a waiting poll also end when <paramref name="fd"/> (a reactor's epoll set) is ready: it joins this
+    /// queue's own wait set, so a reactor sleeps on its kicks, sockets and this virtqueue in one wait.
+    /// </summary>
+    /// <param name="fd">The descriptor, or -1 to stop watching it.</param>
+    /// <returns>True when watched.</returns>
+    public override bool TrySetWakeSource(int fd)
+    {
+        if (_wakeSource >= 0)
+        {
+            LibC.epoll_ctl(_epoll.Fd, LibC.EPOLL_CTL_DEL, _wakeSource, null);
+            _wakeSource = -1;
+        }
+
+        if (fd < 0)
+        {
+            return true;
+        }
+
+        epoll_event ev = default;
+        ev.events = LibC.EPOLLIN;
+        ev.data.fd = fd;
+        if (LibC.epoll_ctl(_epoll.Fd, LibC.EPOLL_CTL_ADD, fd, &ev) != 0)
+        {
+            return false;
+        }
+
+        _wakeSource = fd;
+        return true;
+    }
+
+    // Reaps what the back-end has answered; when it must wait, asks for an interrupt at the next completion (in
+    // polling mode too: interrupts are off only while the owner keeps looking, and the owner's poll window decides
+    // how long that is), looks once more, and sleeps on the call eventfd, a wake, or the wake source.
     protected override int PollCore(int minCompletions, int timeoutMilliseconds)
     {
         if (_vq.Failed)
@@ -111,7 +147,8 @@ internal sealed unsafe class ClientQueue : BlockQueue
         }
 
         long deadline = timeoutMilliseconds < 0 ? long.MaxValue : Environment.TickCount64 + timeoutMilliseconds;
-        epoll_event* events = stackalloc epoll_event[2];
+        epoll_event* events = stackalloc epoll_event[3];
+        bool armed = false;
         while (done < minCompletions && timeoutMilliseconds != 0 && !_vq.Failed)
         {
             // A wake is remembered until a poll consumes it, whether it came before the poll or during it.
@@ -123,61 +160,84 @@ internal sealed unsafe class ClientQueue : BlockQueue
                 break;
             }
 
-            if (_vq.Polling)
+            ArmInterrupt();
+            armed = true;
+            Interlocked.MemoryBarrier();
+            if (_vq.UsedIndex == _lastUsed)
             {
-                if (Environment.TickCount64 >= deadline)
+                long left = deadline == long.MaxValue ? -1 : deadline - Environment.TickCount64;
+                if (left is < 0 and not -1)
                 {
                     break;
                 }
 
-                Thread.SpinWait(20);
-            }
-            else
-            {
-                // Ask for an interrupt at the next completion, then look once more before sleeping.
-                if (_vq.EventIdx)
+                int n = LibC.epoll_wait(_epoll.Fd, events, 3, (int)Math.Min(left, int.MaxValue));
+                bool source = false;
+                ulong value;
+                for (int i = 0; i < n; i++)
                 {
-                    Volatile.Write(ref *SplitRing.UsedEvent((byte*)_vq.Avail, _vq.Size), _lastUsed);
+                    int fd = events[i].data.fd;
+                    if (fd == _wake.Fd)
+                    {
+                        continue; // consumed at the top of the loop, with the flag
+                    }
+
+                    if (fd == _wakeSource)
+                    {
+                        source = true; // the owner reads it
+                        continue;
+                    }
+
+                    LibC.read(fd, &value, sizeof(ulong));
                 }
 
-                Interlocked.MemoryBarrier();
-                if (_vq.UsedIndex == _lastUsed)
+                if (source || (n == 0 && left >= 0))
                 {
-                    long left = deadline == long.MaxValue ? -1 : deadline - Environment.TickCount64;
-                    if (left is < 0 and not -1)
-                    {
-                        break;
-                    }
-
-                    int n = LibC.epoll_wait(_epoll.Fd, events, 2, (int)Math.Min(left, int.MaxValue));
-                    ulong value;
-                    for (int i = 0; i < n; i++)
-                    {
-                        if (events[i].data.fd == _wake.Fd)
-                        {
-                            continue; // consumed at the top of the loop, with the flag
-                        }
-
-                        LibC.read(events[i].data.fd, &value, sizeof(ulong));
-                    }
-
-                    if (n == 0 && left >= 0)
-                    {
-                        done += Reap();
-                        break;
-                    }
+                    done += Reap();
+                    break;
                 }
             }
 
             done += Reap();
         }
 
+        if (armed && _vq.Polling)
+        {
+            DisarmInterrupt();
+        }
+
         return _vq.Failed ? done + FailAll() : done;
+    }
+
+    private void ArmInterrupt()
+    {
+        if (_vq.EventIdx)
+        {
+            Volatile.Write(ref *SplitRing.UsedEvent((byte*)_vq.Avail, _vq.Size), _lastUsed);
+        }
+        else if (_vq.Polling)
+        {
+            Volatile.Write(ref *SplitRing.AvailFlags((byte*)_vq.Avail), (ushort)0);
+        }
+    }
+
+    // Polling mode, the wait over: the back-end is asked for no interrupts again.
+    private void DisarmInterrupt()
+    {
+        if (_vq.EventIdx)
+        {
+            Volatile.Write(ref *SplitRing.UsedEvent((byte*)_vq.Avail, _vq.Size), (ushort)(_lastUsed + 0x7FFF));
+        }
+        else
+        {
+            Volatile.Write(ref *SplitRing.AvailFlags((byte*)_vq.Avail), SplitRing.AvailNoInterrupt);
+        }
     }
 
     protected override void Dispose(bool disposing)
     {
         _vq.WakeOwner = null;
+        _wakeSource = -1;
         _epoll.Dispose();
         _wake.Dispose();
         _client.Release(_vq);
