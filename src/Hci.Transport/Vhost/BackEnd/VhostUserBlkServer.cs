@@ -311,26 +311,22 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
         }
     }
 
-    // The S_IFMT bits of lstat(path), or 0 when nothing is there.
+    // The S_IFMT bits of the file at path (not following a link), or 0 when nothing is there. statx has one
+    // layout on every architecture, so no per-architecture offsets of struct stat are needed.
     private static uint FileType(string path)
     {
-        byte* buffer = stackalloc byte[256];
         byte[] bytes = Encoding.UTF8.GetBytes(path + "\0");
+        statx buffer;
         fixed (byte* p = bytes)
         {
-            if (Lstat(p, buffer) != 0)
+            if (LibC.statx(LibC.AT_FDCWD, p, LibC.AT_SYMLINK_NOFOLLOW, LibC.STATX_TYPE, &buffer) != 0)
             {
                 return 0;
             }
         }
 
-        // st_mode: after st_dev and st_ino, then st_nlink (8 bytes) on x86_64; st_nlink follows it elsewhere.
-        int modeOffset = System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture == System.Runtime.InteropServices.Architecture.X64 ? 24 : 16;
-        return *(uint*)(buffer + modeOffset) & 0xF000;
+        return buffer.stx_mode & 0xF000u;
     }
-
-    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "lstat", SetLastError = true)]
-    private static extern int Lstat(byte* path, byte* stat);
 
     private static void Unlink(string path)
     {
