@@ -44,13 +44,27 @@ internal static class BenchRunner
         }
 
         var jobs = Enumerable.Range(0, options.NumJobs).Select(i => new Job(options, device, i)).ToArray();
-        using var ready = new Barrier(jobs.Length + 1);
+        try
+        {
+            return RunJobs(options, device, jobs, output, log);
+        }
+        finally
+        {
+            foreach (var job in jobs)
+            {
+                job.Close();
+            }
+        }
+    }
+
+    private static int RunJobs(BenchOptions options, BlockDevice device, Job[] jobs, TextWriter output, TextWriter log)
+    {
+        Task.WhenAll(jobs.Select(j => j.PrepareAsync(long.MaxValue, long.MaxValue))).GetAwaiter().GetResult();
         foreach (var job in jobs)
         {
-            job.Start(long.MaxValue, long.MaxValue, ready);
+            job.Go();
         }
 
-        ready.SignalAndWait();
         long start = Stopwatch.GetTimestamp();
         long measureFrom = start + (long)(options.RampSeconds * Stopwatch.Frequency);
         long stopAt = options.RuntimeSeconds > 0 ? measureFrom + (long)(options.RuntimeSeconds * Stopwatch.Frequency) : long.MaxValue;
@@ -72,10 +86,7 @@ internal static class BenchRunner
             job.Stop();
         }
 
-        foreach (var job in jobs)
-        {
-            job.Thread!.Join();
-        }
+        Task.WhenAll(jobs.Select(j => j.Finished)).GetAwaiter().GetResult();
 
         var reads = new LatencyHistogram();
         var writes = new LatencyHistogram();

@@ -1,14 +1,15 @@
 using System.Diagnostics;
 using Hci.Core.Blocks;
 using Hci.Core.Buffers;
+using Hci.Core.Reactors;
 
 namespace Hci.Bench;
 
 /// <summary>
-/// One fio-style job: its own thread, queue, requests and buffers; keeps <c>iodepth</c> requests in flight and
-/// records each completion's latency. Nothing is allocated per I/O.
+/// One fio-style job: a poller on a reactor of its own, with its queue, requests and buffers; keeps <c>iodepth</c>
+/// requests in flight and records each completion's latency. Nothing is allocated per I/O.
 /// </summary>
-internal sealed unsafe class Job : IBlockCompletionHandler
+internal sealed unsafe class Job : IBlockCompletionHandler, IPoller
 {
     private readonly BenchOptions _options;
     private readonly BlockDevice _device;
@@ -23,6 +24,9 @@ internal sealed unsafe class Job : IBlockCompletionHandler
     private long _stopAt;
     private long _bytesLeft;
     private volatile bool _stop;
+    private Reactor? _reactor;
+    private IDisposable? _registration;
+    private readonly TaskCompletionSource _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public Job(BenchOptions options, BlockDevice device, int index)
     {
@@ -42,21 +46,32 @@ internal sealed unsafe class Job : IBlockCompletionHandler
 
     public string? FirstError { get; private set; }
 
-    public Thread? Thread { get; private set; }
+    public bool Done => _done.Task.IsCompleted;
 
-    public bool Done { get; private set; }
+    /// <summary>Completes when the job has stopped and freed its queue.</summary>
+    public Task Finished => _done.Task;
 
-    /// <summary>Starts the job's thread; measurement starts at <paramref name="measureFrom"/> and I/O stops at <paramref name="stopAt"/> (timestamps).</summary>
-    public void Start(long measureFrom, long stopAt, Barrier ready)
+    /// <summary>
+    /// Starts the job's reactor and readies its queue and buffers there; I/O starts with <see cref="Go"/>.
+    /// Measurement starts at <paramref name="measureFrom"/> and I/O stops at <paramref name="stopAt"/> (timestamps).
+    /// </summary>
+    /// <returns>Completes when the job is ready.</returns>
+    public Task PrepareAsync(long measureFrom, long stopAt)
     {
         _measureFrom = measureFrom;
         _stopAt = stopAt;
-        using (ExecutionContext.SuppressFlow())
-        {
-            Thread = new Thread(() => Run(ready)) { IsBackground = true, Name = $"hci-bench job {_index}" };
-            Thread.Start();
-        }
+
+        // Like fio's io_uring engine, a job waits in the kernel for its completions (no poll window): the comparison
+        // is ring against ring, not polling against waiting.
+        _reactor = new Reactor(new ReactorOptions { Name = $"hci-bench job {_index}", PollWindow = TimeSpan.Zero });
+        return _reactor.InvokeAsync(Prepare);
     }
+
+    /// <summary>Starts the I/O on the job's reactor.</summary>
+    public void Go() => _reactor!.Post(Start);
+
+    /// <summary>Stops the job's reactor once the job is done.</summary>
+    public void Close() => _reactor?.Dispose();
 
     public void SetWindow(long measureFrom, long stopAt)
     {
@@ -93,12 +108,25 @@ internal sealed unsafe class Job : IBlockCompletionHandler
 
     private static readonly double s_nsPerTick = 1e9 / Stopwatch.Frequency;
 
-    private void Run(Barrier ready)
+    /// <summary>Nothing to do per turn but to notice the end: completions resubmit from their handler.</summary>
+    public PollStatus Poll()
+    {
+        if (_queue is { InFlight: 0 } && (_stop || _started) && !Done)
+        {
+            Finish();
+        }
+
+        return PollStatus.Idle;
+    }
+
+    private bool _started;
+
+    private void Prepare()
     {
         try
         {
             int depth = _options.IoDepth;
-            _queue = _device.CreateQueue(depth);
+            _queue = _reactor!.OpenQueue(_device, depth);
             int bufferSize = (_options.BlockSize + 4095) & ~4095;
             _pool = new AlignedBufferPool(bufferSize, depth);
             if (_options.FixedBuffers)
@@ -115,40 +143,47 @@ internal sealed unsafe class Job : IBlockCompletionHandler
             }
 
             _nextSequential = 0;
-            ready.SignalAndWait();
-            long now = Stopwatch.GetTimestamp();
-            foreach (var r in _requests)
-            {
-                if (_bytesLeft <= 0)
-                {
-                    break;
-                }
-
-                Issue(r, now);
-            }
-
-            var queue = _queue;
-            while (queue.InFlight > 0)
-            {
-                queue.Poll(1);
-            }
+            _registration = _reactor.AddPoller(this);
         }
         catch (Exception ex)
         {
             Errors++;
             FirstError ??= ex.Message;
+            Finish();
         }
-        finally
+    }
+
+    private void Start()
+    {
+        _started = true;
+        long now = Stopwatch.GetTimestamp();
+        foreach (var r in _requests)
         {
-            _queue?.Dispose();
-            foreach (var r in _requests)
+            if (_bytesLeft <= 0 || _stop)
             {
-                r.Dispose();
+                break;
             }
 
-            _pool?.Dispose();
-            Done = true;
+            Issue(r, now);
         }
+    }
+
+    private void Finish()
+    {
+        _registration?.Dispose();
+        if (_queue != null)
+        {
+            _reactor!.ReleaseQueue(_queue);
+            _queue = null;
+        }
+
+        foreach (var r in _requests)
+        {
+            r.Dispose();
+        }
+
+        _pool?.Dispose();
+        _done.TrySetResult();
     }
 
     private void Issue(BlockRequest request, long now)

@@ -10,7 +10,7 @@ public sealed class EngineAndOptionsTests
     public async Task AutoChoosesIoUringWhereTheKernelAllowsItAndFallsBackToTheFileEngineWithOneWarningWhereNot()
     {
         Assert.True(BlockDevices.IsIoUringAvailable, BlockDevices.IoUringUnavailableReason);
-        string path = TestDevice.TempPath();
+        string path = TempFiles.DirectIoPath();
         try
         {
             await using (var d = BlockDevices.Open(new BlockDeviceOptions { Path = path, Size = 1 << 20 }))
@@ -75,7 +75,7 @@ public sealed class EngineAndOptionsTests
     [Fact]
     public async Task AnExistingFileIsOpenedAtItsOwnSizeAndKeepsItsData()
     {
-        string path = TestDevice.TempPath();
+        string path = TempFiles.DirectIoPath();
         try
         {
             await using (var d = BlockDevices.Open(new BlockDeviceOptions { Path = path, Size = 64 << 10 }))
@@ -112,7 +112,7 @@ public sealed class EngineAndOptionsTests
     [Fact]
     public async Task RegisteredBuffersCarryIoOnIoUringQueuesAsFixedTransfers()
     {
-        await using var t = TestDevice.Create(DeviceKind.IoUring);
+        await using var t = CoreDevices.IoUring();
         using var pool = new AlignedBufferPool(4096, 8);
         using var queue = t.Device.CreateQueue(8);
         var uring = Assert.IsType<IoUringBlockQueue>(queue);
@@ -120,7 +120,7 @@ public sealed class EngineAndOptionsTests
         Assert.False(queue.TryRegisterBuffers([pool.Slab])); // once per queue
         var b = pool.Rent();
         b.Span.Fill(0x77);
-        using var r = new BlockRequest { Handler = new Nothing() };
+        using var r = new BlockRequest { Handler = new CompletionCounter() };
         unsafe
         {
             r.SetReadWrite(BlockOperation.Write, 4096, b.Pointer, 4096);
@@ -160,19 +160,19 @@ public sealed class EngineAndOptionsTests
     }
 
     [Theory]
-    [InlineData(DeviceKind.IoUring)]
-    [InlineData(DeviceKind.IoUringBuffered)]
-    public async Task ShortTransfersAreResumedUntilTheWholeRequestIsDone(DeviceKind kind)
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task ShortTransfersAreResumedUntilTheWholeRequestIsDone(bool direct)
     {
         // The kernel really completes each submission short: the queue submits at most 4 KiB at a time (a seam), so
         // a 64 KiB write and read take 16 submissions each and must still move every byte to the right place.
-        await using var t = TestDevice.Create(kind);
+        await using var t = CoreDevices.IoUring(direct: direct);
         using var queue = t.Device.CreateQueue(4);
         var uring = Assert.IsType<IoUringBlockQueue>(queue);
         uring.TestMaxSubmitBytes = 4096;
         using var data = new AlignedBuffer(64 << 10);
         new Random(11).NextBytes(data.Span);
-        using var r = new BlockRequest { Handler = new Nothing() };
+        using var r = new BlockRequest { Handler = new CompletionCounter() };
         unsafe
         {
             r.SetReadWrite(BlockOperation.Write, 8192, data.Pointer, data.Length);
@@ -205,11 +205,11 @@ public sealed class EngineAndOptionsTests
     [Fact]
     public async Task EagainAndEintrCompletionsAreRetriedNotReported()
     {
-        await using var t = TestDevice.Create(DeviceKind.IoUringBuffered);
+        await using var t = CoreDevices.IoUring(direct: false);
         using var queue = t.Device.CreateQueue(8);
         var uring = Assert.IsType<IoUringBlockQueue>(queue);
         using var pool = new AlignedBufferPool(4096, 8);
-        var handler = new Counting();
+        var handler = new CompletionCounter();
         var requests = new BlockRequest[8];
         unsafe
         {
@@ -254,13 +254,6 @@ public sealed class EngineAndOptionsTests
             Assert.True(watch.Elapsed < TimeSpan.FromSeconds(30), "requests never completed");
             queue.Poll(1, 1000);
         }
-    }
-
-    private sealed class Counting : IBlockCompletionHandler
-    {
-        public int Count;
-
-        public void OnCompleted(BlockRequest request) => Count++;
     }
 
     private sealed class ListLoggerFactory : Microsoft.Extensions.Logging.ILoggerFactory
@@ -308,69 +301,5 @@ public sealed class EngineAndOptionsTests
         Assert.Equal(1, pool.Available);
         using var other = new AlignedBufferPool(4096, 1);
         Assert.Throws<ArgumentException>(() => other.Return(b));
-    }
-
-    private sealed class Nothing : IBlockCompletionHandler
-    {
-        public void OnCompleted(BlockRequest request)
-        {
-        }
-    }
-}
-
-public sealed class QueueOwnershipTests
-{
-    [Theory]
-    [MemberData(nameof(BlockDeviceContractTests.AllKinds), MemberType = typeof(BlockDeviceContractTests))]
-    public async Task UsingAQueueFromASecondThreadIsRefusedBeforeAnythingChanges(DeviceKind kind)
-    {
-        await using var t = TestDevice.Create(kind);
-        using var buffer = new Hci.Core.Buffers.AlignedBuffer(4096);
-        var queue = t.Device.CreateQueue(4);
-        var request = new Hci.Core.Blocks.BlockRequest { Handler = new Sink() };
-        unsafe
-        {
-            request.SetReadWrite(Hci.Core.Blocks.BlockOperation.Read, 0, buffer.Pointer, 4096);
-        }
-
-        var owner = new Thread(() =>
-        {
-            queue.Submit(request);
-            while (queue.InFlight > 0)
-            {
-                queue.Poll();
-            }
-        });
-        owner.Start();
-        owner.Join();
-        Assert.True(request.Succeeded);
-
-        Exception? second = null;
-        var other = new Thread(() =>
-        {
-            try
-            {
-                queue.Submit(request);
-            }
-            catch (Exception ex)
-            {
-                second = ex;
-            }
-        });
-        other.Start();
-        other.Join();
-        var error = Assert.IsType<InvalidOperationException>(second);
-        Assert.Contains("one thread", error.Message);
-        Assert.False(request.IsInFlight);
-        Assert.Equal(0, queue.InFlight);
-        queue.Dispose(); // nothing in flight: any thread may close it
-        request.Dispose();
-    }
-
-    private sealed class Sink : Hci.Core.Blocks.IBlockCompletionHandler
-    {
-        public void OnCompleted(Hci.Core.Blocks.BlockRequest request)
-        {
-        }
     }
 }

@@ -2,6 +2,7 @@ using Hci.Core.Blocks;
 using Hci.Core.Buffers;
 using Hci.Core.Devices;
 using Hci.Core.Devices.Decorators;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Hci.Core.Tests;
 
@@ -83,12 +84,12 @@ public sealed class FaultAndDelayTests
     [Fact]
     public async Task DelayHoldsCompletionsUntilTheVirtualClockReachesThem()
     {
-        var clock = new ManualClock();
+        var clock = new FakeTimeProvider();
         await using var d = new DelayBlockDevice(new MemoryBlockDevice(1 << 20), TimeSpan.FromMilliseconds(5), TimeSpan.FromMilliseconds(10), clock);
         using var queue = d.CreateQueue(8);
         using var buffer = new AlignedBuffer(4096);
-        using var read = new BlockRequest { Handler = new Noop() };
-        using var write = new BlockRequest { Handler = new Noop() };
+        using var read = new BlockRequest { Handler = new CompletionCounter() };
+        using var write = new BlockRequest { Handler = new CompletionCounter() };
         unsafe
         {
             read.SetReadWrite(BlockOperation.Read, 0, buffer.Pointer, 4096);
@@ -117,23 +118,5 @@ public sealed class FaultAndDelayTests
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
         await d.ReadAsync(0, buffer.Memory);
         Assert.True(System.Diagnostics.Stopwatch.GetElapsedTime(start) >= TimeSpan.FromMilliseconds(19));
-    }
-
-    private sealed class Noop : IBlockCompletionHandler
-    {
-        public void OnCompleted(BlockRequest request)
-        {
-        }
-    }
-
-    private sealed class ManualClock : TimeProvider
-    {
-        private long _ticks;
-
-        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
-
-        public override long GetTimestamp() => Volatile.Read(ref _ticks);
-
-        public void Advance(TimeSpan by) => Interlocked.Add(ref _ticks, by.Ticks);
     }
 }

@@ -43,7 +43,7 @@ public sealed class QueueHardeningTests
     [Fact]
     public async Task AHandlerThatThrowsLeavesTheRingConsistentAndEveryRequestCompletesOnce()
     {
-        await using var t = TestDevice.Create(DeviceKind.IoUring);
+        await using var t = CoreDevices.IoUring();
         using var buffer = new AlignedBuffer(64 * 4096);
         var recorder = new Recorder(null);
         using var queue = t.Device.CreateQueue(16);
@@ -95,7 +95,7 @@ public sealed class QueueHardeningTests
     [Fact]
     public async Task AWakeBeforeTheFirstWaitEndsThatWait()
     {
-        await using var t = TestDevice.Create(DeviceKind.IoUring);
+        await using var t = CoreDevices.IoUring();
         using var queue = t.Device.CreateQueue(8);
         queue.Wake();
         var watch = Stopwatch.StartNew();
@@ -106,7 +106,7 @@ public sealed class QueueHardeningTests
     [Fact]
     public async Task DisposingAQueueWhoseHandlerThrowsKeepsItOpenUntilEveryRequestHasCompleted()
     {
-        await using var t = TestDevice.Create(DeviceKind.IoUring);
+        await using var t = CoreDevices.IoUring();
         using var buffer = new AlignedBuffer(64 * 4096);
         var recorder = new Recorder(null);
         var queue = t.Device.CreateQueue(16);

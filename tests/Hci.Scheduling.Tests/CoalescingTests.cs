@@ -27,7 +27,7 @@ public sealed class CoalescingTests
 
         // Depth 2: the first two go at once, the rest wait and are released together when those complete.
         var queue = (ScheduledBlockQueue)device.CreateQueue(2);
-        var handler = new Sink();
+        var handler = new CompletionCounter();
         var requests = new List<(BlockRequest Request, AlignedBuffer Buffer, int Block)>();
         int[] blocks = [3, 4, 5, 6, 7, 8, 9, 10, 20, 21, 40];
         foreach (int b in blocks)
@@ -74,7 +74,7 @@ public sealed class CoalescingTests
         var queue = (ScheduledBlockQueue)device.CreateQueue(8);
         for (int i = 0; i < 8; i++)
         {
-            var r = new BlockRequest { Handler = new Sink(), Class = IoClass.Container, Tenant = 1 };
+            var r = new BlockRequest { Handler = new CompletionCounter(), Class = IoClass.Container, Tenant = 1 };
             unsafe
             {
                 r.SetReadWrite(BlockOperation.Read, i * 4096L, pool.Rent().Pointer, 4096);
@@ -91,13 +91,6 @@ public sealed class CoalescingTests
         Assert.Equal(8, counting.Count);
         Assert.Equal(0, queue.Coalesced);
         queue.Dispose();
-    }
-
-    private sealed class Sink : IBlockCompletionHandler
-    {
-        public void OnCompleted(BlockRequest request)
-        {
-        }
     }
 
     /// <summary>Counts the requests that reach the device.</summary>

@@ -45,7 +45,7 @@ public sealed class ScheduledBlockDeviceTests
         using var device = new ScheduledBlockDevice(new MemoryBlockDevice(4 << 20), new SchedulerOptions { Kind = kind });
         using var queue = device.CreateQueue(8);
         using var pool = new AlignedBufferPool(4096, 64);
-        var handler = new Counter();
+        var handler = new CompletionCounter();
         var requests = new List<BlockRequest>();
         for (int i = 0; i < 64; i++)
         {
@@ -76,7 +76,7 @@ public sealed class ScheduledBlockDeviceTests
         using var device = new ScheduledBlockDevice(new MemoryBlockDevice(4 << 20), options);
         var queue = (ScheduledBlockQueue)device.CreateQueue(16);
         using var pool = new AlignedBufferPool(4096, 20);
-        var handler = new Counter();
+        var handler = new CompletionCounter();
 
         // Time stands still while the 20 are submitted, however long the first run's JIT takes: no token comes back
         // in the meantime, so exactly the burst passes.
@@ -114,13 +114,6 @@ public sealed class ScheduledBlockDeviceTests
         options.Hybrid.VmFloorIops = 0;
         var ex = Assert.Throws<ArgumentException>(() => new ScheduledBlockDevice(new MemoryBlockDevice(1 << 20), options));
         Assert.Contains("VmFloorIops must be positive", ex.Message);
-    }
-
-    private sealed class Counter : IBlockCompletionHandler
-    {
-        public int Count;
-
-        public void OnCompleted(BlockRequest request) => Count++;
     }
 }
 

@@ -77,7 +77,7 @@ public sealed class SchedulingMetricsTests
         using var device = new ScheduledBlockDevice(new MemoryBlockDevice(1 << 20), options);
         using var queue = device.CreateQueue(16);
         using var pool = new AlignedBufferPool(4096, 16);
-        var handler = new Sink();
+        var handler = new CompletionCounter();
         for (int i = 0; i < 16; i++)
         {
             var r = new BlockRequest { Handler = handler, Tenant = i < 8 ? 7 : 3, Class = i < 8 ? IoClass.Vm : IoClass.Container };
@@ -98,12 +98,5 @@ public sealed class SchedulingMetricsTests
         Assert.Equal(8, ios[("container", 3)]);
         Assert.Equal(16, queuedSamples);
         Assert.True(throttledUs > 1000, $"tenant 7 waited behind its limit; throttled time {throttledUs:F0} us");
-    }
-
-    private sealed class Sink : IBlockCompletionHandler
-    {
-        public void OnCompleted(BlockRequest request)
-        {
-        }
     }
 }

@@ -606,7 +606,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         bool read = (h.Flags & 0x40) != 0;
         bool write = (h.Flags & 0x20) != 0;
         int expected = (int)Math.Min(h.Field(20), int.MaxValue);
-        int lun = DecodeLun(h.Lun);
+        int lun = ScsiLunMap.Decode(h.Lun);
         LunPath? path = lun >= 0 ? _paths.GetValueOrDefault(lun) : null;
         int maxTransfer = Math.Max(path != null ? path.Disk.MaxTransferBytes * 2 : 0, 1 << 20); // * 2: COMPARE AND WRITE
         if ((read && write) || expected > maxTransfer || (write && data.Length > expected) || (!write && data.Length > 0))
@@ -763,32 +763,13 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
 
         s.State = SlotState.Running;
         var task = s.Task;
-        if (task.Cdb[0] == 0xA0)
+        if (_target.LunMap.TryAnswer(task, s.Path?.Disk))
         {
-            ReportLuns(task);
-            Complete(s);
+            Complete(s); // REPORT LUNS, or a LUN with no unit
             return;
         }
 
-        if (s.Path == null)
-        {
-            if (task.Cdb[0] == 0x12 && task.Buffer != null)
-            {
-                // INQUIRY to a LUN that does not exist: peripheral qualifier 3, device type 1Fh.
-                task.Buffer.Span[..Math.Min(36, task.ExpectedLength)].Clear();
-                task.Buffer.Span[0] = 0x7F;
-                task.DataLength = 36;
-            }
-            else
-            {
-                task.Fail(SenseKey.IllegalRequest, 0x25, 0); // LOGICAL UNIT NOT SUPPORTED
-            }
-
-            Complete(s);
-            return;
-        }
-
-        var disk = s.Path.Disk;
+        var disk = s.Path!.Disk;
         switch (disk.PrepareFast(task, out var operation, out long offset, out int length, out var flags))
         {
             case ScsiFastPath.Done:
@@ -973,48 +954,6 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         Respond(s);
     }
 
-    private void ReportLuns(ScsiTask task)
-    {
-        var luns = _target.SortedLuns;
-        int size = 8 + (8 * luns.Length);
-        task.DataLength = size;
-        if (task.Buffer == null)
-        {
-            return;
-        }
-
-        Span<byte> list = task.Buffer.Span[..Math.Min(task.ExpectedLength, task.Buffer.Length)];
-        Span<byte> entry = stackalloc byte[8];
-        for (int i = 0; i < size && i < list.Length; i += 8)
-        {
-            entry.Clear();
-            if (i == 0)
-            {
-                BinaryPrimitives.WriteUInt32BigEndian(entry, (uint)(8 * luns.Length));
-            }
-            else
-            {
-                BinaryPrimitives.WriteUInt64BigEndian(entry, EncodeLun(luns[(i / 8) - 1]));
-            }
-
-            entry[..Math.Min(8, list.Length - i)].CopyTo(list[i..]);
-        }
-    }
-
-    private static int DecodeLun(ulong lun)
-    {
-        int b0 = (int)(lun >> 56);
-        int b1 = (int)(lun >> 48) & 0xFF;
-        return (b0 >> 6) switch
-        {
-            0 => b0 == 0 ? b1 : -1,
-            1 => ((b0 & 0x3F) << 8) | b1,
-            _ => -1,
-        };
-    }
-
-    private static ulong EncodeLun(int lun) => lun < 256 ? (ulong)lun << 48 : (ulong)(0x4000 | lun) << 48;
-
     // ---- task management ----
 
     private void TaskManagement(Span<byte> bhs)
@@ -1022,7 +961,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler
         var h = new IscsiHeader(bhs);
         AcceptCmdSn(h);
         int function = bhs[1] & 0x7F;
-        int lun = DecodeLun(h.Lun);
+        int lun = ScsiLunMap.Decode(h.Lun);
         var wait = new TmfWait(h.InitiatorTaskTag);
         switch (function)
         {

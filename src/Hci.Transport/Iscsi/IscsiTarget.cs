@@ -29,7 +29,7 @@ public sealed class IscsiTarget : IAsyncDisposable
     private readonly HashSet<IscsiConnection> _connections = [];
     private Socket? _listener;
     private Task? _acceptLoop;
-    private readonly int[] _sortedLuns;
+    private readonly ScsiLunMap _lunMap;
     private long _commands;
     private long _dataPathAllocated;
     private long _steadyCommands;
@@ -59,7 +59,7 @@ public sealed class IscsiTarget : IAsyncDisposable
 
         _options = options;
         _luns = new Dictionary<int, ScsiDisk>(luns);
-        _sortedLuns = [.. _luns.Keys.Order()];
+        _lunMap = new ScsiLunMap(_luns);
         _logger = logger ?? NullLogger.Instance;
     }
 
@@ -95,7 +95,7 @@ public sealed class IscsiTarget : IAsyncDisposable
 
     internal IscsiTargetOptions Options => _options;
 
-    internal int[] SortedLuns => _sortedLuns;
+    internal ScsiLunMap LunMap => _lunMap;
 
     internal IReadOnlyDictionary<int, ScsiDisk> Luns => _luns;
 

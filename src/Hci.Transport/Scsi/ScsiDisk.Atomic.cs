@@ -145,16 +145,7 @@ public sealed partial class ScsiDisk
 
         await _compareAndWrite.WaitAsync().ConfigureAwait(false);
         task.AtomicHeld = true;
-        lock (_lock)
-        {
-            if (Conflicts(task.Cdb, task.Nexus))
-            {
-                task.Refuse(ScsiStatus.ReservationConflict);
-                return false;
-            }
-        }
-
-        return true;
+        return StillAdmitted(task);
     }
 
     /// <summary>Ends a write's part in the exclusion: its count, or the atomic lock it waited for.</summary>
@@ -173,5 +164,7 @@ public sealed partial class ScsiDisk
         }
     }
 
-    private static bool WritesMedium(byte opcode) => opcode is 0x0A or 0x2A or 0xAA or 0x8A or 0x2E or 0xAE or 0x8E or 0x41 or 0x93 or 0x42;
+    private static bool WritesMedium(byte opcode) => opcode is ScsiOpcode.Write6 or ScsiOpcode.Write10 or ScsiOpcode.Write12 or ScsiOpcode.Write16
+        or ScsiOpcode.WriteAndVerify10 or ScsiOpcode.WriteAndVerify12 or ScsiOpcode.WriteAndVerify16 or ScsiOpcode.WriteSame10 or ScsiOpcode.WriteSame16
+        or ScsiOpcode.Unmap;
 }

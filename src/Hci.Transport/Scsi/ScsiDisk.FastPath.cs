@@ -39,13 +39,13 @@ public sealed partial class ScsiDisk
         bool write;
         switch (task.Cdb[0])
         {
-            case 0x08 or 0x28 or 0xA8 or 0x88:
+            case ScsiOpcode.Read6 or ScsiOpcode.Read10 or ScsiOpcode.Read12 or ScsiOpcode.Read16:
                 write = false;
                 break;
-            case 0x0A or 0x2A or 0xAA or 0x8A:
+            case ScsiOpcode.Write6 or ScsiOpcode.Write10 or ScsiOpcode.Write12 or ScsiOpcode.Write16:
                 write = true;
                 break;
-            case 0x35 or 0x91 when _device.Supports(BlockDeviceCapabilities.Flush):
+            case ScsiOpcode.SynchronizeCache10 or ScsiOpcode.SynchronizeCache16 when _device.Supports(BlockDeviceCapabilities.Flush):
                 // SYNCHRONIZE CACHE: the whole device's cache (the range is a hint SBC lets a unit widen).
                 task.Status = ScsiStatus.Good;
                 task.DataLength = 0;
@@ -92,7 +92,7 @@ public sealed partial class ScsiDisk
             return ScsiFastPath.Slow; // more than one request: the slow path moves it in pieces
         }
 
-        bool fua = write && ((cdbFlags & 0x08) != 0 || !_writeCache);
+        bool fua = write && ((cdbFlags & CdbFlags.ForceUnitAccess) != 0 || !_writeCache);
         if (fua && !_device.Supports(BlockDeviceCapabilities.ForceUnitAccess))
         {
             return ScsiFastPath.Slow; // emulated with a flush after the write: the slow path does that
@@ -130,14 +130,14 @@ public sealed partial class ScsiDisk
 
         if (write && _device.Supports(BlockDeviceCapabilities.ReadOnly))
         {
-            task.Fail(SenseKey.DataProtect, AscWriteProtected, 0);
+            task.Fail(SenseKey.DataProtect, Asc.WriteProtected);
             return false;
         }
 
         long bytes = (long)blocks * _blockSize;
         if (bytes > MaxTransferBytes)
         {
-            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            task.Fail(SenseKey.IllegalRequest, Asc.InvalidFieldInCdb);
             return false;
         }
 
@@ -162,11 +162,22 @@ public sealed partial class ScsiDisk
         return true;
     }
 
-    /// <summary>Records how a request from <see cref="PrepareFast"/> ended.</summary>
+    /// <summary>Records how a request from <see cref="PrepareFast"/> ended (without its errno: a medium error).</summary>
     /// <param name="task">The command.</param>
     /// <param name="write">Whether it wrote.</param>
     /// <param name="succeeded">Whether the device did it.</param>
     internal void CompleteFast(ScsiTask task, bool write, bool succeeded)
+        => CompleteFast(task, write ? BlockOperation.Write : BlockOperation.Read, succeeded ? BlockError.None : BlockError.Device, 0);
+
+    /// <summary>
+    /// Records how a request from <see cref="PrepareFast"/> ended, reporting a failure with the sense its error and
+    /// errno call for (a thin device out of space is DATA PROTECT, not a medium error).
+    /// </summary>
+    /// <param name="task">The command.</param>
+    /// <param name="request">The completed request.</param>
+    internal void CompleteFast(ScsiTask task, BlockRequest request) => CompleteFast(task, request.Operation, request.Error, request.Errno);
+
+    private void CompleteFast(ScsiTask task, BlockOperation operation, BlockError error, int errno)
     {
         if (task.WriteToken >= 0)
         {
@@ -174,9 +185,10 @@ public sealed partial class ScsiDisk
             task.WriteToken = -1;
         }
 
-        if (!succeeded)
+        if (error != BlockError.None)
         {
-            task.Fail(SenseKey.MediumError, write ? (byte)0x0C : (byte)0x11, 0); // WRITE ERROR, UNRECOVERED READ ERROR
+            var (key, sense) = ScsiDeviceErrors.SenseFor(operation, error, errno);
+            task.Fail(key, sense);
         }
     }
 }
@@ -205,10 +217,16 @@ public sealed partial class ScsiDisk
     /// <returns>The direction; <see cref="ScsiDataDirection.Unknown"/> for opcodes this unit does not serve.</returns>
     internal static ScsiDataDirection DirectionOf(ReadOnlySpan<byte> cdb) => cdb[0] switch
     {
-        0x00 or 0x1B or 0x1E or 0x35 or 0x91 or 0x34 or 0x90 or 0x16 or 0x56 or 0x17 or 0x57 => ScsiDataDirection.None,
-        0x08 or 0x28 or 0xA8 or 0x88 or 0x03 or 0x12 or 0x25 or 0x9E or 0xA3 or 0x1A or 0x5A or 0x5E or 0x37 or 0xB7 or 0xA0 => ScsiDataDirection.In,
-        0x0A or 0x2A or 0xAA or 0x8A or 0x2E or 0xAE or 0x8E or 0x41 or 0x93 or 0x42 or 0x89 or 0x8B or 0x15 or 0x55 or 0x5F => ScsiDataDirection.Out,
-        0x2F or 0xAF or 0x8F => ((cdb[1] >> 1) & 3) == 0 ? ScsiDataDirection.None : ScsiDataDirection.Out, // VERIFY: BYTCHK
+        ScsiOpcode.TestUnitReady or ScsiOpcode.StartStopUnit or ScsiOpcode.PreventAllowMediumRemoval or ScsiOpcode.SynchronizeCache10
+            or ScsiOpcode.SynchronizeCache16 or ScsiOpcode.PreFetch10 or ScsiOpcode.PreFetch16 or ScsiOpcode.Reserve6 or ScsiOpcode.Reserve10
+            or ScsiOpcode.Release6 or ScsiOpcode.Release10 => ScsiDataDirection.None,
+        ScsiOpcode.Read6 or ScsiOpcode.Read10 or ScsiOpcode.Read12 or ScsiOpcode.Read16 or ScsiOpcode.RequestSense or ScsiOpcode.Inquiry
+            or ScsiOpcode.ReadCapacity10 or ScsiOpcode.ServiceActionIn16 or ScsiOpcode.MaintenanceIn or ScsiOpcode.ModeSense6 or ScsiOpcode.ModeSense10
+            or ScsiOpcode.PersistentReserveIn or ScsiOpcode.ReadDefectData10 or ScsiOpcode.ReadDefectData12 or ScsiOpcode.ReportLuns => ScsiDataDirection.In,
+        ScsiOpcode.Write6 or ScsiOpcode.Write10 or ScsiOpcode.Write12 or ScsiOpcode.Write16 or ScsiOpcode.WriteAndVerify10 or ScsiOpcode.WriteAndVerify12
+            or ScsiOpcode.WriteAndVerify16 or ScsiOpcode.WriteSame10 or ScsiOpcode.WriteSame16 or ScsiOpcode.Unmap or ScsiOpcode.CompareAndWrite
+            or ScsiOpcode.OrWrite16 or ScsiOpcode.ModeSelect6 or ScsiOpcode.ModeSelect10 or ScsiOpcode.PersistentReserveOut => ScsiDataDirection.Out,
+        ScsiOpcode.Verify10 or ScsiOpcode.Verify12 or ScsiOpcode.Verify16 => ((cdb[1] >> 1) & 3) == 0 ? ScsiDataDirection.None : ScsiDataDirection.Out, // BYTCHK
         _ => ScsiDataDirection.Unknown,
     };
 }

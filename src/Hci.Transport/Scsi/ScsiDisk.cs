@@ -15,13 +15,6 @@ namespace Hci.Transport.Scsi;
 /// </remarks>
 public sealed partial class ScsiDisk
 {
-    private const byte AscInvalidOpcode = 0x20;
-    private const byte AscLbaOutOfRange = 0x21;
-    private const byte AscInvalidFieldInCdb = 0x24;
-    private const byte AscInvalidFieldInParameterList = 0x26;
-    private const byte AscWriteProtected = 0x27;
-    private const byte AscMiscompare = 0x1D;
-    private const byte AscParameterListLength = 0x1A;
 
     // Most blocks one UNMAP descriptor or WRITE SAME covers (VPD B0h).
     private const uint MaxRangeBlocks = 0x40000;
@@ -109,113 +102,114 @@ public sealed partial class ScsiDisk
         {
             switch (cdb[0])
             {
-                case 0x00: // TEST UNIT READY
+                case ScsiOpcode.TestUnitReady:
                     return;
-                case 0x1B: // START STOP UNIT: the medium is not removable and always ready; accepted
+                case ScsiOpcode.StartStopUnit: // the medium is not removable and always ready; accepted
                     return;
-                case 0x1E: // PREVENT ALLOW MEDIUM REMOVAL: nothing to lock, not removable
+                case ScsiOpcode.PreventAllowMediumRemoval: // nothing to lock, not removable
                     return;
-                case 0x03:
+                case ScsiOpcode.RequestSense:
                     RequestSense(task);
                     return;
-                case 0x12:
+                case ScsiOpcode.Inquiry:
                     Inquiry(task);
                     return;
-                case 0x25:
+                case ScsiOpcode.ReadCapacity10:
                     ReadCapacity10(task);
                     return;
-                case 0x9E when (cdb[1] & 0x1F) == 0x10:
+                case ScsiOpcode.ServiceActionIn16 when (cdb[1] & ScsiServiceAction.Mask) == ScsiServiceAction.ReadCapacity16:
                     ReadCapacity16(task);
                     return;
-                case 0x9E when (cdb[1] & 0x1F) == 0x12:
+                case ScsiOpcode.ServiceActionIn16 when (cdb[1] & ScsiServiceAction.Mask) == ScsiServiceAction.GetLbaStatus:
                     GetLbaStatus(task);
                     return;
-                case 0xA3 when (cdb[1] & 0x1F) == 0x0C:
+                case ScsiOpcode.MaintenanceIn when (cdb[1] & ScsiServiceAction.Mask) == ScsiServiceAction.ReportSupportedOperationCodes:
                     ReportSupportedOperationCodes(task);
                     return;
-                case 0x9E:
-                case 0xA3:
-                    task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0); // service action not supported
+                case ScsiOpcode.ServiceActionIn16:
+                case ScsiOpcode.MaintenanceIn:
+                    task.Fail(SenseKey.IllegalRequest, Asc.InvalidFieldInCdb); // service action not supported
                     return;
-                case 0x1A:
-                case 0x5A:
-                    ModeSense(task, cdb[0] == 0x5A);
+                case ScsiOpcode.ModeSense6:
+                case ScsiOpcode.ModeSense10:
+                    ModeSense(task, cdb[0] == ScsiOpcode.ModeSense10);
                     return;
-                case 0x15:
-                case 0x55:
-                    await ModeSelect(task, cdb[0] == 0x55);
+                case ScsiOpcode.ModeSelect6:
+                case ScsiOpcode.ModeSelect10:
+                    await ModeSelect(task, cdb[0] == ScsiOpcode.ModeSelect10);
                     return;
-                case 0x16: // RESERVE 6
-                case 0x56: // RESERVE 10
+                case ScsiOpcode.Reserve6:
+                case ScsiOpcode.Reserve10:
                     Reserve6(task);
                     return;
-                case 0x17: // RELEASE 6
-                case 0x57: // RELEASE 10
+                case ScsiOpcode.Release6:
+                case ScsiOpcode.Release10:
                     Release6(task);
                     return;
-                case 0x5E:
+                case ScsiOpcode.PersistentReserveIn:
                     PersistentReserveIn(task);
                     return;
-                case 0x5F:
+                case ScsiOpcode.PersistentReserveOut:
                     await PersistentReserveOut(task);
                     return;
-                case 0x37:
-                case 0xB7:
+                case ScsiOpcode.ReadDefectData10:
+                case ScsiOpcode.ReadDefectData12:
                     ReadDefectData(task);
                     return;
-                case 0x08:
-                case 0x28:
-                case 0xA8:
-                case 0x88:
+                case ScsiOpcode.Read6:
+                case ScsiOpcode.Read10:
+                case ScsiOpcode.Read12:
+                case ScsiOpcode.Read16:
                     await ReadWrite(task, write: false);
                     return;
-                case 0x0A:
-                case 0x2A:
-                case 0xAA:
-                case 0x8A:
-                case 0x2E: // WRITE AND VERIFY 10
-                case 0xAE: // WRITE AND VERIFY 12
-                case 0x8E: // WRITE AND VERIFY 16
+                case ScsiOpcode.Write6:
+                case ScsiOpcode.Write10:
+                case ScsiOpcode.Write12:
+                case ScsiOpcode.Write16:
+                case ScsiOpcode.WriteAndVerify10:
+                case ScsiOpcode.WriteAndVerify12:
+                case ScsiOpcode.WriteAndVerify16:
                     await ReadWrite(task, write: true);
                     return;
-                case 0x2F: // VERIFY 10
-                case 0xAF: // VERIFY 12
-                case 0x8F: // VERIFY 16
+                case ScsiOpcode.Verify10:
+                case ScsiOpcode.Verify12:
+                case ScsiOpcode.Verify16:
                     await Verify(task);
                     return;
-                case 0x34: // PRE-FETCH 10
-                case 0x90: // PRE-FETCH 16
+                case ScsiOpcode.PreFetch10:
+                case ScsiOpcode.PreFetch16:
                     PreFetch(task);
                     return;
-                case 0x35: // SYNCHRONIZE CACHE 10
-                case 0x91: // SYNCHRONIZE CACHE 16
+                case ScsiOpcode.SynchronizeCache10:
+                case ScsiOpcode.SynchronizeCache16:
                     if (_device.Supports(BlockDeviceCapabilities.Flush))
                     {
                         await _device.FlushAsync();
                     }
 
                     return;
-                case 0x42:
+                case ScsiOpcode.Unmap:
                     await Unmap(task);
                     return;
-                case 0x41: // WRITE SAME 10
-                case 0x93: // WRITE SAME 16
+                case ScsiOpcode.WriteSame10:
+                case ScsiOpcode.WriteSame16:
                     await WriteSame(task);
                     return;
-                case 0x89:
+                case ScsiOpcode.CompareAndWrite:
                     await CompareAndWrite(task);
                     return;
-                case 0x8B:
+                case ScsiOpcode.OrWrite16:
                     await OrWrite(task);
                     return;
                 default:
-                    task.Fail(SenseKey.IllegalRequest, AscInvalidOpcode, 0);
+                    task.Fail(SenseKey.IllegalRequest, Asc.InvalidCommandOperationCode);
                     return;
             }
         }
-        catch (BlockDeviceException)
+        catch (BlockDeviceException e)
         {
-            task.Fail(SenseKey.MediumError, 0x11, 0x00); // UNRECOVERED READ ERROR (or write: 0x0C)
+            var (key, asc) = ScsiDeviceErrors.SenseFor(e);
+            task.Fail(key, asc);
         }
     }
 
@@ -224,12 +218,12 @@ public sealed partial class ScsiDisk
         // What the initiator asked for in the CDB bounds the data; less than that is not an overflow.
         int allocation = task.Cdb[0] switch
         {
-            0x12 => AllocationLength(task.Cdb, 3, 2), // INQUIRY
-            0x1A or 0x03 => task.Cdb[4], // MODE SENSE 6, REQUEST SENSE
-            0x5A => AllocationLength(task.Cdb, 7, 2), // MODE SENSE 10
-            0x9E => AllocationLength(task.Cdb, 10, 4), // READ CAPACITY 16, GET LBA STATUS
-            0x5E or 0x37 => AllocationLength(task.Cdb, 7, 2), // PERSISTENT RESERVE IN, READ DEFECT DATA 10
-            0xA3 or 0xB7 => AllocationLength(task.Cdb, 6, 4), // REPORT SUPPORTED OPERATION CODES, READ DEFECT DATA 12
+            ScsiOpcode.Inquiry => AllocationLength(task.Cdb, 3, 2),
+            ScsiOpcode.ModeSense6 or ScsiOpcode.RequestSense => task.Cdb[4],
+            ScsiOpcode.ModeSense10 => AllocationLength(task.Cdb, 7, 2),
+            ScsiOpcode.ServiceActionIn16 => AllocationLength(task.Cdb, 10, 4), // READ CAPACITY 16, GET LBA STATUS
+            ScsiOpcode.PersistentReserveIn or ScsiOpcode.ReadDefectData10 => AllocationLength(task.Cdb, 7, 2),
+            ScsiOpcode.MaintenanceIn or ScsiOpcode.ReadDefectData12 => AllocationLength(task.Cdb, 6, 4), // REPORT SUPPORTED OPERATION CODES
             _ => int.MaxValue,
         };
         data = data[..Math.Min(data.Length, allocation)];
@@ -247,11 +241,11 @@ public sealed partial class ScsiDisk
     private void Inquiry(ScsiTask task)
     {
         byte[] cdb = task.Cdb;
-        bool evpd = (cdb[1] & 0x01) != 0;
+        bool evpd = (cdb[1] & CdbFlags.EnableVpd) != 0;
         byte page = cdb[2];
         if ((cdb[1] & 0xFE) != 0 || (!evpd && page != 0))
         {
-            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            task.Fail(SenseKey.IllegalRequest, Asc.InvalidFieldInCdb);
             return;
         }
 
@@ -278,15 +272,15 @@ public sealed partial class ScsiDisk
         int length;
         switch (page)
         {
-            case 0x00:
-                ReadOnlySpan<byte> pages = [0x00, 0x80, 0x83, 0xB0, 0xB1, 0xB2];
+            case VpdPage.SupportedPages:
+                ReadOnlySpan<byte> pages = [VpdPage.SupportedPages, VpdPage.UnitSerialNumber, VpdPage.DeviceIdentification, VpdPage.BlockLimits, VpdPage.BlockDeviceCharacteristics, VpdPage.LogicalBlockProvisioning];
                 pages.CopyTo(d[4..]);
                 length = pages.Length;
                 break;
-            case 0x80:
+            case VpdPage.UnitSerialNumber:
                 length = Encoding.ASCII.GetBytes(_serial, d[4..]);
                 break;
-            case 0x83:
+            case VpdPage.DeviceIdentification:
             {
                 // NAA designator for the unit, then a T10 vendor id designator.
                 var p = d[4..];
@@ -304,7 +298,7 @@ public sealed partial class ScsiDisk
                 break;
             }
 
-            case 0xB0:
+            case VpdPage.BlockLimits:
             {
                 length = 0x3C;
                 uint maxBlocks = (uint)(MaxTransferBytes / _blockSize);
@@ -322,11 +316,11 @@ public sealed partial class ScsiDisk
                 break;
             }
 
-            case 0xB1:
+            case VpdPage.BlockDeviceCharacteristics:
                 length = 0x3C;
                 BinaryPrimitives.WriteUInt16BigEndian(d[4..], 0x0001); // non-rotating medium
                 break;
-            case 0xB2:
+            case VpdPage.LogicalBlockProvisioning:
                 length = 4;
                 if (_device.Supports(BlockDeviceCapabilities.Discard))
                 {
@@ -336,7 +330,7 @@ public sealed partial class ScsiDisk
 
                 break;
             default:
-                task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+                task.Fail(SenseKey.IllegalRequest, Asc.InvalidFieldInCdb);
                 return;
         }
 
@@ -369,11 +363,11 @@ public sealed partial class ScsiDisk
     private void ModeSense(ScsiTask task, bool ten)
     {
         byte[] cdb = task.Cdb;
-        int page = cdb[2] & 0x3F;
+        int page = cdb[2] & ModePage.CodeMask;
         int control = cdb[2] >> 6; // 0 current, 1 changeable, 2 default, 3 saved
         if (control == 3)
         {
-            task.Fail(SenseKey.IllegalRequest, 0x39, 0x00); // SAVING PARAMETERS NOT SUPPORTED
+            task.Fail(SenseKey.IllegalRequest, Asc.SavingParametersNotSupported); // SAVING PARAMETERS NOT SUPPORTED
             return;
         }
 
@@ -381,7 +375,7 @@ public sealed partial class ScsiDisk
         int n = ModePages(pages, page, control);
         if (n == 0)
         {
-            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            task.Fail(SenseKey.IllegalRequest, Asc.InvalidFieldInCdb);
             return;
         }
 
@@ -411,17 +405,17 @@ public sealed partial class ScsiDisk
     {
         pages[..64].Clear();
         int n = 0;
-        if (page is 0x08 or 0x3F)
+        if (page is ModePage.Caching or ModePage.AllPages)
         {
-            pages[n] = 0x08;
+            pages[n] = ModePage.Caching;
             pages[n + 1] = 0x12;
-            pages[n + 2] = control == 0 && !_writeCache ? (byte)0 : (byte)0x04; // WCE: changeable, on by default
+            pages[n + 2] = control == 0 && !_writeCache ? (byte)0 : ModePage.WriteCacheEnable; // changeable, on by default
             n += 20;
         }
 
-        if (page is 0x0A or 0x3F)
+        if (page is ModePage.Control or ModePage.AllPages)
         {
-            pages[n] = 0x0A;
+            pages[n] = ModePage.Control;
             pages[n + 1] = 0x0A;
             if (control != 1)
             {
@@ -432,9 +426,9 @@ public sealed partial class ScsiDisk
             n += 12;
         }
 
-        if (page is 0x1C or 0x3F)
+        if (page is ModePage.InformationalExceptionsControl or ModePage.AllPages)
         {
-            pages[n] = 0x1C;
+            pages[n] = ModePage.InformationalExceptionsControl;
             pages[n + 1] = 0x0A;
             n += 12;
         }
@@ -453,7 +447,7 @@ public sealed partial class ScsiDisk
         int listLength = ten ? BinaryPrimitives.ReadUInt16BigEndian(cdb.AsSpan(7)) : cdb[4];
         if ((cdb[1] & 0x01) != 0 || (cdb[1] & 0xEE) != 0)
         {
-            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0); // SP (saving not supported), reserved bits
+            task.Fail(SenseKey.IllegalRequest, Asc.InvalidFieldInCdb); // SP (saving not supported), reserved bits
             return;
         }
 
@@ -464,7 +458,7 @@ public sealed partial class ScsiDisk
 
         if (task.Buffer == null || task.ExpectedLength < listLength || task.Buffer.Length < listLength)
         {
-            task.Fail(SenseKey.IllegalRequest, AscParameterListLength, 0);
+            task.Fail(SenseKey.IllegalRequest, Asc.ParameterListLengthError);
             return;
         }
 
@@ -472,7 +466,7 @@ public sealed partial class ScsiDisk
         int header = ten ? 8 : 4;
         if (listLength < header)
         {
-            task.Fail(SenseKey.IllegalRequest, AscParameterListLength, 0);
+            task.Fail(SenseKey.IllegalRequest, Asc.ParameterListLengthError);
             return;
         }
 
@@ -480,13 +474,13 @@ public sealed partial class ScsiDisk
         int descriptors = ten ? BinaryPrimitives.ReadUInt16BigEndian(list[6..]) : list[3];
         if (ten && (list[4] & 0x01) != 0)
         {
-            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInParameterList, 0); // LONGLBA: not supported
+            task.Fail(SenseKey.IllegalRequest, Asc.InvalidFieldInParameterList); // LONGLBA: not supported
             return;
         }
 
         if (descriptors % 8 != 0 || header + descriptors > listLength)
         {
-            task.Fail(SenseKey.IllegalRequest, AscParameterListLength, 0);
+            task.Fail(SenseKey.IllegalRequest, Asc.ParameterListLengthError);
             return;
         }
 
@@ -495,7 +489,7 @@ public sealed partial class ScsiDisk
             uint size = BinaryPrimitives.ReadUInt32BigEndian(list[(at + 4)..]) & 0xFFFFFF;
             if (size != (uint)_blockSize)
             {
-                task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInParameterList, 0);
+                task.Fail(SenseKey.IllegalRequest, Asc.InvalidFieldInParameterList);
                 return;
             }
         }
@@ -507,33 +501,33 @@ public sealed partial class ScsiDisk
         {
             if (listLength - at < 2 || at + 2 + list[at + 1] > listLength)
             {
-                task.Fail(SenseKey.IllegalRequest, AscParameterListLength, 0);
+                task.Fail(SenseKey.IllegalRequest, Asc.ParameterListLengthError);
                 return;
             }
 
             var page = list.Slice(at, 2 + list[at + 1]);
-            int code = page[0] & 0x3F;
-            int n = code == 0x3F || (page[0] & 0x40) != 0 ? 0 : ModePages(current, code, control: 0); // no subpages
+            int code = page[0] & ModePage.CodeMask;
+            int n = code == ModePage.AllPages || (page[0] & ModePage.SubPageFormat) != 0 ? 0 : ModePages(current, code, control: 0); // no subpages
             if (n == 0 || page.Length != n)
             {
-                task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInParameterList, 0);
+                task.Fail(SenseKey.IllegalRequest, Asc.InvalidFieldInParameterList);
                 return;
             }
 
             // PS (bit 7 of byte 0) is reserved in MODE SELECT; WCE may differ, nothing else may.
-            bool wceSet = code == 0x08 && (page[2] & 0x04) != 0;
-            if (code == 0x08)
+            bool wceSet = code == ModePage.Caching && (page[2] & ModePage.WriteCacheEnable) != 0;
+            if (code == ModePage.Caching)
             {
-                current[2] = (byte)((current[2] & ~0x04) | (page[2] & 0x04));
+                current[2] = (byte)((current[2] & ~ModePage.WriteCacheEnable) | (page[2] & ModePage.WriteCacheEnable));
             }
 
-            if ((page[0] & 0x80) != 0 || !page[1..].SequenceEqual(current[1..n]))
+            if ((page[0] & ModePage.ParametersSaveable) != 0 || !page[1..].SequenceEqual(current[1..n]))
             {
-                task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInParameterList, 0);
+                task.Fail(SenseKey.IllegalRequest, Asc.InvalidFieldInParameterList);
                 return;
             }
 
-            if (code == 0x08)
+            if (code == ModePage.Caching)
             {
                 wce = wceSet;
             }
@@ -555,7 +549,7 @@ public sealed partial class ScsiDisk
     {
         if (lba > (ulong)_blocks || blocks > (ulong)_blocks - lba)
         {
-            task.Fail(SenseKey.IllegalRequest, AscLbaOutOfRange, 0);
+            task.Fail(SenseKey.IllegalRequest, Asc.LbaOutOfRange);
             return false;
         }
 
@@ -564,18 +558,19 @@ public sealed partial class ScsiDisk
 
     private static (ulong Lba, ulong Blocks, byte Flags) Decode(byte[] cdb) => cdb[0] switch
     {
-        0x08 or 0x0A => ((ulong)(((cdb[1] & 0x1F) << 16) | (cdb[2] << 8) | cdb[3]), cdb[4] == 0 ? 256UL : cdb[4], 0),
-        0x28 or 0x2A or 0x2E or 0x2F or 0x34 or 0x41 => (BinaryPrimitives.ReadUInt32BigEndian(cdb.AsSpan(2)), BinaryPrimitives.ReadUInt16BigEndian(cdb.AsSpan(7)), cdb[1]),
-        0xA8 or 0xAA or 0xAE or 0xAF => (BinaryPrimitives.ReadUInt32BigEndian(cdb.AsSpan(2)), BinaryPrimitives.ReadUInt32BigEndian(cdb.AsSpan(6)), cdb[1]),
+        ScsiOpcode.Read6 or ScsiOpcode.Write6 => ((ulong)(((cdb[1] & 0x1F) << 16) | (cdb[2] << 8) | cdb[3]), cdb[4] == 0 ? 256UL : cdb[4], 0),
+        ScsiOpcode.Read10 or ScsiOpcode.Write10 or ScsiOpcode.WriteAndVerify10 or ScsiOpcode.Verify10 or ScsiOpcode.PreFetch10 or ScsiOpcode.WriteSame10
+            => (BinaryPrimitives.ReadUInt32BigEndian(cdb.AsSpan(2)), BinaryPrimitives.ReadUInt16BigEndian(cdb.AsSpan(7)), cdb[1]),
+        ScsiOpcode.Read12 or ScsiOpcode.Write12 or ScsiOpcode.WriteAndVerify12 or ScsiOpcode.Verify12 => (BinaryPrimitives.ReadUInt32BigEndian(cdb.AsSpan(2)), BinaryPrimitives.ReadUInt32BigEndian(cdb.AsSpan(6)), cdb[1]),
         _ => (BinaryPrimitives.ReadUInt64BigEndian(cdb.AsSpan(2)), BinaryPrimitives.ReadUInt32BigEndian(cdb.AsSpan(10)), cdb[1]),
     };
 
     // No protection information here: any RDPROTECT/WRPROTECT/VRPROTECT value but 0 is refused (SBC-3).
     private static bool ProtectField(ScsiTask task)
     {
-        if (task.Cdb[0] is not (0x08 or 0x0A) && (task.Cdb[1] & 0xE0) != 0)
+        if (task.Cdb[0] is not (ScsiOpcode.Read6 or ScsiOpcode.Write6) && (task.Cdb[1] & CdbFlags.Protect) != 0)
         {
-            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            task.Fail(SenseKey.IllegalRequest, Asc.InvalidFieldInCdb);
             return true;
         }
 
@@ -598,7 +593,7 @@ public sealed partial class ScsiDisk
         if (write)
         {
             // WRITE AND VERIFY: what is verified must be on the medium, so it is written through.
-            await WriteThrough(offset, memory, fua: (flags & 0x08) != 0 || task.Cdb[0] is 0x2E or 0xAE or 0x8E);
+            await WriteThrough(offset, memory, fua: (flags & CdbFlags.ForceUnitAccess) != 0 || task.Cdb[0] is ScsiOpcode.WriteAndVerify10 or ScsiOpcode.WriteAndVerify12 or ScsiOpcode.WriteAndVerify16);
         }
         else
         {
@@ -635,7 +630,7 @@ public sealed partial class ScsiDisk
         int bytchk = (flags >> 1) & 0x3;
         if (bytchk == 2)
         {
-            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            task.Fail(SenseKey.IllegalRequest, Asc.InvalidFieldInCdb);
             return;
         }
 
@@ -648,7 +643,7 @@ public sealed partial class ScsiDisk
         int dataOut = bytchk == 1 ? (int)Math.Min(bytes, int.MaxValue) : _blockSize;
         if (bytes > MaxTransferBytes || task.Buffer == null || task.ExpectedLength < dataOut || task.Buffer.Length < dataOut)
         {
-            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            task.Fail(SenseKey.IllegalRequest, Asc.InvalidFieldInCdb);
             return;
         }
 
@@ -668,7 +663,7 @@ public sealed partial class ScsiDisk
                 int same = medium.Span.Slice(block, size).CommonPrefixLength(want);
                 if (same < size)
                 {
-                    task.Fail(SenseKey.Miscompare, AscMiscompare, 0, (uint)(at + block + same));
+                    task.Fail(SenseKey.Miscompare, Asc.MiscompareDuringVerify, (uint)(at + block + same));
                     return;
                 }
             }
@@ -704,13 +699,13 @@ public sealed partial class ScsiDisk
         int descriptors = BinaryPrimitives.ReadUInt16BigEndian(list.Span[2..]);
         if (descriptors % 16 != 0 || 8 + descriptors > list.Length)
         {
-            task.Fail(SenseKey.IllegalRequest, AscParameterListLength, 0);
+            task.Fail(SenseKey.IllegalRequest, Asc.ParameterListLengthError);
             return;
         }
 
         if (_device.Supports(BlockDeviceCapabilities.ReadOnly))
         {
-            task.Fail(SenseKey.DataProtect, AscWriteProtected, 0);
+            task.Fail(SenseKey.DataProtect, Asc.WriteProtected);
             return;
         }
 
@@ -721,7 +716,7 @@ public sealed partial class ScsiDisk
             uint count = BinaryPrimitives.ReadUInt32BigEndian(d[8..]);
             if (lba > (ulong)_blocks || count > (ulong)_blocks - lba)
             {
-                task.Fail(SenseKey.IllegalRequest, AscLbaOutOfRange, 0);
+                task.Fail(SenseKey.IllegalRequest, Asc.LbaOutOfRange);
                 return;
             }
         }
@@ -756,9 +751,9 @@ public sealed partial class ScsiDisk
         }
 
         // ANCHOR is not supported (ANC_SUP is 0), nor NDOB (WRITE SAME 16 only; bit 0 is obsolete in the 10).
-        if ((flags & 0x10) != 0 || (task.Cdb[0] == 0x93 && (flags & 0x01) != 0))
+        if ((flags & CdbFlags.Anchor) != 0 || (task.Cdb[0] == ScsiOpcode.WriteSame16 && (flags & CdbFlags.NoDataOutBuffer) != 0))
         {
-            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            task.Fail(SenseKey.IllegalRequest, Asc.InvalidFieldInCdb);
             return;
         }
 
@@ -767,7 +762,7 @@ public sealed partial class ScsiDisk
             // Zero blocks: to the end of the medium (WSNZ is 0).
             if (lba >= (ulong)_blocks)
             {
-                task.Fail(SenseKey.IllegalRequest, AscLbaOutOfRange, 0);
+                task.Fail(SenseKey.IllegalRequest, Asc.LbaOutOfRange);
                 return;
             }
 
@@ -781,20 +776,20 @@ public sealed partial class ScsiDisk
 
         if (blocks > MaxWriteSameBlocks)
         {
-            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            task.Fail(SenseKey.IllegalRequest, Asc.InvalidFieldInCdb);
             return;
         }
 
         // The Data-Out is exactly one block.
         if (task.Buffer == null || task.ExpectedLength != _blockSize || task.Buffer.Length < _blockSize)
         {
-            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            task.Fail(SenseKey.IllegalRequest, Asc.InvalidFieldInCdb);
             return;
         }
 
         if (_device.Supports(BlockDeviceCapabilities.ReadOnly))
         {
-            task.Fail(SenseKey.DataProtect, AscWriteProtected, 0);
+            task.Fail(SenseKey.DataProtect, Asc.WriteProtected);
             return;
         }
 
@@ -810,7 +805,7 @@ public sealed partial class ScsiDisk
 
         // UNMAP set with a block of zeros: the blocks are unmapped where the device can, and then read back as zeros
         // (LBPRZ). With any other block the pattern is written: an unmapped block would not read back as that block.
-        if (zero && (flags & 0x08) != 0 && _device.Supports(BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.DiscardZeroesData))
+        if (zero && (flags & CdbFlags.Unmap) != 0 && _device.Supports(BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.DiscardZeroesData))
         {
             try
             {
@@ -864,7 +859,7 @@ public sealed partial class ScsiDisk
         long bytes = (long)blocks * _blockSize;
         if (blocks > MaxCompareBlocks || task.ExpectedLength != 2 * bytes || (blocks > 0 && (task.Buffer == null || task.Buffer.Length < 2 * bytes)))
         {
-            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            task.Fail(SenseKey.IllegalRequest, Asc.InvalidFieldInCdb);
             return;
         }
 
@@ -875,7 +870,7 @@ public sealed partial class ScsiDisk
 
         if (_device.Supports(BlockDeviceCapabilities.ReadOnly))
         {
-            task.Fail(SenseKey.DataProtect, AscWriteProtected, 0);
+            task.Fail(SenseKey.DataProtect, Asc.WriteProtected);
             return;
         }
 
@@ -897,12 +892,12 @@ public sealed partial class ScsiDisk
             if (same < length)
             {
                 // SBC-3 5.2: the INFORMATION field holds the offset of the first byte that differs.
-                task.Fail(SenseKey.Miscompare, AscMiscompare, 0, (uint)same);
+                task.Fail(SenseKey.Miscompare, Asc.MiscompareDuringVerify, (uint)same);
                 return;
             }
 
             task.Buffer.Span.Slice(length, length).CopyTo(medium.Span);
-            await WriteThrough(offset, medium.Memory, (task.Cdb[1] & 0x08) != 0);
+            await WriteThrough(offset, medium.Memory, (task.Cdb[1] & CdbFlags.ForceUnitAccess) != 0);
         }
         finally
         {
@@ -923,7 +918,7 @@ public sealed partial class ScsiDisk
         long bytes = (long)blocks * _blockSize;
         if (bytes > MaxTransferBytes)
         {
-            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            task.Fail(SenseKey.IllegalRequest, Asc.InvalidFieldInCdb);
             return;
         }
 
@@ -935,13 +930,13 @@ public sealed partial class ScsiDisk
 
         if (_device.Supports(BlockDeviceCapabilities.ReadOnly))
         {
-            task.Fail(SenseKey.DataProtect, AscWriteProtected, 0);
+            task.Fail(SenseKey.DataProtect, Asc.WriteProtected);
             return;
         }
 
         if (task.Buffer == null || task.ExpectedLength < bytes || task.Buffer.Length < bytes)
         {
-            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            task.Fail(SenseKey.IllegalRequest, Asc.InvalidFieldInCdb);
             return;
         }
 
@@ -969,7 +964,7 @@ public sealed partial class ScsiDisk
                     m[i] |= d[i];
                 }
 
-                await WriteThrough(offset + at, medium.Memory[..n], (flags & 0x08) != 0);
+                await WriteThrough(offset + at, medium.Memory[..n], (flags & CdbFlags.ForceUnitAccess) != 0);
             }
         }
         finally
@@ -995,7 +990,7 @@ public sealed partial class ScsiDisk
         var (lba, blocks, _) = Decode(task.Cdb);
         if ((task.Cdb[1] & 0xF8) != 0)
         {
-            task.Fail(SenseKey.IllegalRequest, AscInvalidFieldInCdb, 0);
+            task.Fail(SenseKey.IllegalRequest, Asc.InvalidFieldInCdb);
             return;
         }
 
@@ -1005,15 +1000,14 @@ public sealed partial class ScsiDisk
 
     private void RequestSense(ScsiTask task)
     {
-        Span<byte> d = stackalloc byte[18];
-        d.Clear();
-        d[0] = 0x70;
-        d[7] = 10;
-        if (TakeAttentionFor(task.Nexus) is ushort ua)
+        Span<byte> d = stackalloc byte[ScsiTask.FixedSenseLength];
+        if (_reservations.TakeAttention(task.Nexus) is Asc ua)
         {
-            d[2] = SenseKey.UnitAttention;
-            d[12] = (byte)(ua >> 8);
-            d[13] = (byte)ua;
+            ScsiTask.WriteSense(d, SenseKey.UnitAttention, ua);
+        }
+        else
+        {
+            ScsiTask.WriteSense(d, SenseKey.NoSense, Asc.None);
         }
 
         Reply(task, d);
@@ -1024,7 +1018,7 @@ public sealed partial class ScsiDisk
         // No defect list is kept: an empty list in the format asked for (PLIST, GLIST and format echoed).
         Span<byte> d = stackalloc byte[8];
         d.Clear();
-        if (task.Cdb[0] == 0x37)
+        if (task.Cdb[0] == ScsiOpcode.ReadDefectData10)
         {
             d[1] = (byte)(task.Cdb[2] & 0x1F);
             Reply(task, d[..4]);
@@ -1041,7 +1035,7 @@ public sealed partial class ScsiDisk
         ulong lba = BinaryPrimitives.ReadUInt64BigEndian(task.Cdb.AsSpan(2));
         if (lba >= (ulong)_blocks)
         {
-            task.Fail(SenseKey.IllegalRequest, AscLbaOutOfRange, 0);
+            task.Fail(SenseKey.IllegalRequest, Asc.LbaOutOfRange);
             return;
         }
 

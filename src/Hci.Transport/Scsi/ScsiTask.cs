@@ -62,7 +62,7 @@ public static class SenseKey
 /// </summary>
 public sealed class ScsiTask
 {
-    private readonly byte[] _sense = new byte[18];
+    private readonly byte[] _sense = new byte[FixedSenseLength];
 
     /// <summary>The CDB (up to 16 bytes, zero padded).</summary>
     public byte[] Cdb { get; } = new byte[16];
@@ -109,16 +109,35 @@ public sealed class ScsiTask
         WriteSense(_sense, key, asc, ascq);
     }
 
+    /// <summary>Sets the task's result to CHECK CONDITION with fixed-format sense.</summary>
+    /// <param name="key">The sense key.</param>
+    /// <param name="sense">Additional sense code and qualifier.</param>
+    internal void Fail(byte key, Asc sense) => Fail(key, (byte)((ushort)sense >> 8), (byte)sense);
+
+    /// <summary>Sets the task's result to CHECK CONDITION with fixed-format sense and a valid INFORMATION field.</summary>
+    /// <param name="key">The sense key.</param>
+    /// <param name="sense">Additional sense code and qualifier.</param>
+    /// <param name="information">The INFORMATION field.</param>
+    internal void Fail(byte key, Asc sense, uint information) => Fail(key, (byte)((ushort)sense >> 8), (byte)sense, information);
+
+    // Fixed-format sense data (SPC-4 4.5.3): response code, VALID bit, additional sense length.
+    internal const byte FixedCurrentSense = 0x70;
+    internal const byte SenseValid = 0x80;
+    internal const int FixedSenseLength = 18;
+
     /// <summary>Writes fixed-format sense data (SPC-4, 4.5.3) for a current error: 18 bytes.</summary>
     internal static void WriteSense(Span<byte> sense, byte key, byte asc, byte ascq)
     {
-        sense[..18].Clear();
-        sense[0] = 0x70; // current error, fixed format
+        sense[..FixedSenseLength].Clear();
+        sense[0] = FixedCurrentSense; // current error, fixed format
         sense[2] = key;
-        sense[7] = 10; // additional sense length
+        sense[7] = FixedSenseLength - 8; // additional sense length
         sense[12] = asc;
         sense[13] = ascq;
     }
+
+    /// <summary>Writes fixed-format sense data (SPC-4, 4.5.3) for a current error: 18 bytes.</summary>
+    internal static void WriteSense(Span<byte> sense, byte key, Asc asc) => WriteSense(sense, key, (byte)((ushort)asc >> 8), (byte)asc);
 
     /// <summary>
     /// Sets the task's result to CHECK CONDITION with fixed-format sense whose INFORMATION field is valid (for a
@@ -131,7 +150,7 @@ public sealed class ScsiTask
     public void Fail(byte key, byte asc, byte ascq, uint information)
     {
         Fail(key, asc, ascq);
-        _sense[0] |= 0x80; // VALID
+        _sense[0] |= SenseValid;
         System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(_sense.AsSpan(3), information);
     }
 

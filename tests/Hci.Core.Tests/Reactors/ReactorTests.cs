@@ -192,7 +192,7 @@ public sealed class ReactorTests
     [Fact]
     public async Task AQueueOpenedOnTheReactorCompletesOnItsThreadAndTheReactorSleepsOnIt()
     {
-        await using var t = TestDevice.Create(DeviceKind.IoUring);
+        await using var t = CoreDevices.IoUring();
         using var reactor = new Reactor(new ReactorOptions { PollWindow = TimeSpan.Zero });
         using var buffer = new AlignedBuffer(4096);
         var handler = new Completions();

@@ -5,6 +5,7 @@ using System.Net.Sockets;
 using System.Text;
 using Hci.Transport.Iscsi;
 using Hci.Transport.Scsi;
+using static Hci.Testing.IscsiProbe;
 
 namespace Hci.Transport.Tests.Fuzz;
 
@@ -268,90 +269,5 @@ public sealed class IscsiSequenceFuzzTests(Xunit.Abstractions.ITestOutputHelper 
         return s;
     }
 
-    private static byte[] LoginPdu(byte isid, bool transit, string text)
-    {
-        byte[] body = Encoding.ASCII.GetBytes(text);
-        var pdu = new byte[48 + ((body.Length + 3) & ~3)];
-        pdu[0] = 0x43;
-        pdu[1] = transit ? (byte)0x87 : (byte)0x00;
-        pdu[5] = (byte)(body.Length >> 16);
-        pdu[6] = (byte)(body.Length >> 8);
-        pdu[7] = (byte)body.Length;
-        pdu[8] = 0x80;
-        pdu[13] = isid;
-        BinaryPrimitives.WriteUInt32BigEndian(pdu.AsSpan(24), 1);
-        body.CopyTo(pdu, 48);
-        return pdu;
-    }
-
-    internal static async Task<bool> Login(Socket s, byte isid)
-    {
-        await s.SendAsync(LoginPdu(isid, transit: true, $"InitiatorName=iqn.2026-12.org.hci.test:fuzzer\0TargetName={Iqn}\0SessionType=Normal\0MaxRecvDataSegmentLength=65536\0"));
-        var (header, _) = await ReadPdu(s);
-        return header != null && header[0] == 0x23 && header[36] == 0 && (header[1] & 0x80) != 0;
-    }
-
-    internal static async Task<int> Command(Socket s, uint cmdSn, byte[] cdb, int readLength)
-    {
-        var pdu = new byte[48];
-        pdu[0] = 0x01;
-        pdu[1] = (byte)(0x80 | (readLength > 0 ? 0x40 : 0));
-        BinaryPrimitives.WriteUInt64BigEndian(pdu.AsSpan(8), 1UL << 48);
-        BinaryPrimitives.WriteUInt32BigEndian(pdu.AsSpan(16), cmdSn);
-        BinaryPrimitives.WriteUInt32BigEndian(pdu.AsSpan(20), (uint)readLength);
-        BinaryPrimitives.WriteUInt32BigEndian(pdu.AsSpan(24), cmdSn);
-        cdb.CopyTo(pdu, 32);
-        await s.SendAsync(pdu);
-        while (true)
-        {
-            var (header, _) = await ReadPdu(s);
-            if (header == null)
-            {
-                return -1;
-            }
-
-            if (header[0] == 0x21 || (header[0] == 0x25 && (header[1] & 0x01) != 0))
-            {
-                return header[3];
-            }
-        }
-    }
-
-    private static async Task<(byte[]? Header, byte[] Data)> ReadPdu(Socket s)
-    {
-        var header = new byte[48];
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        try
-        {
-            for (int have = 0; have < 48;)
-            {
-                int n = await s.ReceiveAsync(header.AsMemory(have), SocketFlags.None, timeout.Token);
-                if (n == 0)
-                {
-                    return (null, []);
-                }
-
-                have += n;
-            }
-
-            int length = ((header[5] << 16) | (header[6] << 8) | header[7]) + 3 & ~3;
-            var data = new byte[length];
-            for (int have = 0; have < length;)
-            {
-                int n = await s.ReceiveAsync(data.AsMemory(have), SocketFlags.None, timeout.Token);
-                if (n == 0)
-                {
-                    return (null, []);
-                }
-
-                have += n;
-            }
-
-            return (header, data);
-        }
-        catch (SocketException)
-        {
-            return (null, []);
-        }
-    }
+    private static Task<bool> Login(Socket s, byte isid) => IscsiProbe.Login(s, "iqn.2026-12.org.hci.test:fuzzer", Iqn, isid);
 }

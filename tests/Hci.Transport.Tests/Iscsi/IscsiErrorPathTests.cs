@@ -5,7 +5,9 @@ using Hci.Core.Devices;
 using Hci.Core.Devices.Decorators;
 using Hci.Transport.Iscsi;
 using Hci.Transport.Scsi;
-using static Hci.Transport.Tests.IscsiDataPathTests;
+using static Hci.Testing.Deadline;
+using static Hci.Testing.RawInitiator;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Hci.Transport.Tests;
 
@@ -154,7 +156,7 @@ public sealed class IscsiErrorPathTests
     [Fact]
     public async Task AbortTaskWaitsForTheIoAtTheDeviceAndDropsItsAnswerAndResetsAreAnswered()
     {
-        var clock = new ManualClock();
+        var clock = new FakeTimeProvider();
         using var device = new DelayBlockDevice(new MemoryBlockDevice(16 << 20), TimeSpan.FromHours(1), TimeSpan.FromHours(1), clock);
         await using var target = StartTarget(device);
         int port = target.LocalEndPoint.Port;
@@ -301,7 +303,7 @@ public sealed class IscsiErrorPathTests
     [Fact]
     public async Task ClosingTheTargetWithWritesHeldAtTheDeviceDrainsThemWithoutACrashOrAHang()
     {
-        var clock = new ManualClock();
+        var clock = new FakeTimeProvider();
         using var memory = new MemoryBlockDevice(16 << 20);
         using var device = new DelayBlockDevice(memory, TimeSpan.FromHours(1), TimeSpan.FromHours(1), clock, ownsInner: false);
         var target = StartTarget(device);
@@ -419,17 +421,5 @@ public sealed class IscsiErrorPathTests
         BinaryPrimitives.WriteUInt64BigEndian(cdb.AsSpan(2), lba);
         BinaryPrimitives.WriteUInt32BigEndian(cdb.AsSpan(10), (uint)blocks);
         return cdb;
-    }
-
-    /// <summary>A clock only the test moves, so I/O stays at the device exactly as long as the test wants.</summary>
-    internal sealed class ManualClock : TimeProvider
-    {
-        private long _ticks;
-
-        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
-
-        public override long GetTimestamp() => Volatile.Read(ref _ticks);
-
-        public void Advance(TimeSpan by) => Interlocked.Add(ref _ticks, by.Ticks);
     }
 }

@@ -6,6 +6,7 @@ using System.Text;
 using Hci.Core.Devices;
 using Hci.Transport.Iscsi;
 using Hci.Transport.Scsi;
+using static Hci.Testing.IscsiProbe;
 
 namespace Hci.Transport.Tests;
 
@@ -243,80 +244,7 @@ public sealed class IscsiHostileTests
     }
 
     // The ISID names the initiator port: a login with the name and ISID of an open session reinstates (closes) it.
-    private static async Task<bool> Login(Socket s, uint cmdSn, byte isid = 1)
-    {
-        var pdu = new byte[48];
-        pdu[0] = 0x43; // immediate login request
-        pdu[1] = 0x87; // transit, operational -> full feature
-        pdu[8] = 0x80;
-        pdu[13] = isid;
-        BinaryPrimitives.WriteUInt32BigEndian(pdu.AsSpan(24), cmdSn);
-        byte[] text = Encoding.ASCII.GetBytes($"InitiatorName=iqn.2026-11.org.hci.test:fuzzer\0TargetName={Iqn}\0SessionType=Normal\0MaxRecvDataSegmentLength=65536\0");
-        pdu[7] = (byte)text.Length;
-        pdu[6] = (byte)(text.Length >> 8);
-        var padded = new byte[(text.Length + 3) & ~3];
-        text.CopyTo(padded, 0);
-        await s.SendAsync(pdu.Concat(padded).ToArray());
-        var (header, _) = await ReadPdu(s);
-        return header != null && header[0] == 0x23 && header[36] == 0 && (header[1] & 0x80) != 0;
-    }
-
-    private static async Task<int> Command(Socket s, uint cmdSn, byte[] cdb, int readLength)
-    {
-        var pdu = new byte[48];
-        pdu[0] = 0x01;
-        pdu[1] = (byte)(0x80 | (readLength > 0 ? 0x40 : 0));
-        BinaryPrimitives.WriteUInt64BigEndian(pdu.AsSpan(8), 1UL << 48);
-        BinaryPrimitives.WriteUInt32BigEndian(pdu.AsSpan(16), cmdSn);
-        BinaryPrimitives.WriteUInt32BigEndian(pdu.AsSpan(20), (uint)readLength);
-        BinaryPrimitives.WriteUInt32BigEndian(pdu.AsSpan(24), cmdSn);
-        cdb.CopyTo(pdu, 32);
-        await s.SendAsync(pdu);
-        while (true)
-        {
-            var (header, _) = await ReadPdu(s);
-            if (header == null)
-            {
-                return -1;
-            }
-
-            if (header[0] == 0x21 || (header[0] == 0x25 && (header[1] & 0x01) != 0))
-            {
-                return header[3];
-            }
-        }
-    }
-
-    private static async Task<(byte[]? Header, byte[] Data)> ReadPdu(Socket s)
-    {
-        var header = new byte[48];
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        for (int have = 0; have < 48;)
-        {
-            int n = await s.ReceiveAsync(header.AsMemory(have), SocketFlags.None, timeout.Token);
-            if (n == 0)
-            {
-                return (null, []);
-            }
-
-            have += n;
-        }
-
-        int length = ((header[5] << 16) | (header[6] << 8) | header[7]) + 3 & ~3;
-        var data = new byte[length];
-        for (int have = 0; have < length;)
-        {
-            int n = await s.ReceiveAsync(data.AsMemory(have), SocketFlags.None, timeout.Token);
-            if (n == 0)
-            {
-                return (null, []);
-            }
-
-            have += n;
-        }
-
-        return (header, data);
-    }
+    private static Task<bool> Login(Socket s, uint cmdSn, byte isid = 1) => IscsiProbe.Login(s, "iqn.2026-11.org.hci.test:fuzzer", Iqn, isid, cmdSn);
 
     /// <summary>
     /// Answers the target's NOP-In pings on an otherwise idle session from a thread of its own until disposed, so that

@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 using Hci.Transport.Vhost;
 using Hci.Transport.Virtio;
 
-namespace Hci.Transport.Tests;
+namespace Hci.Testing;
 
 /// <summary>A fake guest: one memory region in native memory holding a split ring and data buffers.</summary>
 internal sealed unsafe class GuestRing : IDisposable

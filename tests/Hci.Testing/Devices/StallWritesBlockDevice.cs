@@ -1,7 +1,8 @@
 using Hci.Core.Blocks;
 using Hci.Core.Devices.Decorators;
+using Xunit;
 
-namespace Hci.Transport.Tests;
+namespace Hci.Testing;
 
 /// <summary>
 /// Fault injection for the SCSI tests: while stalled, writes are held before they reach the medium (a device that

@@ -3,8 +3,9 @@ using System.Diagnostics;
 using Hci.Transport.Vhost;
 using Hci.Transport.Virtio;
 using Tmds.Linux;
+using Xunit;
 
-namespace Hci.Transport.Tests;
+namespace Hci.Testing;
 
 /// <summary>
 /// A vhost-user front-end written message by message, for tests that need a front-end to do what QEMU would not

@@ -1,0 +1,151 @@
+using System.Buffers.Binary;
+
+namespace Hci.Transport.Scsi;
+
+/// <summary>
+/// A SCSI target device's logical units by number, and the answers that belong to the target rather than to any
+/// one unit (SPC-4 and SAM-5): REPORT LUNS, whichever LUN it is sent to, and the answers for a LUN that does not
+/// exist. Any SCSI transport routes commands through it; it knows nothing of sockets.
+/// </summary>
+/// <remarks>
+/// LUNs are 0 to 16383, encoded in the 8-byte LUN field with peripheral device addressing (00b, up to 255) or flat
+/// space addressing (01b) as SAM-5 4.7 describes; any other encoding names no unit here.
+/// </remarks>
+internal sealed class ScsiLunMap
+{
+    /// <summary>Largest LUN that flat space addressing can name.</summary>
+    public const int MaxLun = 0x3FFF;
+
+    // INQUIRY to an absent LUN: peripheral qualifier 011b (no unit can be there), device type 1Fh (unknown).
+    private const byte NoUnitPeripheral = 0x7F;
+    private const int StandardInquiryLength = 36;
+
+    // LUN field address methods (SAM-5 4.7.2), in the top two bits of its first byte.
+    private const int PeripheralAddressing = 0;
+    private const int FlatSpaceAddressing = 1;
+    private const ushort FlatSpaceMarker = 0x4000;
+
+    private readonly Dictionary<int, ScsiDisk> _units;
+    private readonly int[] _sorted;
+
+    /// <summary>Creates the map.</summary>
+    /// <param name="units">The units by LUN (0 to <see cref="MaxLun"/>).</param>
+    public ScsiLunMap(IReadOnlyDictionary<int, ScsiDisk> units)
+    {
+        ArgumentNullException.ThrowIfNull(units);
+        foreach (int lun in units.Keys)
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(lun, nameof(units));
+            ArgumentOutOfRangeException.ThrowIfGreaterThan(lun, MaxLun, nameof(units));
+        }
+
+        _units = new Dictionary<int, ScsiDisk>(units);
+        _sorted = [.. _units.Keys.Order()];
+    }
+
+    /// <summary>The LUNs, in ascending order.</summary>
+    public IReadOnlyList<int> Luns => _sorted;
+
+    /// <summary>The units by LUN.</summary>
+    public IReadOnlyDictionary<int, ScsiDisk> Units => _units;
+
+    /// <summary>The unit at a LUN; null when there is none.</summary>
+    /// <param name="lun">The LUN (as <see cref="Decode"/> returns it; negative names none).</param>
+    /// <returns>The unit.</returns>
+    public ScsiDisk? Find(int lun) => lun >= 0 ? _units.GetValueOrDefault(lun) : null;
+
+    /// <summary>The LUN an 8-byte LUN field names (SAM-5 4.7), as a big-endian number; -1 when no LUN of this map's form.</summary>
+    /// <param name="field">The LUN field.</param>
+    /// <returns>The LUN, or -1.</returns>
+    public static int Decode(ulong field)
+    {
+        int b0 = (int)(field >> 56);
+        int b1 = (int)(field >> 48) & 0xFF;
+        return (b0 >> 6) switch
+        {
+            PeripheralAddressing => b0 == 0 ? b1 : -1,
+            FlatSpaceAddressing => ((b0 & 0x3F) << 8) | b1,
+            _ => -1,
+        };
+    }
+
+    /// <summary>The 8-byte LUN field for a LUN: peripheral device addressing up to 255, flat space above.</summary>
+    /// <param name="lun">The LUN (0 to <see cref="MaxLun"/>).</param>
+    /// <returns>The field, as a big-endian number.</returns>
+    public static ulong Encode(int lun) => lun < 256 ? (ulong)lun << 48 : (ulong)(FlatSpaceMarker | lun) << 48;
+
+    /// <summary>
+    /// Answers a command that the target answers rather than a unit: REPORT LUNS to any LUN, and every command to an
+    /// absent LUN (INQUIRY with peripheral qualifier 011b; anything else CHECK CONDITION, ILLEGAL REQUEST, LOGICAL
+    /// UNIT NOT SUPPORTED). The task's status and data length are set when it returns true.
+    /// </summary>
+    /// <param name="task">The command.</param>
+    /// <param name="unit">The unit its LUN names; null when none.</param>
+    /// <returns>True when answered here; false when the unit runs it.</returns>
+    public bool TryAnswer(ScsiTask task, ScsiDisk? unit)
+    {
+        ArgumentNullException.ThrowIfNull(task);
+        if (task.Cdb[0] == ScsiOpcode.ReportLuns)
+        {
+            task.Status = ScsiStatus.Good;
+            ReportLuns(task);
+            return true;
+        }
+
+        if (unit != null)
+        {
+            return false;
+        }
+
+        task.Status = ScsiStatus.Good;
+        task.DataLength = 0;
+        if (task.Cdb[0] == ScsiOpcode.Inquiry && task.Buffer != null)
+        {
+            // SPC-4 6.6.2: no unit at this LUN, and none can be.
+            var data = task.Buffer.Span[..Math.Min(StandardInquiryLength, Math.Min(task.ExpectedLength, task.Buffer.Length))];
+            data.Clear();
+            if (data.Length > 0)
+            {
+                data[0] = NoUnitPeripheral;
+            }
+
+            task.DataLength = StandardInquiryLength;
+        }
+        else
+        {
+            task.Fail(SenseKey.IllegalRequest, Asc.LogicalUnitNotSupported);
+        }
+
+        return true;
+    }
+
+    /// <summary>REPORT LUNS (SPC-4 6.33): the LUN list, as much of it as the buffer and the initiator take.</summary>
+    /// <param name="task">The command.</param>
+    public void ReportLuns(ScsiTask task)
+    {
+        ArgumentNullException.ThrowIfNull(task);
+        int size = 8 + (8 * _sorted.Length);
+        task.DataLength = size;
+        if (task.Buffer == null)
+        {
+            return;
+        }
+
+        Span<byte> list = task.Buffer.Span[..Math.Min(task.ExpectedLength, task.Buffer.Length)];
+        Span<byte> entry = stackalloc byte[8];
+        for (int i = 0; i < size && i < list.Length; i += 8)
+        {
+            entry.Clear();
+            if (i == 0)
+            {
+                BinaryPrimitives.WriteUInt32BigEndian(entry, (uint)(8 * _sorted.Length));
+            }
+            else
+            {
+                BinaryPrimitives.WriteUInt64BigEndian(entry, Encode(_sorted[(i / 8) - 1]));
+            }
+
+            entry[..Math.Min(8, list.Length - i)].CopyTo(list[i..]);
+        }
+    }
+}
