@@ -4,4 +4,4 @@ namespace Hci.Transport.Virtio;
 /// <param name="Address">Host pointer.</param>
 /// <param name="Length">Bytes.</param>
 /// <param name="DeviceWritable">True when the device writes it (the guest reads it back).</param>
-public readonly record struct ChainSegment(nint Address, uint Length, bool DeviceWritable);
+internal readonly record struct ChainSegment(nint Address, uint Length, bool DeviceWritable);

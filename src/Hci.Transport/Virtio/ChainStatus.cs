@@ -1,7 +1,7 @@
 namespace Hci.Transport.Virtio;
 
 /// <summary>The outcome of walking a descriptor chain; anything but <see cref="Ok"/> fails that request only.</summary>
-public enum ChainStatus
+internal enum ChainStatus
 {
     /// <summary>The chain is well formed and every buffer lies in guest memory.</summary>
     Ok = 0,

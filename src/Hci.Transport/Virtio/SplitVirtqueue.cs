@@ -1,6 +1,3 @@
-using System.Runtime.InteropServices;
-using Hci.Transport.Vhost;
-
 namespace Hci.Transport.Virtio;
 
 /// <summary>
@@ -9,7 +6,7 @@ namespace Hci.Transport.Virtio;
 /// field is read once into a local, every index is range-checked and every buffer translated through
 /// <see cref="GuestMemory"/>, so nothing the guest writes can make it touch memory outside the guest's regions.
 /// </summary>
-public sealed unsafe class SplitVirtqueue
+internal sealed unsafe class SplitVirtqueue
 {
     /// <summary>Largest queue size virtio allows.</summary>
     public const int MaxSize = 32768;
@@ -17,15 +14,9 @@ public sealed unsafe class SplitVirtqueue
     /// <summary>Largest indirect table accepted, in descriptors.</summary>
     public const int MaxIndirect = 1024;
 
-    private const ushort FlagNext = 1;
-    private const ushort FlagWrite = 2;
-    private const ushort FlagIndirect = 4;
-    private const ushort UsedFlagNoNotify = 1;
-    private const ushort AvailFlagNoInterrupt = 1;
-
     private readonly GuestMemory _memory;
-    private readonly Descriptor* _descriptors;
-    private readonly ushort* _avail;
+    private readonly VirtqDescriptor* _descriptors;
+    private readonly byte* _avail;
     private readonly byte* _used;
     private readonly bool _eventIdx;
     private ushort _lastAvail;
@@ -56,12 +47,12 @@ public sealed unsafe class SplitVirtqueue
 
         _memory = memory;
         Size = size;
-        _descriptors = (Descriptor*)descriptors;
-        _avail = (ushort*)avail;
+        _descriptors = (VirtqDescriptor*)descriptors;
+        _avail = (byte*)avail;
         _used = (byte*)used;
         _eventIdx = eventIdx;
         _lastAvail = lastAvail;
-        _usedIdx = Volatile.Read(ref *(ushort*)(_used + 2));
+        _usedIdx = Volatile.Read(ref *SplitRing.UsedIndex(_used));
     }
 
     /// <summary>Queue size.</summary>
@@ -73,13 +64,13 @@ public sealed unsafe class SplitVirtqueue
     /// <summary>Bytes of the descriptor table, available ring and used ring for a queue of <paramref name="size"/>.</summary>
     /// <param name="size">Queue size.</param>
     /// <returns>The three sizes, event fields included.</returns>
-    public static (ulong Descriptors, ulong Avail, ulong Used) RingSizes(int size) => ((ulong)size * 16, 6 + ((ulong)size * 2), 6 + ((ulong)size * 8));
+    public static (ulong Descriptors, ulong Avail, ulong Used) RingSizes(int size) => SplitRing.Sizes(size);
 
     /// <summary>Number of chains the guest has made available and this side has not popped.</summary>
     /// <returns>The count; a guest claiming more than the queue size is clamped to it.</returns>
     public int Pending()
     {
-        ushort idx = Volatile.Read(ref _avail[1]);
+        ushort idx = Volatile.Read(ref *SplitRing.AvailIndex(_avail));
         int pending = (ushort)(idx - _lastAvail);
         return Math.Min(pending, Size);
     }
@@ -89,7 +80,7 @@ public sealed unsafe class SplitVirtqueue
     /// <returns>False when nothing is available.</returns>
     public bool TryPop(out ushort head)
     {
-        ushort idx = Volatile.Read(ref _avail[1]);
+        ushort idx = Volatile.Read(ref *SplitRing.AvailIndex(_avail));
         if (idx == _lastAvail)
         {
             head = 0;
@@ -97,7 +88,7 @@ public sealed unsafe class SplitVirtqueue
         }
 
         // Acquire: the ring entry and the descriptors are read after the index.
-        head = Volatile.Read(ref _avail[2 + (_lastAvail & (Size - 1))]);
+        head = Volatile.Read(ref *SplitRing.AvailEntry(_avail, _lastAvail & (Size - 1)));
         _lastAvail++;
         return true;
     }
@@ -116,7 +107,7 @@ public sealed unsafe class SplitVirtqueue
         }
 
         bool seenWritable = false;
-        Descriptor* table = _descriptors;
+        VirtqDescriptor* table = _descriptors;
         int tableSize = Size;
         int index = head;
         int steps = 0;
@@ -128,10 +119,10 @@ public sealed unsafe class SplitVirtqueue
                 return ChainStatus.Loop;
             }
 
-            Descriptor d = table[index]; // one copy: the guest may rewrite the table meanwhile
-            if ((d.Flags & FlagIndirect) != 0)
+            VirtqDescriptor d = table[index]; // one copy: the guest may rewrite the table meanwhile
+            if ((d.Flags & SplitRing.DescriptorIndirect) != 0)
             {
-                if (inIndirect || (d.Flags & FlagNext) != 0 || d.Length == 0 || d.Length % 16 != 0 || d.Length / 16 > MaxIndirect)
+                if (inIndirect || (d.Flags & SplitRing.DescriptorNext) != 0 || d.Length == 0 || d.Length % 16 != 0 || d.Length / 16 > MaxIndirect)
                 {
                     return ChainStatus.BadIndirect;
                 }
@@ -141,7 +132,7 @@ public sealed unsafe class SplitVirtqueue
                     return ChainStatus.OutOfBounds;
                 }
 
-                table = (Descriptor*)indirect;
+                table = (VirtqDescriptor*)indirect;
                 tableSize = (int)(d.Length / 16);
                 index = 0;
                 steps = 0;
@@ -149,7 +140,7 @@ public sealed unsafe class SplitVirtqueue
                 continue;
             }
 
-            bool writable = (d.Flags & FlagWrite) != 0;
+            bool writable = (d.Flags & SplitRing.DescriptorWrite) != 0;
             if (!writable && seenWritable)
             {
                 return ChainStatus.BadOrder;
@@ -171,7 +162,7 @@ public sealed unsafe class SplitVirtqueue
                 segments[count++] = new ChainSegment(pointer, d.Length, writable);
             }
 
-            if ((d.Flags & FlagNext) == 0)
+            if ((d.Flags & SplitRing.DescriptorNext) == 0)
             {
                 return ChainStatus.Ok;
             }
@@ -189,13 +180,13 @@ public sealed unsafe class SplitVirtqueue
     /// <param name="written">Bytes the device wrote into the chain's writable buffers.</param>
     public void PushUsed(ushort head, uint written)
     {
-        var entry = (uint*)(_used + 4 + ((_usedIdx & (Size - 1)) * 8));
-        entry[0] = head;
-        entry[1] = written;
+        var entry = SplitRing.UsedEntry(_used, _usedIdx & (Size - 1));
+        entry->Id = head;
+        entry->Length = written;
 
         // Release: the entry is visible before the index that publishes it.
         _usedIdx++;
-        Volatile.Write(ref *(ushort*)(_used + 2), _usedIdx);
+        Volatile.Write(ref *SplitRing.UsedIndex(_used), _usedIdx);
     }
 
     /// <summary>
@@ -209,16 +200,16 @@ public sealed unsafe class SplitVirtqueue
         Interlocked.MemoryBarrier(); // the used index store before reading the guest's event field
         if (!_eventIdx)
         {
-            return (Volatile.Read(ref _avail[0]) & AvailFlagNoInterrupt) == 0;
+            return (Volatile.Read(ref *SplitRing.AvailFlags(_avail)) & SplitRing.AvailNoInterrupt) == 0;
         }
 
-        ushort usedEvent = Volatile.Read(ref _avail[2 + Size]);
+        ushort usedEvent = Volatile.Read(ref *SplitRing.UsedEvent(_avail, Size));
         ushort newIdx = _usedIdx;
         ushort oldIdx = _lastSignalledUsed;
         bool valid = _signalledValid;
         _lastSignalledUsed = newIdx;
         _signalledValid = true;
-        return !valid || (ushort)(newIdx - usedEvent - 1) < (ushort)(newIdx - oldIdx);
+        return !valid || SplitRing.NeedEvent(usedEvent, newIdx, oldIdx);
     }
 
     /// <summary>The used index this side has published.</summary>
@@ -234,15 +225,15 @@ public sealed unsafe class SplitVirtqueue
     {
         if (_eventIdx)
         {
-            Volatile.Write(ref *(ushort*)(_used + 4 + (Size * 8)), _lastAvail);
+            Volatile.Write(ref *SplitRing.AvailEvent(_used, Size), _lastAvail);
         }
         else
         {
-            Volatile.Write(ref *(ushort*)_used, (ushort)0);
+            Volatile.Write(ref *SplitRing.UsedFlags(_used), (ushort)0);
         }
 
         Interlocked.MemoryBarrier(); // the request to kick is visible before the index is read again
-        return Volatile.Read(ref _avail[1]) != _lastAvail;
+        return Volatile.Read(ref *SplitRing.AvailIndex(_avail)) != _lastAvail;
     }
 
     /// <summary>Asks the guest not to kick (true) or to kick again (false) for new available chains.</summary>
@@ -252,24 +243,13 @@ public sealed unsafe class SplitVirtqueue
         if (_eventIdx)
         {
             // avail_event: kick when the avail index passes this; far ahead suppresses, the current index re-enables.
-            var availEvent = (ushort*)(_used + 4 + (Size * 8));
-            Volatile.Write(ref *availEvent, suppress ? (ushort)(_lastAvail - 1) : _lastAvail);
+            Volatile.Write(ref *SplitRing.AvailEvent(_used, Size), suppress ? (ushort)(_lastAvail - 1) : _lastAvail);
         }
         else
         {
-            var flags = (ushort*)_used;
-            Volatile.Write(ref *flags, suppress ? UsedFlagNoNotify : (ushort)0);
+            Volatile.Write(ref *SplitRing.UsedFlags(_used), suppress ? SplitRing.UsedNoNotify : (ushort)0);
         }
 
         Interlocked.MemoryBarrier();
-    }
-
-    [StructLayout(LayoutKind.Sequential, Size = 16)]
-    private struct Descriptor
-    {
-        public ulong Address;
-        public uint Length;
-        public ushort Flags;
-        public ushort Next;
     }
 }

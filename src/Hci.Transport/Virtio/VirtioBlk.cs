@@ -1,7 +1,7 @@
 namespace Hci.Transport.Virtio;
 
 /// <summary>virtio-blk constants (virtio 1.x, 5.2).</summary>
-public static class VirtioBlk
+internal static class VirtioBlk
 {
     /// <summary>Read.</summary>
     public const uint TypeIn = 0;

@@ -7,7 +7,7 @@ namespace Hci.Transport.Virtio;
 /// A virtio-blk device's features and config space (virtio 1.x, 5.2.4), derived from an Hci device's geometry
 /// and capabilities. Kept apart from the vhost-user transport: any virtio transport serves the same bytes.
 /// </summary>
-public sealed class VirtioBlkConfig
+internal sealed class VirtioBlkConfig
 {
     /// <summary>Bytes of the config space as virtio 1.2 lays it out up to write_zeroes_may_unmap.</summary>
     public const int Size = 60;

@@ -16,7 +16,7 @@ namespace Hci.Transport.Virtio;
 /// stay suppressed, and what accumulated is taken as one batch once the throttle lifts (the paper's idea of
 /// throttling close to the VM).
 /// </remarks>
-public sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, IDisposable
+internal sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, IDisposable
 {
     private readonly SplitVirtqueue _vq;
     private readonly BlockQueue _queue;

@@ -3,7 +3,7 @@ using System.Buffers.Binary;
 namespace Hci.Transport.Virtio;
 
 /// <summary>Why a virtio-blk chain cannot be carried out; each maps to a status the guest understands.</summary>
-public enum VirtioBlkParseError
+internal enum VirtioBlkParseError
 {
     /// <summary>Well formed.</summary>
     None = 0,
@@ -29,7 +29,7 @@ public enum VirtioBlkParseError
 /// chain is untrusted: the header may be split across buffers, the status may share a buffer with data, and
 /// every inconsistency is reported, never trusted.
 /// </summary>
-public unsafe struct VirtioBlkRequest
+internal unsafe struct VirtioBlkRequest
 {
     /// <summary>The request type (IN, OUT, FLUSH, ...).</summary>
     public uint Type;

@@ -17,7 +17,7 @@ internal sealed unsafe class RawFrontEnd : IDisposable
     public const int MemoryLength = 4 << 20;
     public const ulong DefaultFeatures = (1UL << VirtioBlkConfig.FeatureVersion1) | (1UL << VirtioBlkConfig.FeatureFlush)
         | (1UL << VirtioBlkConfig.FeatureConfigWce) | (1UL << VirtioBlkConfig.FeatureDiscard) | (1UL << VirtioBlkConfig.FeatureWriteZeroes)
-        | VhostUserBlkSession.ProtocolFeaturesBit;
+        | VhostUserMessage.ProtocolFeaturesBit;
 
     private readonly VhostUserChannel _channel;
     private readonly int _memFd;
@@ -102,7 +102,7 @@ internal sealed unsafe class RawFrontEnd : IDisposable
     public bool SetUp(ulong features = DefaultFeatures)
     {
         Span<byte> p = stackalloc byte[40];
-        BinaryPrimitives.WriteUInt64LittleEndian(p, VhostUserBlkSession.OfferedProtocol);
+        BinaryPrimitives.WriteUInt64LittleEndian(p, (ulong)VhostUserBlkDevice.OfferedProtocol);
         _channel.Send(VhostUserRequest.SetProtocolFeatures, 0x1, p[..8], default(ReadOnlySpan<int>));
         BinaryPrimitives.WriteUInt64LittleEndian(p, features);
         Assert.True(Ask(VhostUserRequest.SetFeatures, p[..8]));

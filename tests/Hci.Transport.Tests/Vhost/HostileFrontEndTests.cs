@@ -161,7 +161,7 @@ public sealed class HostileFrontEndTests(Xunit.Abstractions.ITestOutputHelper ou
         Span<byte> p = stackalloc byte[40];
         BinaryPrimitives.WriteUInt64LittleEndian(p, (1UL << 32) | (1UL << 30) | (1UL << 29) | (1UL << 28));
         Send(fd, VhostUserRequest.SetFeatures, 1, p[..8], [], 8);
-        BinaryPrimitives.WriteUInt64LittleEndian(p, VhostUserBlkSession.OfferedProtocol);
+        BinaryPrimitives.WriteUInt64LittleEndian(p, (ulong)VhostUserBlkDevice.OfferedProtocol);
         Send(fd, VhostUserRequest.SetProtocolFeatures, 1, p[..8], [], 8);
         Span<byte> table = stackalloc byte[40];
         BinaryPrimitives.WriteUInt32LittleEndian(table, 1);

@@ -12,7 +12,7 @@ namespace Hci.Transport.Tests;
 /// <summary>
 /// The back-end against a front-end that does what QEMU would not, message by message (<see cref="RawFrontEnd"/>):
 /// writes to a read-only export, in-flight areas swapped under running rings, memory that cannot be sealed, a
-/// guest that turns its write cache off, and a reactor whose device fails under it.
+/// guest that turns its write cache off, and a ring whose serving fails under it.
 /// </summary>
 public sealed class VhostHardeningTests
 {
@@ -26,7 +26,7 @@ public sealed class VhostHardeningTests
         pattern.AsSpan().Fill(0x77);
         await h.Backing.WriteAsync(0, pattern);
         using var fe = new RawFrontEnd(h.Socket);
-        Assert.True(fe.SetUp((1UL << VirtioBlkConfig.FeatureVersion1) | (1UL << VirtioBlkConfig.FeatureReadOnly) | VhostUserBlkSession.ProtocolFeaturesBit));
+        Assert.True(fe.SetUp((1UL << VirtioBlkConfig.FeatureVersion1) | (1UL << VirtioBlkConfig.FeatureReadOnly) | VhostUserMessage.ProtocolFeaturesBit));
         fe.StartRing();
 
         fe.Bytes(DataOffset, 4096).Fill(0x11);
@@ -134,15 +134,20 @@ public sealed class VhostHardeningTests
     {
         using var h = new Backend();
         using var fe = new RawFrontEnd(h.Socket);
-        Assert.True(fe.SetUp((1UL << VirtioBlkConfig.FeatureVersion1) | VhostUserBlkSession.ProtocolFeaturesBit));
+        Assert.True(fe.SetUp((1UL << VirtioBlkConfig.FeatureVersion1) | VhostUserMessage.ProtocolFeaturesBit));
         fe.StartRing();
         Assert.Equal(0, ReadWriteback(fe));
         Assert.Equal(VirtioBlk.StatusOk, Do(fe, 0, VirtioBlk.TypeOut, 0, (DataOffset, 4096, false)));
         Assert.Equal(BlockRequestFlags.ForceUnitAccess, h.Recorder.LastWriteFlags);
     }
 
+    /// <summary>
+    /// The reactor itself fails fast (an exception escaping it ends the process), so the failure is injected where a
+    /// ring's own processing throws outside any one chain (the queue's throttle check): that ring fails, not the
+    /// reactor.
+    /// </summary>
     [Fact]
-    public void AReactorThatFailsStopsItsRingsWhereTheyHadReadAndNothingWaitsOnIt()
+    public void ARingWhoseServingFailsStopsWhereItHadReadAndTheReactorServesTheOthers()
     {
         using var h = new Backend();
         using var fe = new RawFrontEnd(h.Socket);
@@ -153,31 +158,33 @@ public sealed class VhostHardeningTests
             Assert.Equal(VirtioBlk.StatusOk, Do(fe, (ushort)(i * 4), VirtioBlk.TypeIn, (ulong)i * 8, (0x40000, 4096, true)));
         }
 
-        // The device's queue throws under the reactor while the fourth request is at it.
-        h.Recorder.FailPolls = true;
+        // Serving the ring throws while the fourth request waits in it.
+        h.Recorder.FailThrottleChecks = true;
         VirtioBoundaryTests.Lay(fe.Ring, 12, VirtioBlk.TypeIn, 24, 0x10000 + 0x300, 0x10000 + 0x380, (0x40000, 4096, true));
         fe.Ring.MakeAvailable(12);
         fe.Kick();
         var deadline = System.Diagnostics.Stopwatch.StartNew();
-        while (h.Recorder.PollFailures == 0)
+        while (h.Recorder.ThrottleCheckFailures == 0)
         {
-            Assert.True(deadline.Elapsed < TimeSpan.FromSeconds(10), "the reactor never polled the failing queue");
+            Assert.True(deadline.Elapsed < TimeSpan.FromSeconds(10), "the reactor never looked at the failing ring");
             Thread.Yield();
         }
 
-        // GET_VRING_BASE answers where the ring was read to (4), not 0: a front-end restarting the ring from 0
-        // would replay requests already done. It answers at once, with no hang on the dead reactor.
+        // GET_VRING_BASE answers where the ring was read to (3: the fourth request was never taken), not 0: a
+        // front-end restarting the ring from 0 would replay requests already done. It answers at once.
         Span<byte> state = stackalloc byte[8];
         state.Clear();
         var vringBase = fe.Get(VhostUserRequest.GetVringBase, state, out _);
-        Assert.Equal(4u, BinaryPrimitives.ReadUInt32LittleEndian(vringBase.AsSpan(4)));
+        Assert.Equal(3u, BinaryPrimitives.ReadUInt32LittleEndian(vringBase.AsSpan(4)));
 
-        // A new front-end is not placed on the dead reactor: its ring does not start, and nothing hangs.
+        // The reactor lives on: a new front-end's ring on it is served.
+        h.Recorder.FailThrottleChecks = false;
         using var second = new RawFrontEnd(h.Socket);
         Assert.True(second.SetUp());
         second.StartRing();
+        Assert.Equal(VirtioBlk.StatusOk, Do(second, 0, VirtioBlk.TypeIn, 0, (0x40000, 4096, true)));
         var secondBase = second.Get(VhostUserRequest.GetVringBase, state, out _);
-        Assert.Equal(0u, BinaryPrimitives.ReadUInt32LittleEndian(secondBase.AsSpan(4)));
+        Assert.Equal(1u, BinaryPrimitives.ReadUInt32LittleEndian(secondBase.AsSpan(4)));
     }
 
     private static int ReadWriteback(RawFrontEnd fe)
@@ -239,19 +246,19 @@ public sealed class VhostHardeningTests
     }
 }
 
-/// <summary>A decorator that records what reaches the device and can make its queue's polls throw.</summary>
+/// <summary>A decorator that records what reaches the device and can make its queue's throttle checks throw.</summary>
 internal sealed class RecordingBlockDevice(BlockDevice inner) : BlockDeviceDecorator(inner, ownsInner: false)
 {
     private long _lastWriteFlags;
-    private int _pollFailures;
+    private int _throttleCheckFailures;
 
     public ConcurrentQueue<(BlockOperation Operation, BlockRequestFlags Flags)> Seen { get; } = new();
 
     public BlockRequestFlags LastWriteFlags => (BlockRequestFlags)Interlocked.Read(ref _lastWriteFlags);
 
-    public volatile bool FailPolls;
+    public volatile bool FailThrottleChecks;
 
-    public int PollFailures => Volatile.Read(ref _pollFailures);
+    public int ThrottleCheckFailures => Volatile.Read(ref _throttleCheckFailures);
 
     protected override BlockQueue CreateQueueCore(int depth) => new Queue(this, depth);
 
@@ -268,14 +275,19 @@ internal sealed class RecordingBlockDevice(BlockDevice inner) : BlockDeviceDecor
             Forward(request);
         }
 
-        protected override int PollCore(int minCompletions, int timeoutMilliseconds)
+        public override bool IsThrottled(int tenant)
         {
-            if (device.FailPolls && InFlight > 0)
+            if (device.FailThrottleChecks)
             {
-                Interlocked.Increment(ref device._pollFailures);
-                throw new InvalidOperationException("injected: the device's queue failed under the reactor");
+                Interlocked.Increment(ref device._throttleCheckFailures);
+                throw new InvalidOperationException("injected: the device's queue failed under the ring");
             }
 
+            return base.IsThrottled(tenant);
+        }
+
+        protected override int PollCore(int minCompletions, int timeoutMilliseconds)
+        {
             int before = InFlight;
             InnerQueue.Poll(minCompletions, timeoutMilliseconds);
             return before - InFlight;

@@ -43,26 +43,27 @@ public sealed unsafe class SplitVirtqueueTests
         Assert.Equal(3, count);
     }
 
-    public static TheoryData<string, ChainStatus> Malformed => new()
+    public static TheoryData<string, string> Malformed => new()
     {
-        { "loop", ChainStatus.Loop },
-        { "next-past-table", ChainStatus.BadIndex },
-        { "head-past-table", ChainStatus.BadIndex },
-        { "outside-memory", ChainStatus.OutOfBounds },
-        { "straddles-end", ChainStatus.OutOfBounds },
-        { "address-wraps", ChainStatus.OutOfBounds },
-        { "read-after-write", ChainStatus.BadOrder },
-        { "nested-indirect", ChainStatus.BadIndirect },
-        { "indirect-with-next", ChainStatus.BadIndirect },
-        { "indirect-misaligned-length", ChainStatus.BadIndirect },
-        { "indirect-outside-memory", ChainStatus.OutOfBounds },
-        { "too-many-segments", ChainStatus.TooManySegments },
+        { "loop", nameof(ChainStatus.Loop) },
+        { "next-past-table", nameof(ChainStatus.BadIndex) },
+        { "head-past-table", nameof(ChainStatus.BadIndex) },
+        { "outside-memory", nameof(ChainStatus.OutOfBounds) },
+        { "straddles-end", nameof(ChainStatus.OutOfBounds) },
+        { "address-wraps", nameof(ChainStatus.OutOfBounds) },
+        { "read-after-write", nameof(ChainStatus.BadOrder) },
+        { "nested-indirect", nameof(ChainStatus.BadIndirect) },
+        { "indirect-with-next", nameof(ChainStatus.BadIndirect) },
+        { "indirect-misaligned-length", nameof(ChainStatus.BadIndirect) },
+        { "indirect-outside-memory", nameof(ChainStatus.OutOfBounds) },
+        { "too-many-segments", nameof(ChainStatus.TooManySegments) },
     };
 
     [Theory]
     [MemberData(nameof(Malformed))]
-    public void AMalformedChainIsRefusedWithItsReasonAndTheQueueKeepsWorking(string kind, ChainStatus expected)
+    public void AMalformedChainIsRefusedWithItsReasonAndTheQueueKeepsWorking(string kind, string expectedName)
     {
+        var expected = Enum.Parse<ChainStatus>(expectedName); // the wire enum is internal: xUnit passes its name
         using var g = new GuestRing(size: 16);
         ulong data = GuestRing.Base + GuestRing.DataOffset;
         ulong table = GuestRing.DataOffset + 0x20000;

@@ -51,21 +51,22 @@ public sealed unsafe class VirtioBlkRequestTests : IDisposable
         Assert.Equal((nint)(_mem + 16), data[0].Address);
     }
 
-    public static TheoryData<string, VirtioBlkParseError, byte> Bad => new()
+    public static TheoryData<string, string, byte> Bad => new()
     {
-        { "no-status", VirtioBlkParseError.NoStatus, VirtioBlk.StatusIoErr },
-        { "short-header", VirtioBlkParseError.ShortHeader, VirtioBlk.StatusIoErr },
-        { "unknown-type", VirtioBlkParseError.UnknownType, VirtioBlk.StatusUnsupported },
-        { "read-into-readable", VirtioBlkParseError.WrongDirection, VirtioBlk.StatusIoErr },
-        { "write-from-writable", VirtioBlkParseError.WrongDirection, VirtioBlk.StatusIoErr },
-        { "partial-sector", VirtioBlkParseError.BadLength, VirtioBlk.StatusIoErr },
-        { "discard-partial-range", VirtioBlkParseError.BadLength, VirtioBlk.StatusIoErr },
+        { "no-status", nameof(VirtioBlkParseError.NoStatus), VirtioBlk.StatusIoErr },
+        { "short-header", nameof(VirtioBlkParseError.ShortHeader), VirtioBlk.StatusIoErr },
+        { "unknown-type", nameof(VirtioBlkParseError.UnknownType), VirtioBlk.StatusUnsupported },
+        { "read-into-readable", nameof(VirtioBlkParseError.WrongDirection), VirtioBlk.StatusIoErr },
+        { "write-from-writable", nameof(VirtioBlkParseError.WrongDirection), VirtioBlk.StatusIoErr },
+        { "partial-sector", nameof(VirtioBlkParseError.BadLength), VirtioBlk.StatusIoErr },
+        { "discard-partial-range", nameof(VirtioBlkParseError.BadLength), VirtioBlk.StatusIoErr },
     };
 
     [Theory]
     [MemberData(nameof(Bad))]
-    public void MalformedRequestsAreReportedWithTheStatusTheGuestGets(string kind, VirtioBlkParseError expected, byte status)
+    public void MalformedRequestsAreReportedWithTheStatusTheGuestGets(string kind, string expectedName, byte status)
     {
+        var expected = Enum.Parse<VirtioBlkParseError>(expectedName); // the wire enum is internal: xUnit passes its name
         ChainSegment[] chain = kind switch
         {
             "no-status" => [Header(VirtioBlk.TypeIn, 0), Buf(4096, 512, false)],

@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Text;
 using Hci.Core.Blocks;
+using Hci.Core.Native;
 using Hci.Transport.Virtio;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -29,23 +30,18 @@ public sealed unsafe class VhostUserBlkClient : BlockDevice
     private const ulong WantedFeatures = (1UL << VirtioBlkConfig.FeatureSizeMax) | (1UL << VirtioBlkConfig.FeatureSegMax) | (1UL << VirtioBlkConfig.FeatureReadOnly)
         | (1UL << VirtioBlkConfig.FeatureBlkSize) | (1UL << VirtioBlkConfig.FeatureFlush) | (1UL << VirtioBlkConfig.FeatureConfigWce) | (1UL << VirtioBlkConfig.FeatureMultiQueue)
         | (1UL << VirtioBlkConfig.FeatureDiscard) | (1UL << VirtioBlkConfig.FeatureWriteZeroes) | (1UL << VirtioBlkConfig.FeatureIndirectDescriptors)
-        | (1UL << VirtioBlkConfig.FeatureVersion1) | VhostUserBlkSession.ProtocolFeaturesBit;
+        | (1UL << VirtioBlkConfig.FeatureVersion1) | VhostUserMessage.ProtocolFeaturesBit;
 
-    private const ulong WantedProtocol = VhostUserBlkSession.ProtocolMq | VhostUserBlkSession.ProtocolReplyAck | VhostUserBlkSession.ProtocolConfig | VhostUserBlkSession.ProtocolInflight;
+    private const VhostUserProtocolFeatures WantedProtocol = VhostUserProtocolFeatures.MultiQueue | VhostUserProtocolFeatures.ReplyAck
+        | VhostUserProtocolFeatures.Config | VhostUserProtocolFeatures.InflightSharedMemory;
 
     private readonly VhostUserBlkClientOptions _options;
     private readonly ILogger _logger;
+    private readonly ClientRingSetup _rings;
     private readonly ClientVirtqueue[] _queues;
     private readonly byte[] _payload = new byte[VhostUserHeader.MaxPayload];
-    private readonly int _memFd;
-    private readonly byte* _memory;
-    private readonly long _memorySize;
-    private readonly ulong _features;
-    private readonly ulong _protocol;
     private readonly Lock _lock = new();
     private VhostUserChannel _channel;
-    private int _inflightFd = -1;
-    private ulong _inflightSize;
     private Thread? _monitor;
     private volatile bool _closing;
     private int _reconnects;
@@ -56,19 +52,15 @@ public sealed unsafe class VhostUserBlkClient : BlockDevice
         _options = setup.Options;
         _logger = setup.Logger;
         _channel = setup.Channel;
-        _features = setup.Features;
-        _protocol = setup.Protocol;
-        _memFd = setup.MemFd;
-        _memory = setup.Memory;
-        _memorySize = setup.MemorySize;
-        _queues = setup.Queues;
+        _rings = setup.Rings;
+        _queues = setup.Rings.Queues;
     }
 
     /// <summary>The shared memory the back-end sees: buffers inside it are transferred with no copy.</summary>
-    public BlockSegment SharedMemory => new((nint)_memory, (nint)_memorySize);
+    public BlockSegment SharedMemory => new((nint)_rings.Memory, (nint)_rings.MemorySize);
 
     /// <summary>Virtio features negotiated with the back-end.</summary>
-    public ulong NegotiatedFeatures => _features;
+    public ulong NegotiatedFeatures => _rings.Features;
 
     /// <summary>How many times the client reconnected after losing the back-end.</summary>
     public int Reconnects => Volatile.Read(ref _reconnects);
@@ -131,17 +123,7 @@ public sealed unsafe class VhostUserBlkClient : BlockDevice
         LibC.shutdown(_channel.Fd, LibC.SHUT_RDWR);
         _monitor?.Join();
         _channel.Dispose();
-        foreach (var vq in _queues)
-        {
-            vq.Dispose();
-        }
-
-        LibC.munmap(_memory, (size_t)(ulong)_memorySize);
-        LibC.close(_memFd);
-        if (_inflightFd >= 0)
-        {
-            LibC.close(_inflightFd);
-        }
+        _rings.Dispose();
     }
 
     private static int ConnectSocket(string path, TimeSpan timeout)
@@ -163,7 +145,7 @@ public sealed unsafe class VhostUserBlkClient : BlockDevice
             }
 
             int errno = LibC.errno;
-            LibC.close(fd);
+            new FileDescriptorHandle(fd).Dispose();
             if (watch.Elapsed >= timeout || errno is not (2 /* ENOENT */ or 111 /* ECONNREFUSED */ or Errno.EAGAIN))
             {
                 throw new IOException($"Connecting to the vhost-user back-end at '{path}' failed: {Errno.Describe(errno)}. Is the back-end running and listening there?");
@@ -178,7 +160,7 @@ public sealed unsafe class VhostUserBlkClient : BlockDevice
         var o = s.Options;
         var channel = s.Channel;
         ulong offered = Call(channel, s.Payload, VhostUserRequest.GetFeatures, default, "GET_FEATURES");
-        if ((offered & (1UL << VirtioBlkConfig.FeatureVersion1)) == 0 || (offered & VhostUserBlkSession.ProtocolFeaturesBit) == 0)
+        if ((offered & (1UL << VirtioBlkConfig.FeatureVersion1)) == 0 || (offered & VhostUserMessage.ProtocolFeaturesBit) == 0)
         {
             throw new IOException("The back-end offers neither VIRTIO_F_VERSION_1 nor vhost-user protocol features; this client needs both.");
         }
@@ -194,18 +176,21 @@ public sealed unsafe class VhostUserBlkClient : BlockDevice
             features |= offered & (1UL << VirtioBlkConfig.FeatureEventIndex);
         }
 
-        ulong protocolOffered = Call(channel, s.Payload, VhostUserRequest.GetProtocolFeatures, default, "GET_PROTOCOL_FEATURES");
-        ulong protocol = protocolOffered & WantedProtocol;
-        if ((protocol & VhostUserBlkSession.ProtocolConfig) == 0)
+        var protocolOffered = (VhostUserProtocolFeatures)Call(channel, s.Payload, VhostUserRequest.GetProtocolFeatures, default, "GET_PROTOCOL_FEATURES");
+        var protocol = protocolOffered & WantedProtocol;
+        var rings = s.Rings;
+        rings.Protocol = protocol;
+        rings.QueueSize = o.QueueSize;
+        if ((protocol & VhostUserProtocolFeatures.Config) == 0)
         {
             throw new IOException("The back-end does not offer VHOST_USER_PROTOCOL_F_CONFIG; the client needs it to read the disk's capacity.");
         }
 
         Span<byte> u64 = stackalloc byte[8];
-        BinaryPrimitives.WriteUInt64LittleEndian(u64, protocol);
-        Send(channel, s.Payload, VhostUserRequest.SetProtocolFeatures, u64, default, protocol, "SET_PROTOCOL_FEATURES");
+        BinaryPrimitives.WriteUInt64LittleEndian(u64, (ulong)protocol);
+        Send(channel, s.Payload, VhostUserRequest.SetProtocolFeatures, u64, default, rings.ReplyAck, "SET_PROTOCOL_FEATURES");
         int backendQueues = 1;
-        if ((protocol & VhostUserBlkSession.ProtocolMq) != 0)
+        if ((protocol & VhostUserProtocolFeatures.MultiQueue) != 0)
         {
             backendQueues = (int)Math.Min(Call(channel, s.Payload, VhostUserRequest.GetQueueNum, default, "GET_QUEUE_NUM"), 64);
         }
@@ -252,7 +237,7 @@ public sealed unsafe class VhostUserBlkClient : BlockDevice
             throw new IOException($"The back-end offers {backendQueues} queue(s); {queues} were asked for.");
         }
 
-        Send(channel, s.Payload, VhostUserRequest.SetOwner, default, default, protocol, "SET_OWNER");
+        Send(channel, s.Payload, VhostUserRequest.SetOwner, default, default, rings.ReplyAck, "SET_OWNER");
 
         // Shared memory: per queue, its rings and, per entry, a header, status, indirect table and staging buffer.
         int maxTransfer = o.MaxTransferBytes;
@@ -274,54 +259,54 @@ public sealed unsafe class VhostUserBlkClient : BlockDevice
 
         fixed (byte* name = "hci-vhost-client\0"u8)
         {
-            s.MemFd = LibC.memfd_create(name, LibC.MFD_CLOEXEC | 0x2 /* MFD_ALLOW_SEALING */);
+            rings.MemoryFile = new FileDescriptorHandle(LibC.memfd_create(name, LibC.MFD_CLOEXEC | 0x2 /* MFD_ALLOW_SEALING */));
         }
 
-        if (s.MemFd < 0 || LibC.ftruncate(s.MemFd, layoutBytes) != 0)
+        int memFd = rings.MemoryFile.Fd;
+        if (rings.MemoryFile.IsInvalid || LibC.ftruncate(memFd, layoutBytes) != 0)
         {
             throw new IOException($"Creating {layoutBytes} bytes of shared memory failed: {Errno.Describe(LibC.errno)}.");
         }
 
-        LibC.fcntl(s.MemFd, LibC.F_ADD_SEALS, LibC.F_SEAL_SHRINK | LibC.F_SEAL_GROW);
-        void* memory = LibC.mmap(null, (size_t)(ulong)layoutBytes, LibC.PROT_READ | LibC.PROT_WRITE, LibC.MAP_SHARED, s.MemFd, 0);
+        LibC.fcntl(memFd, LibC.F_ADD_SEALS, LibC.F_SEAL_SHRINK | LibC.F_SEAL_GROW);
+        void* memory = LibC.mmap(null, (size_t)(ulong)layoutBytes, LibC.PROT_READ | LibC.PROT_WRITE, LibC.MAP_SHARED, memFd, 0);
         if (memory == (void*)-1)
         {
             throw new IOException($"Mapping the shared memory failed: {Errno.Describe(LibC.errno)}.");
         }
 
-        s.Memory = (byte*)memory;
-        s.MemorySize = layoutBytes;
+        rings.Memory = (byte*)memory;
+        rings.MemorySize = layoutBytes;
         bool eventIdx = (features & (1UL << VirtioBlkConfig.FeatureEventIndex)) != 0;
-        s.Queues = new ClientVirtqueue[queues];
+        var vqs = new ClientVirtqueue[queues];
+        rings.Queues = vqs;
         for (int i = 0; i < queues; i++)
         {
-            s.Queues[i] = new ClientVirtqueue(i, layouts[i], s.Memory, sizeMax, eventIdx, o.Polling);
+            vqs[i] = new ClientVirtqueue(i, layouts[i], rings.Memory, sizeMax, eventIdx, o.Polling);
         }
 
         // In-flight record (restart support), when offered.
-        if ((protocol & VhostUserBlkSession.ProtocolInflight) != 0)
+        if ((protocol & VhostUserProtocolFeatures.InflightSharedMemory) != 0)
         {
             Span<byte> inflight = stackalloc byte[24];
             inflight.Clear();
             BinaryPrimitives.WriteUInt16LittleEndian(inflight[16..], (ushort)queues);
             BinaryPrimitives.WriteUInt16LittleEndian(inflight[18..], (ushort)o.QueueSize);
-            Span<int> fds = stackalloc int[1];
-            var answer = ExchangeWithFds(channel, s.Payload, VhostUserRequest.GetInflightFd, inflight, "GET_INFLIGHT_FD", fds, out int fdCount);
+            var answer = ExchangeWithFd(channel, s.Payload, VhostUserRequest.GetInflightFd, inflight, "GET_INFLIGHT_FD", out var area);
             ulong size = answer.Length >= 8 ? BinaryPrimitives.ReadUInt64LittleEndian(answer) : 0;
-            if (fdCount == 1 && size > 0)
+            if (area != null && size > 0)
             {
-                s.InflightFd = fds[0];
-                s.InflightSize = size;
+                rings.Inflight = area;
+                rings.InflightSize = size;
             }
-            else if (fdCount == 1)
+            else
             {
-                LibC.close(fds[0]);
+                area?.Dispose();
             }
         }
 
-        s.Features = features;
-        s.Protocol = protocol;
-        StartRings(s.Channel, s.Payload, s.Features, s.Protocol, s.MemFd, s.Memory, s.MemorySize, s.Queues, s.InflightFd, s.InflightSize, o.QueueSize);
+        rings.Features = features;
+        StartRings(s.Channel, s.Payload, rings);
 
         var caps = BlockDeviceCapabilities.None;
         bool readOnly = (features & (1UL << VirtioBlkConfig.FeatureReadOnly)) != 0;
@@ -346,42 +331,40 @@ public sealed unsafe class VhostUserBlkClient : BlockDevice
         }
 
         var geometry = new BlockGeometry(blkSize, capacity / blkSize * blkSize, maxTransfer / blkSize * blkSize, Math.Min(segMax, BlockRequest.MaxSegmentsLimit), bufferAlignment: 1, queueCount: queues);
-        var client = new VhostUserBlkClient($"vhost-user:{o.SocketPath}", geometry, caps, s)
-        {
-            _inflightFd = s.InflightFd,
-            _inflightSize = s.InflightSize,
-        };
+        var client = new VhostUserBlkClient($"vhost-user:{o.SocketPath}", geometry, caps, s);
         s.Owned = false;
         return client;
     }
 
     // Memory table, in-flight record, then every ring: num, base, addresses, kick, call, enable.
-    private static void StartRings(VhostUserChannel channel, byte[] payload, ulong features, ulong protocol, int memFd, byte* memory, long memorySize, ClientVirtqueue[] queues, int inflightFd, ulong inflightSize, int queueSize)
+    private static void StartRings(VhostUserChannel channel, byte[] payload, ClientRingSetup rings)
     {
+        bool ack = rings.ReplyAck;
+        var queues = rings.Queues;
         Span<byte> u64 = stackalloc byte[8];
-        BinaryPrimitives.WriteUInt64LittleEndian(u64, features);
-        Send(channel, payload, VhostUserRequest.SetFeatures, u64, default, protocol, "SET_FEATURES");
+        BinaryPrimitives.WriteUInt64LittleEndian(u64, rings.Features);
+        Send(channel, payload, VhostUserRequest.SetFeatures, u64, default, ack, "SET_FEATURES");
 
         Span<byte> table = stackalloc byte[8 + 32];
         table.Clear();
         BinaryPrimitives.WriteUInt32LittleEndian(table, 1);
         BinaryPrimitives.WriteUInt64LittleEndian(table[8..], 0); // guest physical address: offsets in the memfd
-        BinaryPrimitives.WriteUInt64LittleEndian(table[16..], (ulong)memorySize);
-        BinaryPrimitives.WriteUInt64LittleEndian(table[24..], (ulong)memory);
+        BinaryPrimitives.WriteUInt64LittleEndian(table[16..], (ulong)rings.MemorySize);
+        BinaryPrimitives.WriteUInt64LittleEndian(table[24..], (ulong)rings.Memory);
         BinaryPrimitives.WriteUInt64LittleEndian(table[32..], 0);
         Span<int> fd = stackalloc int[1];
-        fd[0] = memFd;
-        Send(channel, payload, VhostUserRequest.SetMemTable, table, fd, protocol, "SET_MEM_TABLE");
+        fd[0] = rings.MemoryFile!.Fd;
+        Send(channel, payload, VhostUserRequest.SetMemTable, table, fd, ack, "SET_MEM_TABLE");
 
-        if (inflightFd >= 0)
+        if (rings.Inflight is { } area)
         {
             Span<byte> inflight = stackalloc byte[24];
             inflight.Clear();
-            BinaryPrimitives.WriteUInt64LittleEndian(inflight, inflightSize);
+            BinaryPrimitives.WriteUInt64LittleEndian(inflight, rings.InflightSize);
             BinaryPrimitives.WriteUInt16LittleEndian(inflight[16..], (ushort)queues.Length);
-            BinaryPrimitives.WriteUInt16LittleEndian(inflight[18..], (ushort)queueSize);
-            fd[0] = inflightFd;
-            Send(channel, payload, VhostUserRequest.SetInflightFd, inflight, fd, protocol, "SET_INFLIGHT_FD");
+            BinaryPrimitives.WriteUInt16LittleEndian(inflight[18..], (ushort)rings.QueueSize);
+            fd[0] = area.Fd;
+            Send(channel, payload, VhostUserRequest.SetInflightFd, inflight, fd, ack, "SET_INFLIGHT_FD");
         }
 
         Span<byte> state = stackalloc byte[8];
@@ -390,31 +373,31 @@ public sealed unsafe class VhostUserBlkClient : BlockDevice
         {
             BinaryPrimitives.WriteUInt32LittleEndian(state, (uint)q.Index);
             BinaryPrimitives.WriteUInt32LittleEndian(state[4..], (uint)q.Size);
-            Send(channel, payload, VhostUserRequest.SetVringNum, state, default, protocol, "SET_VRING_NUM");
+            Send(channel, payload, VhostUserRequest.SetVringNum, state, default, ack, "SET_VRING_NUM");
 
             // Resume where the back-end must: everything before the used index was answered.
             BinaryPrimitives.WriteUInt32LittleEndian(state[4..], q.UsedIndex);
-            Send(channel, payload, VhostUserRequest.SetVringBase, state, default, protocol, "SET_VRING_BASE");
+            Send(channel, payload, VhostUserRequest.SetVringBase, state, default, ack, "SET_VRING_BASE");
 
             addr.Clear();
             BinaryPrimitives.WriteUInt32LittleEndian(addr, (uint)q.Index);
             BinaryPrimitives.WriteUInt64LittleEndian(addr[8..], (ulong)q.Descriptors);
             BinaryPrimitives.WriteUInt64LittleEndian(addr[16..], (ulong)q.Used);
             BinaryPrimitives.WriteUInt64LittleEndian(addr[24..], (ulong)q.Avail);
-            Send(channel, payload, VhostUserRequest.SetVringAddr, addr, default, protocol, "SET_VRING_ADDR");
+            Send(channel, payload, VhostUserRequest.SetVringAddr, addr, default, ack, "SET_VRING_ADDR");
 
             BinaryPrimitives.WriteUInt64LittleEndian(u64, (ulong)q.Index);
-            fd[0] = q.KickFd;
-            Send(channel, payload, VhostUserRequest.SetVringKick, u64, fd, protocol, "SET_VRING_KICK");
-            fd[0] = q.CallFd;
-            Send(channel, payload, VhostUserRequest.SetVringCall, u64, fd, protocol, "SET_VRING_CALL");
+            fd[0] = q.Kick.Fd;
+            Send(channel, payload, VhostUserRequest.SetVringKick, u64, fd, ack, "SET_VRING_KICK");
+            fd[0] = q.Call.Fd;
+            Send(channel, payload, VhostUserRequest.SetVringCall, u64, fd, ack, "SET_VRING_CALL");
         }
 
         foreach (var q in queues)
         {
             BinaryPrimitives.WriteUInt32LittleEndian(state, (uint)q.Index);
             BinaryPrimitives.WriteUInt32LittleEndian(state[4..], 1);
-            Send(channel, payload, VhostUserRequest.SetVringEnable, state, default, protocol, "SET_VRING_ENABLE");
+            Send(channel, payload, VhostUserRequest.SetVringEnable, state, default, ack, "SET_VRING_ENABLE");
             q.KickNow(); // a restarted back-end finds what is already in the ring
         }
     }
@@ -432,44 +415,25 @@ public sealed unsafe class VhostUserBlkClient : BlockDevice
 
     private static ReadOnlySpan<byte> Exchange(VhostUserChannel channel, byte[] payload, VhostUserRequest request, ReadOnlySpan<byte> body, ReadOnlySpan<int> fds, string name)
     {
-        Span<int> received = stackalloc int[VhostUserChannel.MaxFds];
-        var reply = ExchangeCore(channel, payload, request, body, fds, name, received, out int count);
-        for (int i = 0; i < count; i++)
-        {
-            LibC.close(received[i]);
-        }
-
+        var reply = ExchangeCore(channel, payload, request, body, fds, name, out var received);
+        received?.Dispose();
         return reply;
     }
 
-    private static ReadOnlySpan<byte> ExchangeWithFds(VhostUserChannel channel, byte[] payload, VhostUserRequest request, ReadOnlySpan<byte> body, string name, scoped Span<int> receivedFds, out int fdCount)
-    {
-        Span<int> fds = stackalloc int[VhostUserChannel.MaxFds];
-        var reply = ExchangeCore(channel, payload, request, body, default, name, fds, out int count);
-        fdCount = 0;
-        for (int i = 0; i < count; i++)
-        {
-            if (i < receivedFds.Length)
-            {
-                receivedFds[fdCount++] = fds[i];
-            }
-            else
-            {
-                LibC.close(fds[i]);
-            }
-        }
+    private static ReadOnlySpan<byte> ExchangeWithFd(VhostUserChannel channel, byte[] payload, VhostUserRequest request, ReadOnlySpan<byte> body, string name, out FileDescriptorHandle? received)
+        => ExchangeCore(channel, payload, request, body, default, name, out received);
 
-        return reply;
-    }
-
-    private static ReadOnlySpan<byte> ExchangeCore(VhostUserChannel channel, byte[] payload, VhostUserRequest request, ReadOnlySpan<byte> body, ReadOnlySpan<int> fds, string name, scoped Span<int> received, out int fdCount)
+    // Sends a request and reads its answer; the answer's first descriptor is the caller's, any others are closed.
+    private static ReadOnlySpan<byte> ExchangeCore(VhostUserChannel channel, byte[] payload, VhostUserRequest request, ReadOnlySpan<byte> body, ReadOnlySpan<int> fds, string name, out FileDescriptorHandle? received)
     {
         if (!channel.Send(request, 0x1, body, fds))
         {
             throw new IOException($"The back-end closed the connection before {name}.");
         }
 
-        var error = channel.Receive(payload, received, reply: true, out var header, out fdCount);
+        Span<int> numbers = stackalloc int[VhostUserChannel.MaxFds];
+        var error = channel.Receive(payload, numbers, reply: true, out var header, out int count);
+        received = KeepFirst(numbers[..count]);
         if (error != VhostUserError.None)
         {
             throw new IOException($"No valid answer to {name} from the back-end ({error}).");
@@ -477,21 +441,28 @@ public sealed unsafe class VhostUserBlkClient : BlockDevice
 
         if (header.Request != request)
         {
-            for (int i = 0; i < fdCount; i++)
-            {
-                LibC.close(received[i]);
-            }
-
+            received?.Dispose();
+            received = null;
             throw new IOException($"The back-end answered {name} with request {(uint)header.Request}.");
         }
 
         return payload.AsSpan(0, (int)header.Size);
     }
 
-    // A message with no reply of its own: with REPLY_ACK, wait for the back-end's verdict.
-    private static void Send(VhostUserChannel channel, byte[] payload, VhostUserRequest request, ReadOnlySpan<byte> body, ReadOnlySpan<int> fds, ulong protocol, string name)
+    // Takes ownership of received descriptors: the first is returned, the rest are closed.
+    private static FileDescriptorHandle? KeepFirst(ReadOnlySpan<int> fds)
     {
-        bool ack = (protocol & VhostUserBlkSession.ProtocolReplyAck) != 0;
+        for (int i = 1; i < fds.Length; i++)
+        {
+            new FileDescriptorHandle(fds[i]).Dispose();
+        }
+
+        return fds.Length > 0 ? new FileDescriptorHandle(fds[0]) : null;
+    }
+
+    // A message with no reply of its own: with REPLY_ACK, wait for the back-end's verdict.
+    private static void Send(VhostUserChannel channel, byte[] payload, VhostUserRequest request, ReadOnlySpan<byte> body, ReadOnlySpan<int> fds, bool ack, string name)
+    {
         if (!channel.Send(request, ack ? 0x9u : 0x1u, body, fds))
         {
             throw new IOException($"The back-end closed the connection before {name}.");
@@ -504,10 +475,7 @@ public sealed unsafe class VhostUserBlkClient : BlockDevice
 
         Span<int> none = stackalloc int[VhostUserChannel.MaxFds];
         var error = channel.Receive(payload, none, reply: true, out var header, out int count);
-        for (int i = 0; i < count; i++)
-        {
-            LibC.close(none[i]);
-        }
+        KeepFirst(none[..count])?.Dispose();
 
         if (error != VhostUserError.None || header.Request != request || header.Size != 8)
         {
@@ -568,22 +536,22 @@ public sealed unsafe class VhostUserBlkClient : BlockDevice
             {
                 channel = new VhostUserChannel(ConnectSocket(_options.SocketPath, _options.ConnectTimeout - watch.Elapsed));
                 ulong offered = Call(channel, _payload, VhostUserRequest.GetFeatures, default, "GET_FEATURES");
-                if ((offered & _features) != _features)
+                if ((offered & _rings.Features) != _rings.Features)
                 {
                     throw new IOException("the new back-end offers fewer features than were negotiated");
                 }
 
-                ulong protocolOffered = Call(channel, _payload, VhostUserRequest.GetProtocolFeatures, default, "GET_PROTOCOL_FEATURES");
-                if ((protocolOffered & _protocol) != _protocol)
+                var protocolOffered = (VhostUserProtocolFeatures)Call(channel, _payload, VhostUserRequest.GetProtocolFeatures, default, "GET_PROTOCOL_FEATURES");
+                if ((protocolOffered & _rings.Protocol) != _rings.Protocol)
                 {
                     throw new IOException("the new back-end offers fewer protocol features than were negotiated");
                 }
 
                 Span<byte> u64 = stackalloc byte[8];
-                BinaryPrimitives.WriteUInt64LittleEndian(u64, _protocol);
-                Send(channel, _payload, VhostUserRequest.SetProtocolFeatures, u64, default, _protocol, "SET_PROTOCOL_FEATURES");
-                Send(channel, _payload, VhostUserRequest.SetOwner, default, default, _protocol, "SET_OWNER");
-                StartRings(channel, _payload, _features, _protocol, _memFd, _memory, _memorySize, _queues, _inflightFd, _inflightSize, _options.QueueSize);
+                BinaryPrimitives.WriteUInt64LittleEndian(u64, (ulong)_rings.Protocol);
+                Send(channel, _payload, VhostUserRequest.SetProtocolFeatures, u64, default, _rings.ReplyAck, "SET_PROTOCOL_FEATURES");
+                Send(channel, _payload, VhostUserRequest.SetOwner, default, default, _rings.ReplyAck, "SET_OWNER");
+                StartRings(channel, _payload, _rings);
                 var old = _channel;
                 _channel = channel;
                 old.Dispose();
@@ -616,14 +584,7 @@ public sealed unsafe class VhostUserBlkClient : BlockDevice
         public required ILogger Logger;
         public required VhostUserChannel Channel;
         public byte[] Payload = new byte[VhostUserHeader.MaxPayload];
-        public ulong Features;
-        public ulong Protocol;
-        public int MemFd = -1;
-        public byte* Memory;
-        public long MemorySize;
-        public ClientVirtqueue[] Queues = [];
-        public int InflightFd = -1;
-        public ulong InflightSize;
+        public ClientRingSetup Rings = new();
         public bool Owned = true;
 
         public void Release()
@@ -634,25 +595,7 @@ public sealed unsafe class VhostUserBlkClient : BlockDevice
             }
 
             Channel.Dispose();
-            foreach (var q in Queues)
-            {
-                q.Dispose();
-            }
-
-            if (Memory != null)
-            {
-                LibC.munmap(Memory, (size_t)(ulong)MemorySize);
-            }
-
-            if (MemFd >= 0)
-            {
-                LibC.close(MemFd);
-            }
-
-            if (InflightFd >= 0)
-            {
-                LibC.close(InflightFd);
-            }
+            Rings.Dispose();
         }
     }
 }

@@ -1,6 +1,8 @@
 using System.Diagnostics.Metrics;
 using System.Text;
 using Hci.Core.Blocks;
+using Hci.Core.Native;
+using Hci.Core.Reactors;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Tmds.Linux;
@@ -9,14 +11,24 @@ namespace Hci.Transport.Vhost;
 
 /// <summary>
 /// A vhost-user-blk back-end: exports one <see cref="BlockDevice"/> on a Unix socket to vhost-user front-ends
-/// (QEMU, or the vhost-user-blk client for processes and containers). Each connection gets a control
-/// thread; its virtqueues are spread over a fixed set of reactor threads that serve guest memory with no copy.
-/// Guest I/O enters the device as class VM under <see cref="VhostUserBlkServerOptions.Tenant"/>, so a scheduler
-/// below sees it, and a throttled tenant's requests are left in the guest's ring with kicks suppressed.
+/// (QEMU, or the vhost-user-blk client for processes and containers). Guest I/O enters the device as class VM under
+/// <see cref="VhostUserBlkServerOptions.Tenant"/>, so a scheduler below sees it, and a throttled tenant's requests
+/// are left in the guest's ring with kicks suppressed.
 /// </summary>
 /// <remarks>
-/// Meter <c>Hci.Transport.VhostUser</c>: <c>hci.vhost.requests</c>, <c>hci.vhost.kicks</c> and
-/// <c>hci.vhost.interrupts</c> (their ratios are the notifications per I/O), tagged with the socket path.
+/// <para><b>Theory of operation.</b> Three kinds of thread, as QEMU's vhost-user-server: one accepts connections;
+/// each connection gets a control thread running a <c>VhostUserSession</c> (the generic protocol, one method per
+/// message, blocking on its socket), whose device hooks (<c>VhostUserBlkDevice</c>) make virtio-blk of it; and a
+/// fixed set of data-plane reactors (<see cref="Hci.Core.Reactors.Reactor"/>, <see cref="VhostUserBlkServerOptions.ReactorThreads"/>
+/// of them) serve the rings. Each reactor owns one queue on the device and runs one poller over the rings placed on
+/// it (the least loaded takes each new ring): it takes chains straight out of guest memory with no copy, submits
+/// them in batches and answers on the used ring. It polls for a while after the last work, then asks for kicks and
+/// sleeps in one wait on the device and on every kick eventfd. A control thread changes a running ring only by a
+/// message to its reactor, and stopping a ring waits for the requests it started.</para>
+/// <para>Meter <c>Hci.Transport.VhostUser</c>: <c>hci.vhost.requests</c>, <c>hci.vhost.kicks</c> and
+/// <c>hci.vhost.interrupts</c> (their ratios are the notifications per I/O), tagged with the socket path. What the
+/// reactors allocate is the <c>hci.reactor.allocated_bytes</c> counter of <see cref="Hci.Core.Reactors.ReactorMetrics"/>
+/// (reactors named <c>hci-vhost-S-N</c>: server S, reactor N).</para>
 /// </remarks>
 public sealed unsafe class VhostUserBlkServer : IDisposable
 {
@@ -25,16 +37,19 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
 
     private readonly ILogger _logger;
     private readonly Lock _lock = new();
-    private readonly List<VhostUserBlkSession> _sessions = [];
+    private readonly List<VhostUserSession> _sessions = [];
     private readonly Meter _meter;
-    private VirtqueueReactor[] _reactors = [];
+    private ReactorGroup? _group;
+    private RingPoller[] _pollers = [];
     private Thread? _acceptThread;
-    private int _listen = -1;
+    private FileDescriptorHandle? _listen;
     private int _nextSession;
     private long _retiredRequests;
     private long _retiredInterrupts;
     private readonly List<ReactorRing> _live = [];
     private volatile bool _stopping;
+    private static int s_instances;
+    private readonly int _instance = Interlocked.Increment(ref s_instances);
 
     /// <summary>Creates the server; <see cref="Start"/> opens the socket.</summary>
     /// <param name="device">The device to export; it must outlive the server.</param>
@@ -112,7 +127,7 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
     }
 
     /// <summary>Kicks read so far.</summary>
-    public long Kicks => _reactors.Sum(r => r.Kicks);
+    public long Kicks => _pollers.Sum(r => r.Kicks);
 
     /// <summary>Starts the reactors, creates the socket (replacing a stale one) and accepts front-ends.</summary>
     /// <exception cref="IOException">The socket could not be created; the message says why.</exception>
@@ -123,31 +138,36 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
             throw new InvalidOperationException("The server is already started.");
         }
 
-        var reactors = new List<VirtqueueReactor>();
+        var group = new ReactorGroup(new ReactorGroupOptions { Count = Options.ReactorThreads, Name = $"hci-vhost-{_instance}", PollWindow = Options.PollWindow });
+        var pollers = new List<RingPoller>();
         try
         {
-            for (int i = 0; i < Options.ReactorThreads; i++)
+            foreach (var reactor in group.Reactors)
             {
-                reactors.Add(new VirtqueueReactor(Device, Options.QueueDepth, $"hci-vhost-{i}", _logger, Options.PollWindow));
+                var poller = new RingPoller(reactor, Device, Options.QueueDepth, _logger);
+                poller.Start();
+                pollers.Add(poller);
             }
 
-            _reactors = [.. reactors];
             _listen = Listen(Options.SocketPath, Options.SocketMode);
         }
         catch
         {
-            foreach (var r in reactors)
+            foreach (var p in pollers)
             {
-                r.Dispose();
+                p.Stop();
             }
 
-            _reactors = [];
+            group.Dispose();
             throw;
         }
 
+        _group = group;
+        _pollers = [.. pollers];
+
         _acceptThread = new Thread(AcceptLoop) { IsBackground = true, Name = "hci-vhost-accept" };
         _acceptThread.Start();
-        _logger.LogInformation("vhost-user-blk: listening on {Socket} ({Device}, {Capacity} bytes, {Queues} queue(s), {Reactors} reactor(s)).", Options.SocketPath, Device.Name, Device.Geometry.Capacity, Options.MaxQueues, _reactors.Length);
+        _logger.LogInformation("vhost-user-blk: listening on {Socket} ({Device}, {Capacity} bytes, {Queues} queue(s), {Reactors} reactor(s)).", Options.SocketPath, Device.Name, Device.Geometry.Capacity, Options.MaxQueues, _pollers.Length);
     }
 
     /// <summary>Closes the socket, disconnects every front-end (after their requests complete) and stops the reactors.</summary>
@@ -159,20 +179,20 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
         }
 
         _stopping = true;
-        if (_listen >= 0)
+        if (_listen != null)
         {
-            LibC.shutdown(_listen, LibC.SHUT_RDWR);
+            LibC.shutdown(_listen.Fd, LibC.SHUT_RDWR);
         }
 
         _acceptThread?.Join();
-        if (_listen >= 0)
+        if (_listen != null)
         {
-            LibC.close(_listen);
-            _listen = -1;
+            _listen.Dispose();
+            _listen = null;
             Unlink(Options.SocketPath);
         }
 
-        VhostUserBlkSession[] sessions;
+        VhostUserSession[] sessions;
         lock (_lock)
         {
             sessions = [.. _sessions];
@@ -188,30 +208,34 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
             s.Dispose();
         }
 
-        foreach (var r in _reactors)
+        foreach (var p in _pollers)
         {
-            r.Dispose();
+            p.Stop();
         }
 
+        _group?.Dispose();
         _meter.Dispose();
     }
 
-    internal VirtqueueReactor PickReactor()
+    /// <summary>Places a new ring on the least loaded reactor; dispose the assignment when the ring stops.</summary>
+    internal (RingPoller Poller, ReactorAssignment Assignment) PickReactor()
     {
-        lock (_lock)
+        var group = _group ?? throw new InvalidOperationException("The server is not started.");
+        var assignment = group.Assign();
+        foreach (var p in _pollers)
         {
-            VirtqueueReactor? best = null;
-            foreach (var r in _reactors)
+            if (p.Reactor == assignment.Reactor)
             {
-                if (!r.Failed && (best == null || r.RingCount < best.RingCount))
-                {
-                    best = r;
-                }
+                return (p, assignment);
             }
-
-            return best ?? throw new InvalidOperationException("Every vhost-user reactor has failed (see the critical log entries); no ring can start.");
         }
+
+        assignment.Dispose();
+        throw new InvalidOperationException("The reactor has no ring poller.");
     }
+
+    /// <summary>The data-plane reactors' names (the <c>reactor</c> tag of their meters).</summary>
+    internal IEnumerable<string> ReactorNames => _pollers.Select(p => p.Reactor.Name);
 
     internal void Track(ReactorRing ring)
     {
@@ -233,7 +257,7 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
         }
     }
 
-    internal void OnSessionClosed(VhostUserBlkSession session)
+    internal void OnSessionClosed(VhostUserSession session)
     {
         lock (_lock)
         {
@@ -241,10 +265,11 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
         }
     }
 
-    private static int Listen(string path, UnixFileMode mode)
+    private static FileDescriptorHandle Listen(string path, UnixFileMode mode)
     {
-        int fd = LibC.socket(LibC.AF_UNIX, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC, 0);
-        if (fd < 0)
+        var socket = new FileDescriptorHandle(LibC.socket(LibC.AF_UNIX, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC, 0));
+        int fd = socket.Fd;
+        if (socket.IsInvalid)
         {
             throw new IOException($"Creating a Unix socket failed: {Errno.Describe(LibC.errno)}.");
         }
@@ -277,35 +302,31 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
                 throw new IOException($"Listening on '{path}' failed: {Errno.Describe(LibC.errno)}.");
             }
 
-            return fd;
+            return socket;
         }
         catch
         {
-            LibC.close(fd);
+            socket.Dispose();
             throw;
         }
     }
 
-    // The S_IFMT bits of lstat(path), or 0 when nothing is there.
+    // The S_IFMT bits of the file at path (not following a link), or 0 when nothing is there. statx has one
+    // layout on every architecture, so no per-architecture offsets of struct stat are needed.
     private static uint FileType(string path)
     {
-        byte* buffer = stackalloc byte[256];
         byte[] bytes = Encoding.UTF8.GetBytes(path + "\0");
+        statx buffer;
         fixed (byte* p = bytes)
         {
-            if (Lstat(p, buffer) != 0)
+            if (LibC.statx(LibC.AT_FDCWD, p, LibC.AT_SYMLINK_NOFOLLOW, LibC.STATX_TYPE, &buffer) != 0)
             {
                 return 0;
             }
         }
 
-        // st_mode: after st_dev and st_ino, then st_nlink (8 bytes) on x86_64; st_nlink follows it elsewhere.
-        int modeOffset = System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture == System.Runtime.InteropServices.Architecture.X64 ? 24 : 16;
-        return *(uint*)(buffer + modeOffset) & 0xF000;
+        return buffer.stx_mode & 0xF000u;
     }
-
-    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "lstat", SetLastError = true)]
-    private static extern int Lstat(byte* path, byte* stat);
 
     private static void Unlink(string path)
     {
@@ -320,7 +341,7 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
     {
         while (!_stopping)
         {
-            int fd = LibC.accept4(_listen, null, null, LibC.SOCK_CLOEXEC);
+            int fd = LibC.accept4(_listen!.Fd, null, null, LibC.SOCK_CLOEXEC);
             if (fd < 0)
             {
                 int errno = LibC.errno;
@@ -339,17 +360,18 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
                 continue;
             }
 
-            VhostUserBlkSession session;
+            VhostUserSession session;
             lock (_lock)
             {
                 if (_sessions.Count >= Options.MaxConnections)
                 {
                     _logger.LogWarning("vhost-user-blk: {Socket} already has {Count} front-end(s) (MaxConnections); closing a new connection.", Options.SocketPath, _sessions.Count);
-                    LibC.close(fd);
+                    new FileDescriptorHandle(fd).Dispose();
                     continue;
                 }
 
-                session = new VhostUserBlkSession(this, fd, ++_nextSession, _logger);
+                int id = ++_nextSession;
+                session = new VhostUserSession(fd, id, new VhostUserBlkDevice(this, id, _logger), Options.SocketPath, Options.AllowUnsealedMemory, _logger, OnSessionClosed);
                 _sessions.Add(session);
             }
 

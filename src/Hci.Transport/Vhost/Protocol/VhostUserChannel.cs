@@ -1,4 +1,5 @@
 using Hci.Core.Blocks;
+using Hci.Core.Native;
 using Tmds.Linux;
 
 namespace Hci.Transport.Vhost;
@@ -8,7 +9,7 @@ namespace Hci.Transport.Vhost;
 /// blocking calls on the connection's own thread. Descriptors arrive close-on-exec; any that cannot be used
 /// (too many, or a truncated control message) are closed at once, never leaked.
 /// </summary>
-public sealed unsafe class VhostUserChannel : IDisposable
+internal sealed unsafe class VhostUserChannel : IDisposable
 {
     /// <summary>Most file descriptors one message may carry.</summary>
     public const int MaxFds = 8;
@@ -19,18 +20,18 @@ public sealed unsafe class VhostUserChannel : IDisposable
     /// </summary>
     internal const int CmsgHeaderLength = 16;
 
-    private int _fd;
+    private readonly FileDescriptorHandle _socket;
 
     /// <summary>Takes ownership of a connected Unix stream socket.</summary>
     /// <param name="fd">The socket.</param>
     public VhostUserChannel(int fd)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(fd);
-        _fd = fd;
+        _socket = new FileDescriptorHandle(fd);
     }
 
-    /// <summary>The socket.</summary>
-    public int Fd => _fd;
+    /// <summary>The socket, or -1 once disposed.</summary>
+    public int Fd => _socket.IsClosed ? -1 : _socket.Fd;
 
     /// <summary>Reads one message.</summary>
     /// <param name="payload">Receives the payload; at least <see cref="VhostUserHeader.MaxPayload"/> bytes.</param>
@@ -68,7 +69,7 @@ public sealed unsafe class VhostUserChannel : IDisposable
         long n;
         do
         {
-            n = LibC.recvmsg(_fd, &msg, LibC.MSG_CMSG_CLOEXEC);
+            n = LibC.recvmsg(Fd, &msg, LibC.MSG_CMSG_CLOEXEC);
         }
         while (n < 0 && LibC.errno == Errno.EINTR);
 
@@ -211,7 +212,7 @@ public sealed unsafe class VhostUserChannel : IDisposable
                 long n;
                 do
                 {
-                    n = LibC.sendmsg(_fd, &msg, LibC.MSG_NOSIGNAL);
+                    n = LibC.sendmsg(Fd, &msg, LibC.MSG_NOSIGNAL);
                 }
                 while (n < 0 && LibC.errno == Errno.EINTR);
                 if (n <= 0)
@@ -224,7 +225,7 @@ public sealed unsafe class VhostUserChannel : IDisposable
 
             while (sent < message.Length)
             {
-                long n = LibC.send(_fd, p + sent, message.Length - sent, LibC.MSG_NOSIGNAL);
+                long n = LibC.send(Fd, p + sent, message.Length - sent, LibC.MSG_NOSIGNAL);
                 if (n < 0 && LibC.errno == Errno.EINTR)
                 {
                     continue;
@@ -243,14 +244,7 @@ public sealed unsafe class VhostUserChannel : IDisposable
     }
 
     /// <summary>Closes the socket.</summary>
-    public void Dispose()
-    {
-        int fd = Interlocked.Exchange(ref _fd, -1);
-        if (fd >= 0)
-        {
-            LibC.close(fd);
-        }
-    }
+    public void Dispose() => _socket.Dispose();
 
     private static int CmsgSpace(int fdCount) => CmsgHeaderLength + (((fdCount * sizeof(int)) + 7) & ~7);
 
@@ -269,7 +263,7 @@ public sealed unsafe class VhostUserChannel : IDisposable
             int have = 0;
             while (have < into.Length)
             {
-                long n = LibC.recv(_fd, p + have, into.Length - have, 0);
+                long n = LibC.recv(Fd, p + have, into.Length - have, 0);
                 if (n < 0 && LibC.errno == Errno.EINTR)
                 {
                     continue;

@@ -1,7 +1,7 @@
 namespace Hci.Transport.Vhost;
 
 /// <summary>vhost-user front-end requests (QEMU docs/interop/vhost-user.rst) a virtio-blk back-end handles.</summary>
-public enum VhostUserRequest : uint
+internal enum VhostUserRequest : uint
 {
     /// <summary>No request.</summary>
     None = 0,

@@ -3,7 +3,7 @@ using System.Buffers.Binary;
 namespace Hci.Transport.Vhost;
 
 /// <summary>Why a vhost-user message is refused; the session answers it as the protocol allows (or closes).</summary>
-public enum VhostUserError
+internal enum VhostUserError
 {
     /// <summary>Well formed.</summary>
     None = 0,
@@ -31,7 +31,7 @@ public enum VhostUserError
 /// <param name="Request">The request.</param>
 /// <param name="Flags">Version and reply bits.</param>
 /// <param name="Size">Payload bytes that follow.</param>
-public readonly record struct VhostUserHeader(VhostUserRequest Request, uint Flags, uint Size)
+internal readonly record struct VhostUserHeader(VhostUserRequest Request, uint Flags, uint Size)
 {
     /// <summary>Header bytes.</summary>
     public const int Length = 12;
@@ -44,13 +44,16 @@ public readonly record struct VhostUserHeader(VhostUserRequest Request, uint Fla
 }
 
 /// <summary>Decodes and checks vhost-user messages. Every field comes from another process and is untrusted.</summary>
-public static class VhostUserMessage
+internal static class VhostUserMessage
 {
     /// <summary>Largest number of regions in one SET_MEM_TABLE (the protocol's baseline).</summary>
     public const int MaxMemTableRegions = 8;
 
     /// <summary>Largest config window (virtio-blk's config space is 60 bytes; the protocol allows 256).</summary>
     public const int MaxConfig = 256;
+
+    /// <summary>VHOST_USER_F_PROTOCOL_FEATURES: a virtio feature bit that only vhost-user knows; with it, protocol features are negotiated.</summary>
+    public const ulong ProtocolFeaturesBit = 1UL << 30;
 
     /// <summary>The NOFD bit of a vring kick/call/err payload.</summary>
     public const ulong VringNoFd = 1UL << 8;

@@ -16,8 +16,9 @@ public sealed class VhostUserBlkClientOptions
     public int MaxTransferBytes { get; set; } = 128 * 1024;
 
     /// <summary>
-    /// Poll the used ring instead of sleeping on the call eventfd: lower latency for a busy core, and the back-end
-    /// is asked for no interrupts.
+    /// Ask the back-end for no interrupts while the queue's owner keeps polling it (a reactor in its poll window):
+    /// an interrupt is asked for only when a poll must wait, just before it sleeps on the call eventfd. How long to
+    /// poll before sleeping is the owner's policy (<see cref="Hci.Core.Reactors.ReactorOptions.PollWindow"/>).
     /// </summary>
     public bool Polling { get; set; }
 

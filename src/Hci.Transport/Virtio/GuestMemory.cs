@@ -1,11 +1,11 @@
-namespace Hci.Transport.Vhost;
+namespace Hci.Transport.Virtio;
 
 /// <summary>
 /// A guest's memory table: translates guest physical and front-end virtual addresses to pointers here, refusing
 /// any range that is not wholly inside one region. Every address from the guest goes through it, so a hostile
 /// guest can name no byte outside the memory it shared.
 /// </summary>
-public sealed class GuestMemory
+internal sealed class GuestMemory
 {
     /// <summary>The most regions a table may hold (QEMU sends at most 8 or 509 with the extension).</summary>
     public const int MaxRegions = 509;

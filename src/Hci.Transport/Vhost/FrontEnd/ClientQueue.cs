@@ -1,4 +1,5 @@
 using Hci.Core.Blocks;
+using Hci.Core.Native;
 using Hci.Transport.Virtio;
 using Tmds.Linux;
 
@@ -7,13 +8,14 @@ namespace Hci.Transport.Vhost;
 /// <summary>
 /// A <see cref="BlockQueue"/> of <see cref="VhostUserBlkClient"/>: owns one virtqueue. Submit writes the request's
 /// indirect table and publishes it on the available ring; Poll kicks once for the batch (when the back-end asks for
-/// kicks), reaps the used ring and, when it must wait, sleeps on the call eventfd (or spins, in polling mode).
+/// kicks), reaps the used ring and, when it must wait, sleeps on the call eventfd and on the owner's wake source
+/// (<see cref="TrySetWakeSource"/>): a reactor sleeps on it with its other events in one wait.
 /// </summary>
 internal sealed unsafe class ClientQueue : BlockQueue
 {
-    private const ushort FlagNext = 1;
-    private const ushort FlagWrite = 2;
-    private const ushort FlagIndirect = 4;
+    private const ushort FlagNext = SplitRing.DescriptorNext;
+    private const ushort FlagWrite = SplitRing.DescriptorWrite;
+    private const ushort FlagIndirect = SplitRing.DescriptorIndirect;
     private const int ENOTCONN = 107;
 
     private readonly VhostUserBlkClient _client;
@@ -21,8 +23,8 @@ internal sealed unsafe class ClientQueue : BlockQueue
     private readonly BlockRequest?[] _slots;
     private readonly bool[] _staged;
     private readonly int[] _free;
-    private readonly int _epoll;
-    private readonly int _wakeFd;
+    private readonly FileDescriptorHandle _epoll;
+    private readonly FileDescriptorHandle _wake;
     private readonly ulong _sharedStart;
     private readonly ulong _sharedEnd;
     private int _freeCount;
@@ -31,6 +33,7 @@ internal sealed unsafe class ClientQueue : BlockQueue
     private ushort _lastUsed;
     private ushort _kickedAt;
     private volatile bool _woken;
+    private int _wakeSource = -1;
 
     public ClientQueue(VhostUserBlkClient client, ClientVirtqueue vq)
         : base(client)
@@ -46,20 +49,28 @@ internal sealed unsafe class ClientQueue : BlockQueue
         }
 
         _freeCount = vq.Size;
-        _availIdx = Volatile.Read(ref *(ushort*)(vq.Avail + 2));
+        _availIdx = Volatile.Read(ref *SplitRing.AvailIndex((byte*)vq.Avail));
         _lastUsed = vq.UsedIndex;
         _kickedAt = _availIdx;
         var shared = client.SharedMemory;
         _sharedStart = (ulong)shared.Address;
         _sharedEnd = _sharedStart + (ulong)shared.Length;
-        _wakeFd = LibC.eventfd(0, LibC.EFD_CLOEXEC | LibC.EFD_NONBLOCK);
-        _epoll = LibC.epoll_create1(LibC.EPOLL_CLOEXEC);
+        _wake = new FileDescriptorHandle(LibC.eventfd(0, LibC.EFD_CLOEXEC | LibC.EFD_NONBLOCK));
+        _epoll = new FileDescriptorHandle(LibC.epoll_create1(LibC.EPOLL_CLOEXEC));
+        if (_wake.IsInvalid || _epoll.IsInvalid)
+        {
+            int errno = LibC.errno;
+            _wake.Dispose();
+            _epoll.Dispose();
+            throw new IOException($"Creating the queue's wait set failed: {Errno.Describe(errno)}.");
+        }
+
         epoll_event ev = default;
         ev.events = LibC.EPOLLIN;
-        ev.data.fd = vq.CallFd;
-        LibC.epoll_ctl(_epoll, LibC.EPOLL_CTL_ADD, vq.CallFd, &ev);
-        ev.data.fd = _wakeFd;
-        LibC.epoll_ctl(_epoll, LibC.EPOLL_CTL_ADD, _wakeFd, &ev);
+        ev.data.fd = vq.Call.Fd;
+        LibC.epoll_ctl(_epoll.Fd, LibC.EPOLL_CTL_ADD, vq.Call.Fd, &ev);
+        ev.data.fd = _wake.Fd;
+        LibC.epoll_ctl(_epoll.Fd, LibC.EPOLL_CTL_ADD, _wake.Fd, &ev);
         vq.WakeOwner = Wake;
     }
 
@@ -67,7 +78,7 @@ internal sealed unsafe class ClientQueue : BlockQueue
     {
         _woken = true;
         ulong one = 1;
-        LibC.write(_wakeFd, &one, sizeof(ulong));
+        LibC.write(_wake.Fd, &one, sizeof(ulong));
     }
 
     protected override void SubmitCore(BlockRequest request)
@@ -87,6 +98,40 @@ internal sealed unsafe class ClientQueue : BlockQueue
         Start(request, _free[--_freeCount]);
     }
 
+    /// <summary>
+    /// Makes a waiting poll also end when <paramref name="fd"/> (a reactor's epoll set) is ready: it joins this
+    /// queue's own wait set, so a reactor sleeps on its kicks, sockets and this virtqueue in one wait.
+    /// </summary>
+    /// <param name="fd">The descriptor, or -1 to stop watching it.</param>
+    /// <returns>True when watched.</returns>
+    public override bool TrySetWakeSource(int fd)
+    {
+        if (_wakeSource >= 0)
+        {
+            LibC.epoll_ctl(_epoll.Fd, LibC.EPOLL_CTL_DEL, _wakeSource, null);
+            _wakeSource = -1;
+        }
+
+        if (fd < 0)
+        {
+            return true;
+        }
+
+        epoll_event ev = default;
+        ev.events = LibC.EPOLLIN;
+        ev.data.fd = fd;
+        if (LibC.epoll_ctl(_epoll.Fd, LibC.EPOLL_CTL_ADD, fd, &ev) != 0)
+        {
+            return false;
+        }
+
+        _wakeSource = fd;
+        return true;
+    }
+
+    // Reaps what the back-end has answered; when it must wait, asks for an interrupt at the next completion (in
+    // polling mode too: interrupts are off only while the owner keeps looking, and the owner's poll window decides
+    // how long that is), looks once more, and sleeps on the call eventfd, a wake, or the wake source.
     protected override int PollCore(int minCompletions, int timeoutMilliseconds)
     {
         if (_vq.Failed)
@@ -102,7 +147,8 @@ internal sealed unsafe class ClientQueue : BlockQueue
         }
 
         long deadline = timeoutMilliseconds < 0 ? long.MaxValue : Environment.TickCount64 + timeoutMilliseconds;
-        epoll_event* events = stackalloc epoll_event[2];
+        epoll_event* events = stackalloc epoll_event[3];
+        bool armed = false;
         while (done < minCompletions && timeoutMilliseconds != 0 && !_vq.Failed)
         {
             // A wake is remembered until a poll consumes it, whether it came before the poll or during it.
@@ -110,74 +156,97 @@ internal sealed unsafe class ClientQueue : BlockQueue
             {
                 _woken = false;
                 ulong drained;
-                LibC.read(_wakeFd, &drained, sizeof(ulong));
+                LibC.read(_wake.Fd, &drained, sizeof(ulong));
                 break;
             }
 
-            if (_vq.Polling)
+            ArmInterrupt();
+            armed = true;
+            Interlocked.MemoryBarrier();
+            if (_vq.UsedIndex == _lastUsed)
             {
-                if (Environment.TickCount64 >= deadline)
+                long left = deadline == long.MaxValue ? -1 : deadline - Environment.TickCount64;
+                if (left is < 0 and not -1)
                 {
                     break;
                 }
 
-                Thread.SpinWait(20);
-            }
-            else
-            {
-                // Ask for an interrupt at the next completion, then look once more before sleeping.
-                if (_vq.EventIdx)
+                int n = LibC.epoll_wait(_epoll.Fd, events, 3, (int)Math.Min(left, int.MaxValue));
+                bool source = false;
+                ulong value;
+                for (int i = 0; i < n; i++)
                 {
-                    Volatile.Write(ref *(ushort*)(_vq.Avail + 4 + (_vq.Size * 2)), _lastUsed);
+                    int fd = events[i].data.fd;
+                    if (fd == _wake.Fd)
+                    {
+                        continue; // consumed at the top of the loop, with the flag
+                    }
+
+                    if (fd == _wakeSource)
+                    {
+                        source = true; // the owner reads it
+                        continue;
+                    }
+
+                    LibC.read(fd, &value, sizeof(ulong));
                 }
 
-                Interlocked.MemoryBarrier();
-                if (_vq.UsedIndex == _lastUsed)
+                if (source || (n == 0 && left >= 0))
                 {
-                    long left = deadline == long.MaxValue ? -1 : deadline - Environment.TickCount64;
-                    if (left is < 0 and not -1)
-                    {
-                        break;
-                    }
-
-                    int n = LibC.epoll_wait(_epoll, events, 2, (int)Math.Min(left, int.MaxValue));
-                    ulong value;
-                    for (int i = 0; i < n; i++)
-                    {
-                        if (events[i].data.fd == _wakeFd)
-                        {
-                            continue; // consumed at the top of the loop, with the flag
-                        }
-
-                        LibC.read(events[i].data.fd, &value, sizeof(ulong));
-                    }
-
-                    if (n == 0 && left >= 0)
-                    {
-                        done += Reap();
-                        break;
-                    }
+                    done += Reap();
+                    break;
                 }
             }
 
             done += Reap();
         }
 
+        if (armed && _vq.Polling)
+        {
+            DisarmInterrupt();
+        }
+
         return _vq.Failed ? done + FailAll() : done;
+    }
+
+    private void ArmInterrupt()
+    {
+        if (_vq.EventIdx)
+        {
+            Volatile.Write(ref *SplitRing.UsedEvent((byte*)_vq.Avail, _vq.Size), _lastUsed);
+        }
+        else if (_vq.Polling)
+        {
+            Volatile.Write(ref *SplitRing.AvailFlags((byte*)_vq.Avail), (ushort)0);
+        }
+    }
+
+    // Polling mode, the wait over: the back-end is asked for no interrupts again.
+    private void DisarmInterrupt()
+    {
+        if (_vq.EventIdx)
+        {
+            Volatile.Write(ref *SplitRing.UsedEvent((byte*)_vq.Avail, _vq.Size), (ushort)(_lastUsed + 0x7FFF));
+        }
+        else
+        {
+            Volatile.Write(ref *SplitRing.AvailFlags((byte*)_vq.Avail), SplitRing.AvailNoInterrupt);
+        }
     }
 
     protected override void Dispose(bool disposing)
     {
         _vq.WakeOwner = null;
-        LibC.close(_epoll);
-        LibC.close(_wakeFd);
+        _wakeSource = -1;
+        _epoll.Dispose();
+        _wake.Dispose();
         _client.Release(_vq);
     }
 
     private void Start(BlockRequest request, int slot)
     {
         byte* meta = _vq.Meta(slot);
-        var table = (Descriptor*)(meta + 64);
+        var table = (VirtqDescriptor*)(meta + 64);
         int n = 0;
         uint type;
         bool staged = false;
@@ -212,7 +281,7 @@ internal sealed unsafe class ClientQueue : BlockQueue
                     while (left > 0)
                     {
                         int chunk = (int)Math.Min(left, _vq.SizeMax);
-                        table[n++] = new Descriptor(_vq.Address(staging + offset), (uint)chunk, dataFlags);
+                        table[n++] = new VirtqDescriptor(_vq.Address(staging + offset), (uint)chunk, dataFlags);
                         offset += chunk;
                         left -= chunk;
                     }
@@ -233,7 +302,7 @@ internal sealed unsafe class ClientQueue : BlockQueue
                 *(uint*)(range + 8) = (uint)(request.Length / VirtioBlk.SectorSize);
                 *(uint*)(range + 12) = 0;
                 n = 1;
-                table[n++] = new Descriptor(_vq.Address(range), VirtioBlk.RangeSize, FlagNext);
+                table[n++] = new VirtqDescriptor(_vq.Address(range), VirtioBlk.RangeSize, FlagNext);
                 break;
             }
         }
@@ -241,24 +310,24 @@ internal sealed unsafe class ClientQueue : BlockQueue
         *(uint*)meta = type;
         *(uint*)(meta + 4) = 0;
         *(ulong*)(meta + 8) = request.Operation is BlockOperation.Read or BlockOperation.Write ? (ulong)(request.Offset / VirtioBlk.SectorSize) : 0;
-        table[0] = new Descriptor(_vq.Address(meta), VirtioBlk.HeaderSize, FlagNext);
-        table[n++] = new Descriptor(_vq.Address(meta + 16), 1, FlagWrite);
+        table[0] = new VirtqDescriptor(_vq.Address(meta), VirtioBlk.HeaderSize, FlagNext);
+        table[n++] = new VirtqDescriptor(_vq.Address(meta + 16), 1, FlagWrite);
         for (int i = 0; i < n - 1; i++)
         {
             table[i].Next = (ushort)(i + 1);
         }
 
-        ((Descriptor*)_vq.Descriptors)[slot] = new Descriptor(_vq.Address(table), (uint)(n * 16), FlagIndirect);
+        ((VirtqDescriptor*)_vq.Descriptors)[slot] = new VirtqDescriptor(_vq.Address(table), (uint)(n * sizeof(VirtqDescriptor)), FlagIndirect);
         _slots[slot] = request;
         _staged[slot] = staged;
-        var avail = (ushort*)_vq.Avail;
-        avail[2 + (_availIdx & (_vq.Size - 1))] = (ushort)slot;
+        var avail = (byte*)_vq.Avail;
+        *SplitRing.AvailEntry(avail, _availIdx & (_vq.Size - 1)) = (ushort)slot;
         _availIdx++;
-        Volatile.Write(ref avail[1], _availIdx); // release: the table and entry before the index
+        Volatile.Write(ref *SplitRing.AvailIndex(avail), _availIdx); // release: the table and entry before the index
     }
 
     // Buffers already in shared memory go as they are, split at the back-end's segment size limit.
-    private bool DirectSegments(BlockRequest request, Descriptor* table, ref int n, ushort flags)
+    private bool DirectSegments(BlockRequest request, VirtqDescriptor* table, ref int n, ushort flags)
     {
         int limit = _vq.TableEntries - 1;
         foreach (var s in request.Segments)
@@ -278,7 +347,7 @@ internal sealed unsafe class ClientQueue : BlockQueue
                     return false;
                 }
 
-                table[n++] = new Descriptor(start - _sharedStart, chunk, flags);
+                table[n++] = new VirtqDescriptor(start - _sharedStart, chunk, flags);
                 start += chunk;
                 length -= chunk;
             }
@@ -301,12 +370,12 @@ internal sealed unsafe class ClientQueue : BlockQueue
         bool kick;
         if (_vq.EventIdx)
         {
-            ushort availEvent = Volatile.Read(ref *(ushort*)(_vq.Used + 4 + (_vq.Size * 8)));
-            kick = (ushort)(now - availEvent - 1) < (ushort)(now - old);
+            ushort availEvent = Volatile.Read(ref *SplitRing.AvailEvent((byte*)_vq.Used, _vq.Size));
+            kick = SplitRing.NeedEvent(availEvent, now, old);
         }
         else
         {
-            kick = (Volatile.Read(ref *(ushort*)_vq.Used) & 1) == 0;
+            kick = (Volatile.Read(ref *SplitRing.UsedFlags((byte*)_vq.Used)) & SplitRing.UsedNoNotify) == 0;
         }
 
         if (kick)
@@ -321,8 +390,8 @@ internal sealed unsafe class ClientQueue : BlockQueue
         ushort usedIdx = _vq.UsedIndex;
         while (_lastUsed != usedIdx)
         {
-            var entry = (uint*)(_vq.Used + 4 + ((_lastUsed & (_vq.Size - 1)) * 8));
-            uint id = Volatile.Read(ref entry[0]);
+            var entry = SplitRing.UsedEntry((byte*)_vq.Used, _lastUsed & (_vq.Size - 1));
+            uint id = Volatile.Read(ref entry->Id);
             _lastUsed++;
             if (id >= (uint)_slots.Length || _slots[id] is not { } request)
             {
@@ -375,7 +444,7 @@ internal sealed unsafe class ClientQueue : BlockQueue
         if (_vq.Polling && _vq.EventIdx)
         {
             // Keep the back-end's interrupt threshold far ahead: polling needs none.
-            Volatile.Write(ref *(ushort*)(_vq.Avail + 4 + (_vq.Size * 2)), (ushort)(_lastUsed + 0x7FFF));
+            Volatile.Write(ref *SplitRing.UsedEvent((byte*)_vq.Avail, _vq.Size), (ushort)(_lastUsed + 0x7FFF));
         }
 
         if (_availIdx != _kickedAt)
@@ -406,13 +475,5 @@ internal sealed unsafe class ClientQueue : BlockQueue
         }
 
         return done;
-    }
-
-    private struct Descriptor(ulong address, uint length, ushort flags)
-    {
-        public ulong Address = address;
-        public uint Length = length;
-        public ushort Flags = flags;
-        public ushort Next;
     }
 }

@@ -1,4 +1,6 @@
 using Hci.Core.Blocks;
+using Hci.Core.Native;
+using Hci.Transport.Virtio;
 using Tmds.Linux;
 
 namespace Hci.Transport.Vhost;
@@ -32,9 +34,9 @@ internal sealed unsafe class ClientVirtqueue : IDisposable
         SizeMax = sizeMax;
         EventIdx = eventIdx;
         Polling = polling;
-        KickFd = LibC.eventfd(0, LibC.EFD_CLOEXEC | LibC.EFD_NONBLOCK);
-        CallFd = LibC.eventfd(0, LibC.EFD_CLOEXEC | LibC.EFD_NONBLOCK);
-        if (KickFd < 0 || CallFd < 0)
+        Kick = new FileDescriptorHandle(LibC.eventfd(0, LibC.EFD_CLOEXEC | LibC.EFD_NONBLOCK));
+        Call = new FileDescriptorHandle(LibC.eventfd(0, LibC.EFD_CLOEXEC | LibC.EFD_NONBLOCK));
+        if (Kick.IsInvalid || Call.IsInvalid)
         {
             Dispose();
             throw new IOException($"eventfd failed: {Errno.Describe(LibC.errno)}.");
@@ -42,7 +44,7 @@ internal sealed unsafe class ClientVirtqueue : IDisposable
 
         if (polling && !eventIdx)
         {
-            *(ushort*)Avail = 1; // VRING_AVAIL_F_NO_INTERRUPT
+            *SplitRing.AvailFlags((byte*)Avail) = SplitRing.AvailNoInterrupt;
         }
     }
 
@@ -64,14 +66,16 @@ internal sealed unsafe class ClientVirtqueue : IDisposable
 
     public nint Used { get; }
 
-    public int KickFd { get; private set; }
+    /// <summary>The kick eventfd (driver to device).</summary>
+    public FileDescriptorHandle Kick { get; }
 
-    public int CallFd { get; private set; }
+    /// <summary>The call eventfd (device to driver).</summary>
+    public FileDescriptorHandle Call { get; }
 
     public bool InUse { get; set; }
 
     /// <summary>The used index the back-end has published.</summary>
-    public ushort UsedIndex => Volatile.Read(ref *(ushort*)(Used + 2));
+    public ushort UsedIndex => Volatile.Read(ref *SplitRing.UsedIndex((byte*)Used));
 
     /// <summary>Set when the back-end is gone for good; the owner fails what is in flight.</summary>
     public volatile bool Failed;
@@ -91,7 +95,7 @@ internal sealed unsafe class ClientVirtqueue : IDisposable
     public void KickNow()
     {
         ulong one = 1;
-        LibC.write(KickFd, &one, sizeof(ulong));
+        LibC.write(Kick.Fd, &one, sizeof(ulong));
     }
 
     public void Fail()
@@ -102,17 +106,8 @@ internal sealed unsafe class ClientVirtqueue : IDisposable
 
     public void Dispose()
     {
-        if (KickFd >= 0)
-        {
-            LibC.close(KickFd);
-            KickFd = -1;
-        }
-
-        if (CallFd >= 0)
-        {
-            LibC.close(CallFd);
-            CallFd = -1;
-        }
+        Kick.Dispose();
+        Call.Dispose();
     }
 
     /// <summary>Where a virtqueue's parts lie in the shared memory.</summary>
@@ -122,15 +117,15 @@ internal sealed unsafe class ClientVirtqueue : IDisposable
     /// <param name="Offset">Start in the shared memory.</param>
     public readonly record struct Layout(int Size, int TableEntries, int Staging, long Offset)
     {
-        public long DescBytes => (long)Size * 16;
+        public long DescBytes => (long)SplitRing.Sizes(Size).Descriptors;
 
-        public long AvailBytes => 6 + ((long)Size * 2);
+        public long AvailBytes => (long)SplitRing.Sizes(Size).Avail;
 
-        public long UsedBytes => 6 + ((long)Size * 8);
+        public long UsedBytes => (long)SplitRing.Sizes(Size).Used;
 
         public long RingBytes => Align(DescBytes + AvailBytes, 4096) + Align(UsedBytes, 4096);
 
-        public int MetaBytes => (int)Align(64 + ((long)TableEntries * 16), 64);
+        public int MetaBytes => (int)Align(64 + ((long)TableEntries * sizeof(VirtqDescriptor)), 64);
 
         public long Bytes => Align(RingBytes + ((long)Size * MetaBytes), 4096) + ((long)Size * Align(Staging, 4096));
     }
