@@ -64,7 +64,9 @@ internal sealed unsafe class Job : IBlockCompletionHandler, IPoller
         // Like fio's io_uring engine, a job waits in the kernel for its completions (no poll window): the comparison
         // is ring against ring, not polling against waiting. A vhost-user job with --polling polls the used ring
         // instead of sleeping on interrupts (the longest window there is: it sleeps only after a second of nothing).
-        var window = _options.VhostUser && _options.Polling ? TimeSpan.FromSeconds(1) : TimeSpan.Zero;
+        // Without --polling a vhost-user job keeps the reactor's default window: it looks at the used ring a few
+        // microseconds before it asks the back-end for an interrupt, as a guest's virtio driver under NAPI would.
+        var window = !_options.VhostUser ? TimeSpan.Zero : _options.Polling ? TimeSpan.FromSeconds(1) : new ReactorOptions().PollWindow;
         _reactor = new Reactor(new ReactorOptions { Name = $"hci-bench job {_index}", PollWindow = window });
         return _reactor.InvokeAsync(Prepare);
     }
