@@ -225,7 +225,7 @@ public sealed partial class ScsiDisk
             or ScsiOpcode.PersistentReserveIn or ScsiOpcode.ReadDefectData10 or ScsiOpcode.ReadDefectData12 or ScsiOpcode.ReportLuns => ScsiDataDirection.In,
         ScsiOpcode.Write6 or ScsiOpcode.Write10 or ScsiOpcode.Write12 or ScsiOpcode.Write16 or ScsiOpcode.WriteAndVerify10 or ScsiOpcode.WriteAndVerify12
             or ScsiOpcode.WriteAndVerify16 or ScsiOpcode.WriteSame10 or ScsiOpcode.WriteSame16 or ScsiOpcode.Unmap or ScsiOpcode.CompareAndWrite
-            or ScsiOpcode.OrWrite16 or ScsiOpcode.ModeSelect6 or ScsiOpcode.ModeSelect10 or ScsiOpcode.PersistentReserveOut => ScsiDataDirection.Out,
+            or ScsiOpcode.OrWrite16 or ScsiOpcode.WriteAtomic16 or ScsiOpcode.ModeSelect6 or ScsiOpcode.ModeSelect10 or ScsiOpcode.PersistentReserveOut => ScsiDataDirection.Out,
         ScsiOpcode.Verify10 or ScsiOpcode.Verify12 or ScsiOpcode.Verify16 => ((cdb[1] >> 1) & 3) == 0 ? ScsiDataDirection.None : ScsiDataDirection.Out, // BYTCHK
         _ => ScsiDataDirection.Unknown,
     };

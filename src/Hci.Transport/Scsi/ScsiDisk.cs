@@ -201,6 +201,9 @@ public sealed partial class ScsiDisk
                 case ScsiOpcode.OrWrite16:
                     await OrWrite(task);
                     return;
+                case ScsiOpcode.WriteAtomic16:
+                    await WriteAtomic(task);
+                    return;
                 default:
                     task.Fail(SenseKey.IllegalRequest, Asc.InvalidCommandOperationCode);
                     return;
@@ -313,6 +316,11 @@ public sealed partial class ScsiDisk
                 }
 
                 BinaryPrimitives.WriteUInt64BigEndian(d[36..], MaxWriteSameBlocks); // maximum write same length
+                BinaryPrimitives.WriteUInt32BigEndian(d[44..], MaxAtomicBlocks); // maximum atomic transfer length
+                BinaryPrimitives.WriteUInt32BigEndian(d[48..], AtomicAlignment); // atomic alignment
+                BinaryPrimitives.WriteUInt32BigEndian(d[52..], AtomicGranularity); // atomic transfer length granularity
+                // Maximum atomic transfer length with atomic boundary and maximum atomic boundary size stay 0: no
+                // atomic boundaries (a WRITE ATOMIC with a non-zero ATOMIC BOUNDARY is refused).
                 break;
             }
 

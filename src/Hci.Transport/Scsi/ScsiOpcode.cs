@@ -44,6 +44,9 @@ internal static class ScsiOpcode
     public const byte SynchronizeCache16 = 0x91;
     public const byte WriteSame16 = 0x93;
 
+    /// <summary>WRITE ATOMIC (16) (SBC-4 5.48).</summary>
+    public const byte WriteAtomic16 = 0x9C;
+
     /// <summary>SERVICE ACTION IN (16): READ CAPACITY (16), GET LBA STATUS.</summary>
     public const byte ServiceActionIn16 = 0x9E;
     public const byte ReportLuns = 0xA0;
