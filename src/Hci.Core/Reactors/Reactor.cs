@@ -61,7 +61,6 @@ public sealed unsafe class Reactor : IDisposable
     private long _nextDue = long.MaxValue;
     private long _lastWork;
     private int _sleeping;
-    private int _wakeWritten;
     private BlockQueue? _sleepingIn;
     private volatile bool _stopping;
     private volatile bool _closed;
@@ -707,12 +706,10 @@ public sealed unsafe class Reactor : IDisposable
             Volatile.Write(ref _sleepingIn, null);
             Interlocked.Exchange(ref _sleeping, 0);
 
-            // The queue's wait ended on a completion, a watched descriptor or a wake: look at the descriptors only when
-            // there are any besides the wake eventfd, or when a wake was written (a completion alone costs no syscall more).
-            if (_watchCount > 0 || Interlocked.Exchange(ref _wakeWritten, 0) != 0)
-            {
-                DispatchDescriptors(0, events);
-            }
+            // The queue's wait ended on a completion, a watched descriptor or a wake: look at the descriptors (and drain
+            // the wake eventfd) every time. Skipping this when only a completion seemed to end the wait lost wakes
+            // under load (an iSCSI task management answer waited for the initiator's timeout).
+            DispatchDescriptors(0, events);
 
             return false;
         }
@@ -722,7 +719,6 @@ public sealed unsafe class Reactor : IDisposable
             timeout = timeout < 0 ? 1 : Math.Min(timeout, 1);
         }
 
-        Interlocked.Exchange(ref _wakeWritten, 0); // before the wait, so that a wake written after it is never forgotten
         DispatchDescriptors(timeout, events);
         Interlocked.Exchange(ref _sleeping, 0);
         return false;
@@ -945,7 +941,6 @@ public sealed unsafe class Reactor : IDisposable
 
     private void WriteWake()
     {
-        Volatile.Write(ref _wakeWritten, 1);
         bool added = false;
         try
         {
