@@ -213,11 +213,15 @@ public sealed class IscsiErrorPathTests
             uint held = client.Send(Rw(true, 5), payload, 0);
             uint warm = client.SendTaskManagement(6);
             tur = client.Send([0x00], null, 0);
-            Assert.Equal((0x21, ScsiStatus.CheckCondition), Collect(client, held, tur)[tur]); // the reset's unit attention
+            var first = Collect(client, held, tur);
+            Assert.Equal((0x21, ScsiStatus.CheckCondition), first[tur]); // the reset's unit attention
             clock.Advance(TimeSpan.FromHours(2));
             tur = client.Send([0x00], null, 0);
-            answers = Collect(client, held, warm, tur);
-            Assert.Equal((0x22, (byte)0), answers[warm]);
+
+            // On a loaded machine the reset can come before the write reached the device (nothing to wait for: it is
+            // answered at once and was read with the unit attention above); either way the write's answer never comes.
+            answers = first.ContainsKey(warm) ? Collect(client, held, tur) : Collect(client, held, warm, tur);
+            Assert.Equal((0x22, (byte)0), first.TryGetValue(warm, out var early) ? early : answers[warm]);
         });
     }
 
