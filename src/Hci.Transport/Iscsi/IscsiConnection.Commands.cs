@@ -51,7 +51,7 @@ internal sealed unsafe partial class IscsiConnection
         if (!_tasks.TryAdd(itt, s))
         {
             // A task tag still in use: a protocol error (RFC 7143, 11.2.1.8).
-            _pool.Release(s);
+            _pool.Return(s);
             Reject(bhs, IscsiRejectReason.ProtocolError);
             return;
         }

@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Net.Sockets;
 using Hci.Core.Blocks;
+using Hci.Core.Buffers;
 using Hci.Core.Reactors;
 using Hci.Transport.Scsi;
 using Microsoft.Extensions.Logging;
@@ -16,7 +17,7 @@ namespace Hci.Transport.Iscsi;
 /// <see cref="IscsiPduReader"/>, handles every whole PDU in it, submits READs and WRITEs straight to the queues
 /// (sent with the reactor's next poll of them), and answers through its <see cref="IscsiPduWriter"/> with one
 /// <c>sendmsg</c>. A Data-In's data goes from the command's own buffer, with no copy. Tasks and buffers come from an
-/// <see cref="IscsiTaskPool"/> sized by the command window, so a steady stream of I/O allocates nothing. Other
+/// <see cref="IoSlotPool{TSlot}"/> sized by the command window, so a steady stream of I/O allocates nothing. Other
 /// commands (INQUIRY, MODE SENSE, UNMAP, reservations ...) run through <see cref="ScsiDisk.ExecuteAsync"/> and post
 /// their task back to the reactor. An unexpected exception drops this connection, never the reactor.
 /// </summary>
@@ -41,7 +42,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler, 
     private readonly Dictionary<int, IscsiLunPath> _paths = [];
     private IscsiPduReader _reader = null!;
     private IscsiPduWriter _writer = null!;
-    private IscsiTaskPool _pool = null!;
+    private IoSlotPool<IscsiTask> _pool = null!;
     private ReactorAssignment? _assignment;
     private Reactor? _reactor;
     private FdWatch? _watch;
@@ -173,7 +174,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler, 
             DataDigest = DataDigestOn,
         };
         _maxSlots = Math.Min(_target.Options.CommandWindow + 16, 1040);
-        _pool = new IscsiTaskPool(_maxSlots, MaxBufferedBytes, _target);
+        _pool = new IoSlotPool<IscsiTask>(static () => new IscsiTask(), _maxSlots, MaxBufferedBytes, _target.Buffers);
         _tasks.EnsureCapacity(_maxSlots);
         foreach (var (lun, disk) in _target.Luns)
         {
@@ -578,7 +579,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler, 
         if (s.Abort is { } abort)
         {
             s.Abort = null;
-            _pool.Release(s);
+            _pool.Return(s);
             if (--abort.Pending == 0 && !_shuttingDown)
             {
                 QueueTaskManagementResponse(abort.Itt, abort.Response);
@@ -590,7 +591,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler, 
         _tasks.Remove(s.Itt);
         if (_shuttingDown)
         {
-            _pool.Release(s);
+            _pool.Return(s);
             return;
         }
 
@@ -613,7 +614,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler, 
 
         foreach (var s in _sent)
         {
-            _pool.Release(s);
+            _pool.Return(s);
         }
 
         _sent.Clear();
@@ -696,10 +697,24 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler, 
                 path.Disk.NexusLost(_nexus);
             }
 
-            if (drained)
+            if (_pool != null)
             {
-                // Only when nothing can touch them any more (a stuck device keeps them, which leaks rather than corrupts).
-                _pool?.FreeBuffers();
+                if (drained)
+                {
+                    // Nothing can touch the tasks any more: those still taken (waiting for data, or answered but not
+                    // yet sent) go back too, so that every buffer is freed and given back to the target's budget.
+                    foreach (var t in _pool.All)
+                    {
+                        if (t.InUse)
+                        {
+                            _pool.Return(t);
+                        }
+                    }
+                }
+
+                // Idle tasks' buffers are freed now; a stuck device keeps those of its tasks (a leak rather than
+                // corruption), freed if their completions ever come back.
+                _pool.Dispose();
             }
         }
         catch (Exception e)

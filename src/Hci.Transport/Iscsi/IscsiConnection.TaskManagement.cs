@@ -79,7 +79,7 @@ internal sealed partial class IscsiConnection
         _tasks.Remove(s.Itt);
         if (s.State == IscsiTaskState.AwaitingData)
         {
-            _pool.Release(s); // no I/O started: it simply ends
+            _pool.Return(s); // no I/O started: it simply ends
             return;
         }
 

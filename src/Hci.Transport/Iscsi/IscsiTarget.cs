@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using Hci.Core.Buffers;
 using Hci.Core.Reactors;
 using Hci.Transport.Scsi;
 using Microsoft.Extensions.Logging;
@@ -20,7 +21,7 @@ namespace Hci.Transport.Iscsi;
 /// allocates nothing and hops no thread. Every request enters the device as <see cref="Hci.Core.Blocks.IoClass.Vm"/> with
 /// the session's number as tenant, so a scheduler under the unit's device sees one tenant per initiator session.
 /// </remarks>
-public sealed class IscsiTarget : IAsyncDisposable, IIscsiBufferBudget
+public sealed class IscsiTarget : IAsyncDisposable
 {
     private readonly IscsiTargetOptions _options;
     private readonly IPEndPoint _endpoint;
@@ -36,7 +37,6 @@ public sealed class IscsiTarget : IAsyncDisposable, IIscsiBufferBudget
     private ReactorGroup? _reactors;
     private int _nextTsih;
     private int _nextNexus;
-    private long _bufferedBytes;
     private const int MaxKnownPorts = 4096;
     private static int s_targets;
     private readonly Dictionary<string, int> _portNexus = new(StringComparer.Ordinal);
@@ -59,6 +59,7 @@ public sealed class IscsiTarget : IAsyncDisposable, IIscsiBufferBudget
         }
 
         _options = options;
+        Buffers = new IoBufferBudget(options.MaxBufferedBytes);
         _luns = new Dictionary<int, ScsiDisk>(luns);
         _lunMap = new ScsiLunMap(_luns);
         _logger = logger ?? NullLogger.Instance;
@@ -166,26 +167,10 @@ public sealed class IscsiTarget : IAsyncDisposable, IIscsiBufferBudget
     internal int NextNexus() => Interlocked.Increment(ref _nextNexus);
 
     /// <summary>Data buffer bytes all connections hold now (see <see cref="IscsiTargetOptions.MaxBufferedBytes"/>).</summary>
-    public long BufferedBytes => Interlocked.Read(ref _bufferedBytes);
+    public long BufferedBytes => Buffers.Reserved;
 
-    internal bool TryReserveBuffers(long bytes)
-    {
-        if (Interlocked.Add(ref _bufferedBytes, bytes) > _options.MaxBufferedBytes && bytes > 0)
-        {
-            Interlocked.Add(ref _bufferedBytes, -bytes);
-            return false;
-        }
-
-        return true;
-    }
-
-    internal void ReleaseBuffers(long bytes) => Interlocked.Add(ref _bufferedBytes, -bytes);
-
-    /// <inheritdoc/>
-    bool IIscsiBufferBudget.TryReserveBuffers(long bytes) => TryReserveBuffers(bytes);
-
-    /// <inheritdoc/>
-    void IIscsiBufferBudget.ReleaseBuffers(long bytes) => ReleaseBuffers(bytes);
+    /// <summary>The budget every connection's task pool draws its buffers from (<see cref="IscsiTargetOptions.MaxBufferedBytes"/>).</summary>
+    internal IoBufferBudget Buffers { get; }
 
     internal void Account(long commands) => Interlocked.Add(ref _commands, commands);
 

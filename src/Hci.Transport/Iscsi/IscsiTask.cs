@@ -1,4 +1,3 @@
-using Hci.Core.Blocks;
 using Hci.Core.Buffers;
 using Hci.Core.Reactors;
 using Hci.Transport.Scsi;
@@ -7,25 +6,16 @@ namespace Hci.Transport.Iscsi;
 
 /// <summary>
 /// One iSCSI command's state, reused from command to command (SPDK's <c>spdk_iscsi_task</c>): the SCSI task, the
-/// block request its fast path submits, its data buffer, and the progress of its Data-Out and R2T sequence.
-/// Taken from and given back to an <see cref="IscsiTaskPool"/>.
+/// block request its fast path submits and its data buffer (both from <see cref="IoSlot"/>), and the progress of its
+/// Data-Out and R2T sequence. Taken from and given back to the connection's <see cref="IoSlotPool{TSlot}"/>.
 /// </summary>
-internal sealed class IscsiTask : IReactorMessage
+internal sealed class IscsiTask : IoSlot, IReactorMessage
 {
     /// <summary>The SCSI command as the unit sees it.</summary>
     public ScsiTask Task { get; } = new();
 
-    /// <summary>The request the fast path submits.</summary>
-    public BlockRequest Request { get; } = new();
-
     /// <summary>The command's LUN field as it came, echoed in its R2Ts and Data-In.</summary>
     public ulong LunField { get; set; }
-
-    /// <summary>The data buffer (kept across commands; grown when a command needs more).</summary>
-    public AlignedBuffer? Buffer { get; set; }
-
-    /// <summary>Bytes of <see cref="Buffer"/>.</summary>
-    public int Capacity => Buffer?.Length ?? 0;
 
     /// <summary>The LUN's unit and queue; null for a LUN that does not exist.</summary>
     public IscsiLunPath? Path { get; set; }
@@ -65,4 +55,13 @@ internal sealed class IscsiTask : IReactorMessage
 
     /// <summary>A command that ran off the reactor is posted back as the task itself (no allocation): it completes there.</summary>
     public void Run() => ((IscsiConnection)Owner!).RunPosted(this);
+
+    /// <summary>Back in the pool: forgets the command's LUN, its SCSI data buffer and any abort that waited on it.</summary>
+    protected override void Reset()
+    {
+        State = IscsiTaskState.Idle;
+        Path = null;
+        Task.Buffer = null;
+        Abort = null;
+    }
 }

@@ -60,6 +60,47 @@ public sealed class IoSlotPoolTests
         Assert.Equal(0, pool.BufferedBytes);
     }
 
+    [Fact]
+    public void AtShutdownTheSlotsInUseAreFoundThroughAllAndALateReturnStillFreesItsBuffer()
+    {
+        var shared = new IoBufferBudget(1 << 20);
+        var pool = new IoSlotPool<Slot>(() => new Slot(), maxSlots: 4, maxBufferedBytes: 1 << 20, shared);
+        var idle = pool.Take(4096)!;
+        var waiting = pool.Take(4096)!;
+        var stuck = pool.Take(4096)!;
+        pool.Return(idle);
+        Assert.Equal(3, pool.All.Count);
+
+        // A front-end that shuts down gives back what it still holds (here all but the stuck one), then disposes.
+        foreach (var s in pool.All)
+        {
+            if (s.InUse && s != stuck)
+            {
+                pool.Return(s);
+            }
+        }
+
+        pool.Dispose();
+        Assert.Equal(4096, shared.Reserved);
+        Assert.False(waiting.InUse);
+        Assert.Null(waiting.Buffer);
+
+        pool.Return(stuck); // its device finished after all
+        Assert.Null(stuck.Buffer);
+        Assert.Equal(0, shared.Reserved);
+        Assert.Equal(0, pool.BufferedBytes);
+    }
+
+    [Fact]
+    public void APoolsOwnBoundHoldsEvenWhenTheSharedBudgetHasRoom()
+    {
+        var shared = new IoBufferBudget(1L << 30);
+        using var pool = new IoSlotPool<Slot>(() => new Slot(), maxSlots: 8, maxBufferedBytes: 16 * 1024, shared);
+        Assert.NotNull(pool.Take(16 * 1024));
+        Assert.Null(pool.Take(4096));
+        Assert.Equal(16 * 1024, shared.Reserved);
+    }
+
     [Theory]
     [InlineData(-1)]
     [InlineData(int.MinValue)]
