@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Hci.Core.Blocks;
 using Hci.Core.Devices.Decorators;
+using Hci.Core.Modules;
 
 namespace Hci.Scheduling;
 
