@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Hci.Core.Blocks;
 using Hci.Core.Devices.Decorators;
+using Hci.Core.Modules;
 
 namespace Hci.Scheduling;
 
@@ -43,7 +44,7 @@ public sealed class ScheduledBlockDevice : BlockDeviceDecorator
 }
 
 /// <summary>A queue of <see cref="ScheduledBlockDevice"/>: requests wait in its scheduler until it lets them go.</summary>
-public sealed class ScheduledBlockQueue : DecoratorQueue
+internal sealed class ScheduledBlockQueue : DecoratorQueue
 {
     private static readonly double s_nsPerTick = 1e9 / Stopwatch.Frequency;
     private readonly IoScheduler<BlockRequest> _scheduler;

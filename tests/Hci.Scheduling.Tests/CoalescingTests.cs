@@ -2,6 +2,7 @@ using Hci.Core.Blocks;
 using Hci.Core.Buffers;
 using Hci.Core.Devices;
 using Hci.Core.Devices.Decorators;
+using Hci.Core.Modules;
 
 namespace Hci.Scheduling.Tests;
 

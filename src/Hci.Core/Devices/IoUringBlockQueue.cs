@@ -3,6 +3,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Versioning;
 using Hci.Core.Blocks;
+using Hci.Core.Modules;
 using Hci.Core.Native;
 using Tmds.Linux;
 using static Hci.Core.Native.Interop;

@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Hci.Core.Blocks;
+using Hci.Core.Modules;
 
 namespace Hci.Core.Devices;
 

@@ -1,4 +1,5 @@
 using Hci.Core.Blocks;
+using Hci.Core.Modules;
 
 namespace Hci.Core.Devices;
 

@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Versioning;
 using Hci.Core.Blocks;
+using Hci.Core.Modules;
 using Tmds.Linux;
 using static Hci.Core.Native.Interop;
 

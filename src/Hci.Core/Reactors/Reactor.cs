@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Hci.Core.Blocks;
+using Hci.Core.Modules;
 using Hci.Core.Native;
 using Tmds.Linux;
 

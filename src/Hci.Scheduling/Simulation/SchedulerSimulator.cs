@@ -6,7 +6,7 @@ namespace Hci.Scheduling.Simulation;
 /// A deterministic discrete-event simulation of tenants, a scheduler and a device on a virtual clock: proves a
 /// scheduler's guarantees without timing noise, in milliseconds of real time for seconds of virtual time.
 /// </summary>
-public static class SchedulerSimulator
+internal static class SchedulerSimulator
 {
     /// <summary>Runs the tenants against the scheduler and the device for <paramref name="duration"/> of virtual time.</summary>
     /// <param name="scheduler">The scheduler under test; fresh.</param>
@@ -230,7 +230,7 @@ public static class SchedulerSimulator
 }
 
 /// <summary>One I/O inside <see cref="SchedulerSimulator"/>.</summary>
-public sealed class SimulatedIo
+internal sealed class SimulatedIo
 {
     internal int TenantIndex;
     internal bool Read;

@@ -5,7 +5,7 @@ namespace Hci.Scheduling.Simulation;
 /// occupying one for its service time. Defaults follow the paper's SSD (Intel P3700): 4 KiB read about 99 us,
 /// write about 20 us, about 460K read IOPS.
 /// </summary>
-public sealed class SimulatedDevice
+internal sealed class SimulatedDevice
 {
     /// <summary>I/Os the device works on at once. <remarks>Default: 46 (460K IOPS at 99 us).</remarks></summary>
     public int Channels { get; set; } = 46;

@@ -3,7 +3,7 @@ using Hci.Core.Blocks;
 namespace Hci.Scheduling.Simulation;
 
 /// <summary>A load in <see cref="SchedulerSimulator"/>: closed loop at a queue depth, or open loop at a rate.</summary>
-public sealed class SimulatedTenant
+internal sealed class SimulatedTenant
 {
     /// <summary>A name for the results.</summary>
     public required string Name { get; init; }

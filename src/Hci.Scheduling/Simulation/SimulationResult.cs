@@ -1,7 +1,7 @@
 namespace Hci.Scheduling.Simulation;
 
 /// <summary>What one tenant got in a simulation, over the measured window.</summary>
-public sealed class TenantResult
+internal sealed class TenantResult
 {
     /// <summary>The tenant's name.</summary>
     public required string Name { get; init; }
@@ -26,7 +26,7 @@ public sealed class TenantResult
 }
 
 /// <summary>The result of <see cref="SchedulerSimulator.Run"/>.</summary>
-public sealed class SimulationResult
+internal sealed class SimulationResult
 {
     /// <summary>Per tenant, by name.</summary>
     public required IReadOnlyDictionary<string, TenantResult> Tenants { get; init; }

@@ -26,14 +26,14 @@ public sealed partial class ScsiDisk
     /// A logical unit reset (LOGICAL UNIT RESET, TARGET WARM RESET): releases SPC-2 reservations and gives every
     /// I_T nexus that has used the unit a unit attention (29h/03h). Persistent reservations stay (SPC-4 5.12.1).
     /// </summary>
-    public void Reset() => _reservations.Reset();
+    internal void Reset() => _reservations.Reset();
 
     /// <summary>
     /// The I_T nexus is gone (its session closed or failed): its SPC-2 reservation and pending unit attentions are
     /// dropped. Its persistent reservation registrations stay, as SPC-4 requires.
     /// </summary>
     /// <param name="nexus">The nexus (<see cref="ScsiTask.Nexus"/>).</param>
-    public void NexusLost(int nexus) => _reservations.NexusLost(nexus);
+    internal void NexusLost(int nexus) => _reservations.NexusLost(nexus);
 
     /// <summary>True when the I_T nexus holds a persistent reservation registration on this unit.</summary>
     /// <param name="nexus">The nexus (<see cref="ScsiTask.Nexus"/>).</param>

@@ -74,7 +74,7 @@ public sealed partial class ScsiDisk
     /// <summary>Runs a command.</summary>
     /// <param name="task">The command; its status, sense and data length are set on return.</param>
     /// <returns>When done.</returns>
-    public async ValueTask ExecuteAsync(ScsiTask task)
+    internal async ValueTask ExecuteAsync(ScsiTask task)
     {
         ArgumentNullException.ThrowIfNull(task);
         task.Status = ScsiStatus.Good;

@@ -3,7 +3,7 @@ using Hci.Core.Buffers;
 namespace Hci.Transport.Scsi;
 
 /// <summary>SCSI status codes (SAM-5).</summary>
-public static class ScsiStatus
+internal static class ScsiStatus
 {
     /// <summary>GOOD.</summary>
     public const byte Good = 0x00;
@@ -25,7 +25,7 @@ public static class ScsiStatus
 }
 
 /// <summary>Sense keys (SPC-4, 4.5.6).</summary>
-public static class SenseKey
+internal static class SenseKey
 {
     /// <summary>NO SENSE.</summary>
     public const byte NoSense = 0x0;
@@ -60,7 +60,7 @@ public static class SenseKey
 /// initiator for a write, filled by the unit for a read), and on return the status, sense and how much data the
 /// unit produced. Transport-neutral: iSCSI builds these, and so could any other SCSI transport.
 /// </summary>
-public sealed class ScsiTask
+internal sealed class ScsiTask
 {
     private readonly byte[] _sense = new byte[FixedSenseLength];
 

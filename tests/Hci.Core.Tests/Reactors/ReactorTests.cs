@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using Hci.Core.Blocks;
 using Hci.Core.Buffers;
+using Hci.Core.Modules;
 using Hci.Core.Native;
 using Hci.Core.Reactors;
 using Microsoft.Extensions.Time.Testing;

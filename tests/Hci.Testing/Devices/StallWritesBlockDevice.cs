@@ -1,5 +1,6 @@
 using Hci.Core.Blocks;
 using Hci.Core.Devices.Decorators;
+using Hci.Core.Modules;
 using Xunit;
 
 namespace Hci.Testing;

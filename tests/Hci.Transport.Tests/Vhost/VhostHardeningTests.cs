@@ -3,6 +3,7 @@ using System.Collections.Concurrent;
 using Hci.Core.Blocks;
 using Hci.Core.Devices;
 using Hci.Core.Devices.Decorators;
+using Hci.Core.Modules;
 using Hci.Transport.Vhost;
 using Hci.Transport.Virtio;
 using Tmds.Linux;

@@ -1,4 +1,5 @@
 using Hci.Core.Blocks;
+using Hci.Core.Modules;
 using Hci.Core.Native;
 using Hci.Core.Reactors;
 using Hci.Transport.Virtio;

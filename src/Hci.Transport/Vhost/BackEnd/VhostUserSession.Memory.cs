@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using Hci.Core.Blocks;
+using Hci.Core.Modules;
 using Hci.Core.Native;
 using Hci.Transport.Virtio;
 using Microsoft.Extensions.Logging;

@@ -1,4 +1,5 @@
 using Hci.Core.Blocks;
+using Hci.Core.Modules;
 using Hci.Core.Native;
 using Hci.Transport.Virtio;
 using Tmds.Linux;

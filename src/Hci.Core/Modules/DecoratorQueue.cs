@@ -1,6 +1,6 @@
 using Hci.Core.Blocks;
 
-namespace Hci.Core.Devices.Decorators;
+namespace Hci.Core.Modules;
 
 /// <summary>
 /// A queue over an inner device's queue: each outer request travels as a shadow request with the same

@@ -1,6 +1,6 @@
 using Hci.Core.Blocks;
 
-namespace Hci.Core.Devices.Decorators;
+namespace Hci.Core.Modules;
 
 /// <summary>
 /// Base of devices that wrap another device to change what its requests see (fault injection, delay):

@@ -1,4 +1,6 @@
-namespace Hci.Core.Blocks;
+using Hci.Core.Blocks;
+
+namespace Hci.Core.Modules;
 
 /// <summary>
 /// Base of queues whose device completes work during submission (memory, null): completions are

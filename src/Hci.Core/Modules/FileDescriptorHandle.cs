@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using Tmds.Linux;
 
-namespace Hci.Core.Native;
+namespace Hci.Core.Modules;
 
 /// <summary>An owned Linux file descriptor (ring, eventfd, epoll set, socket, memfd), closed exactly once.</summary>
 public sealed class FileDescriptorHandle : SafeHandle
