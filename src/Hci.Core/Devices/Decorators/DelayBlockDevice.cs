@@ -52,13 +52,18 @@ public sealed class DelayBlockDevice : BlockDeviceDecorator
             _writeTicks = (long)(device.WriteDelay.TotalSeconds * frequency);
         }
 
-        protected override void SubmitCore(BlockRequest request) => Forward(request);
+        protected override void SubmitCore(BlockRequest request)
+        {
+            // The delay runs from submission, not from when the inner device's completion is next polled: a clock
+            // moved between the two (a test's virtual clock) must not start the delay again after it.
+            request.DueTimestamp = _device._time.GetTimestamp() + (request.Operation == BlockOperation.Read ? _readTicks : _writeTicks);
+            Forward(request);
+        }
 
         protected override void OnInnerCompleted(BlockRequest request, int result, BlockError error)
         {
             request.PendingResult = result;
             request.PendingError = error;
-            request.DueTimestamp = _device._time.GetTimestamp() + (request.Operation == BlockOperation.Read ? _readTicks : _writeTicks);
             _held.Add(request);
         }
 
