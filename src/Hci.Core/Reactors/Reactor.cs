@@ -442,7 +442,8 @@ public sealed unsafe class Reactor : IDisposable
 
         CheckThread();
         ObjectDisposedException.ThrowIf(_closed, this);
-        bool busy = Turn(allDescriptors: true);
+        var events = stackalloc epoll_event[MaxEvents];
+        bool busy = Turn(allDescriptors: true, events);
         Sample();
         return busy;
     }
@@ -586,7 +587,7 @@ public sealed unsafe class Reactor : IDisposable
             _lastWork = _time.GetTimestamp();
             while (true)
             {
-                bool busy = Turn(allDescriptors: false);
+                bool busy = Turn(allDescriptors: false, events);
                 Sample();
                 if (_stopping && CanStop())
                 {
@@ -621,7 +622,7 @@ public sealed unsafe class Reactor : IDisposable
     }
 
     // One pass over everything; true when anything was done.
-    private bool Turn(bool allDescriptors)
+    private bool Turn(bool allDescriptors, epoll_event* events)
     {
         _turns++;
         bool busy = RunMessages();
@@ -636,7 +637,7 @@ public sealed unsafe class Reactor : IDisposable
 
         if (allDescriptors ? _watchCount > 0 : _busyWatchCount > 0)
         {
-            busy |= DispatchDescriptors(0);
+            busy |= DispatchDescriptors(0, events);
         }
 
         busy |= PollQueues();
@@ -723,12 +724,6 @@ public sealed unsafe class Reactor : IDisposable
         DispatchDescriptors(timeout, events);
         Interlocked.Exchange(ref _sleeping, 0);
         return false;
-    }
-
-    private bool DispatchDescriptors(int timeout)
-    {
-        var events = stackalloc epoll_event[MaxEvents];
-        return DispatchDescriptors(timeout, events);
     }
 
     private bool DispatchDescriptors(int timeout, epoll_event* events)
