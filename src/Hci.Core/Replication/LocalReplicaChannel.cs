@@ -153,6 +153,16 @@ internal sealed class LocalReplicaChannel : ReplicaChannel, IPoller
             q.Dispose(); // waits for the requests in flight and answers them
         }
 
-        Poll();
+        // Answer what was refused; the queues are closed, so they are not polled again.
+        var refused = _refusedHead;
+        _refusedHead = _refusedTail = null;
+        while (refused != null)
+        {
+            var r = refused;
+            refused = r.Next;
+            r.Next = null;
+            _refused--;
+            r.Complete(r.Status, 0);
+        }
     }
 }
