@@ -152,7 +152,12 @@ public sealed class EtcdFailureTests
         try
         {
             string? line = await holder.StandardOutput.ReadLineAsync().WaitAsync(Deadline.Default);
-            Assert.True(line?.StartsWith("holding ", StringComparison.Ordinal), $"the child said '{line}': {await holder.StandardError.ReadToEndAsync()}");
+            if (line?.StartsWith("holding ", StringComparison.Ordinal) != true)
+            {
+                holder.Kill();
+                Assert.Fail($"the child said '{line}': {await holder.StandardError.ReadToEndAsync()}");
+            }
+
             var entry = await store.GetAsync("alive/child");
             Assert.NotNull(entry);
             Assert.NotEqual(0, entry.Value.Lease);

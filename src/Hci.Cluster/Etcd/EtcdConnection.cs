@@ -92,6 +92,11 @@ internal sealed class EtcdConnection : IDisposable
             {
                 throw new OperationCanceledException(cancellationToken);
             }
+            catch (Exception e) when (e is IOException or HttpRequestException && !cancellationToken.IsCancellationRequested)
+            {
+                last = Map(new RpcException(new Status(StatusCode.Unavailable, e.Message, e)), index, what);
+                Failed(index);
+            }
         }
 
         throw last!;

@@ -93,13 +93,16 @@ internal sealed class EtcdLease : IStoreLease
             {
                 return;
             }
-            catch (OperationCanceledException)
+            catch (Exception e)
             {
-                reason = $"etcd at {_connection.Describe(index)} did not answer a keepalive in time";
-            }
-            catch (RpcException e)
-            {
-                reason = $"etcd at {_connection.Describe(index)}: {e.StatusCode} ({e.Status.Detail})";
+                // Whatever broke the stream (an RpcException, or an IOException from the HTTP/2 connection while
+                // writing), the loop goes on until the lease is certainly lost: a faulted loop would stop keepalives.
+                reason = e switch
+                {
+                    OperationCanceledException or RpcException { StatusCode: StatusCode.Cancelled } => $"etcd at {_connection.Describe(index)} did not answer a keepalive in time",
+                    RpcException r => $"etcd at {_connection.Describe(index)}: {r.StatusCode} ({r.Status.Detail})",
+                    _ => $"etcd at {_connection.Describe(index)}: {e.Message}",
+                };
             }
 
             _connection.Failed(index);

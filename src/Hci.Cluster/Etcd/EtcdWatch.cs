@@ -50,6 +50,11 @@ internal sealed class EtcdWatch(EtcdConnection connection, ILogger logger, strin
             {
                 throw new OperationCanceledException(cancellationToken);
             }
+            catch (Exception e) when (e is IOException or HttpRequestException && !cancellationToken.IsCancellationRequested)
+            {
+                // Writing to a stream whose HTTP/2 connection broke throws these rather than an RpcException.
+                failure = new RpcException(new Status(StatusCode.Unavailable, e.Message, e));
+            }
 
             Dispose();
             if (!EtcdConnection.IsUnreachable(failure.StatusCode))
