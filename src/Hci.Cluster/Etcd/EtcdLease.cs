@@ -72,7 +72,7 @@ internal sealed class EtcdLease : IStoreLease
                     long sent = Stopwatch.GetTimestamp();
                     await call.RequestStream.WriteAsync(new LeaseKeepAliveRequest { ID = Id }, token).ConfigureAwait(false);
                     using var wait = CancellationTokenSource.CreateLinkedTokenSource(token);
-                    wait.CancelAfter(Min(_connection.Options.RequestTimeout, Remaining));
+                    wait.CancelAfter(Max(Min(_connection.Options.RequestTimeout, Remaining), TimeSpan.Zero));
                     if (!await call.ResponseStream.MoveNext(wait.Token).ConfigureAwait(false))
                     {
                         throw new RpcException(new Status(StatusCode.Unavailable, "the keepalive stream ended"));
@@ -134,6 +134,8 @@ internal sealed class EtcdLease : IStoreLease
     }
 
     private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
+
+    private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
 
     /// <summary>Stops the keepalives and revokes the lease (its keys go at once); when etcd cannot be reached, the
     /// lease lapses by itself within its TTL.</summary>
