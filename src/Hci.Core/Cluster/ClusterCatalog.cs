@@ -1,0 +1,6 @@
+namespace Hci.Core.Cluster;
+
+/// <summary>Typed access to the cluster store.</summary>
+public sealed class ClusterCatalog
+{
+}
