@@ -19,7 +19,7 @@ internal sealed unsafe class MemoryReplicaNode : IReplicaConnector
     private const int Blocks = (int)(ExtentSize / ReplicaGeometry.BlockSize);
 
     private readonly Lock _lock = new();
-    private readonly Dictionary<(int Device, ulong Volume, long Extent), Extent> _extents = [];
+    private readonly Dictionary<Key, Extent> _extents = [];
     private readonly Dictionary<ulong, ulong> _epochs = [];
     private long _requests;
 
@@ -42,7 +42,7 @@ internal sealed unsafe class MemoryReplicaNode : IReplicaConnector
     {
         lock (_lock)
         {
-            _extents[(device, volume, extent)].Data[offset] ^= 0xFF;
+            _extents[new Key(device, volume, extent)].Data[offset] ^= 0xFF;
         }
     }
 
@@ -83,7 +83,7 @@ internal sealed unsafe class MemoryReplicaNode : IReplicaConnector
             return ReplicaStatus.Invalid;
         }
 
-        var key = (r.Device, r.VolumeId, r.Extent);
+        var key = new Key(r.Device, r.VolumeId, r.Extent);
         _extents.TryGetValue(key, out var extent);
         int first = (int)(r.Offset / ReplicaGeometry.BlockSize);
         int blocks = r.Length / ReplicaGeometry.BlockSize;
@@ -149,9 +149,9 @@ internal sealed unsafe class MemoryReplicaNode : IReplicaConnector
                 Span<byte> output = new byte[r.Length];
                 int at = 0;
                 int count = 0;
-                foreach (var ((device, volume, index), e) in _extents)
+                foreach (var (k, e) in _extents)
                 {
-                    if (device != r.Device || volume != r.VolumeId || (dirty && e.Dirty == 0))
+                    if (k.Device != r.Device || k.Volume != r.VolumeId || (dirty && e.Dirty == 0))
                     {
                         continue;
                     }
@@ -160,7 +160,7 @@ internal sealed unsafe class MemoryReplicaNode : IReplicaConnector
                     int entry = dirty ? 16 : 8;
                     if (at + entry <= output.Length)
                     {
-                        BinaryPrimitives.WriteInt64LittleEndian(output[at..], index);
+                        BinaryPrimitives.WriteInt64LittleEndian(output[at..], k.Extent);
                         if (dirty)
                         {
                             BinaryPrimitives.WriteUInt64LittleEndian(output[(at + 8)..], e.Dirty);
@@ -186,14 +186,19 @@ internal sealed unsafe class MemoryReplicaNode : IReplicaConnector
                 _extents.Remove(key);
                 return ReplicaStatus.Ok;
             case ReplicaOperation.DropVolume:
-                foreach (var k in _extents.Keys.Where(k => k.Device == r.Device && k.Volume == r.VolumeId).ToList())
-                {
-                    _extents.Remove(k);
-                }
+                DropVolume(r.Device, r.VolumeId); // not a lambda here: capturing r would allocate a closure on every call of Run
 
                 return ReplicaStatus.Ok;
             default: // Flush, Fence: the epoch is taken above
                 return ReplicaStatus.Ok;
+        }
+    }
+
+    private void DropVolume(int device, ulong volume)
+    {
+        foreach (var k in _extents.Keys.Where(k => k.Device == device && k.Volume == volume).ToList())
+        {
+            _extents.Remove(k);
         }
     }
 
@@ -237,11 +242,13 @@ internal sealed unsafe class MemoryReplicaNode : IReplicaConnector
         }
     }
 
+    private readonly record struct Key(int Device, ulong Volume, long Extent);
+
     private sealed class Extent
     {
         public byte[] Data { get; } = new byte[ExtentSize];
 
-        public uint[] Sums { get; } = new uint[Blocks];
+        public uint[] Sums { get; } = Enumerable.Repeat(ZeroSum, Blocks).ToArray(); // unwritten blocks read as zeros
 
         public ulong Dirty { get; set; }
     }

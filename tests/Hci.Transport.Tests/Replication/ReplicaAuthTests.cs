@@ -98,7 +98,7 @@ public sealed class ReplicaAuthTests
         using var silent = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await silent.ConnectAsync(new IPEndPoint(IPAddress.Loopback, server.LocalEndPoint.Port));
         var watch = System.Diagnostics.Stopwatch.StartNew();
-        int n = await silent.ReceiveAsync(new byte[16]).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        int n = await silent.ReceiveAsync(new byte[16]).WaitAsync(TimeSpan.FromSeconds(30));
         Assert.Equal(0, n);
         Assert.True(watch.Elapsed >= TimeSpan.FromMilliseconds(250), $"closed after {watch.ElapsedMilliseconds} ms");
         WaitUntil(() => server.ConnectionCount == 0, "the connection to be counted out");

@@ -78,6 +78,12 @@ internal static unsafe class ReplicaTestKit
 
         public Span<byte> Data => new(Buffer, Length);
 
+        /// <summary>The checksum array, for tests that are not unsafe.</summary>
+        public Span<uint> Sums => new(Checksums, 256);
+
+        /// <summary>Makes the request carry (writes) or receive (reads) the checksum array.</summary>
+        public void UseChecksums(ReplicaRequest r) => r.Checksums = Checksums;
+
         public ReplicaRequest Make(ReplicaOperation op, ulong volume = 7, long extent = 3, long offset = 0, int length = -1, ulong epoch = 1, int device = 0)
         {
             var r = Request;
