@@ -40,6 +40,9 @@ public sealed class ReplicaAllocationTests(ITestOutputHelper output)
         var qd1 = await ReplicaLoad.MeasureAsync(1, TimeSpan.FromSeconds(1));
         var qd32 = await ReplicaLoad.MeasureAsync(32, TimeSpan.FromSeconds(1));
         output.WriteLine($"4 KiB write over loopback, in-memory store: QD1 {qd1.MeanMicroseconds:0.0} us per round trip ({qd1.Iops:0} IOPS); QD32 {qd32.Iops:0} IOPS");
-        Assert.True(qd1.Iops > 0 && qd32.Iops > 0);
+        var tls1 = await ReplicaLoad.MeasureAsync(1, TimeSpan.FromSeconds(1), tls: true);
+        var tls32 = await ReplicaLoad.MeasureAsync(32, TimeSpan.FromSeconds(1), tls: true);
+        output.WriteLine($"the same over TLS: QD1 {tls1.MeanMicroseconds:0.0} us per round trip; QD32 {tls32.Iops:0} IOPS");
+        Assert.True(qd1.Iops > 0 && qd32.Iops > 0 && tls1.Iops > 0 && tls32.Iops > 0);
     }
 }

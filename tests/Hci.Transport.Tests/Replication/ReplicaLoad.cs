@@ -95,11 +95,41 @@ internal sealed class ReplicaLoad : IReplicaCompletionHandler, IDisposable
     /// 4 KiB writes over loopback to a replica server with an in-memory store, from one client reactor at queue depth
     /// <paramref name="depth"/> for <paramref name="duration"/>: IOPS and the mean round trip (the latency at QD1).
     /// </summary>
-    public static async Task<(double Iops, double MeanMicroseconds)> MeasureAsync(int depth, TimeSpan duration)
+    public static async Task<(double Iops, double MeanMicroseconds)> MeasureAsync(int depth, TimeSpan duration, bool tls = false)
     {
         byte[] key = NewKey();
-        await using var server = StartServer(CreateLocalNode(), key);
-        using var connector = Connector(server, key, o => o.MaxInFlight = Math.Max(depth, 32));
+        string dir = Directory.CreateTempSubdirectory("hci-bench").FullName;
+        string? pfx = null;
+        string? thumbprint = null;
+        if (tls)
+        {
+            pfx = Path.Combine(dir, "server.pfx");
+            using var ecdsa = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256);
+            var request = new System.Security.Cryptography.X509Certificates.CertificateRequest("CN=node-b", ecdsa, System.Security.Cryptography.HashAlgorithmName.SHA256);
+            using var cert = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
+            await File.WriteAllBytesAsync(pfx, cert.Export(System.Security.Cryptography.X509Certificates.X509ContentType.Pfx));
+            thumbprint = Convert.ToHexString(cert.GetCertHash(System.Security.Cryptography.HashAlgorithmName.SHA256));
+        }
+
+        try
+        {
+            return await MeasureWithAsync(depth, duration, key, pfx, thumbprint);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    private static async Task<(double Iops, double MeanMicroseconds)> MeasureWithAsync(int depth, TimeSpan duration, byte[] key, string? pfx, string? thumbprint)
+    {
+        await using var server = StartServer(CreateLocalNode(), key, o => o.TlsCertificateFile = pfx);
+        using var connector = Connector(server, key, o =>
+        {
+            o.MaxInFlight = Math.Max(depth, 32);
+            o.Tls = pfx != null;
+            o.TlsPinnedThumbprint = thumbprint;
+        });
         using var reactor = new Reactor(new ReactorOptions { Name = "hci-replica-bench-0" });
         using var load = await StartAsync(reactor, connector, depth, mixed: false);
         await Task.Delay(TimeSpan.FromMilliseconds(300)); // warm up
