@@ -133,6 +133,13 @@ public sealed unsafe class Reactor : IDisposable
         }
     }
 
+    /// <summary>The reactor whose thread is running this code (its loop, or a manual reactor's <see cref="RunOnce"/>), or
+    /// null: what a queue made on a reactor's thread uses to watch its own descriptors there.</summary>
+    public static Reactor? Current => t_current;
+
+    [ThreadStatic]
+    private static Reactor? t_current;
+
     /// <summary>Makes a reactor with no thread, turned by <see cref="RunOnce"/> (deterministic tests).</summary>
     /// <param name="options">Options; null for the defaults. A fake <see cref="ReactorOptions.TimeProvider"/> steps its timers.</param>
     /// <returns>The reactor; the first thread that turns it or registers with it owns it.</returns>
@@ -443,9 +450,18 @@ public sealed unsafe class Reactor : IDisposable
         CheckThread();
         ObjectDisposedException.ThrowIf(_closed, this);
         var events = stackalloc epoll_event[MaxEvents];
-        bool busy = Turn(allDescriptors: true, events);
-        Sample();
-        return busy;
+        var previous = t_current;
+        t_current = this;
+        try
+        {
+            bool busy = Turn(allDescriptors: true, events);
+            Sample();
+            return busy;
+        }
+        finally
+        {
+            t_current = previous;
+        }
     }
 
     internal void ModifyWatch(FdWatch watch, FdEvents events)
@@ -580,6 +596,7 @@ public sealed unsafe class Reactor : IDisposable
     private void Run()
     {
         Volatile.Write(ref _ownerThreadId, Environment.CurrentManagedThreadId);
+        t_current = this;
         _allocationBase = GC.GetAllocatedBytesForCurrentThread();
         var events = stackalloc epoll_event[MaxEvents];
         try

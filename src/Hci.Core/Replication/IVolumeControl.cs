@@ -1,0 +1,27 @@
+using Hci.Core.Cluster;
+
+namespace Hci.Core.Replication;
+
+/// <summary>
+/// What a <see cref="ReplicatedVolume"/> asks of the cluster store (control plane, never per I/O in steady state):
+/// a replica set for an extent's first write, and replica state changes, each made durable before it returns.
+/// </summary>
+public interface IVolumeControl
+{
+    /// <summary>Records the extent as allocated with a replica set chosen by placement (or returns the set another
+    /// writer recorded first).</summary>
+    /// <param name="extent">The extent's index.</param>
+    /// <param name="cancellationToken">Cancels the call.</param>
+    /// <returns>The extent's replicas.</returns>
+    ValueTask<IReadOnlyList<ReplicaTarget>> AllocateExtentAsync(long extent, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Changes one replica's state in the store, in one transaction that also advances the volume's state version.
+    /// </summary>
+    /// <param name="extent">The extent's index.</param>
+    /// <param name="replica">The replica's index in the extent's set.</param>
+    /// <param name="state">The new state.</param>
+    /// <param name="cancellationToken">Cancels the call.</param>
+    /// <returns>The volume's state version after the change.</returns>
+    ValueTask<ulong> SetReplicaStateAsync(long extent, int replica, ReplicaState state, CancellationToken cancellationToken);
+}
