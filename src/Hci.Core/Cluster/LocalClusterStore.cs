@@ -47,6 +47,9 @@ public sealed class LocalClusterStore : IClusterStore
     /// <summary>The directory that holds the store's file and lock file.</summary>
     public string Directory { get; }
 
+    /// <summary>A test hook: runs in a commit once the temporary file is durable, before the rename.</summary>
+    internal Action? BeforeReplaceForTests { get; set; }
+
     /// <summary>The store's current revision.</summary>
     public long Revision
     {
@@ -366,7 +369,7 @@ public sealed class LocalClusterStore : IClusterStore
     {
         try
         {
-            LocalStoreFile.Replace(Directory, LocalStoreFile.Serialize(revision, nextLease, entries));
+            LocalStoreFile.Replace(Directory, LocalStoreFile.Serialize(revision, nextLease, entries), BeforeReplaceForTests);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {

@@ -28,9 +28,6 @@ internal static unsafe class LocalStoreFile
     /// <summary>The store's contents as read from or written to the file.</summary>
     public sealed record Contents(long Revision, long NextLease, IReadOnlyList<StoreEntry> Entries);
 
-    /// <summary>A test hook: runs after the temporary file is durable and before it is renamed over the store.</summary>
-    internal static Action<string>? BeforeReplaceForTests { get; set; }
-
     public static byte[] Serialize(long revision, long nextLease, IReadOnlyCollection<StoreEntry> entries)
     {
         long size = Magic.Length + 8 + 8 + 4 + 8;
@@ -121,8 +118,9 @@ internal static unsafe class LocalStoreFile
         return new Contents(revision, nextLease, entries);
     }
 
-    /// <summary>Writes <paramref name="data"/> as the store file of <paramref name="directory"/> by atomic replace.</summary>
-    public static void Replace(string directory, byte[] data)
+    /// <summary>Writes <paramref name="data"/> as the store file of <paramref name="directory"/> by atomic replace;
+    /// <paramref name="beforeRename"/> (tests) runs once the temporary file is durable.</summary>
+    public static void Replace(string directory, byte[] data, Action? beforeRename = null)
     {
         string temp = Path.Combine(directory, TempName);
         string target = Path.Combine(directory, FileName);
@@ -132,7 +130,7 @@ internal static unsafe class LocalStoreFile
             stream.Flush(flushToDisk: true);
         }
 
-        BeforeReplaceForTests?.Invoke(directory);
+        beforeRename?.Invoke();
         File.Move(temp, target, overwrite: true);
         SyncDirectory(directory);
     }

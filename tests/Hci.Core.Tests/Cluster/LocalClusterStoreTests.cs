@@ -33,7 +33,6 @@ public sealed class LocalClusterStoreContractTests : ClusterStoreContract, IDisp
     public void Dispose() => _dir.Dispose();
 }
 
-[Collection(nameof(LocalClusterStoreTests))] // the replace hook is static: no other test of the store runs meanwhile
 public sealed class LocalClusterStoreTests : IDisposable
 {
     private readonly TempDir _dir = new();
@@ -92,15 +91,8 @@ public sealed class LocalClusterStoreTests : IDisposable
         await using (var store = LocalClusterStore.Open(_dir.Path))
         {
             await store.TryCommitAsync([], [StoreWrite.Put("k", Bytes("old"))]);
-            LocalStoreFile.BeforeReplaceForTests = _ => throw new IOException("simulated crash before the rename");
-            try
-            {
-                await Assert.ThrowsAsync<ClusterStoreException>(async () => await store.TryCommitAsync([], [StoreWrite.Put("k", Bytes("new")), StoreWrite.Put("k2", Bytes("new"))]));
-            }
-            finally
-            {
-                LocalStoreFile.BeforeReplaceForTests = null;
-            }
+            store.BeforeReplaceForTests = () => throw new IOException("simulated crash before the rename");
+            await Assert.ThrowsAsync<ClusterStoreException>(async () => await store.TryCommitAsync([], [StoreWrite.Put("k", Bytes("new")), StoreWrite.Put("k2", Bytes("new"))]));
 
             Assert.True(File.Exists(Path.Combine(_dir.Path, LocalStoreFile.TempName)), "the new state was written to the temporary file");
 
