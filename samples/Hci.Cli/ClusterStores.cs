@@ -17,7 +17,8 @@ internal static class ClusterStores
 
         if (etcd is not null)
         {
-            throw new CliUsageException($"--etcd {etcd}: this build of hci cannot reach etcd yet (the etcd store is not wired in). Use --data-dir DIR for a local store.");
+            var options = new Hci.Cluster.EtcdClusterStoreOptions { Endpoints = etcd.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) };
+            return (Hci.Cluster.EtcdClusterStore.ConnectAsync(options).GetAwaiter().GetResult(), FailureDomainLevel.Host);
         }
 
         if (dataDir is null)

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using Hci.Core.Devices;
+using Hci.Samples.Shared;
 using Hci.Scheduling;
 
 namespace Hci.Samples.HostType;
@@ -76,11 +77,13 @@ internal sealed class VolumeSpec
 /// <summary>The host's command line and configuration file.</summary>
 internal sealed class HostOptions
 {
-    public const string Usage = """
+    public static readonly string Usage = $$"""
         hci-hosttype: export Hci volumes to VMs and processes as vhost-user-blk.
 
         usage: hci-hosttype --socket PATH (--backing FILE_OR_DEVICE [--size BYTES] | --size BYTES) [options]
                             [--socket PATH ... for more volumes] [--config FILE.json]
+           or: hci-hosttype (--etcd URL | --data-dir DIR) --node ID --device FILE[:SIZE] --socket-dir DIR [options]
+                            (a cluster node: every volume attached to it is served as DIR/NAME.sock)
 
         Per volume (each --socket starts a new volume; the options after it apply to it):
           --socket PATH        Unix socket the front-end (QEMU, hci-bench) connects to (created mode 0600)
@@ -98,6 +101,9 @@ internal sealed class HostOptions
           --serial TEXT        the id the guest reads (default: the socket's file name)
           --tenant N           scheduler tenant of this volume's I/O (default 0)
           --scheduler KIND     none (default) | fifo | limits | mclock | hybrid
+        Cluster node:
+          --socket-dir DIR     where the sockets of the volumes attached to this node go (NAME.sock)
+        {{ClusterNodeOptions.Usage}}
         Host:
           --reactors N         data-plane threads per volume (default: half the processors, at least 1)
           --poll-us N          reactors poll their rings this long after work before sleeping (default 32; 0: never)
@@ -110,6 +116,10 @@ internal sealed class HostOptions
         """;
 
     public List<VolumeSpec> Volumes { get; } = [];
+
+    public ClusterNodeOptions Cluster { get; } = new();
+
+    public string? SocketDir { get; set; }
 
     public int Reactors { get; set; }
 
@@ -202,14 +212,28 @@ internal sealed class HostOptions
                 case "--verbose":
                     o.Verbose = true;
                     break;
+                case "--socket-dir":
+                    o.SocketDir = Value();
+                    break;
                 default:
-                    throw new UsageException($"unknown option '{args[i]}' (see --help)");
+                    if (!o.Cluster.TryParse(arg, Value, m => new UsageException(m)))
+                    {
+                        throw new UsageException($"unknown option '{args[i]}' (see --help)");
+                    }
+
+                    break;
             }
         }
 
         if (!o.Help)
         {
-            if (o.Volumes.Count == 0)
+            o.Cluster.Check(m => new UsageException(m));
+            if (o.Cluster.Enabled && o.SocketDir == null)
+            {
+                throw new UsageException("a cluster node needs --socket-dir DIR for the sockets of the volumes attached to it");
+            }
+
+            if (o.Volumes.Count == 0 && !o.Cluster.Enabled)
             {
                 throw new UsageException("no volume: give --socket PATH with --backing FILE or --size BYTES (see --help)");
             }

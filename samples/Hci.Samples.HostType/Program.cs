@@ -29,6 +29,8 @@ if (options.Help)
 var logger = new ConsoleLogger(options.Verbose ? LogLevel.Debug : LogLevel.Information);
 var devices = new List<BlockDevice>();
 var servers = new List<VhostUserBlkServer>();
+var clusterServers = new Dictionary<string, VhostUserBlkServer>();
+ClusterNode? node = null;
 using var stop = new ManualResetEventSlim();
 using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
 using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
@@ -78,6 +80,52 @@ try
             volume.Scheduler);
     }
 
+    if (options.Cluster.Enabled)
+    {
+        Directory.CreateDirectory(options.SocketDir!);
+        node = new ClusterNode(options.Cluster, logger)
+        {
+            VolumeAttached = volume =>
+            {
+                string socket = Path.Combine(options.SocketDir!, volume.Name + ".sock");
+                var server = new VhostUserBlkServer(
+                    volume,
+                    new VhostUserBlkServerOptions
+                    {
+                        SocketPath = socket,
+                        ReactorThreads = options.Reactors,
+                        PollWindow = TimeSpan.FromMicroseconds(options.PollMicroseconds),
+                        Serial = volume.Name,
+                    },
+                    logger);
+                server.Start();
+                lock (servers)
+                {
+                    servers.Add(server);
+                    clusterServers[volume.Name] = server;
+                }
+
+                logger.LogInformation("hci-hosttype: ready: {Socket} serves replicated volume {Volume} ({Size} bytes)", socket, volume.Name, volume.Geometry.Capacity);
+                return Task.CompletedTask;
+            },
+            VolumeDetaching = volume =>
+            {
+                lock (servers)
+                {
+                    if (clusterServers.Remove(volume.Name, out var server))
+                    {
+                        servers.Remove(server);
+                        server.Dispose();
+                    }
+                }
+
+                return Task.CompletedTask;
+            },
+        };
+        node.StartAsync(CancellationToken.None).GetAwaiter().GetResult();
+        logger.LogInformation("hci-hosttype: ready: cluster node {Node}, sockets in {Dir}", options.Cluster.NodeId, options.SocketDir);
+    }
+
     long allocatedAtReady = GC.GetTotalAllocatedBytes(precise: true);
     stop.Wait();
     long allocated = GC.GetTotalAllocatedBytes(precise: true) - allocatedAtReady;
@@ -91,13 +139,19 @@ try
         requests == 0 ? 0 : (double)allocated / requests);
     return 0;
 }
-catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or PlatformNotSupportedException)
+catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or PlatformNotSupportedException
+    or Hci.Core.Cluster.ClusterStoreException or Hci.Core.Cluster.ClusterCatalogException or InvalidDataException)
 {
     logger.LogError("hci-hosttype: {Message}", e.Message);
     return 1;
 }
 finally
 {
+    if (node != null)
+    {
+        node.DisposeAsync().AsTask().GetAwaiter().GetResult();
+    }
+
     foreach (var server in servers)
     {
         server.Dispose();

@@ -20,7 +20,7 @@ internal sealed class ClusterNode : IAsyncDisposable
     private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(500);
 
     private readonly ClusterNodeOptions _options;
-    private readonly ILogger _logger;
+    private readonly ConsoleLogger _logger;
     private readonly Dictionary<string, (ReplicatedVolume Volume, ulong Epoch)> _attached = [];
     private readonly Dictionary<string, string> _addresses = [];
     private readonly Lock _addressLock = new();
@@ -34,7 +34,7 @@ internal sealed class ClusterNode : IAsyncDisposable
     private IStoreLease? _lease;
     private Task? _loop;
 
-    public ClusterNode(ClusterNodeOptions options, ILogger logger)
+    public ClusterNode(ClusterNodeOptions options, ConsoleLogger logger)
     {
         _options = options;
         _logger = logger;
@@ -81,7 +81,7 @@ internal sealed class ClusterNode : IAsyncDisposable
         var record = new NodeRecord
         {
             Id = NodeId,
-            Address = cluster ? $"{_server!.LocalEndPoint.Address}:{_server.LocalEndPoint.Port}" : "local",
+            Address = cluster ? $"{_server!.LocalEndPoint.Address}:{_server.LocalEndPoint.Port}" : _options.Listen,
             Domain = _options.Domain ?? $"host/{NodeId}",
             Devices = [.. _replicas.Stores.Select((s, i) => new DeviceRecord { Index = i, Capacity = s.SlotCount * s.ExtentSize, Weight = DeviceRecord.WeightOf(s.SlotCount * s.ExtentSize) })],
         };
@@ -196,7 +196,7 @@ internal sealed class ClusterNode : IAsyncDisposable
 
             try
             {
-                var volume = await CatalogVolumeControl.OpenVolumeAsync(_catalog, name, NodeId, _replicas!, new ReplicatedVolumeOptions(), cancellationToken).ConfigureAwait(false);
+                var volume = await CatalogVolumeControl.OpenVolumeAsync(_catalog, name, NodeId, _replicas!, new ReplicatedVolumeOptions { LoggerFactory = _logger }, cancellationToken).ConfigureAwait(false);
                 _attached[name] = (volume, record.Epoch);
                 _logger.LogInformation("cluster node {Node}: attached volume {Volume} ({Size} bytes, {Replicas} replicas, epoch {Epoch}; reconciled {Regions} regions)", NodeId, name, record.Size, record.Replicas, record.Epoch, volume.Stats.ReconciledRegions);
                 await VolumeAttached(volume).ConfigureAwait(false);

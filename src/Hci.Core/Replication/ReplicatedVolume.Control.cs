@@ -167,6 +167,7 @@ public sealed partial class ReplicatedVolume
     {
         var interval = _options.ResyncInterval < _options.CleanAfter ? _options.ResyncInterval : _options.CleanAfter;
         long cleanTicks = 0;
+        long resyncTicks = 0;
         try
         {
             while (!cancellationToken.IsCancellationRequested)
@@ -175,7 +176,13 @@ public sealed partial class ReplicatedVolume
                 {
                     if (!IsFenced)
                     {
-                        await ResyncPassAsync(cancellationToken).ConfigureAwait(false);
+                        resyncTicks += interval.Ticks;
+                        if (resyncTicks >= _options.ResyncInterval.Ticks)
+                        {
+                            resyncTicks = 0;
+                            await ResyncPassAsync(cancellationToken).ConfigureAwait(false);
+                        }
+
                         cleanTicks += interval.Ticks;
                         if (cleanTicks >= _options.CleanAfter.Ticks)
                         {
@@ -424,6 +431,36 @@ public sealed partial class ReplicatedVolume
             Log.ControlFailed(Name, $"read repair of extent {extent}: {e.Message}");
         }
     }
+
+    // After a write that no replica took (all failed or timed out, some may have applied it anyway): make the
+    // replicas agree on the regions again by copying them from one in-sync replica to the others.
+    internal void ReconcileLater(long extent, ulong regions)
+        => _ = Task.Run(async () =>
+        {
+            var state = TryGetExtent(extent);
+            if (state?.View == null)
+            {
+                return;
+            }
+
+            try
+            {
+                await WithWritesHeldAsync(state, async () =>
+                {
+                    bool all = true;
+                    for (ulong left = regions; left != 0; left &= left - 1)
+                    {
+                        all &= await CopyRegionAsync(extent, state.View!, BitOperations.TrailingZeroCount(left), -1, _stop.Token).ConfigureAwait(false);
+                    }
+
+                    return all;
+                }, _stop.Token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                Log.ControlFailed(Name, $"reconciling extent {extent} after a failed write: {e.Message}");
+            }
+        });
 
     // ---- copies
 

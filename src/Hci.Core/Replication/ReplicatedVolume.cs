@@ -364,6 +364,17 @@ public sealed partial class ReplicatedVolume : BlockDevice
             {
                 var part = op.Parts[failure.Part];
                 Log.ReplicaWriteFailed(Name, part.Extent, failure.NodeId, failure.Device, failure.Status.ToString());
+                int failed = op.Failures.Count(f => f.Part == failure.Part);
+                if (failed >= part.View!.InSync)
+                {
+                    // No replica took this part: they all still hold what they held, so none is marked out of sync
+                    // (that would leave the extent with no copy to read or resync from). The write fails; the regions
+                    // stay in the activity logs for reconciliation.
+                    ok = false;
+                    ReconcileLater(part.Extent, part.Regions);
+                    continue;
+                }
+
                 Interlocked.Or(ref part.State.Missed[failure.Replica], part.Regions);
                 if (!await MarkOutOfSyncAsync(part.Extent, part.State, failure.Replica).ConfigureAwait(false))
                 {

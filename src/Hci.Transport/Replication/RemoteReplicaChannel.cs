@@ -47,6 +47,7 @@ internal sealed unsafe class RemoteReplicaChannel : ReplicaChannel, IFdWatcher, 
     private FdWatch? _watch;
     private Handoff? _handoff;
     private bool _connecting;
+    private bool _firstAttempt = true;
     private bool _wantWrite;
     private volatile bool _disposed;
     private long _nextAttempt;
@@ -105,13 +106,15 @@ internal sealed unsafe class RemoteReplicaChannel : ReplicaChannel, IFdWatcher, 
             return;
         }
 
-        if (_socket == null)
+        if (_socket == null && !(_connecting && _firstAttempt))
         {
             Answer(request, ReplicaStatus.Unavailable, 0);
             return;
         }
 
-        if (_waitHead != null || !TrySend(request))
+        // While a new channel makes its first connection, requests wait for it (a new queue's first writes must not
+        // find every remote replica "unavailable"); they are answered Unavailable if that attempt fails.
+        if (_socket == null || _waitHead != null || !TrySend(request))
         {
             if (_waitTail == null)
             {
@@ -613,8 +616,15 @@ internal sealed unsafe class RemoteReplicaChannel : ReplicaChannel, IFdWatcher, 
         }
 
         _connecting = false;
+        bool first = _firstAttempt;
+        _firstAttempt = false;
         if (h.Socket == null)
         {
+            if (first)
+            {
+                FailAll();
+            }
+
             long delay = (long)_backoff.TotalMilliseconds;
             ReplicaProtocolLog.ConnectFailed(_connector.Logger, _nodeId, h.Error!, delay);
             Backoff();
