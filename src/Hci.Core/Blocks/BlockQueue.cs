@@ -130,6 +130,14 @@ public abstract class BlockQueue : IDisposable
     /// <returns>False for queues with no such policy.</returns>
     public virtual bool IsThrottled(int tenant) => false;
 
+    /// <summary>
+    /// True when every completion of this queue is announced through the reactor that polls it: a descriptor it
+    /// watches there, another queue of that reactor, or <see cref="Reactors.Reactor.Wake"/>. A reactor never needs to
+    /// sleep inside such a queue, so it does not count it when it decides where to sleep (a replicated volume's queue,
+    /// whose answers come from peers' sockets and from the local device's own queue).
+    /// </summary>
+    public virtual bool CompletesThroughReactor => false;
+
     /// <summary>Waits for every request in flight, then releases the queue's resources.</summary>
     public void Dispose()
     {

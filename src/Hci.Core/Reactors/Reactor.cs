@@ -698,7 +698,7 @@ public sealed unsafe class Reactor : IDisposable
         int inFlight = 0;
         foreach (var entry in _queues)
         {
-            if (entry.Queue.InFlight > 0)
+            if (entry.Queue.InFlight > 0 && !entry.Queue.CompletesThroughReactor)
             {
                 inFlight++;
                 only = entry;

@@ -59,6 +59,11 @@ internal sealed unsafe class ReplicatedVolumeQueue : BlockQueue, IReplicaComplet
     }
 
     /// <inheritdoc/>
+    /// <remarks>On a reactor, yes: peers answer on sockets the channels watch there, the local stores' device queues
+    /// are the reactor's own queues, and the control plane wakes the reactor when it hands a request back.</remarks>
+    public override bool CompletesThroughReactor => _reactor != null;
+
+    /// <inheritdoc/>
     public override bool TrySetWakeSource(int fd)
     {
         _wakeSource = fd;
