@@ -182,6 +182,12 @@ internal sealed unsafe class ReplicaStoreQueue : IBlockCompletionHandler, IDispo
             return ReplicaStatus.Invalid;
         }
 
+        if (r.Operation is ReplicaOperation.ListExtents or ReplicaOperation.GetDirtyRegions)
+        {
+            // Offset, extent and length are not used; the one segment (if any) receives the list.
+            return r.SegmentCount > 1 || (r.SegmentCount == 1 && (r.Segments[0].Address == 0 || r.Segments[0].Length <= 0)) ? ReplicaStatus.Invalid : ReplicaStatus.Ok;
+        }
+
         long extentSize = _store.ExtentSize;
         long offset = r.Offset;
         long length = r.Length;
@@ -198,9 +204,6 @@ internal sealed unsafe class ReplicaStoreQueue : IBlockCompletionHandler, IDispo
                 return length == 0 ? ReplicaStatus.Invalid : ValidateSegments(r, length);
             case ReplicaOperation.ReadChecksums:
                 return length == 0 || r.Checksums == null ? ReplicaStatus.Invalid : ReplicaStatus.Ok;
-            case ReplicaOperation.ListExtents:
-            case ReplicaOperation.GetDirtyRegions:
-                return r.SegmentCount > 1 ? ReplicaStatus.Invalid : ReplicaStatus.Ok;
             default:
                 return ReplicaStatus.Ok;
         }
