@@ -26,6 +26,7 @@ internal sealed unsafe class ReplicaStoreQueue : IBlockCompletionHandler, IDispo
     private readonly Stack<BlockRequest> _freeIos = new();
     private readonly Stack<PageWrite> _freePageWrites = new();
     private StoreOp? _parked;
+    private StoreOp? _parkedTail;
     private StoreOp? _doneHead;
     private StoreOp? _doneTail;
     private int _inFlight;
@@ -95,7 +96,7 @@ internal sealed unsafe class ReplicaStoreQueue : IBlockCompletionHandler, IDispo
     {
         _queue.Poll(0, 0);
         var parked = _parked;
-        _parked = null;
+        _parked = _parkedTail = null;
         _parkedCount = 0;
         while (parked != null)
         {
@@ -626,9 +627,19 @@ internal sealed unsafe class ReplicaStoreQueue : IBlockCompletionHandler, IDispo
             return;
         }
 
+        // In order of arrival: requests move on in the order they came, as far as their waits allow.
         op.Waiting = true;
-        op.Next = _parked;
-        _parked = op;
+        op.Next = null;
+        if (_parkedTail == null)
+        {
+            _parked = op;
+        }
+        else
+        {
+            _parkedTail.Next = op;
+        }
+
+        _parkedTail = op;
         _parkedCount++;
     }
 

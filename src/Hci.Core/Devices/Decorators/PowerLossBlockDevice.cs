@@ -23,6 +23,7 @@ public sealed class PowerLossBlockDevice : BlockDeviceDecorator
     private readonly Dictionary<long, List<(long Seq, byte[] Data)>> _volatile = new();
     private readonly Dictionary<long, long> _durableSeq = new();
     private long _seq;
+    private volatile bool _powerCut;
 
     /// <summary>Wraps <paramref name="inner"/>.</summary>
     /// <param name="inner">The device that keeps the durable data.</param>
@@ -43,6 +44,11 @@ public sealed class PowerLossBlockDevice : BlockDeviceDecorator
             }
         }
     }
+
+    /// <summary>Cuts the power: from now on every request fails with EIO and changes nothing, until
+    /// <see cref="SimulateCrashAsync"/> powers the device up again. Lets a test close the queues of the software that
+    /// was running without its last requests reaching the device.</summary>
+    public void CutPower() => _powerCut = true;
 
     /// <summary>
     /// Loses the volatile writes as a power cut would, then the device goes on as a freshly powered one. Call it
@@ -69,6 +75,7 @@ public sealed class PowerLossBlockDevice : BlockDeviceDecorator
 
             _volatile.Clear();
             _durableSeq.Clear();
+            _powerCut = false;
         }
 
         int lbs = Geometry.LogicalBlockSize;
@@ -201,6 +208,12 @@ public sealed class PowerLossBlockDevice : BlockDeviceDecorator
 
         protected override void SubmitCore(BlockRequest request)
         {
+            if (_device._powerCut)
+            {
+                CompleteLater(request, -Errno.EIO, BlockError.Device);
+                return;
+            }
+
             switch (request.Operation)
             {
                 case BlockOperation.Write when (request.Flags & BlockRequestFlags.ForceUnitAccess) == 0:
@@ -215,11 +228,16 @@ public sealed class PowerLossBlockDevice : BlockDeviceDecorator
                     new FlushJob(this, request).Start();
                     return;
                 case BlockOperation.Write or BlockOperation.Discard or BlockOperation.WriteZeroes:
+                    // Written through: it reaches the inner device now (which completes in order), so the volatile
+                    // versions it supersedes must go now too, or a flush starting before its completion would write
+                    // them over it.
+                    long seq;
                     lock (_device._sync)
                     {
-                        request.UserTag = ++_device._seq;
+                        seq = ++_device._seq;
                     }
 
+                    _device.Supersede(request.Offset, request.Length, seq);
                     Forward(request);
                     return;
                 default:
@@ -242,10 +260,6 @@ public sealed class PowerLossBlockDevice : BlockDeviceDecorator
                 if (request.Operation == BlockOperation.Read)
                 {
                     _device.Overlay(request);
-                }
-                else
-                {
-                    _device.Supersede(request.Offset, request.Length, request.UserTag);
                 }
             }
 
