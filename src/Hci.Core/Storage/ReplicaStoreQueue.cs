@@ -94,6 +94,11 @@ internal sealed unsafe class ReplicaStoreQueue : IBlockCompletionHandler, IDispo
     /// <returns>How many requests were answered.</returns>
     public int Poll()
     {
+        if (_disposed)
+        {
+            return 0;
+        }
+
         _queue.Poll(0, 0);
         var parked = _parked;
         _parked = _parkedTail = null;
