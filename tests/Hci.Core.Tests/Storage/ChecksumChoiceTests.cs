@@ -44,8 +44,14 @@ public sealed class ChecksumChoiceTests(ITestOutputHelper output)
 
         double Rate(Func<uint> pass)
         {
-            pass(); // warm-up (tiered JIT)
-            pass();
+            // Warm-up long enough for tiered compilation to replace tier-0 code (XxHash3's vector code is ~50x slower
+            // before it does, which a short warm-up on a loaded machine measures instead).
+            var warm = Stopwatch.StartNew();
+            while (warm.ElapsedMilliseconds < 1500)
+            {
+                pass();
+            }
+
             double best = 0;
             for (int round = 0; round < 5; round++)
             {
