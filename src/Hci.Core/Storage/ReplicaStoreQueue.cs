@@ -81,15 +81,6 @@ internal sealed unsafe class ReplicaStoreQueue : IBlockCompletionHandler, IDispo
         Run(op);
     }
 
-    /// <summary>Answers a request refused before it reached the store (the channel's own checks).</summary>
-    public void Refuse(ReplicaRequest request, ReplicaStatus status)
-    {
-        _inFlight++;
-        var op = _freeOps.TryPop(out var o) ? o : new StoreOp();
-        op.Reset(request);
-        Finish(op, status, 0);
-    }
-
     /// <summary>Reaps device completions, moves waiting requests on and answers those that are done.</summary>
     /// <returns>How many requests were answered.</returns>
     public int Poll()
