@@ -26,6 +26,7 @@ internal sealed unsafe class ReplicaStoreQueue : IBlockCompletionHandler, IDispo
     private readonly Stack<BlockRequest> _freeIos = new();
     private readonly Stack<PageWrite> _freePageWrites = new();
     private StoreOp? _parked;
+    private StoreOp? _parkedTail;
     private StoreOp? _doneHead;
     private StoreOp? _doneTail;
     private int _inFlight;
@@ -80,22 +81,18 @@ internal sealed unsafe class ReplicaStoreQueue : IBlockCompletionHandler, IDispo
         Run(op);
     }
 
-    /// <summary>Answers a request refused before it reached the store (the channel's own checks).</summary>
-    public void Refuse(ReplicaRequest request, ReplicaStatus status)
-    {
-        _inFlight++;
-        var op = _freeOps.TryPop(out var o) ? o : new StoreOp();
-        op.Reset(request);
-        Finish(op, status, 0);
-    }
-
     /// <summary>Reaps device completions, moves waiting requests on and answers those that are done.</summary>
     /// <returns>How many requests were answered.</returns>
     public int Poll()
     {
+        if (_disposed)
+        {
+            return 0;
+        }
+
         _queue.Poll(0, 0);
         var parked = _parked;
-        _parked = null;
+        _parked = _parkedTail = null;
         _parkedCount = 0;
         while (parked != null)
         {
@@ -182,6 +179,12 @@ internal sealed unsafe class ReplicaStoreQueue : IBlockCompletionHandler, IDispo
             return ReplicaStatus.Invalid;
         }
 
+        if (r.Operation is ReplicaOperation.ListExtents or ReplicaOperation.GetDirtyRegions)
+        {
+            // Offset, extent and length are not used; the one segment (if any) receives the list.
+            return r.SegmentCount > 1 || (r.SegmentCount == 1 && (r.Segments[0].Address == 0 || r.Segments[0].Length <= 0)) ? ReplicaStatus.Invalid : ReplicaStatus.Ok;
+        }
+
         long extentSize = _store.ExtentSize;
         long offset = r.Offset;
         long length = r.Length;
@@ -198,9 +201,6 @@ internal sealed unsafe class ReplicaStoreQueue : IBlockCompletionHandler, IDispo
                 return length == 0 ? ReplicaStatus.Invalid : ValidateSegments(r, length);
             case ReplicaOperation.ReadChecksums:
                 return length == 0 || r.Checksums == null ? ReplicaStatus.Invalid : ReplicaStatus.Ok;
-            case ReplicaOperation.ListExtents:
-            case ReplicaOperation.GetDirtyRegions:
-                return r.SegmentCount > 1 ? ReplicaStatus.Invalid : ReplicaStatus.Ok;
             default:
                 return ReplicaStatus.Ok;
         }
@@ -623,9 +623,19 @@ internal sealed unsafe class ReplicaStoreQueue : IBlockCompletionHandler, IDispo
             return;
         }
 
+        // In order of arrival: requests move on in the order they came, as far as their waits allow.
         op.Waiting = true;
-        op.Next = _parked;
-        _parked = op;
+        op.Next = null;
+        if (_parkedTail == null)
+        {
+            _parked = op;
+        }
+        else
+        {
+            _parkedTail.Next = op;
+        }
+
+        _parkedTail = op;
         _parkedCount++;
     }
 
