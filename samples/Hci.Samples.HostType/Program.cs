@@ -83,6 +83,7 @@ try
     if (options.Cluster.Enabled)
     {
         Directory.CreateDirectory(options.SocketDir!);
+        options.Cluster.PollWindow = TimeSpan.FromMicroseconds(options.PollMicroseconds);
         node = new ClusterNode(options.Cluster, logger)
         {
             VolumeAttached = volume =>

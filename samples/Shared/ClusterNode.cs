@@ -74,7 +74,7 @@ internal sealed class ClusterNode : IAsyncDisposable
         _replicas = await ReplicaNode.OpenAsync(NodeId, _devices, remote: _remote, logger: _logger, cancellationToken: cancellationToken).ConfigureAwait(false);
         if (cluster)
         {
-            _server = new ReplicaServer(new ReplicaServerOptions { NodeId = NodeId, Listen = _options.Listen, KeyFile = _options.ClusterKeyFile }, _replicas, _logger);
+            _server = new ReplicaServer(new ReplicaServerOptions { NodeId = NodeId, Listen = _options.Listen, KeyFile = _options.ClusterKeyFile, PollWindow = _options.PollWindow }, _replicas, _logger);
             _server.Start();
         }
 

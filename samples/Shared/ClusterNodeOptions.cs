@@ -30,6 +30,9 @@ internal sealed class ClusterNodeOptions
 
     public string? ClusterKeyFile { get; set; }
 
+    /// <summary>The replica server reactors' poll window (the host's --poll-us).</summary>
+    public TimeSpan PollWindow { get; set; } = TimeSpan.FromMicroseconds(32);
+
     /// <summary>True when the host runs as a cluster node.</summary>
     public bool Enabled => Etcd != null || DataDir != null;
 

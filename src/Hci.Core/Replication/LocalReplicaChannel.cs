@@ -129,9 +129,17 @@ internal sealed class LocalReplicaChannel : ReplicaChannel, IPoller
 
         foreach (var q in _queues)
         {
-            if (q.HasPendingWork)
+            if (q.HasAnswers)
             {
                 return PollStatus.Busy;
+            }
+
+            if (q.HasParked && q.DeviceInFlight == 0)
+            {
+                // Waiting on a metadata page another thread's queue is writing: nothing of ours will wake the reactor
+                // when it lands, so look again soon. With device I/O of our own in flight, its completion wakes us
+                // (spinning here instead cost a core per busy reactor).
+                maxSleepMilliseconds = maxSleepMilliseconds < 0 ? 1 : Math.Min(maxSleepMilliseconds, 1);
             }
         }
 

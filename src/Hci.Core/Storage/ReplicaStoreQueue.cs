@@ -56,6 +56,12 @@ internal sealed unsafe class ReplicaStoreQueue : IBlockCompletionHandler, IDispo
     /// requests waiting for another queue's metadata write): a reactor must not sleep then.</summary>
     public bool HasPendingWork => _doneHead != null || _parkedCount > 0;
 
+    /// <summary>Answers are ready to be delivered.</summary>
+    public bool HasAnswers => _doneHead != null;
+
+    /// <summary>Requests wait for a metadata page version (written by this queue or another).</summary>
+    public bool HasParked => _parkedCount > 0;
+
     /// <summary>Device I/O in flight on this queue's device queue.</summary>
     public int DeviceInFlight => _queue.InFlight;
 

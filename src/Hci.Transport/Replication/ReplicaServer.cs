@@ -112,6 +112,7 @@ public sealed class ReplicaServer : IAsyncDisposable
         {
             Count = _options.Reactors > 0 ? _options.Reactors : new ReactorGroupOptions().Count,
             Name = ReactorName,
+            PollWindow = _options.PollWindow,
         });
         _acceptLoop = AcceptLoop();
         ReplicaProtocolLog.Listening(_logger, _options.NodeId, LocalEndPoint.ToString(), _certificate != null);

@@ -56,6 +56,11 @@ public sealed class ReplicaServerOptions
     /// <remarks>Default 0.</remarks>
     public int Reactors { get; set; }
 
+    /// <summary>How long a connection's reactor keeps polling after work before it sleeps.</summary>
+    /// <remarks>Default 32 us. On a machine with fewer cores than busy threads (several nodes on one small host), 0
+    /// frees the cores for the threads that have work.</remarks>
+    public TimeSpan PollWindow { get; set; } = TimeSpan.FromMicroseconds(32);
+
     internal IPEndPoint ValidateEndpoint()
     {
         if (string.IsNullOrWhiteSpace(NodeId) || System.Text.Encoding.UTF8.GetByteCount(NodeId) > ReplicaHandshake.MaxNodeIdBytes)
@@ -66,6 +71,11 @@ public sealed class ReplicaServerOptions
         if (!IPEndPoint.TryParse(Listen ?? "", out var endpoint) || !(Listen ?? "").Contains(':', StringComparison.Ordinal))
         {
             throw new ArgumentException($"ReplicaServerOptions.Listen '{Listen}' is not HOST:PORT with an IP address (such as 0.0.0.0:7420 or [::]:7420).");
+        }
+
+        if (PollWindow < TimeSpan.Zero || PollWindow > TimeSpan.FromSeconds(1))
+        {
+            throw new ArgumentException($"ReplicaServerOptions.PollWindow must be from 0 to 1 s (was {PollWindow}).");
         }
 
         if (KeyFile == null && Key == null)
