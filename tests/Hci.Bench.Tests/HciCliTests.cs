@@ -238,6 +238,6 @@ public sealed class HciCliTests : IDisposable
         Assert.True(code == 0, error);
         Assert.Contains("node1", output);
         Assert.Matches("node1 +up ", output);
-        Assert.Single((await catalog.ListNodesAsync()).Where(n => n.Id == "node1"));
+        Assert.Single(await catalog.ListNodesAsync(), n => n.Id == "node1");
     }
 }
