@@ -132,33 +132,30 @@ internal static partial class DevCluster
     /// longer the program recorded is left alone (it ended, and the pid went to another process).</summary>
     private static void Stop(string dir, IReadOnlyList<(int Pid, string Name)> processes, TextWriter output)
     {
-        var order = processes.Where(p => p.Name != "etcd").Concat(processes.Where(p => p.Name == "etcd")).ToList();
-        foreach (var (pid, name) in order.Where(p => p.Name != "etcd"))
-        {
-            Signal(pid, name, Sigterm);
-        }
-
-        StopAll(order.Where(p => p.Name != "etcd").ToList(), output);
-        StopAll(order.Where(p => p.Name == "etcd").ToList(), output);
+        StopAll(processes.Where(p => p.Name != "etcd").ToList(), output);
+        StopAll(processes.Where(p => p.Name == "etcd").ToList(), output);
         File.Delete(Path.Combine(dir, PidsName));
     }
 
     private static void StopAll(List<(int Pid, string Name)> processes, TextWriter output)
     {
+        var running = new List<(int Pid, string Name)>();
         foreach (var (pid, name) in processes)
         {
-            Signal(pid, name, Sigterm);
+            if (IsRunning(pid, name))
+            {
+                running.Add((pid, name));
+                Kill(pid, Sigterm);
+            }
+            else
+            {
+                output.WriteLine($"{name} pid {pid}: not running.");
+            }
         }
 
         var watch = Stopwatch.StartNew();
-        foreach (var (pid, name) in processes)
+        foreach (var (pid, name) in running)
         {
-            if (!IsRunning(pid, name))
-            {
-                output.WriteLine($"{name} pid {pid}: not running.");
-                continue;
-            }
-
             while (IsRunning(pid, name) && watch.Elapsed < StopDeadline)
             {
                 Thread.Sleep(50); // polling another session's process: no handle to wait on
@@ -166,7 +163,7 @@ internal static partial class DevCluster
 
             if (IsRunning(pid, name))
             {
-                Signal(pid, name, Sigkill);
+                Kill(pid, Sigkill);
                 output.WriteLine($"stopped {name} pid {pid} (SIGKILL: it did not stop within {StopDeadline.TotalSeconds:0} s of SIGTERM).");
             }
             else
@@ -181,14 +178,6 @@ internal static partial class DevCluster
 
     [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
     private static partial int Kill(int pid, int signal);
-
-    private static void Signal(int pid, string name, int signal)
-    {
-        if (IsRunning(pid, name))
-        {
-            Kill(pid, signal);
-        }
-    }
 
     /// <summary>Whether <paramref name="pid"/> runs <paramref name="name"/> (its /proc/PID/cmdline names it) and is not a zombie.</summary>
     internal static bool IsRunning(int pid, string name)
