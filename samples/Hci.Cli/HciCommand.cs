@@ -23,6 +23,12 @@ internal static class HciCommand
           volume detach NAME                      no owner
           volume delete NAME                      delete a detached volume
           volume resize NAME --size SIZE          grow a volume
+          cluster key --out FILE                  write a new cluster key (mode 0600) for --cluster-key-file
+          dev up --nodes N --dir DIR [--size SIZE]
+                                                  a cluster on this machine to try Hci: etcd and N hci-hosttype
+                                                  nodes on loopback, in the background, each with a sparse file
+                                                  device of SIZE (default 4G) in DIR; prints what to do next
+          dev down --dir DIR                      stop the processes dev up started in DIR (the data stays)
 
         --data-dir DIR  the local cluster store in DIR (one node whose replicas sit on its own devices)
         --etcd URL      the cluster store on etcd (e.g. http://127.0.0.1:2379)
@@ -37,6 +43,11 @@ internal static class HciCommand
             {
                 output.WriteLine(Usage);
                 return cli.Words.Count == 0 && args.Length > 0 && !args.Contains("--help") && !args.Contains("-h") ? 2 : 0;
+            }
+
+            if (FindLocal(cli) is { } local)
+            {
+                return await local(output).ConfigureAwait(false);
             }
 
             string? dataDir = cli.Option("--data-dir");
@@ -54,11 +65,57 @@ internal static class HciCommand
             error.WriteLine("Run hci --help for the commands.");
             return 2;
         }
-        catch (Exception ex) when (ex is ClusterCatalogException or ClusterStoreException or PlacementException)
+        catch (Exception ex) when (ex is ClusterCatalogException or ClusterStoreException or PlacementException or DevException)
         {
             error.WriteLine($"hci: {ex.Message}");
             return 1;
         }
+    }
+
+    /// <summary>The commands that need no cluster store (dev up/down, cluster key), or null.</summary>
+    private static Func<TextWriter, Task<int>>? FindLocal(CliArgs cli)
+    {
+        var words = cli.Words;
+        string verb = words.Count > 1 ? words[1] : string.Empty;
+        Func<TextWriter, Task<int>> command;
+        switch (words[0], verb)
+        {
+            case ("cluster", "key"):
+            {
+                string path = cli.Option("--out") ?? throw new CliUsageException("cluster key needs --out FILE.");
+                command = output => Task.FromResult(DevCluster.Key(path, output));
+                break;
+            }
+
+            case ("dev", "up"):
+            {
+                int nodes = cli.Int("--nodes", 3);
+                string dir = cli.Option("--dir") ?? throw new CliUsageException("dev up needs --dir DIR (where etcd, the devices, sockets and logs go).");
+                long size = cli.Option("--size") is null ? 4L << 30 : cli.Size("--size");
+                command = output => DevCluster.UpAsync(nodes, dir, size, output);
+                break;
+            }
+
+            case ("dev", "down"):
+            {
+                string dir = cli.Option("--dir") ?? throw new CliUsageException("dev down needs --dir DIR (the one given to dev up).");
+                command = output => Task.FromResult(DevCluster.Down(dir, output));
+                break;
+            }
+
+            case ("dev", _):
+                throw new CliUsageException($"unknown command 'dev {verb}': dev up or dev down.");
+            default:
+                return null;
+        }
+
+        if (words.Count > 2)
+        {
+            throw new CliUsageException($"unexpected '{words[2]}'.");
+        }
+
+        cli.CheckAllUsed();
+        return command;
     }
 
     private delegate Task<int> Command(ClusterCatalog catalog, FailureDomainLevel defaultLevel, TextWriter output);

@@ -14,6 +14,9 @@ const string Usage = """
     hci-vmtype: export an Hci volume over iSCSI.
 
     usage: hci-vmtype --portal HOST:PORT --iqn IQN (--backing FILE_OR_DEVICE [--size BYTES] | --size BYTES) [options]
+           hci-vmtype --portal HOST:PORT --iqn IQN (--etcd URL | --data-dir DIR) --node ID --device FILE[:SIZE] [options]
+                            as a cluster node: every volume attached to the node is a LUN of the target,
+                            numbered in attach order from 1 (a volume keeps its LUN while the process runs)
       --portal HOST:PORT    where to listen (IPv4, [IPv6]:PORT, or PORT for all addresses; default 0.0.0.0:3260)
       --iqn IQN             the target's name, e.g. iqn.2026-11.org.example:vol0
       --backing PATH        file or block device (a file is created at --size if missing)
@@ -35,10 +38,12 @@ const string Usage = """
       --insecure            allow logins without CHAP (required when no --chap-user is given)
       --verbose             log protocol details (never secrets)
     It logs one line when the portal listens and exits cleanly on SIGINT or SIGTERM.
-    """;
+
+    """ + ClusterNodeOptions.Usage;
 
 var values = new Dictionary<string, string>();
 var allowed = new List<string>();
+var cluster = new ClusterNodeOptions();
 bool buffered = false, verbose = false, insecure = false;
 for (int i = 0; i < args.Length; i++)
 {
@@ -74,6 +79,11 @@ for (int i = 0; i < args.Length; i++)
             values[a] = args[++i];
             continue;
         default:
+            if (i + 1 < args.Length && cluster.TryParse(a, () => args[++i], m => new ArgumentException(m)))
+            {
+                continue;
+            }
+
             Console.Error.WriteLine($"hci-vmtype: unknown option '{a}' (see --help)");
             return 2;
     }
@@ -83,6 +93,7 @@ string? Get(string key) => values.GetValueOrDefault(key);
 var logger = new ConsoleLogger(verbose ? LogLevel.Debug : LogLevel.Information);
 BlockDevice? device = null;
 IscsiTarget? target = null;
+ClusterNode? node = null;
 using var stop = new ManualResetEventSlim();
 using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
 using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
@@ -94,6 +105,7 @@ try
         return 2;
     }
 
+    cluster.Check(m => new ArgumentException(m));
     var engine = (Get("--ioengine") ?? "io_uring") switch
     {
         "io_uring" => BlockEngine.IoUring,
@@ -117,8 +129,13 @@ try
         "hybrid" => SchedulerKind.Hybrid,
         var k => throw new ArgumentException($"--scheduler {k} is not known: use none, fifo, limits, mclock or hybrid"),
     };
-    device = BlockDevices.Open(new BlockDeviceOptions { Engine = engine, Path = Get("--backing"), Size = Get("--size") is { } s ? ParseSize(s) : null, Direct = !buffered }, logger);
-    if (scheduler is { } kind)
+    if (cluster.Enabled && (Get("--backing") != null || Get("--size") != null || Get("--lun") != null))
+    {
+        throw new ArgumentException("as a cluster node, the target exports the volumes attached to the node: --backing, --size and --lun do not apply");
+    }
+
+    device = cluster.Enabled ? null : BlockDevices.Open(new BlockDeviceOptions { Engine = engine, Path = Get("--backing"), Size = Get("--size") is { } s ? ParseSize(s) : null, Direct = !buffered }, logger);
+    if (device != null && scheduler is { } kind)
     {
         device = new ScheduledBlockDevice(device, new SchedulerOptions { Kind = kind });
     }
@@ -130,7 +147,7 @@ try
         throw new ArgumentException("no authentication: give --chap-user with --chap-secret-file (or HCI_CHAP_SECRET), or --insecure to let any initiator log in without CHAP");
     }
 
-    var disk = new ScsiDisk(device, Path.GetFileName(Get("--backing") ?? iqn));
+    var luns = device == null ? new Dictionary<int, ScsiDisk>() : new Dictionary<int, ScsiDisk> { [lun] = new ScsiDisk(device, Path.GetFileName(Get("--backing") ?? iqn)) };
     target = new IscsiTarget(
         new IscsiTargetOptions
         {
@@ -145,13 +162,69 @@ try
                 ? int.TryParse(us, NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n <= 1000 ? TimeSpan.FromMicroseconds(n) : throw new ArgumentException($"--poll-us {us}: expected 0 to 1000 microseconds")
                 : TimeSpan.FromMicroseconds(100),
         },
-        new Dictionary<int, ScsiDisk> { [lun] = disk },
+        luns,
         logger);
     target.Start();
-    logger.LogInformation("hci-vmtype: ready: {Iqn} on {Portal}, LUN {Lun} = {Backing} ({Size} bytes, block {Block}, scheduler {Scheduler})", iqn, target.LocalEndPoint, lun, Get("--backing") ?? engine.ToString(), device.Geometry.Capacity, device.Geometry.LogicalBlockSize, Get("--scheduler") ?? "none");
+    if (cluster.Enabled)
+    {
+        var clusterTarget = target;
+        var lunOf = new Dictionary<string, int>(StringComparer.Ordinal); // a volume keeps its LUN across detach and attach
+        node = new ClusterNode(cluster, logger)
+        {
+            VolumeAttached = volume =>
+            {
+                int volumeLun;
+                lock (lunOf)
+                {
+                    if (!lunOf.TryGetValue(volume.Name, out volumeLun))
+                    {
+                        volumeLun = lunOf.Count + 1;
+                        if (volumeLun > 16383)
+                        {
+                            throw new IOException($"volume {volume.Name}: the target has no LUN left (16383 are in use)");
+                        }
+
+                        lunOf.Add(volume.Name, volumeLun);
+                    }
+                }
+
+                clusterTarget.AddLun(volumeLun, new ScsiDisk(volume, volume.Name));
+                logger.LogInformation("hci-vmtype: ready: LUN {Lun} of {Iqn} serves replicated volume {Volume} ({Size} bytes)", volumeLun, iqn, volume.Name, volume.Geometry.Capacity);
+                return Task.CompletedTask;
+            },
+            VolumeDetaching = volume =>
+            {
+                int volumeLun;
+                lock (lunOf)
+                {
+                    if (!lunOf.TryGetValue(volume.Name, out volumeLun))
+                    {
+                        return Task.CompletedTask;
+                    }
+                }
+
+                clusterTarget.RemoveLun(volumeLun);
+                logger.LogInformation("hci-vmtype: LUN {Lun} (volume {Volume}) removed", volumeLun, volume.Name);
+                return Task.CompletedTask;
+            },
+        };
+        node.StartAsync(CancellationToken.None).GetAwaiter().GetResult();
+        logger.LogInformation("hci-vmtype: ready: cluster node {Node}, target {Iqn} on {Portal}", cluster.NodeId, iqn, target.LocalEndPoint);
+    }
+    else
+    {
+        logger.LogInformation("hci-vmtype: ready: {Iqn} on {Portal}, LUN {Lun} = {Backing} ({Size} bytes, block {Block}, scheduler {Scheduler})", iqn, target.LocalEndPoint, lun, Get("--backing") ?? engine.ToString(), device!.Geometry.Capacity, device.Geometry.LogicalBlockSize, Get("--scheduler") ?? "none");
+    }
+
     long allocatedAtReady = GC.GetTotalAllocatedBytes(precise: true);
     stop.Wait();
     await target.DisposeAsync(); // closes every connection, which accounts its commands
+    if (node != null)
+    {
+        await node.DisposeAsync(); // detaches its volumes (the target no longer uses them)
+        node = null;
+    }
+
     long allocated = GC.GetTotalAllocatedBytes(precise: true) - allocatedAtReady;
     long commands = target.CommandsServed;
     logger.LogInformation(
@@ -162,7 +235,7 @@ try
     target = null;
     return 0;
 }
-catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or PlatformNotSupportedException)
+catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or PlatformNotSupportedException or Hci.Core.Cluster.ClusterStoreException or Hci.Core.Cluster.ClusterCatalogException)
 {
     logger.LogError("hci-vmtype: {Message}", e.Message);
     return 1;
@@ -172,6 +245,11 @@ finally
     if (target != null)
     {
         await target.DisposeAsync();
+    }
+
+    if (node != null)
+    {
+        await node.DisposeAsync();
     }
 
     device?.Dispose();

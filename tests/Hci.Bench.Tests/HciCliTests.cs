@@ -226,11 +226,18 @@ public sealed class HciCliTests : IDisposable
     }
 
     [Fact]
-    public async Task AStoreHeldByAnotherProcessIsNamed()
+    public async Task TheToolWorksBesideAnotherProcessThatHasTheStoreOpenAndSeesItsLiveNode()
     {
         await using var store = LocalClusterStore.Open(_dir);
-        var (code, _, error) = await Hci("volume", "list");
-        Assert.Equal(1, code);
-        Assert.Contains($"in use by process {Environment.ProcessId}", error);
+        var catalog = new ClusterCatalog(store);
+        await catalog.RegisterNodeAsync(new NodeRecord { Id = "node1", Address = "127.0.0.1:7401", Domain = "host1", Devices = [new DeviceRecord { Index = 0, Capacity = 1L << 30, Weight = 1 }] });
+        var lease = await store.GrantLeaseAsync(TimeSpan.FromSeconds(5));
+        await catalog.SetAliveAsync("node1", lease);
+
+        var (code, output, error) = await Hci("cluster", "status");
+        Assert.True(code == 0, error);
+        Assert.Contains("node1", output);
+        Assert.Matches("node1 +up ", output);
+        Assert.Single(await catalog.ListNodesAsync(), n => n.Id == "node1");
     }
 }

@@ -8,14 +8,18 @@ using Tmds.Linux;
 namespace Hci.Core.Cluster;
 
 /// <summary>
-/// The local cluster store's file: every key with its value, modification revision and lease, the store's revision and
-/// next lease id, and an XxHash3 of all of it. Written whole on every commit with atomic replace (temporary file,
-/// fsync, rename over, fsync of the directory), so a crash leaves the old state or the new one, never a mix.
+/// The local cluster store's file: every key with its value, modification revision and lease, every lease with the
+/// process that holds it, the store's revision, generation and next lease id, and an XxHash3 of all of it. Written
+/// whole on every change with atomic replace (temporary file, fsync, rename over, fsync of the directory), so a crash
+/// leaves the old state or the new one, never a mix.
 /// </summary>
 /// <remarks>
-/// Layout (little-endian): magic <c>HCISTOR1</c>, revision (8), next lease (8), count (4), then per key: key length
-/// (4), key (UTF-8), value length (4), value, modification revision (8), lease (8); then the XxHash3 of everything
-/// before it (8).
+/// Layout (little-endian): magic <c>HCISTOR2</c>, generation (8: one more on every write of the file, leases
+/// included, so that a process sees from the header alone whether another one changed it), revision (8), next lease
+/// (8), lease count (4), then per lease: id (8), holder pid (4), holder start time (8, field 22 of /proc/PID/stat);
+/// key count (4), then per key: key length (4), key (UTF-8), value length (4), value, modification revision (8),
+/// lease (8); then the XxHash3 of everything before it (8). Files of the first layout (<c>HCISTOR1</c>: no generation,
+/// no leases) are read too.
 /// </remarks>
 internal static unsafe class LocalStoreFile
 {
@@ -23,14 +27,24 @@ internal static unsafe class LocalStoreFile
     public const string TempName = "cluster-store.tmp";
     private const int MaxKeyBytes = 4096;
     private const int MaxValueBytes = 16 << 20;
-    private static readonly byte[] Magic = "HCISTOR1"u8.ToArray();
+    private static readonly byte[] Magic = "HCISTOR2"u8.ToArray();
+    private static readonly byte[] MagicV1 = "HCISTOR1"u8.ToArray();
 
     /// <summary>The store's contents as read from or written to the file.</summary>
-    public sealed record Contents(long Revision, long NextLease, IReadOnlyList<StoreEntry> Entries);
+    public sealed record Contents(long Generation, long Revision, long NextLease, IReadOnlyList<LeaseHolder> Leases, IReadOnlyList<StoreEntry> Entries);
 
-    public static byte[] Serialize(long revision, long nextLease, IReadOnlyCollection<StoreEntry> entries)
+    /// <summary>A lease and the process that holds it (its pid and start time, which tell a reused pid apart).</summary>
+    public readonly record struct LeaseHolder(long Id, int Pid, long StartTime);
+
+    /// <summary>The generation in a file's header, or -1 when the header is not one of this layout (then read it whole).</summary>
+    public static long ReadGeneration(ReadOnlySpan<byte> header) =>
+        header.Length >= Magic.Length + 8 && header[..Magic.Length].SequenceEqual(Magic)
+            ? BinaryPrimitives.ReadInt64LittleEndian(header[Magic.Length..])
+            : -1;
+
+    public static byte[] Serialize(long generation, long revision, long nextLease, IReadOnlyCollection<LeaseHolder> leases, IReadOnlyCollection<StoreEntry> entries)
     {
-        long size = Magic.Length + 8 + 8 + 4 + 8;
+        long size = Magic.Length + 8 + 8 + 8 + 4 + ((long)leases.Count * 20) + 4 + 8;
         foreach (var entry in entries)
         {
             size += 4 + Encoding.UTF8.GetByteCount(entry.Key) + 4 + entry.Value.Length + 8 + 8;
@@ -40,10 +54,21 @@ internal static unsafe class LocalStoreFile
         var span = buffer.AsSpan();
         Magic.CopyTo(span);
         int at = Magic.Length;
-        BinaryPrimitives.WriteInt64LittleEndian(span[at..], revision);
-        BinaryPrimitives.WriteInt64LittleEndian(span[(at + 8)..], nextLease);
-        BinaryPrimitives.WriteInt32LittleEndian(span[(at + 16)..], entries.Count);
-        at += 20;
+        BinaryPrimitives.WriteInt64LittleEndian(span[at..], generation);
+        BinaryPrimitives.WriteInt64LittleEndian(span[(at + 8)..], revision);
+        BinaryPrimitives.WriteInt64LittleEndian(span[(at + 16)..], nextLease);
+        BinaryPrimitives.WriteInt32LittleEndian(span[(at + 24)..], leases.Count);
+        at += 28;
+        foreach (var lease in leases)
+        {
+            BinaryPrimitives.WriteInt64LittleEndian(span[at..], lease.Id);
+            BinaryPrimitives.WriteInt32LittleEndian(span[(at + 8)..], lease.Pid);
+            BinaryPrimitives.WriteInt64LittleEndian(span[(at + 12)..], lease.StartTime);
+            at += 20;
+        }
+
+        BinaryPrimitives.WriteInt32LittleEndian(span[at..], entries.Count);
+        at += 4;
         foreach (var entry in entries)
         {
             int keyLength = Encoding.UTF8.GetBytes(entry.Key, span[(at + 4)..]);
@@ -64,7 +89,8 @@ internal static unsafe class LocalStoreFile
     /// <summary>Parses a store file; throws <see cref="InvalidDataException"/> saying what is wrong.</summary>
     public static Contents Parse(ReadOnlySpan<byte> data)
     {
-        if (data.Length < Magic.Length + 28 || !data[..Magic.Length].SequenceEqual(Magic))
+        bool v1 = data.Length >= MagicV1.Length && data[..MagicV1.Length].SequenceEqual(MagicV1);
+        if (data.Length < Magic.Length + 28 || (!v1 && !data[..Magic.Length].SequenceEqual(Magic)))
         {
             throw new InvalidDataException("it does not start with an Hci cluster store header");
         }
@@ -76,13 +102,48 @@ internal static unsafe class LocalStoreFile
         }
 
         int at = Magic.Length;
+        long generation = 0;
+        if (!v1)
+        {
+            generation = BinaryPrimitives.ReadInt64LittleEndian(body[at..]);
+            at += 8;
+        }
+
+        if (body.Length - at < 20)
+        {
+            throw new InvalidDataException("its header is cut short");
+        }
+
         long revision = BinaryPrimitives.ReadInt64LittleEndian(body[at..]);
         long nextLease = BinaryPrimitives.ReadInt64LittleEndian(body[(at + 8)..]);
-        int count = BinaryPrimitives.ReadInt32LittleEndian(body[(at + 16)..]);
-        at += 20;
-        if (revision < 1 || nextLease < 1 || count < 0 || count > body.Length / 24)
+        at += 16;
+        var leases = new List<LeaseHolder>();
+        if (!v1)
         {
-            throw new InvalidDataException($"its header is out of range (revision {revision}, next lease {nextLease}, {count} keys)");
+            int leaseCount = BinaryPrimitives.ReadInt32LittleEndian(body[at..]);
+            at += 4;
+            if (leaseCount < 0 || leaseCount > (body.Length - at) / 20)
+            {
+                throw new InvalidDataException($"its lease count {leaseCount} is out of range");
+            }
+
+            for (int i = 0; i < leaseCount; i++)
+            {
+                leases.Add(new LeaseHolder(BinaryPrimitives.ReadInt64LittleEndian(body[at..]), BinaryPrimitives.ReadInt32LittleEndian(body[(at + 8)..]), BinaryPrimitives.ReadInt64LittleEndian(body[(at + 12)..])));
+                at += 20;
+            }
+
+            if (body.Length - at < 4)
+            {
+                throw new InvalidDataException("its key count is cut short");
+            }
+        }
+
+        int count = BinaryPrimitives.ReadInt32LittleEndian(body[at..]);
+        at += 4;
+        if (generation < 0 || revision < 1 || nextLease < 1 || count < 0 || count > body.Length / 24)
+        {
+            throw new InvalidDataException($"its header is out of range (generation {generation}, revision {revision}, next lease {nextLease}, {count} keys)");
         }
 
         var entries = new List<StoreEntry>(count);
@@ -115,7 +176,7 @@ internal static unsafe class LocalStoreFile
             throw new InvalidDataException($"{body.Length - at} bytes follow the last key");
         }
 
-        return new Contents(revision, nextLease, entries);
+        return new Contents(generation, revision, nextLease, leases, entries);
     }
 
     /// <summary>Writes <paramref name="data"/> as the store file of <paramref name="directory"/> by atomic replace;

@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using System.Globalization;
 using System.Text;
 using Hci.Core.Blocks;
 using Hci.Core.Modules;
@@ -9,16 +8,22 @@ using Tmds.Linux;
 namespace Hci.Core.Cluster;
 
 /// <summary>
-/// An exclusive flock on a file, holding the owner's pid: one process at a time may open a local cluster store. The
-/// kernel drops the lock when the process ends (kill -9 included), so a stale lock file never blocks anyone.
+/// The lock file of a local cluster store, opened once per store and flock-ed for each operation: shared for a read,
+/// exclusive for a commit. Several processes share one store this way; the kernel drops a lock when its process
+/// ends (kill -9 included), so a stale lock file never blocks anyone.
 /// </summary>
 internal sealed unsafe class StoreLockFile : IDisposable
 {
     private readonly FileDescriptorHandle _handle;
+    private readonly string _path;
 
-    private StoreLockFile(FileDescriptorHandle handle) => _handle = handle;
+    private StoreLockFile(FileDescriptorHandle handle, string path)
+    {
+        _handle = handle;
+        _path = path;
+    }
 
-    public static StoreLockFile Acquire(string path, string what)
+    public static StoreLockFile Open(string path, string what)
     {
         int fd;
         var bytes = Encoding.UTF8.GetBytes(path + "\0");
@@ -33,63 +38,31 @@ internal sealed unsafe class StoreLockFile : IDisposable
             throw new ClusterStoreException($"Cannot open the lock file '{path}' of {what}: {Errno.Describe(errno)}. Check that the directory exists and is writable by this user.");
         }
 
-        var handle = new FileDescriptorHandle(fd);
-        try
+        return new StoreLockFile(new FileDescriptorHandle(fd), path);
+    }
+
+    /// <summary>Takes the lock (waiting for other processes' operations to end) until the result is disposed. The
+    /// caller serializes the operations of this process: flock belongs to the open file, not to a thread.</summary>
+    public Held Hold(bool exclusive)
+    {
+        int fd = (int)_handle.DangerousGetHandle();
+        while (Interop.Flock(fd, exclusive ? Interop.LOCK_EX : Interop.LOCK_SH) != 0)
         {
-            if (Interop.Flock(fd, Interop.LOCK_EX | Interop.LOCK_NB) != 0)
+            int errno = Marshal.GetLastPInvokeError();
+            if (errno != Errno.EINTR)
             {
-                int errno = Marshal.GetLastPInvokeError();
-                if (errno == LibC.EWOULDBLOCK)
-                {
-                    string holder = ReadHolder(fd);
-                    throw new ClusterStoreException($"{what} is in use by {holder}: only one process may open a local cluster store at a time. Stop that process (a host that uses --data-dir holds its store while it runs), or point this one at another directory.");
-                }
-
-                throw new ClusterStoreException($"Cannot lock '{path}': {Errno.Describe(errno)}.");
+                throw new ClusterStoreException($"Cannot lock '{_path}': {Errno.Describe(errno)}.");
             }
-
-            byte[] pid = Encoding.ASCII.GetBytes(Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
-            fixed (byte* p = pid)
-            {
-                if (LibC.ftruncate(fd, 0) != 0 || LibC.pwrite(fd, p, pid.Length, 0) != pid.Length)
-                {
-                    throw new ClusterStoreException($"Cannot write the lock file '{path}': {Errno.Describe(LibC.errno)}.");
-                }
-            }
-
-            return new StoreLockFile(handle);
         }
-        catch
-        {
-            handle.Dispose();
-            throw;
-        }
+
+        return new Held(fd);
     }
 
     public void Dispose() => _handle.Dispose();
 
-    private static string ReadHolder(int fd)
+    /// <summary>A lock held for one operation.</summary>
+    public readonly struct Held(int fd) : IDisposable
     {
-        byte* buffer = stackalloc byte[32];
-        long read = LibC.pread(fd, buffer, 32, 0);
-        string text = read > 0 ? Encoding.ASCII.GetString(buffer, (int)read).Trim() : string.Empty;
-        if (!int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int pid))
-        {
-            return "another process";
-        }
-
-        string name = string.Empty;
-        try
-        {
-            name = File.ReadAllText($"/proc/{pid}/comm").Trim();
-        }
-        catch (IOException)
-        {
-        }
-        catch (UnauthorizedAccessException)
-        {
-        }
-
-        return name.Length > 0 ? $"process {pid} ({name})" : $"process {pid}";
+        public void Dispose() => Interop.Flock(fd, Interop.LOCK_UN);
     }
 }

@@ -24,6 +24,11 @@ internal sealed unsafe partial class IscsiConnection
         bool write = h.Write;
         int expected = (int)Math.Min(h.ExpectedDataTransferLength, int.MaxValue);
         int lun = ScsiLunMap.Decode(h.Lun);
+        if (_target.LunMap.Version != _lunVersion)
+        {
+            SyncLunPaths();
+        }
+
         IscsiLunPath? path = lun >= 0 ? _paths.GetValueOrDefault(lun) : null;
         int maxTransfer = Math.Max(path != null ? path.Disk.MaxTransferBytes * 2 : 0, 1 << 20); // * 2: COMPARE AND WRITE
         if ((read && write) || expected > maxTransfer || (write && data.Length > expected) || (!write && data.Length > 0))

@@ -40,6 +40,17 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler, 
     private readonly List<IscsiTask> _completed = new(64);
     private readonly Dictionary<uint, IscsiTask> _tasks = new(64);
     private readonly Dictionary<int, IscsiLunPath> _paths = [];
+
+    /// <summary>Paths of LUNs removed while this connection ran: commands in flight may still use their queues, which
+    /// are given back when the connection ends.</summary>
+    private readonly List<IscsiLunPath> _retiredPaths = [];
+
+    /// <summary>The target's <see cref="ScsiLunMap.Version"/> that <see cref="_paths"/> reflects.</summary>
+    private int _lunVersion;
+
+    /// <summary>The LUNs changed since the last command: the next one (but INQUIRY, REPORT LUNS, REQUEST SENSE) to a
+    /// unit gets the unit attention REPORTED LUNS DATA HAS CHANGED (SPC-4 6.33).</summary>
+    private bool _reportLunsChanged;
     private IscsiPduReader _reader = null!;
     private IscsiPduWriter _writer = null!;
     private IoSlotPool<IscsiTask> _pool = null!;
@@ -176,6 +187,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler, 
         _maxSlots = Math.Min(_target.Options.CommandWindow + 16, 1040);
         _pool = new IoSlotPool<IscsiTask>(static () => new IscsiTask(), _maxSlots, MaxBufferedBytes, _target.Buffers);
         _tasks.EnsureCapacity(_maxSlots);
+        _lunVersion = _target.LunMap.Version;
         foreach (var (lun, disk) in _target.Luns)
         {
             _paths[lun] = new IscsiLunPath(disk);
@@ -424,6 +436,30 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler, 
         }
     }
 
+    /// <summary>Brings this connection's LUN paths up to the target's LUN map after LUNs were added or removed (on the
+    /// connection's reactor, at the next command).</summary>
+    private void SyncLunPaths()
+    {
+        int version = _target.LunMap.Version;
+        var units = _target.LunMap.Units;
+        foreach (var (lun, path) in _paths.ToList())
+        {
+            if (!units.TryGetValue(lun, out var disk) || disk != path.Disk)
+            {
+                _paths.Remove(lun);
+                _retiredPaths.Add(path);
+            }
+        }
+
+        foreach (var (lun, disk) in units)
+        {
+            _paths.TryAdd(lun, new IscsiLunPath(disk));
+        }
+
+        _lunVersion = version;
+        _reportLunsChanged = true;
+    }
+
     // ---- execution ----
 
     private void Dispatch(IscsiTask s)
@@ -431,6 +467,14 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler, 
         _commands++;
         s.State = IscsiTaskState.Running;
         var task = s.Task;
+        if (_reportLunsChanged && s.Path != null && task.Cdb[0] is not (ScsiOpcode.Inquiry or ScsiOpcode.ReportLuns or ScsiOpcode.RequestSense))
+        {
+            _reportLunsChanged = false;
+            task.Fail(SenseKey.UnitAttention, 0x3F, 0x0E); // REPORTED LUNS DATA HAS CHANGED
+            Complete(s);
+            return;
+        }
+
         if (_target.LunMap.TryAnswer(task, s.Path?.Disk))
         {
             Complete(s); // REPORT LUNS, or a LUN with no unit
@@ -686,7 +730,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler, 
         {
             _watch?.Dispose();
             _polling?.Dispose();
-            foreach (var path in _paths.Values)
+            foreach (var path in _paths.Values.Concat(_retiredPaths))
             {
                 if (path.Queue is { } q)
                 {

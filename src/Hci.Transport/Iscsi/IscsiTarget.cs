@@ -26,7 +26,6 @@ public sealed class IscsiTarget : IAsyncDisposable
     private readonly IscsiTargetOptions _options;
     private readonly IPEndPoint _endpoint;
     private readonly ILogger _logger;
-    private readonly Dictionary<int, ScsiDisk> _luns;
     private readonly CancellationTokenSource _stop = new();
     private readonly Lock _lock = new();
     private readonly HashSet<IscsiConnection> _connections = [];
@@ -53,15 +52,14 @@ public sealed class IscsiTarget : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(luns);
         _endpoint = options.Validate();
-        if (luns.Count == 0 || luns.Keys.Any(l => l is < 0 or > 16383))
+        if (luns.Keys.Any(l => l is < 0 or > 16383))
         {
-            throw new ArgumentException("An iSCSI target exports at least one LUN, each from 0 to 16383.", nameof(luns));
+            throw new ArgumentException("An iSCSI target's LUNs are 0 to 16383.", nameof(luns));
         }
 
         _options = options;
         Buffers = new IoBufferBudget(options.MaxBufferedBytes);
-        _luns = new Dictionary<int, ScsiDisk>(luns);
-        _lunMap = new ScsiLunMap(_luns);
+        _lunMap = new ScsiLunMap(luns);
         _logger = logger ?? NullLogger.Instance;
     }
 
@@ -87,7 +85,44 @@ public sealed class IscsiTarget : IAsyncDisposable
 
     internal ScsiLunMap LunMap => _lunMap;
 
-    internal IReadOnlyDictionary<int, ScsiDisk> Luns => _luns;
+    internal IReadOnlyDictionary<int, ScsiDisk> Luns => _lunMap.Units;
+
+    /// <summary>
+    /// Exports a unit at a free LUN while the target runs. Sessions see it from their next command: REPORT LUNS lists
+    /// it, and each session's next command to another LUN gets the unit attention REPORTED LUNS DATA HAS CHANGED.
+    /// </summary>
+    /// <param name="lun">The LUN (0 to 16383).</param>
+    /// <param name="unit">The unit.</param>
+    /// <returns>False when the LUN is taken.</returns>
+    public bool AddLun(int lun, ScsiDisk unit)
+    {
+        bool added = _lunMap.TryAdd(lun, unit);
+        if (added)
+        {
+            _logger.LogInformation("iSCSI target {Target}: LUN {Lun} added.", _options.TargetName, lun);
+        }
+
+        return added;
+    }
+
+    /// <summary>
+    /// Stops exporting the unit at a LUN while the target runs: commands that reach the LUN from then on get LOGICAL
+    /// UNIT NOT SUPPORTED (commands already running finish on the unit), REPORT LUNS no longer lists it, and each
+    /// session's next command to another LUN gets the unit attention REPORTED LUNS DATA HAS CHANGED. The caller closes
+    /// the unit's device once the commands in flight on it are done (its own close drains them).
+    /// </summary>
+    /// <param name="lun">The LUN.</param>
+    /// <returns>The unit removed; null when the LUN had none.</returns>
+    public ScsiDisk? RemoveLun(int lun)
+    {
+        var unit = _lunMap.TryRemove(lun);
+        if (unit != null)
+        {
+            _logger.LogInformation("iSCSI target {Target}: LUN {Lun} removed.", _options.TargetName, lun);
+        }
+
+        return unit;
+    }
 
     internal ILogger Logger => _logger;
 
@@ -129,7 +164,7 @@ public sealed class IscsiTarget : IAsyncDisposable
             PollWindow = _options.PollWindow,
         });
         _acceptLoop = AcceptLoop();
-        _logger.LogInformation("iSCSI target {Target}: portal listening on {Endpoint} ({Luns} LUN(s)).", _options.TargetName, LocalEndPoint, _luns.Count);
+        _logger.LogInformation("iSCSI target {Target}: portal listening on {Endpoint} ({Luns} LUN(s)).", _options.TargetName, LocalEndPoint, _lunMap.Units.Count);
     }
 
     /// <summary>Closes the portal and every connection.</summary>
@@ -233,7 +268,7 @@ public sealed class IscsiTarget : IAsyncDisposable
             {
                 foreach (var (known, n) in _portNexus.ToArray())
                 {
-                    if (!_sessions.ContainsKey(known) && !_luns.Values.Any(l => l.IsRegistered(n)))
+                    if (!_sessions.ContainsKey(known) && !_lunMap.Units.Values.Any(l => l.IsRegistered(n)))
                     {
                         _portNexus.Remove(known);
                     }

@@ -8,8 +8,10 @@ namespace Hci.Transport.Scsi;
 /// exist. Any SCSI transport routes commands through it; it knows nothing of sockets.
 /// </summary>
 /// <remarks>
-/// LUNs are 0 to 16383, encoded in the 8-byte LUN field with peripheral device addressing (00b, up to 255) or flat
-/// space addressing (01b) as SAM-5 4.7 describes; any other encoding names no unit here.
+/// <para>LUNs are 0 to 16383, encoded in the 8-byte LUN field with peripheral device addressing (00b, up to 255) or flat
+/// space addressing (01b) as SAM-5 4.7 describes; any other encoding names no unit here.</para>
+/// <para>Units may be added and removed while commands run: each change publishes a new immutable snapshot and bumps
+/// <see cref="Version"/>, so a reader sees one whole map and a transport can tell, with one read, that it changed.</para>
 /// </remarks>
 internal sealed class ScsiLunMap
 {
@@ -25,8 +27,9 @@ internal sealed class ScsiLunMap
     private const int FlatSpaceAddressing = 1;
     private const ushort FlatSpaceMarker = 0x4000;
 
-    private readonly Dictionary<int, ScsiDisk> _units;
-    private readonly int[] _sorted;
+    private readonly Lock _changes = new();
+    private volatile Snapshot _current;
+    private volatile int _version;
 
     /// <summary>Creates the map.</summary>
     /// <param name="units">The units by LUN (0 to <see cref="MaxLun"/>).</param>
@@ -35,24 +38,71 @@ internal sealed class ScsiLunMap
         ArgumentNullException.ThrowIfNull(units);
         foreach (int lun in units.Keys)
         {
-            ArgumentOutOfRangeException.ThrowIfNegative(lun, nameof(units));
-            ArgumentOutOfRangeException.ThrowIfGreaterThan(lun, MaxLun, nameof(units));
+            CheckLun(lun, nameof(units));
         }
 
-        _units = new Dictionary<int, ScsiDisk>(units);
-        _sorted = [.. _units.Keys.Order()];
+        _current = new Snapshot(new Dictionary<int, ScsiDisk>(units));
     }
 
-    /// <summary>The LUNs, in ascending order.</summary>
-    public IReadOnlyList<int> Luns => _sorted;
+    /// <summary>The LUNs, in ascending order (a snapshot).</summary>
+    public IReadOnlyList<int> Luns => _current.Sorted;
 
-    /// <summary>The units by LUN.</summary>
-    public IReadOnlyDictionary<int, ScsiDisk> Units => _units;
+    /// <summary>The units by LUN (a snapshot: later changes do not show in it).</summary>
+    public IReadOnlyDictionary<int, ScsiDisk> Units => _current.Units;
+
+    /// <summary>One more on every change of the units.</summary>
+    public int Version => _version;
 
     /// <summary>The unit at a LUN; null when there is none.</summary>
     /// <param name="lun">The LUN (as <see cref="Decode"/> returns it; negative names none).</param>
     /// <returns>The unit.</returns>
-    public ScsiDisk? Find(int lun) => lun >= 0 ? _units.GetValueOrDefault(lun) : null;
+    public ScsiDisk? Find(int lun) => lun >= 0 ? _current.Units.GetValueOrDefault(lun) : null;
+
+    /// <summary>Adds a unit at a free LUN.</summary>
+    /// <param name="lun">The LUN (0 to <see cref="MaxLun"/>).</param>
+    /// <param name="unit">The unit.</param>
+    /// <returns>False when the LUN is taken.</returns>
+    public bool TryAdd(int lun, ScsiDisk unit)
+    {
+        ArgumentNullException.ThrowIfNull(unit);
+        CheckLun(lun, nameof(lun));
+        lock (_changes)
+        {
+            if (_current.Units.ContainsKey(lun))
+            {
+                return false;
+            }
+
+            _current = new Snapshot(new Dictionary<int, ScsiDisk>(_current.Units) { [lun] = unit });
+            _version++;
+            return true;
+        }
+    }
+
+    /// <summary>Removes the unit at a LUN: commands that reach the LUN from now on are answered as for no unit.</summary>
+    /// <param name="lun">The LUN.</param>
+    /// <returns>The unit removed; null when there was none.</returns>
+    public ScsiDisk? TryRemove(int lun)
+    {
+        lock (_changes)
+        {
+            var units = new Dictionary<int, ScsiDisk>(_current.Units);
+            if (!units.Remove(lun, out var unit))
+            {
+                return null;
+            }
+
+            _current = new Snapshot(units);
+            _version++;
+            return unit;
+        }
+    }
+
+    private static void CheckLun(int lun, string name)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(lun, name);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(lun, MaxLun, name);
+    }
 
     /// <summary>The LUN an 8-byte LUN field names (SAM-5 4.7), as a big-endian number; -1 when no LUN of this map's form.</summary>
     /// <param name="field">The LUN field.</param>
@@ -124,7 +174,8 @@ internal sealed class ScsiLunMap
     public void ReportLuns(ScsiTask task)
     {
         ArgumentNullException.ThrowIfNull(task);
-        int size = 8 + (8 * _sorted.Length);
+        int[] sorted = _current.Sorted;
+        int size = 8 + (8 * sorted.Length);
         task.DataLength = size;
         if (task.Buffer == null)
         {
@@ -138,14 +189,22 @@ internal sealed class ScsiLunMap
             entry.Clear();
             if (i == 0)
             {
-                BinaryPrimitives.WriteUInt32BigEndian(entry, (uint)(8 * _sorted.Length));
+                BinaryPrimitives.WriteUInt32BigEndian(entry, (uint)(8 * sorted.Length));
             }
             else
             {
-                BinaryPrimitives.WriteUInt64BigEndian(entry, Encode(_sorted[(i / 8) - 1]));
+                BinaryPrimitives.WriteUInt64BigEndian(entry, Encode(sorted[(i / 8) - 1]));
             }
 
             entry[..Math.Min(8, list.Length - i)].CopyTo(list[i..]);
         }
+    }
+
+    /// <summary>The units at one moment, and their LUNs in order.</summary>
+    private sealed class Snapshot(Dictionary<int, ScsiDisk> units)
+    {
+        public Dictionary<int, ScsiDisk> Units { get; } = units;
+
+        public int[] Sorted { get; } = [.. units.Keys.Order()];
     }
 }

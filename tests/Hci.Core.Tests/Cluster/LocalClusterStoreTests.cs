@@ -162,48 +162,187 @@ public sealed class LocalClusterStoreTests : IDisposable
     }
 
     [Fact]
-    public async Task ASecondOpenOfTheSameStoreIsRefusedNamingTheHoldersPid()
+    public async Task TwoOpensOfOneStoreSeeEachOthersCommitsAndAWatchSeesTheOthersChangeOnTheNextOperation()
     {
-        await using var store = LocalClusterStore.Open(_dir.Path);
-        var ex = Assert.Throws<ClusterStoreException>(() => LocalClusterStore.Open(_dir.Path));
-        Assert.Contains($"in use by process {Environment.ProcessId}", ex.Message);
-        Assert.Contains("only one process", ex.Message);
+        await using var first = LocalClusterStore.Open(_dir.Path);
+        await using var second = LocalClusterStore.Open(_dir.Path);
+        long revision = (await first.TryCommitAsync([], [StoreWrite.Put("k", Bytes("1"))]))!.Value;
+        using var cancel = new CancellationTokenSource(Deadline.Default);
+        await using var watch = second.WatchAsync("k", revision, cancel.Token).GetAsyncEnumerator(cancel.Token);
+        var next = watch.MoveNextAsync();
+
+        Assert.Equal("1", Text(await second.GetAsync("k")));
+        Assert.Null(await second.TryCommitAsync([new StoreCondition("k", 0)], [StoreWrite.Put("k", Bytes("lost"))]));
+        long changed = (await first.TryCommitAsync([new StoreCondition("k", revision)], [StoreWrite.Put("k", Bytes("2"))]))!.Value;
+        Assert.False(next.IsCompleted, "the other store's change is not seen before an operation here");
+
+        Assert.Equal("2", Text(await second.GetAsync("k")));
+        Assert.True(await next);
+        Assert.Equal(changed, watch.Current.Entry.ModRevision);
+        Assert.Equal("2", Encoding.UTF8.GetString(watch.Current.Entry.Value.Span));
     }
 
     [Fact]
-    public async Task AnotherProcessHoldingTheStoreIsNamedAndItsDeathReleasesTheLock()
+    public async Task ConcurrentCompareAndSwapIncrementsFromTwoOtherProcessesAndThisOneLoseNoUpdate()
     {
-        // A real second process: flock(1) holds the store's lock file while it sleeps, as a host would.
-        string lockPath = Path.Combine(_dir.Path, "cluster-store.lock");
-        var holder = Process.Start(new ProcessStartInfo("flock", ["-x", lockPath, "sh", "-c", $"echo $$ > {lockPath}; exec sleep 600"]) { UseShellExecute = false })!;
+        const int PerWriter = 60;
+        var children = new[] { StartChild("increment", _dir.Path, "counter", $"{PerWriter}"), StartChild("increment", _dir.Path, "counter", $"{PerWriter}") };
         try
         {
-            string message = string.Empty;
-            await Deadline.WaitUntilAsync(
-                () =>
-                {
-                    try
-                    {
-                        LocalClusterStore.Open(_dir.Path).DisposeAsync().AsTask().Wait();
-                        return false;
-                    }
-                    catch (ClusterStoreException ex)
-                    {
-                        message = ex.Message;
-                        return message.Contains("(sleep)", StringComparison.Ordinal);
-                    }
-                },
-                "the holder to take the lock and write its pid");
-            Assert.Matches("in use by process [0-9]+ \\(sleep\\)", message);
+            await using var store = LocalClusterStore.Open(_dir.Path);
+            await Program.IncrementAsync(store, "counter", PerWriter);
+            foreach (var child in children)
+            {
+                await WaitForExitAsync(child);
+                Assert.Equal(0, child.ExitCode);
+            }
+
+            Assert.Equal($"{3 * PerWriter}", Text(await store.GetAsync("counter")));
         }
         finally
         {
+            KillAll(children);
+        }
+    }
+
+    [Fact]
+    public async Task ALeaseHeldByALiveProcessSurvivesAnotherProcessOpeningAndCommittingAndGoesWhenItCloses()
+    {
+        var holder = StartChild("hold-lease", _dir.Path, "alive/n1");
+        try
+        {
+            Assert.Equal("ready", await holder.StandardOutput.ReadLineAsync());
+            await using (var store = LocalClusterStore.Open(_dir.Path))
+            {
+                var entry = await store.GetAsync("alive/n1");
+                Assert.NotNull(entry);
+                Assert.Equal($"{holder.Id}", Text(entry));
+                Assert.NotNull(await store.TryCommitAsync([], [StoreWrite.Put("other", Bytes("x"))]));
+                Assert.NotNull(await store.GetAsync("alive/n1"));
+            }
+
+            await using var again = LocalClusterStore.Open(_dir.Path);
+            Assert.NotNull(await again.GetAsync("alive/n1"));
+
+            holder.StandardInput.Close(); // the holder closes its store: it revokes its lease
+            await WaitForExitAsync(holder);
+            Assert.Equal(0, holder.ExitCode);
+            Assert.Null(await again.GetAsync("alive/n1"));
+        }
+        finally
+        {
+            KillAll([holder]);
+        }
+    }
+
+    [Fact]
+    public async Task TheLeaseOfAKilledProcessIsDroppedByTheNextCommitOrOpen()
+    {
+        var holders = new[] { StartChild("hold-lease", _dir.Path, "alive/n1"), StartChild("hold-lease", _dir.Path, "alive/n2") };
+        try
+        {
+            foreach (var holder in holders)
+            {
+                Assert.Equal("ready", await holder.StandardOutput.ReadLineAsync());
+            }
+
+            await using var store = LocalClusterStore.Open(_dir.Path);
+            Assert.NotNull(await store.GetAsync("alive/n1"));
+            holders[0].Kill(); // SIGKILL: no chance to revoke
+            await WaitForExitAsync(holders[0]);
+
+            Assert.NotNull(await store.TryCommitAsync([], [StoreWrite.Put("other", Bytes("x"))]));
+            Assert.Null(await store.GetAsync("alive/n1"));
+            Assert.NotNull(await store.GetAsync("alive/n2"));
+
+            holders[1].Kill();
+            await WaitForExitAsync(holders[1]);
+            await using var reopened = LocalClusterStore.Open(_dir.Path);
+            Assert.Null(await reopened.GetAsync("alive/n2"));
+            Assert.Equal("x", Text(await reopened.GetAsync("other")));
+        }
+        finally
+        {
+            KillAll(holders);
+        }
+    }
+
+    [Fact]
+    public async Task ACommitWaitsForAnotherProcessHoldingTheLockFileAndGoesOnWhenItDies()
+    {
+        // A real second process: flock(1) holds the store's lock file (as a commit in another process would) until killed.
+        string lockPath = Path.Combine(_dir.Path, "cluster-store.lock");
+        await using var store = LocalClusterStore.Open(_dir.Path);
+        var holder = Process.Start(new ProcessStartInfo("flock", ["-x", lockPath, "sh", "-c", "echo locked; exec sleep 600"]) { UseShellExecute = false, RedirectStandardOutput = true })!;
+        try
+        {
+            Assert.Equal("locked", await holder.StandardOutput.ReadLineAsync());
+            var commit = Task.Run(async () => await store.TryCommitAsync([], [StoreWrite.Put("k", Bytes("v"))]));
             holder.Kill(entireProcessTree: true);
             await holder.WaitForExitAsync();
+            Assert.NotNull(await commit.WaitAsync(Deadline.Default));
+            Assert.Equal("v", Text(await store.GetAsync("k")));
         }
+        finally
+        {
+            KillAll([holder]);
+        }
+    }
+
+    [Fact]
+    public async Task AStoreFileOfTheFirstLayoutIsReadAndItsLeasedKeysAreDropped()
+    {
+        // The first layout: magic, revision, next lease, count, keys, hash (no generation, no lease table).
+        var entries = new[] { new StoreEntry("alive/n1", Bytes(string.Empty), 3, 1), new StoreEntry("nodes/n1", Bytes("{}"), 2, 0) };
+        byte[] v2 = LocalStoreFile.Serialize(0, 3, 2, [], entries);
+        var body = new List<byte>("HCISTOR1"u8.ToArray());
+        body.AddRange(v2.AsSpan(16, 16).ToArray()); // revision, next lease
+        body.AddRange(v2.AsSpan(8 + 8 + 8 + 8 + 4, v2.Length - 36 - 8).ToArray()); // key count and keys
+        body.AddRange(BitConverter.GetBytes(System.IO.Hashing.XxHash3.HashToUInt64(body.ToArray())));
+        await File.WriteAllBytesAsync(Path.Combine(_dir.Path, LocalStoreFile.FileName), body.ToArray());
 
         await using var store = LocalClusterStore.Open(_dir.Path);
-        Assert.NotNull(store);
+        Assert.Null(await store.GetAsync("alive/n1"));
+        Assert.Equal("{}", Text(await store.GetAsync("nodes/n1")));
+        Assert.Equal(4, store.Revision);
+    }
+
+    private static Process StartChild(params string[] args)
+    {
+        var psi = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
+        {
+            UseShellExecute = false,
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+        };
+        psi.ArgumentList.Add("exec");
+        psi.ArgumentList.Add(typeof(Program).Assembly.Location);
+        foreach (string arg in args)
+        {
+            psi.ArgumentList.Add(arg);
+        }
+
+        return Process.Start(psi)!;
+    }
+
+    private static async Task WaitForExitAsync(Process process)
+    {
+        using var timeout = new CancellationTokenSource(Deadline.Default * 2);
+        await process.WaitForExitAsync(timeout.Token);
+    }
+
+    private static void KillAll(IEnumerable<Process> processes)
+    {
+        foreach (var process in processes)
+        {
+            if (!process.HasExited)
+            {
+                process.Kill(entireProcessTree: true);
+                process.WaitForExit();
+            }
+
+            process.Dispose();
+        }
     }
 
     [Fact]

@@ -7,7 +7,7 @@ using Hci.Core.Storage;
 namespace Hci.Core.Tests.Storage;
 
 /// <summary>
-/// The test assembly's entry point: <c>dotnet Hci.Core.Tests.dll store-writer FILE</c> writes to the replica store on
+/// A mode of the test assembly's entry point (Program.cs): <c>dotnet Hci.Core.Tests.dll store-writer FILE</c> writes to the replica store on
 /// FILE through io_uring with FUA writes, eight in flight, and prints every write as it is submitted
 /// (<c>sub ID EXTENT OFFSET BLOCKS</c>) and acknowledged (<c>ack ID</c>), until it is killed (or after a minute).
 /// Write <c>i</c> of a slot always goes to extent <c>slot</c>, so writes in flight together never overlap.
@@ -17,16 +17,8 @@ internal static unsafe class StoreWriterProcess
     public const ulong Volume = 77;
     public const int Depth = 8;
 
-    public static int Main(string[] args)
-    {
-        if (args.Length == 2 && args[0] == "store-writer")
-        {
-            return Run(args[1]);
-        }
-
-        Console.Error.WriteLine("This is a test assembly: run it with dotnet test (or 'store-writer FILE', the kill -9 test's child).");
-        return 2;
-    }
+    /// <summary>Runs the writer; called from the assembly's entry point (Program.Main) for <c>store-writer FILE</c>.</summary>
+    public static int RunMode(string file) => Run(file);
 
     private static int Run(string path)
     {
