@@ -187,15 +187,19 @@ internal sealed class ClusterNode : IAsyncDisposable
             }
         }
 
-        foreach (var (name, record) in mine)
+        foreach (var (name, owned) in mine)
         {
             if (_attached.ContainsKey(name))
             {
                 continue;
             }
 
+            var record = owned;
             try
             {
+                // Every attachment takes an epoch of its own, by compare-and-swap: a previous instance of this node (one
+                // that was restarted, or cut off and still running) is fenced by every replica like any other owner.
+                record = await _catalog.AttachAsync(name, NodeId, force: false, cancellationToken).ConfigureAwait(false);
                 var volume = await CatalogVolumeControl.OpenVolumeAsync(_catalog, name, NodeId, _replicas!, new ReplicatedVolumeOptions { LoggerFactory = _logger }, cancellationToken).ConfigureAwait(false);
                 _attached[name] = (volume, record.Epoch);
                 _logger.LogInformation("cluster node {Node}: attached volume {Volume} ({Size} bytes, {Replicas} replicas, epoch {Epoch}; reconciled {Regions} regions)", NodeId, name, record.Size, record.Replicas, record.Epoch, volume.Stats.ReconciledRegions);
