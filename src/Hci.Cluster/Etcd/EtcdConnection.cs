@@ -70,6 +70,12 @@ internal sealed class EtcdConnection : IDisposable
     {
         int attempts = failOver ? _endpoints.Length : 1;
         ClusterStoreException? last = null;
+
+        // A call that could not even connect was never sent, so it is safe to repeat (transactions included): after
+        // etcd restarts, gRPC's channel stays in its connect backoff for about a second, and failing every call in
+        // that window would fail callers for nothing. Such calls are tried again for a while on the same member.
+        var retryUntil = DateTime.UtcNow + (_options.RequestTimeout < NotSentRetry ? _options.RequestTimeout : NotSentRetry);
+        var delay = TimeSpan.FromMilliseconds(50);
         for (int attempt = 0; attempt < attempts; attempt++)
         {
             int index = Current;
@@ -77,6 +83,13 @@ internal sealed class EtcdConnection : IDisposable
             {
                 using var pending = call(index, Unary(cancellationToken));
                 return await pending.ResponseAsync.ConfigureAwait(false);
+            }
+            catch (RpcException e) when (!cancellationToken.IsCancellationRequested && IsNotSent(e) && DateTime.UtcNow + delay < retryUntil)
+            {
+                last = Map(e, index, what);
+                await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
+                delay = delay * 2 > MaxNotSentDelay ? MaxNotSentDelay : delay * 2;
+                attempt--;
             }
             catch (RpcException e) when (!cancellationToken.IsCancellationRequested)
             {
@@ -101,6 +114,15 @@ internal sealed class EtcdConnection : IDisposable
 
         throw last!;
     }
+
+    private static readonly TimeSpan NotSentRetry = TimeSpan.FromSeconds(3);
+    private static readonly TimeSpan MaxNotSentDelay = TimeSpan.FromMilliseconds(400);
+
+    /// <summary>True when the call failed to connect, so it never reached etcd.</summary>
+    private static bool IsNotSent(RpcException e)
+        => e.StatusCode == StatusCode.Unavailable
+            && (e.Status.DebugException is System.Net.Sockets.SocketException
+                || e.Status.Detail.Contains("Error connecting to subchannel", StringComparison.Ordinal));
 
     /// <summary>True when the member did not answer (as opposed to answering with an error).</summary>
     public static bool IsUnreachable(StatusCode code) => code is StatusCode.Unavailable or StatusCode.DeadlineExceeded;
