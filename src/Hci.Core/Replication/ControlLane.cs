@@ -34,9 +34,6 @@ internal sealed class ControlLane : IPoller, IReplicaCompletionHandler, IAsyncDi
         return done.Task;
     }
 
-    /// <summary>Whether the lane's channel to the node is connected now (opens it if needed).</summary>
-    public Task<bool> IsConnectedAsync(string nodeId) => _reactor.InvokeAsync(() => Channel(nodeId).IsConnected);
-
     PollStatus IPoller.Poll()
     {
         bool busy = false;

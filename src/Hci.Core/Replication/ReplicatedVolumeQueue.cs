@@ -30,7 +30,6 @@ internal sealed unsafe class ReplicatedVolumeQueue : BlockQueue, IReplicaComplet
     private readonly ConcurrentQueue<VolumeOp> _finished = new();
     private readonly int _segmentCapacity;
     private int _completions;
-    private int _wakeSource = -1;
 
     public ReplicatedVolumeQueue(ReplicatedVolume volume, int depth)
         : base(volume)
@@ -64,11 +63,7 @@ internal sealed unsafe class ReplicatedVolumeQueue : BlockQueue, IReplicaComplet
     public override bool CompletesThroughReactor => _reactor != null;
 
     /// <inheritdoc/>
-    public override bool TrySetWakeSource(int fd)
-    {
-        _wakeSource = fd;
-        return false;
-    }
+    public override bool TrySetWakeSource(int fd) => false;
 
     /// <summary>Called by the volume (any thread) when a slow-path request is ready, or an extent it waited on is.</summary>
     internal void Signal()
