@@ -94,7 +94,7 @@ public sealed class RemoteReplicaConnector : IReplicaConnector, IDisposable
                 return (served, relay, address);
             }
 
-            return (socket, null, address);
+            return (ReactorSocket.Detach(socket), null, address);
         }
         catch (OperationCanceledException) when (deadline.IsCancellationRequested)
         {

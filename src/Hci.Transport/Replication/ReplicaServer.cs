@@ -234,6 +234,10 @@ public sealed class ReplicaServer : IAsyncDisposable
             {
                 served = ReplicaTlsRelay.Start(ssl, out relay);
             }
+            else
+            {
+                served = ReactorSocket.Detach(client);
+            }
 
             ReplicaProtocolLog.Accepted(_logger, clientNode, peer);
             var assignment = _reactors!.Assign();
