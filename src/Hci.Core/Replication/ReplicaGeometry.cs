@@ -15,4 +15,13 @@ public static class ReplicaGeometry
 
     /// <summary>The most bytes one replica request moves: 1 MiB.</summary>
     public const int MaxTransfer = 1 << 20;
+
+    /// <summary>The mask of the regions (of <paramref name="regionSize"/> bytes, 64 to an extent) that the range
+    /// <paramref name="offset"/> + <paramref name="length"/> within an extent touches; the range is not empty.</summary>
+    internal static ulong RegionMask(long offset, long length, long regionSize)
+    {
+        int first = (int)(offset / regionSize);
+        int last = (int)((offset + length - 1) / regionSize);
+        return (last == RegionsPerExtent - 1 ? ulong.MaxValue : ((1UL << (last + 1)) - 1)) & ~((1UL << first) - 1);
+    }
 }

@@ -140,7 +140,14 @@ public sealed partial class ReplicatedVolume
 
                 if ((long)count * 16 > capacity)
                 {
-                    capacity = checked((int)Math.Min((long)count * 16, 64L << 20));
+                    // A replica lists at most one entry per extent of the volume; more is a broken or hostile answer,
+                    // which must not make the attach grow its buffer (or loop) without end.
+                    if (count > _extents.Length || (long)count * 16 > 64L << 20)
+                    {
+                        throw new ReplicationException($"Volume '{Name}': replica {target.NodeId}/{target.Device} listed {count} extents in its activity log, more than the volume's {_extents.Length}; check that node's store.");
+                    }
+
+                    capacity = (int)((long)count * 16);
                     continue;
                 }
 
@@ -418,7 +425,7 @@ public sealed partial class ReplicatedVolume
                     }
                     else
                     {
-                        Interlocked.Or(ref state.Missed[r], RegionMask(offset, length));
+                        Interlocked.Or(ref state.Missed[r], ReplicaGeometry.RegionMask(offset, length, RegionSize));
                         await MarkOutOfSyncAsync(extent, state, r).ConfigureAwait(false);
                     }
                 }
@@ -558,14 +565,6 @@ public sealed partial class ReplicatedVolume
             state.Gate.Release();
             SignalQueues();
         }
-    }
-
-    private ulong RegionMask(long offset, int length)
-    {
-        long regionSize = RegionSize;
-        int first = (int)(offset / regionSize);
-        int last = (int)((offset + length - 1) / regionSize);
-        return (last == 63 ? ulong.MaxValue : ((1UL << (last + 1)) - 1)) & ~((1UL << first) - 1);
     }
 
     private ReplicaRequest NewRequest(ReplicaOperation operation, int device, long extent, long offset, int length)

@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Numerics;
 using Hci.Core.Blocks;
 using Hci.Core.Cluster;
 using Hci.Core.Reactors;
@@ -605,9 +604,7 @@ internal sealed unsafe class ReplicatedVolumeQueue : BlockQueue, IReplicaComplet
             part.Offset = within;
             part.Length = length;
             part.OuterOffset = outerOffset;
-            int first = (int)(within / regionSize);
-            int last = (int)((within + length - 1) / regionSize);
-            part.Regions = (last == 63 ? ulong.MaxValue : ((1UL << (last + 1)) - 1)) & ~((1UL << first) - 1);
+            part.Regions = ReplicaGeometry.RegionMask(within, length, regionSize);
             offset += length;
             left -= length;
             outerOffset += length;
@@ -694,7 +691,7 @@ internal sealed unsafe class ReplicatedVolumeQueue : BlockQueue, IReplicaComplet
             while (left > 0)
             {
                 int take = Math.Min(left, ReplicaGeometry.BlockSize - inBlock);
-                crc = Crc32C(crc, p, take);
+                crc = Storage.Crc32C.Append(crc, p, take);
                 p += take;
                 left -= take;
                 inBlock += take;
@@ -706,22 +703,6 @@ internal sealed unsafe class ReplicatedVolumeQueue : BlockQueue, IReplicaComplet
                 }
             }
         }
-    }
-
-    private static uint Crc32C(uint crc, byte* p, int length)
-    {
-        int i = 0;
-        for (; i + 8 <= length; i += 8)
-        {
-            crc = BitOperations.Crc32C(crc, *(ulong*)(p + i));
-        }
-
-        for (; i < length; i++)
-        {
-            crc = BitOperations.Crc32C(crc, p[i]);
-        }
-
-        return crc;
     }
 
     private ReplicaChannel Channel(string nodeId)
