@@ -226,7 +226,13 @@ public sealed unsafe partial class ReplicaStore
         return ReplicaStatus.Ok;
     }
 
-    /// <summary>Records a write's checksums in memory; the op waits for their pages (durably for force unit access).</summary>
+    /// <summary>Records a write's checksums in memory. A block's first write since its slot was allocated (stored
+    /// checksum 0, "unwritten") waits for its checksum page to be durable, whatever the write's own durability: a crash
+    /// that brought the 0 back would read an acknowledged write as zeros. An overwrite waits for nothing more than that
+    /// (the page's first checksums durable): its page is written back later (<see cref="TakeDeferredPages"/>), and until
+    /// then its region in the activity log (durable before the data went out, kept until <see cref="PrepareClean"/> has
+    /// the page durable) tells recovery to recompute the checksum of a block whose data is newer than its page. One
+    /// device write per replica write instead of two, once every block has been written.</summary>
     internal void CommitChecksums(StoreOp op, int firstBlock, int blocks)
     {
         var layout = _layout;
@@ -234,17 +240,71 @@ public sealed unsafe partial class ReplicaStore
         {
             long first = layout.ChecksumIndex(op.Slot, firstBlock);
             uint* at = (uint*)(_meta + layout.ChecksumByte(first));
-            for (int i = 0; i < blocks; i++)
-            {
-                at[i] = op.Checksums[i];
-            }
-
             int firstPage = layout.ChecksumPage(first);
             int lastPage = layout.ChecksumPage(first + blocks - 1);
+            int i = 0;
             for (int p = firstPage; p <= lastPage; p++)
             {
-                op.AddWait(p, TouchPage(p, op.Fua), op.Fua);
+                bool fresh = false;
+                for (; i < blocks && layout.ChecksumPage(first + i) == p; i++)
+                {
+                    fresh |= at[i] == 0;
+                    at[i] = op.Checksums[i];
+                }
+
+                long version = TouchPage(p, fua: false);
+                if (fresh)
+                {
+                    _pageFresh[p] = version;
+                    _pageFuaNeed[p] = version;
+                    op.AddWait(p, version, durable: true);
+                    continue;
+                }
+
+                if (_pageDurable[p] < _pageFresh[p])
+                {
+                    op.AddWait(p, _pageFresh[p], durable: true); // the page's first checksums are still on their way
+                }
+
+                if (!_isDeferred[p])
+                {
+                    _isDeferred[p] = true;
+                    if (_deferredCount == 0)
+                    {
+                        _deferredSince = Environment.TickCount64;
+                    }
+
+                    _deferred[_deferredCount++] = p;
+                }
             }
+        }
+    }
+
+    /// <summary>How many checksum pages wait for write-back, and since when (<see cref="Environment.TickCount64"/>).</summary>
+    internal int DeferredPages(out long since)
+    {
+        since = Volatile.Read(ref _deferredSince);
+        return Volatile.Read(ref _deferredCount);
+    }
+
+    /// <summary>Moves the checksum pages that wait for write-back into <paramref name="into"/> (as many as fit) and
+    /// returns how many; the caller writes each (a page already written since is skipped by the writer).</summary>
+    internal int TakeDeferredPages(Span<int> into)
+    {
+        lock (_sync)
+        {
+            int n = Math.Min(into.Length, _deferredCount);
+            int from = _deferredCount - n;
+            for (int i = 0; i < n; i++)
+            {
+                int page = _deferred[from + i];
+                _isDeferred[page] = false;
+                into[i] = page;
+            }
+
+            _deferredCount = from;
+            _deferredSince = Environment.TickCount64;
+            return n;
         }
     }
 
@@ -276,13 +336,52 @@ public sealed unsafe partial class ReplicaStore
 
     // ---------------------------------------------------------------- activity log and lists
 
-    /// <summary>Clears regions of an extent from the activity log; the op waits for the log page.</summary>
+    /// <summary>The first step of a mark-clean: the op waits for the extent's checksum pages to be durable (written
+    /// with force unit access), since once its regions leave the activity log recovery trusts those pages. Records the
+    /// slot and its write sequence for <see cref="MarkClean"/>; false when the extent has no slot (nothing to clean).</summary>
+    internal bool PrepareClean(StoreOp op)
+    {
+        var r = op.Request;
+        var layout = _layout;
+        lock (_sync)
+        {
+            if (!_extents.TryGetValue((r.VolumeId, r.Extent), out int slot))
+            {
+                return false;
+            }
+
+            long first = layout.ChecksumIndex(slot, 0);
+            int lastPage = layout.ChecksumPage(first + layout.BlocksPerExtent - 1);
+            for (int p = layout.ChecksumPage(first); p <= lastPage; p++)
+            {
+                long v = _pageVersion[p];
+                if (v > _pageDurable[p])
+                {
+                    _pageFuaNeed[p] = Math.Max(_pageFuaNeed[p], v);
+                    op.AddWait(p, v, durable: true);
+                }
+            }
+
+            op.Slot = slot;
+            op.SlotSeq = _slotWriteSeq[slot];
+            return true;
+        }
+    }
+
+    /// <summary>Clears regions of an extent from the activity log; the op waits for the log page. Only when no write
+    /// started or ended on the slot since <see cref="PrepareClean"/> (a write the volume did not hold back): otherwise
+    /// the regions stay dirty, which costs recovery a look and loses nothing.</summary>
     internal void MarkClean(StoreOp op, ulong mask)
     {
         var r = op.Request;
         lock (_sync)
         {
-            if (!_extents.TryGetValue((r.VolumeId, r.Extent), out int slot))
+            if (!_extents.TryGetValue((r.VolumeId, r.Extent), out int slot) || slot != op.Slot)
+            {
+                return;
+            }
+
+            if (_slotWritesInFlight[slot] != 0 || _slotWriteSeq[slot] != op.SlotSeq)
             {
                 return;
             }

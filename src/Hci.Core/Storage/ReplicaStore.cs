@@ -17,8 +17,10 @@ namespace Hci.Core.Storage;
 /// <para>Requests reach a store through a per-thread queue (<c>LocalReplicaChannel</c> in process, or the
 /// node-to-node protocol's server), never through this class directly. The store keeps its metadata in memory (about
 /// 1 MiB per GiB of data slots, mostly checksums) and writes each metadata page back before the request that changed
-/// it is answered: activity-log, allocation and volume-table pages with force unit access, checksum pages with the
-/// durability of the write they cover.</para>
+/// it is answered (activity-log, allocation and volume-table pages with force unit access), except the checksum pages
+/// of overwrites: those are written back in batches and before their regions leave the activity log, which covers
+/// them meanwhile (recovery recomputes a dirty region's checksums from its data), so a replica write is one device
+/// write. A block's first write waits for its checksum page, with the durability of the write.</para>
 /// <para>A metadata page is assumed to be written atomically (4 KiB: NVMe drives' atomic write unit, 4Kn disks).</para>
 /// </remarks>
 public sealed partial class ReplicaStore : IDisposable
@@ -35,6 +37,18 @@ public sealed partial class ReplicaStore : IDisposable
     private readonly long[] _pageFuaNeed;
     private readonly long[] _pageWriting;
     private readonly long[] _pageFailed;
+
+    // Checksum pages changed by overwrites and not yet asked for: written back in batches (WriteBack) or before their
+    // regions leave the activity log (PrepareClean). The log covers them meanwhile: recovery recomputes the checksums
+    // of every block in a dirty region that does not match its data.
+    // Per page, the newest version in which one of its blocks got its first checksum (0, "unwritten", to a value): an
+    // overwrite in the page may leave its page for later only once that version is durable, or a crash could bring
+    // back the 0 and read an acknowledged write as zeros.
+    private readonly long[] _pageFresh;
+    private readonly int[] _deferred;
+    private readonly bool[] _isDeferred;
+    private int _deferredCount;
+    private long _deferredSince;
 
     // Slots.
     private readonly ulong[] _slotVolume;
@@ -67,6 +81,9 @@ public sealed partial class ReplicaStore : IDisposable
         _pageFuaNeed = new long[pages];
         _pageWriting = new long[pages];
         _pageFailed = new long[pages];
+        _pageFresh = new long[pages];
+        _deferred = new int[layout.ChecksumPages];
+        _isDeferred = new bool[pages];
         int slots = (int)layout.SlotCount;
         _slotVolume = new ulong[slots];
         _slotExtent = new long[slots];

@@ -24,7 +24,11 @@ internal sealed unsafe class ReplicaStoreQueue : IBlockCompletionHandler, IDispo
     private readonly int _bufferAlignment;
     private readonly Stack<StoreOp> _freeOps = new();
     private readonly Stack<BlockRequest> _freeIos = new();
+    private const int WriteBackBatch = 64;
+    private const long WriteBackAfterMs = 1000;
+
     private readonly Stack<PageWrite> _freePageWrites = new();
+    private readonly int[] _writeBack = new int[WriteBackBatch];
     private StoreOp? _parked;
     private StoreOp? _parkedTail;
     private StoreOp? _doneHead;
@@ -296,6 +300,17 @@ internal sealed unsafe class ReplicaStoreQueue : IBlockCompletionHandler, IDispo
             case OpStage.InFlight:
                 return Conclude(op);
 
+            case OpStage.Cleaning:
+                if (op.IoErrno != 0)
+                {
+                    Finish(op, ReplicaStatus.IoError, op.IoErrno);
+                    return false;
+                }
+
+                _store.MarkClean(op, r.Argument);
+                op.Stage = OpStage.InFlight;
+                return true;
+
             case OpStage.DropClearing:
                 _store.ClearAllocations(op);
                 op.Stage = OpStage.DropReleasing;
@@ -356,9 +371,13 @@ internal sealed unsafe class ReplicaStoreQueue : IBlockCompletionHandler, IDispo
             }
 
             case ReplicaOperation.MarkClean:
-                _store.MarkClean(op, r.Argument);
-                op.Stage = OpStage.InFlight;
-                return true;
+                if (!_store.PrepareClean(op))
+                {
+                    Finish(op, ReplicaStatus.Ok, 0); // no slot: nothing to clean
+                    return false;
+                }
+
+                return true; // waits for the extent's checksum pages, then Proceed flushes the device
 
             case ReplicaOperation.DropExtent:
             case ReplicaOperation.DropVolume:
@@ -402,6 +421,17 @@ internal sealed unsafe class ReplicaStoreQueue : IBlockCompletionHandler, IDispo
                 _store.CommitChecksums(op, (int)(r.Offset / BlockSize), r.Length / BlockSize);
                 SubmitData(op, BlockOperation.Write, op.Fua);
                 return true; // issue the checksum pages now, in parallel with the data
+
+            case ReplicaOperation.MarkClean:
+            {
+                // The data of the regions must be durable too before they leave the log: a flush, then the log page.
+                op.Stage = OpStage.Cleaning;
+                var io = RentIo(op);
+                io.SetRange(BlockOperation.Flush, 0, 0);
+                op.IoPending = 1;
+                _queue.Submit(io);
+                return false;
+            }
 
             case ReplicaOperation.Flush:
             {
@@ -454,6 +484,7 @@ internal sealed unsafe class ReplicaStoreQueue : IBlockCompletionHandler, IDispo
 
             _store.Stats.CountWrite();
             Finish(op, ReplicaStatus.Ok, r.Length);
+            WriteBackDeferred();
             return false;
         }
 
@@ -738,6 +769,24 @@ internal sealed unsafe class ReplicaStoreQueue : IBlockCompletionHandler, IDispo
         if (!op.Waiting && op.Stage != OpStage.Done)
         {
             Run(op);
+        }
+    }
+
+    /// <summary>Writes back the checksum pages that overwrites left for later, in batches: when
+    /// <see cref="WriteBackBatch"/> wait, or the oldest has waited <see cref="WriteBackAfterMs"/>. Coalesced, so a page
+    /// that several writes changed goes out once; in the background class.</summary>
+    private void WriteBackDeferred()
+    {
+        int waiting = _store.DeferredPages(out long since);
+        if (waiting == 0 || (waiting < WriteBackBatch && Environment.TickCount64 - since < WriteBackAfterMs))
+        {
+            return;
+        }
+
+        int taken = _store.TakeDeferredPages(_writeBack);
+        for (int i = 0; i < taken; i++)
+        {
+            TryIssuePage(_writeBack[i], IoClass.Background);
         }
     }
 

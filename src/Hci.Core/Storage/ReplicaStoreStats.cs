@@ -13,8 +13,9 @@ public sealed class ReplicaStoreStats
     /// <summary>Blocks a read found whose data did not match their stored checksum (not served: corruption).</summary>
     public long ChecksumMismatches => Volatile.Read(ref _checksumMismatches);
 
-    /// <summary>Blocks that recovery found torn by an unacknowledged write (inside the activity log) and whose checksum
-    /// it recomputed: not corruption.</summary>
+    /// <summary>Blocks inside the activity log whose data recovery found newer than their stored checksum, and whose
+    /// checksum it recomputed: torn by an unacknowledged write, or overwritten while their checksum page was still
+    /// waiting for write-back. Not corruption.</summary>
     public long TornBlocksReconciled => Volatile.Read(ref _tornBlocksReconciled);
 
     /// <summary>Read requests served.</summary>

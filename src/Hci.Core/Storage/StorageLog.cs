@@ -11,7 +11,7 @@ internal static partial class StorageLog
     [LoggerMessage(EventId = 6001, Level = LogLevel.Information, Message = "Opened replica store {StoreId} on '{Device}': {Allocated} of {Slots} slots allocated, {Volumes} volumes, {DirtyExtents} extents with regions in the activity log")]
     public static partial void Opened(ILogger logger, Guid storeId, string device, long allocated, long slots, int volumes, int dirtyExtents);
 
-    [LoggerMessage(EventId = 6002, Level = LogLevel.Warning, Message = "Replica store {StoreId}: recovery reconciled {Blocks} blocks torn by unacknowledged writes in the activity log (their checksums were recomputed; not corruption)")]
+    [LoggerMessage(EventId = 6002, Level = LogLevel.Information, Message = "Replica store {StoreId}: recovery recomputed the checksums of {Blocks} blocks in the activity log whose data was newer than their checksum page (overwrites whose page was not written back yet, or writes torn before they were acknowledged; not corruption)")]
     public static partial void TornBlocksReconciled(ILogger logger, Guid storeId, long blocks);
 
     [LoggerMessage(EventId = 6003, Level = LogLevel.Error, Message = "Replica store {StoreId}: checksum mismatch in volume {VolumeId} extent {Extent} block {Block}: the data was not served (read repair rewrites it from another replica)")]

@@ -158,6 +158,9 @@ internal enum OpStage : byte
     /// <summary>Device I/O and metadata page writes in flight; completes when both are done.</summary>
     InFlight,
 
+    /// <summary>A mark-clean's device flush is in flight (its checksum pages are durable); then the log page.</summary>
+    Cleaning,
+
     /// <summary>A drop waits for its checksum and log pages, then clears the allocation entries.</summary>
     DropClearing,
 

@@ -1,5 +1,6 @@
 using Hci.Core.Blocks;
 using Hci.Core.Devices;
+using Hci.Core.Devices.Decorators;
 using Hci.Core.Replication;
 using Hci.Core.Storage;
 
@@ -131,6 +132,99 @@ public sealed unsafe class ReplicaStoreTests
             Assert.Equal(ReplicaStatus.Ok, h.Read(4, 1, 0, 4 * Block));
             Assert.Equal(4, Pattern.IdOf(h.Buffer.Span.Slice(2 * Block, Block), 4, 1, 2 * Block));
         }
+    }
+
+    [Fact]
+    public void AnOverwriteIsOneDeviceWriteAndItsChecksumPageWaitsForWriteBack()
+    {
+        var device = new CountingBlockDevice(new MemoryBlockDevice(64L << 20));
+        using (device)
+        using (var store = StoreHarness.Format(device))
+        using (var h = new StoreHarness(store))
+        {
+            Assert.Equal(ReplicaStatus.Ok, h.Write(3, 1, 0, Block, writeId: 1));
+            long before = device.Writes;
+            Assert.Equal(ReplicaStatus.Ok, h.Write(3, 1, 0, Block, writeId: 2));
+            Assert.Equal(1, device.Writes - before); // the data only
+            Assert.Equal(1, store.DeferredPages(out _));
+            Assert.Equal(ReplicaStatus.Ok, h.Read(3, 1, 0, Block)); // served with the checksum in memory
+            Assert.Equal(2, Pattern.IdOf(h.Buffer.Span[..Block], 3, 1, 0));
+        }
+    }
+
+    [Fact]
+    public void AfterACrashAnOverwriteWhosePageWasNotWrittenBackReadsBackAndIsNotCorruption()
+    {
+        var device = new PowerLossBlockDevice(new MemoryBlockDevice(64L << 20));
+        using (var store = StoreHarness.Format(device))
+        using (var h = new StoreHarness(store))
+        {
+            Assert.Equal(ReplicaStatus.Ok, h.Write(3, 1, 0, 2 * Block, writeId: 1));
+            Assert.Equal(ReplicaStatus.Ok, h.Simple(ReplicaOperation.Flush, 3));
+            Assert.Equal(ReplicaStatus.Ok, h.Write(3, 1, Block, Block, writeId: 2, flags: BlockRequestFlags.ForceUnitAccess));
+            Assert.Equal(1, store.DeferredPages(out _));
+            device.CutPower();
+        }
+
+        Crash(device);
+        using (device)
+        using (var store = StoreHarness.Open(device))
+        using (var h = new StoreHarness(store))
+        {
+            Assert.Equal(1, store.Stats.TornBlocksReconciled); // the overwrite's checksum, recomputed from its data
+            Assert.Equal(ReplicaStatus.Ok, h.Read(3, 1, 0, 2 * Block));
+            Assert.Equal(1, Pattern.IdOf(h.Buffer.Span[..Block], 3, 1, 0));
+            Assert.Equal(2, Pattern.IdOf(h.Buffer.Span.Slice(Block, Block), 3, 1, Block));
+            Assert.Equal(0, store.Stats.ChecksumMismatches);
+        }
+    }
+
+    [Fact]
+    public void AMarkCleanMakesTheDeferredChecksumPageAndTheDataDurableBeforeTheRegionLeavesTheLog()
+    {
+        var device = new PowerLossBlockDevice(new MemoryBlockDevice(64L << 20));
+        using (var store = StoreHarness.Format(device))
+        using (var h = new StoreHarness(store))
+        {
+            Assert.Equal(ReplicaStatus.Ok, h.Write(3, 1, 0, Block, writeId: 1));
+            Assert.Equal(ReplicaStatus.Ok, h.Write(3, 1, 0, Block, writeId: 2));
+            Assert.Equal(ReplicaStatus.Ok, h.Simple(ReplicaOperation.MarkClean, 3, extent: 1, argument: ulong.MaxValue));
+            device.CutPower();
+        }
+
+        Crash(device); // every write not flushed is lost
+        using (device)
+        using (var store = StoreHarness.Open(device))
+        using (var h = new StoreHarness(store))
+        {
+            Assert.Equal(0, store.Stats.TornBlocksReconciled); // nothing left in the log to recompute
+            Assert.Equal(ReplicaStatus.Ok, h.Read(3, 1, 0, Block));
+            Assert.Equal(2, Pattern.IdOf(h.Buffer.Span[..Block], 3, 1, 0));
+            Assert.Equal(0, store.Stats.ChecksumMismatches);
+        }
+    }
+
+    [Fact]
+    public void DeferredChecksumPagesAreWrittenBackInBatches()
+    {
+        using var device = new MemoryBlockDevice(320L << 20); // zeroed lazily: only what is written takes memory
+        using var store = StoreHarness.Format(device, extentSize: 4L << 20); // one checksum page per extent
+        using var h = new StoreHarness(store);
+        for (int e = 0; e < 70; e++)
+        {
+            Assert.Equal(ReplicaStatus.Ok, h.Write(5, e, 0, Block, writeId: 1));
+        }
+
+        for (int e = 0; e < 63; e++)
+        {
+            Assert.Equal(ReplicaStatus.Ok, h.Write(5, e, 0, Block, writeId: 2));
+        }
+
+        Assert.Equal(63, store.DeferredPages(out _));
+        Assert.Equal(ReplicaStatus.Ok, h.Write(5, 63, 0, Block, writeId: 2)); // the 64th: the batch goes out
+        Assert.Equal(0, store.DeferredPages(out _));
+        Assert.Equal(ReplicaStatus.Ok, h.Write(5, 64, 0, Block, writeId: 2));
+        Assert.Equal(1, store.DeferredPages(out _));
     }
 
     [Fact]
@@ -426,6 +520,9 @@ public sealed unsafe class ReplicaStoreTests
         FlipBit(device, 40);
         Assert.Contains("checksum", Assert.Throws<InvalidDataException>(() => StoreHarness.Open(device)).Message);
     }
+
+    // Loses every write no flush or force unit access made durable (the queues are closed: nothing is in flight).
+    private static void Crash(PowerLossBlockDevice device) => device.SimulateCrashAsync().GetAwaiter().GetResult();
 
     internal static void FlipBit(BlockDevice device, long at)
     {
