@@ -67,6 +67,20 @@ internal sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, 
         }
     }
 
+    /// <summary>The class the front-end's requests are scheduled as: <see cref="IoClass.Vm"/> (default) for a guest
+    /// behind I/O virtualization, <see cref="IoClass.Container"/> for a process that reaches the back-end directly.</summary>
+    public IoClass Class
+    {
+        get => _requests.Length > 0 ? _requests[0].Class : IoClass.Vm;
+        init
+        {
+            foreach (var r in _requests)
+            {
+                r.Class = value;
+            }
+        }
+    }
+
     /// <summary>
     /// Asked before popping: true leaves the guest's requests in its ring for now. When null, the block queue's
     /// own <see cref="BlockQueue.IsThrottled"/> is asked for this processor's tenant.

@@ -264,11 +264,13 @@ internal sealed unsafe class ReactorRing
 {
     private readonly string _serial;
     private readonly int _tenant;
+    private readonly IoClass _class;
     private readonly Action _signal;
     private ushort[]? _resubmit;
 
-    public ReactorRing(string name, VringStart start, string serial, int tenant)
+    public ReactorRing(string name, VringStart start, string serial, int tenant, IoClass ioClass = IoClass.Vm)
     {
+        _class = ioClass;
         Name = name;
         Virtqueue = start.Virtqueue;
         Kick = start.Kick;
@@ -319,6 +321,7 @@ internal sealed unsafe class ReactorRing
     {
         Processor = new VirtioBlkQueueProcessor(Virtqueue, queue, _serial, _tenant, _signal)
         {
+            Class = _class,
             Inflight = Inflight,
             ReadOnly = ReadOnly,
             IsWriteThrough = WriteThrough,

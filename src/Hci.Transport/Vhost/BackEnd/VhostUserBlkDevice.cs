@@ -19,6 +19,7 @@ internal sealed class VhostUserBlkDevice : IVhostUserDevice
 
     private readonly VhostUserBlkServer _server;
     private readonly int _session;
+    private readonly int _tenant;
     private readonly ILogger _logger;
     private readonly VirtioBlkConfig _config;
     private readonly (ReactorRing Ring, RingPoller Poller, ReactorAssignment Assignment)?[] _started;
@@ -26,11 +27,13 @@ internal sealed class VhostUserBlkDevice : IVhostUserDevice
     /// <summary>Derives the device from the server's block device and options.</summary>
     /// <param name="server">The server: its device, options and reactors.</param>
     /// <param name="session">The session's number, for logs.</param>
+    /// <param name="tenant">The tenant the session's I/O counts against.</param>
     /// <param name="logger">Where to log.</param>
-    public VhostUserBlkDevice(VhostUserBlkServer server, int session, ILogger logger)
+    public VhostUserBlkDevice(VhostUserBlkServer server, int session, int tenant, ILogger logger)
     {
         _server = server;
         _session = session;
+        _tenant = tenant;
         _logger = logger;
         var device = server.Device;
         _config = new VirtioBlkConfig(device.Geometry, device.Capabilities, server.Options.MaxQueues, server.Options.ReadOnly);
@@ -62,7 +65,7 @@ internal sealed class VhostUserBlkDevice : IVhostUserDevice
     public bool StartRing(VringStart ring)
     {
         var options = _server.Options;
-        var served = new ReactorRing($"session {_session} queue {ring.Index}", ring, options.Serial, options.Tenant)
+        var served = new ReactorRing($"session {_session} queue {ring.Index}", ring, options.Serial, _tenant, options.Class)
         {
             ReadOnly = _config.ReadOnly,
             WriteThrough = () => _config.WriteThrough,

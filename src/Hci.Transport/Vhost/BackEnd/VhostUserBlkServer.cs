@@ -50,6 +50,7 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
     private readonly List<ReactorRing> _live = [];
     private volatile bool _stopping;
     private static int s_instances;
+    private static int s_connectionTenants = 1 << 20; // per-connection tenants: clear of the small numbers configured by hand
     private readonly int _instance = Interlocked.Increment(ref s_instances);
 
     /// <summary>Creates the server; <see cref="Start"/> opens the socket.</summary>
@@ -139,7 +140,7 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
             throw new InvalidOperationException("The server is already started.");
         }
 
-        var group = new ReactorGroup(new ReactorGroupOptions { Count = Options.ReactorThreads, Name = $"hci-vhost-{_instance}", PollWindow = Options.PollWindow });
+        var group = Options.Reactors ?? new ReactorGroup(new ReactorGroupOptions { Count = Options.ReactorThreads, Name = $"hci-vhost-{_instance}", PollWindow = Options.PollWindow });
         var pollers = new List<RingPoller>();
         try
         {
@@ -159,7 +160,11 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
                 p.Stop();
             }
 
-            group.Dispose();
+            if (Options.Reactors == null)
+            {
+                group.Dispose();
+            }
+
             throw;
         }
 
@@ -214,7 +219,11 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
             p.Stop();
         }
 
-        _group?.Dispose();
+        if (Options.Reactors == null)
+        {
+            _group?.Dispose();
+        }
+
         _meter.Dispose();
     }
 
@@ -338,6 +347,28 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
         }
     }
 
+    // The connecting process's credentials (SO_PEERCRED: as of its connect); admitted when no list is set or it is in one.
+    private bool Admit(int fd, out ucred peer)
+    {
+        peer = default;
+        socklen_t size = (uint)sizeof(ucred);
+        fixed (ucred* p = &peer)
+        {
+            if (LibC.getsockopt(fd, LibC.SOL_SOCKET, LibC.SO_PEERCRED, p, &size) != 0)
+            {
+                peer.pid = -1;
+                return Options.AllowedUsers.Count == 0 && Options.AllowedGroups.Count == 0;
+            }
+        }
+
+        if (Options.AllowedUsers.Count == 0 && Options.AllowedGroups.Count == 0)
+        {
+            return true;
+        }
+
+        return Options.AllowedUsers.Contains((uint)peer.uid) || Options.AllowedGroups.Contains((uint)peer.gid);
+    }
+
     private void AcceptLoop()
     {
         while (!_stopping)
@@ -361,7 +392,20 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
                 continue;
             }
 
+            if (!Admit(fd, out var peer))
+            {
+                _logger.LogWarning(
+                    "vhost-user-blk: {Socket} refused a connection from pid {Pid} uid {Uid} gid {Gid}: not in its allowed users or groups.",
+                    Options.SocketPath,
+                    (int)peer.pid,
+                    (uint)peer.uid,
+                    (uint)peer.gid);
+                new FileDescriptorHandle(fd).Dispose();
+                continue;
+            }
+
             VhostUserSession session;
+            int tenant = Options.TenantPerConnection ? Interlocked.Increment(ref s_connectionTenants) : Options.Tenant;
             lock (_lock)
             {
                 if (_sessions.Count >= Options.MaxConnections)
@@ -372,11 +416,18 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
                 }
 
                 int id = ++_nextSession;
-                session = new VhostUserSession(fd, id, new VhostUserBlkDevice(this, id, _logger), Options.SocketPath, Options.AllowUnsealedMemory, _logger, OnSessionClosed);
+                session = new VhostUserSession(fd, id, new VhostUserBlkDevice(this, id, tenant, _logger), Options.SocketPath, Options.AllowUnsealedMemory, _logger, OnSessionClosed);
                 _sessions.Add(session);
             }
 
-            _logger.LogInformation("vhost-user-blk: front-end connected to {Socket} (session {Id}).", Options.SocketPath, session.Id);
+            _logger.LogInformation(
+                "vhost-user-blk: front-end connected to {Socket} (session {Id}, pid {Pid} uid {Uid}, class {Class}, tenant {Tenant}).",
+                Options.SocketPath,
+                session.Id,
+                (int)peer.pid,
+                (uint)peer.uid,
+                Options.Class,
+                tenant);
             new Thread(session.Run) { IsBackground = true, Name = $"hci-vhost-session-{session.Id}" }.Start();
         }
     }

@@ -1,3 +1,6 @@
+using Hci.Core.Blocks;
+using Hci.Core.Reactors;
+
 namespace Hci.Transport.Vhost;
 
 /// <summary>Settings of a <see cref="VhostUserBlkServer"/>: one socket, one exported device.</summary>
@@ -34,8 +37,35 @@ public sealed class VhostUserBlkServerOptions
     /// <summary>Export read-only.</summary>
     public bool ReadOnly { get; set; }
 
-    /// <summary>The tenant the front-end's I/O counts against in the schedulers (its class is VM).</summary>
+    /// <summary>The tenant the front-end's I/O counts against in the schedulers; see also
+    /// <see cref="TenantPerConnection"/>.</summary>
     public int Tenant { get; set; }
+
+    /// <summary>Give every connection a tenant of its own (a process-wide unique number, logged at connect) instead of
+    /// <see cref="Tenant"/>: each VM, or each container, is then a tenant of the schedulers.</summary>
+    public bool TenantPerConnection { get; set; }
+
+    /// <summary>
+    /// The class the front-ends' requests are scheduled as. <see cref="IoClass.Vm"/> (default): guests behind I/O
+    /// virtualization. <see cref="IoClass.Container"/>: processes that reach the back-end with no I/O virtualization,
+    /// which the hybrid scheduler serves first; limit who may connect with <see cref="AllowedUsers"/> and
+    /// <see cref="AllowedGroups"/>, so a process cannot claim the fast class by connecting to the wrong socket.
+    /// </summary>
+    public IoClass Class { get; set; } = IoClass.Vm;
+
+    /// <summary>User ids allowed to connect, checked with the peer's credentials (SO_PEERCRED) at accept; a peer is
+    /// admitted when its uid is listed here or its gid in <see cref="AllowedGroups"/>. Both empty (the default): anyone
+    /// who can open the socket (see <see cref="SocketMode"/>).</summary>
+    public IList<uint> AllowedUsers { get; set; } = [];
+
+    /// <summary>Group ids allowed to connect (the peer's primary gid, SO_PEERCRED); see <see cref="AllowedUsers"/>.</summary>
+    public IList<uint> AllowedGroups { get; set; } = [];
+
+    /// <summary>Reactors to run the rings on, shared with other servers and owned by the caller (who disposes them
+    /// after every server using them). Servers of one device on one reactor share its queue, so one scheduler sees
+    /// every socket's requests: how the hybrid host puts VM and container sockets under one scheduler. When null (the
+    /// default) the server starts <see cref="ReactorThreads"/> reactors of its own.</summary>
+    public ReactorGroup? Reactors { get; set; }
 
     /// <summary>
     /// Accept guest memory (and in-flight areas) in files that cannot be sealed against shrinking, such as files on
@@ -90,6 +120,16 @@ public sealed class VhostUserBlkServerOptions
             throw new ArgumentException("VhostUserBlkServerOptions.Serial must be ASCII.");
         }
 
+        if (Class is not (IoClass.Vm or IoClass.Container))
+        {
+            throw new ArgumentException($"VhostUserBlkServerOptions.Class must be Vm or Container (was {Class}); Background is the storage system's own work, not a front-end's.");
+        }
+
+        if (AllowedUsers == null || AllowedGroups == null)
+        {
+            throw new ArgumentException("VhostUserBlkServerOptions.AllowedUsers and AllowedGroups must not be null (leave them empty to admit anyone who can open the socket).");
+        }
+
         return new VhostUserBlkServerOptions
         {
             SocketPath = SocketPath,
@@ -102,6 +142,11 @@ public sealed class VhostUserBlkServerOptions
             Serial = Serial,
             ReadOnly = ReadOnly,
             Tenant = Tenant,
+            TenantPerConnection = TenantPerConnection,
+            Class = Class,
+            AllowedUsers = [.. AllowedUsers],
+            AllowedGroups = [.. AllowedGroups],
+            Reactors = Reactors,
             AllowUnsealedMemory = AllowUnsealedMemory,
         };
     }
