@@ -53,6 +53,13 @@ internal sealed class BenchOptions
 
     public bool TemporaryFile { get; set; }
 
+    /// <summary>--offset: where the jobs' region starts; with it, --size is the region's length (to the end when 0).</summary>
+    public long Offset { get; set; }
+
+    /// <summary>--verify: every write carries its block, a generation and a hash; every read of a block this run wrote
+    /// is checked against the last generation written there (jobs get disjoint parts of the region).</summary>
+    public bool Verify { get; set; }
+
     public bool IsRead => Rw is Pattern.Read or Pattern.RandRead;
 
     public bool IsRandom => Rw is Pattern.RandRead or Pattern.RandWrite or Pattern.RandRw;
@@ -78,6 +85,10 @@ internal sealed class BenchOptions
           --output-format=FMT      normal | json (default normal)
           --name=NAME              job name
           --fixedbufs=0|1          register buffers with io_uring (default 1)
+          --offset=BYTES           work from offset to offset + size, or to the device's end if that comes first
+          --verify=crc32c|0        write blocks that name themselves (block, generation, hash) and check every read
+                                   of a block this run wrote; a mismatch stops the run with exit status 1
+                                   (with write, randwrite or randrw; each job verifies its own part of the region)
         """;
 
     public static BenchOptions Parse(string[] args)
@@ -175,6 +186,17 @@ internal sealed class BenchOptions
                 case "name":
                     o.JobName = Value();
                     break;
+                case "offset":
+                    o.Offset = ParseBytes(name, Value());
+                    break;
+                case "verify":
+                    o.Verify = Value() switch
+                    {
+                        "crc32c" or "xxhash" or "pattern" or "1" => true,
+                        "0" or "none" => false,
+                        var v => throw new BenchUsageException($"--verify={v} is not supported: use crc32c (any hash: hci-bench uses XxHash3) or 0"),
+                    };
+                    break;
                 case "group_reporting":
                 case "thread":
                     break; // hci-bench always reports jobs as one group, and jobs are threads
@@ -214,6 +236,21 @@ internal sealed class BenchOptions
         if (o.Size != 0 && o.Size < o.BlockSize)
         {
             throw new BenchUsageException($"--size={o.Size} is smaller than --bs={o.BlockSize}");
+        }
+
+        if (o.Offset % o.BlockSize != 0)
+        {
+            throw new BenchUsageException($"--offset={o.Offset} is not a multiple of --bs={o.BlockSize}");
+        }
+
+        if (o.Verify && o.Rw is Pattern.Read or Pattern.RandRead)
+        {
+            throw new BenchUsageException("--verify needs a job that writes (--rw=write, randwrite or randrw): it checks reads against what this run wrote");
+        }
+
+        if (o.Verify && o.BlockSize < 512)
+        {
+            throw new BenchUsageException("--verify needs --bs of at least 512 (each block carries a 32-byte header)");
         }
 
         if (o.TimeBased && !sawRuntime)

@@ -59,6 +59,9 @@ internal static class BenchRunner
 
     private static int RunJobs(BenchOptions options, BlockDevice device, Job[] jobs, TextWriter output, TextWriter log)
     {
+        // Like fio, SIGINT or SIGTERM ends the run early and still reports it (and --verify's result).
+        using var sigint = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, Interrupt);
+        using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, Interrupt);
         Task.WhenAll(jobs.Select(j => j.PrepareAsync(long.MaxValue, long.MaxValue))).GetAwaiter().GetResult();
         long start = Stopwatch.GetTimestamp();
         long measureFrom = start + (long)(options.RampSeconds * Stopwatch.Frequency);
@@ -97,6 +100,11 @@ internal static class BenchRunner
             writes.Add(job.Writes);
         }
 
+        if (s_interrupted)
+        {
+            log.WriteLine($"hci-bench: interrupted by a signal after {(windowEnd - start) / (double)Stopwatch.Frequency:F1} s; reporting what ran");
+        }
+
         long ios = reads.Count + writes.Count;
         var result = new BenchResult
         {
@@ -122,6 +130,11 @@ internal static class BenchRunner
             output.Write(result.ToText());
         }
 
+        if (options.Verify)
+        {
+            log.WriteLine($"hci-bench: verify: {jobs.Sum(j => j.Verified)} reads checked against this run's writes, {(result.Errors > 0 ? "FAILED" : "all good")}");
+        }
+
         if (result.Errors > 0)
         {
             log.WriteLine($"hci-bench: {result.Errors} I/O error(s); first: {result.FirstError}");
@@ -131,11 +144,19 @@ internal static class BenchRunner
         return 0;
     }
 
+    private static volatile bool s_interrupted;
+
+    private static void Interrupt(System.Runtime.InteropServices.PosixSignalContext context)
+    {
+        context.Cancel = true;
+        s_interrupted = true;
+    }
+
     private static void WaitUntil(long timestamp, Job[] jobs)
     {
         while (true)
         {
-            if (jobs.All(j => j.Done))
+            if (s_interrupted || jobs.All(j => j.Done))
             {
                 return;
             }

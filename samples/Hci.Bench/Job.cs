@@ -14,7 +14,11 @@ internal sealed unsafe class Job : IBlockCompletionHandler, IPoller
     private readonly BenchOptions _options;
     private readonly BlockDevice _device;
     private readonly int _index;
+    private readonly long _first;
     private readonly long _blocks;
+    private readonly long[]? _generation; // verify: the last generation acknowledged per block of the job's part (0: never)
+    private readonly bool[]? _busy; // verify: a request is in flight on the block
+    private long _nextGeneration;
     private BlockQueue? _queue;
     private AlignedBufferPool? _pool;
     private BlockRequest[] _requests = [];
@@ -33,7 +37,33 @@ internal sealed unsafe class Job : IBlockCompletionHandler, IPoller
         _options = options;
         _device = device;
         _index = index;
-        _blocks = device.Geometry.Capacity / options.BlockSize;
+        // The region: the whole device, or [offset, offset + size) with --offset; with --verify each job takes its own
+        // contiguous part, so no two jobs ever have the same block in flight.
+        long capacity = device.Geometry.Capacity / options.BlockSize;
+        long first = options.Offset / options.BlockSize;
+        if (first >= capacity)
+        {
+            throw new ArgumentException($"--offset={options.Offset} is at or past the end of the device ({device.Geometry.Capacity} bytes)");
+        }
+
+        long length = options.Offset == 0 ? capacity : Math.Min(options.Size > 0 ? options.Size / options.BlockSize : long.MaxValue, capacity - first);
+
+        if (options.Verify)
+        {
+            long part = length / options.NumJobs;
+            if (part <= options.IoDepth)
+            {
+                throw new ArgumentException($"--verify: each job's part of the region ({part} blocks) must be larger than --iodepth={options.IoDepth}");
+            }
+
+            first += part * index;
+            length = part;
+            _generation = new long[length];
+            _busy = new bool[length];
+        }
+
+        _first = first;
+        _blocks = length;
         _rng = 0x9E3779B97F4A7C15UL * (ulong)(index + 1);
         _bytesLeft = options.TimeBased ? long.MaxValue : device.Geometry.Capacity;
     }
@@ -43,6 +73,9 @@ internal sealed unsafe class Job : IBlockCompletionHandler, IPoller
     public LatencyHistogram Writes { get; } = new();
 
     public long Errors { get; private set; }
+
+    /// <summary>--verify: reads that were checked against a generation this run wrote.</summary>
+    public long Verified { get; private set; }
 
     public string? FirstError { get; private set; }
 
@@ -90,8 +123,19 @@ internal sealed unsafe class Job : IBlockCompletionHandler, IPoller
         long now = Stopwatch.GetTimestamp();
         if (!request.Succeeded)
         {
+            if (_busy != null)
+            {
+                _busy[(request.Offset / _options.BlockSize) - _first] = false;
+            }
+
             Errors++;
             FirstError ??= request.ToException(_device.Name)?.Message;
+            _stop = true;
+            return;
+        }
+
+        if (_generation != null && !CheckAndRecord(request))
+        {
             _stop = true;
             return;
         }
@@ -210,12 +254,87 @@ internal sealed unsafe class Job : IBlockCompletionHandler, IPoller
             Pattern.Write or Pattern.RandWrite => BlockOperation.Write,
             _ => (int)(Next() % 100) < _options.RwMixRead ? BlockOperation.Read : BlockOperation.Write,
         };
+        if (_busy != null)
+        {
+            // One request per block at a time: a read then checks the last acknowledged write, nothing in between.
+            while (_busy[block])
+            {
+                block = block + 1 == _blocks ? 0 : block + 1;
+            }
+
+            _busy[block] = true;
+            if (op == BlockOperation.Write)
+            {
+                FillVerifiable(buffer.Span[.._options.BlockSize], _first + block, ++_nextGeneration);
+            }
+        }
+
         var request2 = request;
-        request2.SetReadWrite(op, block * _options.BlockSize, buffer.Pointer, _options.BlockSize);
+        request2.SetReadWrite(op, (_first + block) * _options.BlockSize, buffer.Pointer, _options.BlockSize);
         request2.UserState = buffer;
         request2.UserTag = now;
         _bytesLeft -= _options.BlockSize;
         _queue!.Submit(request2);
+    }
+
+    private const ulong VerifyMagic = 0x4649524556494348; // "HCIVERIF"
+
+    // Header: magic, block, generation, XxHash3 of the rest; the rest: a stream that depends on block and generation.
+    private static void FillVerifiable(Span<byte> block, long index, long generation)
+    {
+        ulong x = ((ulong)index * 0x9E3779B97F4A7C15UL) ^ ((ulong)generation * 0xD6E8FEB86659FD93UL) ^ 1;
+        var words = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(block[32..]);
+        for (int i = 0; i < words.Length; i++)
+        {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            words[i] = x * 0x2545F4914F6CDD1DUL;
+        }
+
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(block, VerifyMagic);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(block[8..], index);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(block[16..], generation);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(block[24..], System.IO.Hashing.XxHash3.HashToUInt64(block[32..]));
+    }
+
+    // A write's generation becomes the block's; a read of a block this run wrote must hold exactly that generation.
+    private bool CheckAndRecord(BlockRequest request)
+    {
+        long index = request.Offset / _options.BlockSize;
+        long rel = index - _first;
+        _busy![rel] = false;
+        var data = ((AlignedBuffer)request.UserState!).Span[.._options.BlockSize];
+        long generation = System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(data[16..]);
+        if (request.Operation == BlockOperation.Write)
+        {
+            _generation![rel] = generation;
+            return true;
+        }
+
+        long expected = _generation![rel];
+        if (expected == 0)
+        {
+            return true; // not written by this run: nothing to check it against
+        }
+
+        ulong magic = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(data);
+        long block = System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(data[8..]);
+        ulong hash = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(data[24..]);
+        string? problem = magic != VerifyMagic ? "no verify header"
+            : block != index ? $"the header of block {block}"
+            : generation != expected ? $"generation {generation}, expected {expected}"
+            : hash != System.IO.Hashing.XxHash3.HashToUInt64(data[32..]) ? "a payload that does not match its hash"
+            : null;
+        if (problem == null)
+        {
+            Verified++;
+            return true;
+        }
+
+        Errors++;
+        FirstError ??= $"verify: block {index} (offset {request.Offset}) holds {problem}";
+        return false;
     }
 
     private ulong Next()

@@ -32,6 +32,35 @@ public sealed class HciBenchTests
     }
 
     [Fact]
+    public void VerifyChecksReadsOfWrittenBlocksAgainstTheirLastWriteAndPassesOnADeviceThatKeepsItsData()
+    {
+        var (code, _, log) = Run("--ioengine=memory", "--size=4m", "--offset=1m", "--rw=randrw", "--iodepth=8", "--numjobs=2", "--runtime=300ms", "--time_based", "--verify=crc32c");
+        Assert.True(code == 0, log);
+        var match = System.Text.RegularExpressions.Regex.Match(log, @"verify: (\d+) reads checked against this run's writes, all good");
+        Assert.True(match.Success, log);
+        Assert.True(long.Parse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) > 0, log);
+    }
+
+    [Fact]
+    public void VerifyFailsTheRunWhenTheDeviceDoesNotKeepWhatWasWritten()
+    {
+        // The null device acknowledges writes and reads back nothing of them.
+        var (code, _, log) = Run("--ioengine=null", "--size=1m", "--rw=randrw", "--iodepth=4", "--runtime=2s", "--time_based", "--verify=crc32c");
+        Assert.Equal(1, code);
+        Assert.Contains("verify: block", log, StringComparison.Ordinal);
+        Assert.Contains("FAILED", log, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("--rw=randread")]
+    [InlineData("--offset=1000")]
+    public void VerifyAndOffsetRefuseWhatTheyCannotDo(string bad)
+    {
+        var e = Assert.Throws<BenchUsageException>(() => BenchOptions.Parse(["--ioengine=memory", "--size=4m", "--rw=randwrite", "--verify=crc32c", bad]));
+        Assert.Contains(bad.Split('=')[0].TrimStart('-'), e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void RandomMixedIoOnAFreshFileIsLaidOutFirstAndReportsBothDirections()
     {
         string path = Path.Combine("/var/tmp", $"hci-bench-test-{Guid.NewGuid():N}.img");
