@@ -1,0 +1,195 @@
+using System.Diagnostics.Metrics;
+using System.Runtime.InteropServices;
+using Hci.Core.Blocks;
+using Hci.Core.Devices;
+using Hci.Core.Reactors;
+using Hci.Samples.Hybrid;
+using Hci.Samples.Shared;
+using Hci.Scheduling;
+using Hci.Transport.Vhost;
+using Microsoft.Extensions.Logging;
+
+// hci-hybrid: the paper's hybrid host. VMs reach the volume through vhost-user-blk sockets as usual, containers through
+// their own sockets with the Hci client (no I/O virtualization), and one scheduler per reactor sees both: the class of a
+// request is its socket's, the tenant its connection's.
+HybridOptions options;
+try
+{
+    options = HybridOptions.Parse(args);
+}
+catch (UsageException e)
+{
+    Console.Error.WriteLine($"hci-hybrid: {e.Message}");
+    return 2;
+}
+
+if (options.Help)
+{
+    Console.WriteLine(HybridOptions.Usage);
+    return 0;
+}
+
+var logger = new ConsoleLogger(options.Verbose ? LogLevel.Debug : LogLevel.Information);
+var servers = new List<VhostUserBlkServer>();
+BlockDevice? device = null;
+ReactorGroup? reactors = null;
+using var stats = new ClassStats();
+using var stop = new ManualResetEventSlim();
+using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
+using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
+try
+{
+    var inner = BlockDevices.Open(
+        new BlockDeviceOptions { Engine = options.Engine, Path = options.Backing, Size = options.Size, Direct = !options.Buffered },
+        logger);
+    device = new ScheduledBlockDevice(inner, new SchedulerOptions { Kind = options.SchedulerKind });
+    reactors = new ReactorGroup(new ReactorGroupOptions { Count = options.Reactors, Name = "hci-hybrid", PollWindow = TimeSpan.FromMicroseconds(options.PollMicroseconds) });
+    uint self = Tmds.Linux.LibC.getuid();
+    foreach (var (socket, cls) in options.VmSockets.Select(s => (s, IoClass.Vm)).Concat(options.ContainerSockets.Select(s => (s, IoClass.Container))))
+    {
+        bool container = cls == IoClass.Container;
+        var users = container ? options.ContainerUsers : options.VmUsers;
+        var groups = container ? options.ContainerGroups : options.VmGroups;
+        if (container && users.Count == 0 && groups.Count == 0)
+        {
+            users = [self]; // the fast class is not for whoever can reach the socket: by default only our own user
+        }
+
+        var server = new VhostUserBlkServer(
+            device,
+            new VhostUserBlkServerOptions
+            {
+                SocketPath = socket,
+                Serial = Path.GetFileNameWithoutExtension(socket),
+                Class = cls,
+                TenantPerConnection = true,
+                AllowedUsers = users,
+                AllowedGroups = groups,
+                Reactors = reactors,
+            },
+            logger);
+        server.Start();
+        servers.Add(server);
+        logger.LogInformation(
+            "hci-hybrid: {Class} socket {Socket} admits {Who}",
+            cls,
+            socket,
+            users.Count + groups.Count == 0 ? "anyone who can open it" : string.Join(", ", users.Select(u => $"uid:{u}").Concat(groups.Select(g => $"gid:{g}"))));
+    }
+
+    logger.LogInformation(
+        "hci-hybrid: ready: {Vms} VM socket(s), {Containers} container socket(s) serve {Backing} ({Size} bytes, engine {Engine}, scheduler {Scheduler}, {Reactors} reactor(s))",
+        options.VmSockets.Count,
+        options.ContainerSockets.Count,
+        options.Backing ?? options.IoEngine,
+        device.Geometry.Capacity,
+        options.IoEngine,
+        options.Scheduler,
+        options.Reactors);
+    stop.Wait();
+    foreach (var cls in new[] { IoClass.Container, IoClass.Vm })
+    {
+        var c = stats.For(cls);
+        logger.LogInformation(
+            "hci-hybrid: stopping: {Class}: {Requests} requests, {Bytes} bytes, waited in the scheduler {Queued:F1} us on average, throttled {Throttled:F1} ms in all",
+            cls,
+            c.Ios,
+            c.Bytes,
+            c.QueuedCount == 0 ? 0 : c.QueuedSum / c.QueuedCount,
+            c.ThrottledUs / 1000);
+    }
+
+    logger.LogInformation("hci-hybrid: stopping: {Requests} requests served, {Kicks} kicks, {Interrupts} interrupts", servers.Sum(s => s.Requests), servers.Sum(s => s.Kicks), servers.Sum(s => s.Interrupts));
+    return 0;
+}
+catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or PlatformNotSupportedException)
+{
+    logger.LogError("hci-hybrid: {Message}", e.Message);
+    return 1;
+}
+finally
+{
+    foreach (var server in servers)
+    {
+        server.Dispose();
+    }
+
+    reactors?.Dispose();
+    device?.Dispose();
+}
+
+void Stop(PosixSignalContext context)
+{
+    context.Cancel = true;
+    stop.Set();
+}
+
+/// <summary>The scheduler's meter (Hci.Scheduling), summed per class for the exit lines.</summary>
+internal sealed class ClassStats : IDisposable
+{
+    private readonly MeterListener _listener = new();
+    private readonly Lock _sync = new();
+    private readonly Counts[] _counts = [new(), new(), new()];
+
+    public ClassStats()
+    {
+        _listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == SchedulingMetrics.MeterName)
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        _listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) => Add(instrument.Name, value, tags));
+        _listener.SetMeasurementEventCallback<double>((instrument, value, tags, _) => Add(instrument.Name, value, tags));
+        _listener.Start();
+    }
+
+    public Counts For(IoClass cls)
+    {
+        lock (_sync)
+        {
+            return _counts[(int)cls] with { };
+        }
+    }
+
+    public void Dispose() => _listener.Dispose();
+
+    private void Add(string name, double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    {
+        int cls = -1;
+        foreach (var tag in tags)
+        {
+            if (tag.Key == "hci.io.class")
+            {
+                cls = (tag.Value as string) switch { "vm" => 0, "container" => 1, "background" => 2, _ => -1 };
+            }
+        }
+
+        if (cls < 0)
+        {
+            return;
+        }
+
+        lock (_sync)
+        {
+            var c = _counts[cls];
+            switch (name)
+            {
+                case "hci.scheduler.ios": c.Ios += (long)value; break;
+                case "hci.scheduler.bytes": c.Bytes += (long)value; break;
+                case "hci.scheduler.throttled": c.ThrottledUs += value; break;
+                case "hci.scheduler.queued": c.QueuedSum += value; c.QueuedCount++; break;
+            }
+        }
+    }
+
+    internal sealed record Counts
+    {
+        public long Ios;
+        public long Bytes;
+        public double ThrottledUs;
+        public double QueuedSum;
+        public long QueuedCount;
+    }
+}
