@@ -53,6 +53,9 @@ internal sealed class BenchOptions
 
     public bool TemporaryFile { get; set; }
 
+    /// <summary>--breakdown: print the time requests spent in each stage (RequestStages) over the measured window.</summary>
+    public bool Breakdown { get; set; }
+
     /// <summary>--offset: where the jobs' region starts; with it, --size is the region's length (to the end when 0).</summary>
     public long Offset { get; set; }
 
@@ -85,6 +88,9 @@ internal sealed class BenchOptions
           --output-format=FMT      normal | json (default normal)
           --name=NAME              job name
           --fixedbufs=0|1          register buffers with io_uring (default 1)
+          --breakdown              print the requests' time per stage (front-end, scheduler, throttle, device,
+                                   replication, completion) over the measured window, from this process's view;
+                                   a host prints its own view when it stops
           --offset=BYTES           work from offset to offset + size, or to the device's end if that comes first
           --verify=crc32c|0        write blocks that name themselves (block, generation, hash) and check every read
                                    of a block this run wrote; a mismatch stops the run with exit status 1
@@ -185,6 +191,9 @@ internal sealed class BenchOptions
                     break;
                 case "name":
                     o.JobName = Value();
+                    break;
+                case "breakdown":
+                    o.Breakdown = value == null || ParseBool(name, value);
                     break;
                 case "offset":
                     o.Offset = ParseBytes(name, Value());

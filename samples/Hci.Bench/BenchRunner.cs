@@ -78,6 +78,7 @@ internal static class BenchRunner
         }
 
         WaitUntil(measureFrom, jobs);
+        var stagesStart = options.Breakdown ? Hci.Core.Blocks.RequestStages.Snapshot() : null; // before the allocation count
         long allocStart = GC.GetTotalAllocatedBytes(precise: true);
         var cpuStart = Environment.CpuUsage;
         long windowStart = Stopwatch.GetTimestamp();
@@ -85,6 +86,7 @@ internal static class BenchRunner
         long windowEnd = Math.Min(Stopwatch.GetTimestamp(), stopAt);
         var cpuEnd = Environment.CpuUsage;
         long allocEnd = GC.GetTotalAllocatedBytes(precise: true);
+        var stagesEnd = options.Breakdown ? Hci.Core.Blocks.RequestStages.Snapshot() : null;
         foreach (var job in jobs)
         {
             job.Stop();
@@ -128,6 +130,15 @@ internal static class BenchRunner
         else
         {
             output.Write(result.ToText());
+        }
+
+        if (stagesStart != null && stagesEnd != null)
+        {
+            log.WriteLine("hci-bench: time per stage over the measured window (this process's view; with vhost-user the back-end is the device):");
+            foreach (string line in stagesEnd.Since(stagesStart).Format("  "))
+            {
+                log.WriteLine(line);
+            }
         }
 
         if (options.Verify)

@@ -121,6 +121,7 @@ internal sealed unsafe class Job : IBlockCompletionHandler, IPoller
     public void OnCompleted(BlockRequest request)
     {
         long now = Stopwatch.GetTimestamp();
+        request.EndTrace(now);
         if (!request.Succeeded)
         {
             if (_busy != null)
@@ -187,7 +188,8 @@ internal sealed unsafe class Job : IBlockCompletionHandler, IPoller
             {
                 var buffer = _pool.Rent();
                 Random.Shared.NextBytes(buffer.Span);
-                _requests[i] = new BlockRequest { Handler = this, UserState = buffer };
+                // A process that reaches its device directly: the container class (what --breakdown files it under).
+                _requests[i] = new BlockRequest { Handler = this, UserState = buffer, Class = IoClass.Container };
             }
 
             _nextSequential = 0;
@@ -270,6 +272,7 @@ internal sealed unsafe class Job : IBlockCompletionHandler, IPoller
         }
 
         var request2 = request;
+        request2.StartTrace(now);
         request2.SetReadWrite(op, (_first + block) * _options.BlockSize, buffer.Pointer, _options.BlockSize);
         request2.UserState = buffer;
         request2.UserTag = now;

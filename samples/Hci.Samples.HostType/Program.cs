@@ -130,6 +130,11 @@ try
     long allocatedAtReady = GC.GetTotalAllocatedBytes(precise: true);
     stop.Wait();
     long allocated = GC.GetTotalAllocatedBytes(precise: true) - allocatedAtReady;
+    foreach (string line in Hci.Core.Blocks.RequestStages.Snapshot().Format("hci-hosttype: stages: "))
+    {
+        logger.LogInformation("{Line}", line);
+    }
+
     long requests = servers.Sum(s => s.Requests);
     logger.LogInformation(
         "hci-hosttype: stopping: {Requests} requests served, {Kicks} kicks, {Interrupts} interrupts, {Allocated} bytes allocated since ready ({PerRequest:F3} per request, connection set-up included)",

@@ -99,6 +99,11 @@ try
             c.ThrottledUs / 1000);
     }
 
+    foreach (string line in Hci.Core.Blocks.RequestStages.Snapshot().Format("hci-hybrid: stages: "))
+    {
+        logger.LogInformation("{Line}", line);
+    }
+
     logger.LogInformation("hci-hybrid: stopping: {Requests} requests served, {Kicks} kicks, {Interrupts} interrupts", servers.Sum(s => s.Requests), servers.Sum(s => s.Kicks), servers.Sum(s => s.Interrupts));
     return 0;
 }

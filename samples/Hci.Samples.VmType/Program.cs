@@ -226,6 +226,11 @@ try
     }
 
     long allocated = GC.GetTotalAllocatedBytes(precise: true) - allocatedAtReady;
+    foreach (string line in Hci.Core.Blocks.RequestStages.Snapshot().Format("hci-vmtype: stages: "))
+    {
+        logger.LogInformation("{Line}", line);
+    }
+
     long commands = target.CommandsServed;
     logger.LogInformation(
         "hci-vmtype: stopping: {Commands} commands served, {Allocated} bytes allocated since ready ({PerCommand:F3} per command, connection set-up included; the reactors' own count is the hci.reactor.allocated_bytes instrument)",

@@ -92,7 +92,7 @@ internal sealed class ScheduledBlockQueue : DecoratorQueue
         long now = NowNs;
 
         // The low bit notes whether the tenant was throttled on arrival (for the throttled-time meter).
-        bool throttled = SchedulingMetrics.Enabled && _scheduler.IsThrottled(request.Tenant, now);
+        bool throttled = (SchedulingMetrics.Enabled || request.IsTraced) && _scheduler.IsThrottled(request.Tenant, now);
         request.SchedulerTimestamp = (now & ~1L) | (throttled ? 1L : 0L);
         _scheduler.Enqueue(request, new IoDescriptor(request.Class, request.Tenant, request.Operation, request.Offset, request.Length, now));
         Pump(now);
@@ -165,6 +165,8 @@ internal sealed class ScheduledBlockQueue : DecoratorQueue
                 }
             }
 
+            // A traced request's wait here: throttled when its tenant was on arrival, else its turn in the queue.
+            request.MarkStage((request.SchedulerTimestamp & 1) != 0 ? RequestStage.Throttle : RequestStage.Scheduler);
             if (!_coalesce || request.Class != IoClass.Vm || request.Operation is not (BlockOperation.Read or BlockOperation.Write))
             {
                 FlushRun();

@@ -52,6 +52,7 @@ public abstract class BlockQueue : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         CheckOwner();
         request.BeginSubmit();
+        request.MarkSubmitted();
         _inFlight++;
         var error = _device.Validate(request, out int errno);
         if (error != BlockError.None)
@@ -193,6 +194,11 @@ public abstract class BlockQueue : IDisposable
     /// <param name="error">A refusal reason, or <see cref="BlockError.None"/> (then a negative result means a device error).</param>
     protected void Complete(BlockRequest request, int result, BlockError error = BlockError.None)
     {
+        if (request.IsTraced)
+        {
+            request.MarkStage(CompletionStage, Clock());
+        }
+
         _inFlight--;
         request.Complete(result, error);
     }
@@ -203,6 +209,11 @@ public abstract class BlockQueue : IDisposable
     /// <param name="error">A refusal reason, or <see cref="BlockError.None"/>.</param>
     protected void CompleteLater(BlockRequest request, int result, BlockError error = BlockError.None)
     {
+        if (request.IsTraced)
+        {
+            request.MarkStage(CompletionStage, Clock());
+        }
+
         request.PendingResult = result;
         request.PendingError = error;
         request.Next = null;
@@ -218,6 +229,10 @@ public abstract class BlockQueue : IDisposable
         _deferredTail = request;
         _deferredCount++;
     }
+
+    /// <summary>The stage a traced request's time up to its completion here counts as (<see cref="RequestStage.Device"/>;
+    /// a replicated volume's queue answers <see cref="RequestStage.Replication"/>).</summary>
+    protected internal virtual RequestStage CompletionStage => RequestStage.Device;
 
     /// <summary>True when completions are held for the next poll: a poll must not block then.</summary>
     protected bool HasDeferredCompletions => _deferredCount != 0;
@@ -238,6 +253,9 @@ public abstract class BlockQueue : IDisposable
     }
 
     /// <summary>The first thread to submit or poll owns the queue; any other is refused before anything changes.</summary>
+    private bool _polling;
+    private long _clock;
+
     private void CheckOwner()
     {
         int current = Environment.CurrentManagedThreadId;
@@ -259,7 +277,35 @@ public abstract class BlockQueue : IDisposable
     private static void ThrowNotOwner()
         => throw new InvalidOperationException("A block queue was used from a thread other than the one that first used it; a queue belongs to one thread (create one queue per thread).");
 
+    // The clock for traced completions: read once per poll, at the first completion (after any wait), since a poll
+    // delivers its completions together; outside a poll, read each time.
+    private long Clock()
+    {
+        if (!_polling)
+        {
+            return System.Diagnostics.Stopwatch.GetTimestamp();
+        }
+
+        if (_clock == 0)
+        {
+            _clock = System.Diagnostics.Stopwatch.GetTimestamp();
+        }
+
+        return _clock;
+    }
+
     private int PollInternal(int minCompletions, int timeoutMilliseconds)
+    {
+        bool nested = _polling;
+        _polling = true;
+        _clock = 0;
+        int done = PollOnce(minCompletions, timeoutMilliseconds);
+        _polling = nested;
+        _clock = 0;
+        return done;
+    }
+
+    private int PollOnce(int minCompletions, int timeoutMilliseconds)
     {
         if (timeoutMilliseconds == Timeout.Infinite && minCompletions > _inFlight)
         {

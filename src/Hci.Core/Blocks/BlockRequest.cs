@@ -74,6 +74,9 @@ public sealed unsafe class BlockRequest : IValueTaskSource<int>, IDisposable
     /// </summary>
     public long SchedulerTimestamp { get; set; }
 
+    private long _traceMark;
+    private StageTicks _stageTicks;
+
     /// <summary>Free for the owner: a reference to find its own state from the request.</summary>
     public object? UserState { get; set; }
 
@@ -117,6 +120,94 @@ public sealed unsafe class BlockRequest : IValueTaskSource<int>, IDisposable
 
     /// <summary>When a held completion is due (delay decorator), in <see cref="TimeProvider"/> ticks.</summary>
     internal long DueTimestamp;
+
+    /// <summary>True while the request is traced (between <see cref="StartTrace()"/> and <see cref="EndTrace()"/>).</summary>
+    public bool IsTraced => _traceMark != 0;
+
+    /// <summary>
+    /// Starts recording the time this request spends in each <see cref="RequestStage"/>: a front-end calls it when it
+    /// takes the request in (a descriptor popped, a command read), before it fills the request in and submits it.
+    /// Queues mark the stages in between; <see cref="EndTrace()"/> records them (<see cref="RequestStages"/>). Does
+    /// nothing when <see cref="RequestStages.Enabled"/> is false. No allocation.
+    /// </summary>
+    public void StartTrace() => StartTrace(RequestStages.Enabled ? Stopwatch.GetTimestamp() : 0);
+
+    /// <summary>Starts the trace at <paramref name="timestamp"/> (<see cref="Stopwatch.GetTimestamp"/>), so that a front-end
+    /// that takes requests in batches reads the clock once per batch.</summary>
+    /// <param name="timestamp">When the front-end took the request in.</param>
+    public void StartTrace(long timestamp)
+    {
+        if (!RequestStages.Enabled || timestamp == 0)
+        {
+            _traceMark = 0;
+            return;
+        }
+
+        _stageTicks = default;
+        _traceMark = timestamp;
+    }
+
+    /// <summary>Ends the trace started by <see cref="StartTrace()"/>: the time since the device's completion counts as
+    /// <see cref="RequestStage.Completion"/>, and every stage's time is recorded under the request's
+    /// <see cref="Class"/>. A front-end calls it once it has answered (used ring written and interrupt raised).</summary>
+    public void EndTrace()
+    {
+        if (_traceMark != 0)
+        {
+            EndTrace(Stopwatch.GetTimestamp());
+        }
+    }
+
+    /// <summary>Ends the trace at <paramref name="timestamp"/>, so that a front-end that answers in batches reads the
+    /// clock once per batch.</summary>
+    /// <param name="timestamp">When the front-end had answered (<see cref="Stopwatch.GetTimestamp"/>).</param>
+    public void EndTrace(long timestamp)
+    {
+        if (_traceMark == 0)
+        {
+            return;
+        }
+
+        MarkStage(RequestStage.Completion, timestamp);
+        _traceMark = 0;
+        RequestStages.Record(Class, ref _stageTicks);
+    }
+
+    /// <summary>For queues and schedulers: the time since the last mark (the trace's start, or the previous stage's
+    /// end) was spent in <paramref name="stage"/>. Nothing when the request is not traced. Block queues mark the
+    /// front-end stage at submission and their <see cref="BlockQueue.CompletionStage"/> at completion themselves.</summary>
+    /// <param name="stage">The stage that just ended.</param>
+    public void MarkStage(RequestStage stage)
+    {
+        if (_traceMark != 0)
+        {
+            MarkStage(stage, Stopwatch.GetTimestamp());
+        }
+    }
+
+    /// <summary>Like <see cref="MarkStage(RequestStage)"/>, at <paramref name="timestamp"/> (a clock read once for a batch).</summary>
+    /// <param name="stage">The stage that just ended.</param>
+    /// <param name="timestamp">When it ended (<see cref="Stopwatch.GetTimestamp"/>).</param>
+    public void MarkStage(RequestStage stage, long timestamp)
+    {
+        if (_traceMark == 0)
+        {
+            return;
+        }
+
+        _stageTicks[(int)stage] += Math.Max(0, timestamp - _traceMark);
+        _traceMark = Math.Max(_traceMark, timestamp);
+    }
+
+    /// <summary>The time since the last mark was spent in the front-end, unless a queue already marked it (a request
+    /// is submitted to the first queue once, and decorators pass copies below).</summary>
+    internal void MarkSubmitted()
+    {
+        if (_traceMark != 0 && _stageTicks[(int)RequestStage.FrontEnd] == 0)
+        {
+            MarkStage(RequestStage.FrontEnd);
+        }
+    }
 
     /// <summary>Clears the operation, range, segments and result so that the request can be used again.</summary>
     /// <exception cref="InvalidOperationException">The request is in flight.</exception>

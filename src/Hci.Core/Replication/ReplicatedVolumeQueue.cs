@@ -64,6 +64,9 @@ internal sealed unsafe class ReplicatedVolumeQueue : BlockQueue, IReplicaComplet
     /// <inheritdoc/>
     public override bool TrySetWakeSource(int fd) => false;
 
+    /// <inheritdoc/>
+    protected internal override RequestStage CompletionStage => RequestStage.Replication;
+
     /// <summary>Called by the volume (any thread) when a slow-path request is ready, or an extent it waited on is.</summary>
     internal void Signal()
     {

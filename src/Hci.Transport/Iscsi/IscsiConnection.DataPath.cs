@@ -492,6 +492,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler, 
                 var queue = s.Path.Queue ?? OpenQueue(s.Path);
                 var r = s.Request;
                 r.Reset();
+                r.StartTrace(); // the front-end stage: the command (and its data) parsed, to the submission
                 if (operation == BlockOperation.Flush)
                 {
                     r.SetRange(BlockOperation.Flush, 0, 0);
@@ -639,6 +640,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler, 
             return;
         }
 
+        s.Request?.EndTrace(); // answered: the response goes out next
         Respond(s);
     }
 

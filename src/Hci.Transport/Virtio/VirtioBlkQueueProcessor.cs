@@ -26,6 +26,9 @@ internal sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, 
     private readonly ChainSegment[] _chain;
     private readonly ChainSegment[] _data;
     private readonly Action? _signal;
+    private readonly BlockRequest[] _answered;
+    private int _answeredCount;
+    private long _batchClock;
     private readonly int _tenant;
     private readonly nint _alignMask;
     private readonly long _maxTransfer;
@@ -59,6 +62,7 @@ internal sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, 
         _chain = new ChainSegment[maxSegments + 2];
         _data = new ChainSegment[maxSegments + 2];
         _requests = new BlockRequest[vq.Size];
+        _answered = new BlockRequest[vq.Size];
         _statusAddresses = new nint[vq.Size];
         _flushAfter = new bool[vq.Size];
         for (int i = 0; i < _requests.Length; i++)
@@ -164,6 +168,7 @@ internal sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, 
         }
 
         int taken = 0;
+        _batchClock = 0;
         do
         {
             while (_vq.TryPop(out ushort head))
@@ -206,16 +211,27 @@ internal sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, 
     /// </summary>
     public void FlushNotifications()
     {
-        if (!_notifyPending)
+        if (_notifyPending)
         {
-            return;
+            _notifyPending = false;
+            if (_vq.NeedsInterrupt())
+            {
+                Interrupts++;
+                _signal?.Invoke();
+            }
         }
 
-        _notifyPending = false;
-        if (_vq.NeedsInterrupt())
+        if (_answeredCount > 0)
         {
-            Interrupts++;
-            _signal?.Invoke();
+            // Completion and notification end here for the batch: used ring written, interrupt raised.
+            long now = System.Diagnostics.Stopwatch.GetTimestamp();
+            for (int i = 0; i < _answeredCount; i++)
+            {
+                _answered[i].EndTrace(now);
+                _answered[i] = null!;
+            }
+
+            _answeredCount = 0;
         }
     }
 
@@ -246,6 +262,10 @@ internal sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, 
             _ => VirtioBlk.StatusIoErr,
         };
         Finish(head, (byte*)_statusAddresses[head], status, request.Operation == BlockOperation.Read && status == VirtioBlk.StatusOk ? (uint)request.Length : 0);
+        if (request.IsTraced)
+        {
+            _answered[_answeredCount++] = request; // its trace ends once the batch's interrupt is raised
+        }
     }
 
     /// <summary>Releases the request objects; nothing may be in flight.</summary>
@@ -308,6 +328,17 @@ internal sealed unsafe class VirtioBlkQueueProcessor : IBlockCompletionHandler, 
 
     private void Handle(ushort head)
     {
+        if (head < _requests.Length && !_requests[head].IsInFlight && RequestStages.Enabled)
+        {
+            // The front-end stage: from the pop (one clock read per batch of pops) to the submission.
+            if (_batchClock == 0)
+            {
+                _batchClock = System.Diagnostics.Stopwatch.GetTimestamp();
+            }
+
+            _requests[head].StartTrace(_batchClock);
+        }
+
         var status = _vq.WalkChain(head, _chain, out int count);
         if (status != ChainStatus.Ok || head >= _requests.Length)
         {
