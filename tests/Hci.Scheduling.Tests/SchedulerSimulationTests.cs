@@ -150,7 +150,7 @@ public sealed class SchedulerSimulationTests
         Assert.True(hybrid["c"].Iops >= 0.95 * solo["c"].Iops, $"QD{depth}: container {hybrid["c"].Iops:F0} vs solo {solo["c"].Iops:F0}");
     }
 
-    private const string IdleChannels = "Open (issue 12, item 2): the container's depth alone makes it press, so the VM is held to its share even while the device has idle channels; the total falls to 47-71% of FIFO's.";
+    private const string IdleChannels = "Open (issue 12, item 2): the container's depth alone makes it press, so the VM is held to its share even while the device has idle channels; the total falls to 58-71% of FIFO's.";
 
     [Theory]
     [InlineData(1)]
