@@ -3,8 +3,8 @@ namespace Hci.Scheduling;
 /// <summary>Options of <see cref="HybridScheduler{T}"/>, the paper's VM/container scheduler.</summary>
 public sealed class HybridSchedulerOptions
 {
-    /// <summary>Container I/Os outstanding (waiting or at the device) from which containers count as pressing. <remarks>Default: 4.</remarks></summary>
-    public int ContainerPressureDepth { get; set; } = 4;
+    /// <summary>Container I/Os outstanding (waiting or at the device) from which containers count as pressing. <remarks>Default: 2.</remarks></summary>
+    public int ContainerPressureDepth { get; set; } = 2;
 
     /// <summary>
     /// Container latency (moving average) above which containers count as pressing even at a lower depth.

@@ -61,7 +61,11 @@ internal sealed class ScheduledBlockQueue : DecoratorQueue
         : base(device, device.Inner, depth)
     {
         _scheduler = scheduler;
-        _maxAtDevice = depth;
+        // Never more at the device than it takes at once: past its tags the kernel queues in its own order (and
+        // io_uring parks each extra request on a worker thread, CPU the reactor and the device need), so VM I/O
+        // released on top of a container's full depth would take the container's speed, not just its slots.
+        int tags = device.Geometry.DeviceQueueDepth;
+        _maxAtDevice = tags > 0 ? Math.Min(depth, tags) : depth;
         _coalesce = device.Options.Kind == SchedulerKind.Hybrid && device.Options.Hybrid.CoalesceVmIo;
         _run = new BlockRequest[Math.Min(depth, device.Geometry.MaxSegments)];
     }
@@ -71,6 +75,9 @@ internal sealed class ScheduledBlockQueue : DecoratorQueue
 
     /// <summary>VM requests merged into a neighbour before the device so far.</summary>
     public long Coalesced { get; private set; }
+
+    /// <summary>Most requests this queue keeps at the device at once: its depth, or the device's own queue depth if less.</summary>
+    public int MaxAtDevice => _maxAtDevice;
 
     /// <summary>Requests waiting in the scheduler.</summary>
     public int Waiting => _scheduler.Count;

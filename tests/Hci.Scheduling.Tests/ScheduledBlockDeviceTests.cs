@@ -69,6 +69,29 @@ public sealed class ScheduledBlockDeviceTests
     }
 
     [Fact]
+    public void AQueueKeepsNoMoreAtTheDeviceThanTheDevicesOwnTags()
+    {
+        // Direct I/O on a file meets its file system's device's tags (nr_requests): past them io_uring would park each
+        // request on a worker thread, so the scheduled queue holds the rest itself.
+        string path = Path.Combine(Directory.Exists("/var/tmp") ? "/var/tmp" : Path.GetTempPath(), $"hci-tags-{Environment.ProcessId}.img");
+        try
+        {
+            using var inner = BlockDevices.Open(new BlockDeviceOptions { Engine = BlockEngine.IoUring, Path = path, Size = 1 << 20 });
+            int tags = inner.Geometry.DeviceQueueDepth;
+            Assert.True(tags > 0, $"no queue depth read for the device under {path}");
+            using var device = new ScheduledBlockDevice(inner, new SchedulerOptions { Kind = SchedulerKind.Hybrid }, ownsInner: false);
+            using var deep = (ScheduledBlockQueue)device.CreateQueue(tags * 2);
+            using var shallow = (ScheduledBlockQueue)device.CreateQueue(Math.Max(1, tags / 2));
+            Assert.Equal(tags, deep.MaxAtDevice);
+            Assert.Equal(Math.Max(1, tags / 2), shallow.MaxAtDevice);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
     public void ALimitedTenantIsReportedThrottledAndItsRequestsStillComplete()
     {
         var options = new SchedulerOptions { Kind = SchedulerKind.Limits };

@@ -69,6 +69,13 @@ public sealed record BlockGeometry
     /// <summary>Number of independent queues the device serves well at once.</summary>
     public int QueueCount { get; }
 
+    /// <summary>
+    /// Requests the device itself takes at once (Linux's <c>nr_requests</c>, its tags); 0 when unknown or unbounded.
+    /// Past it the kernel holds requests back in its own order, and io_uring hands each one to a worker thread that
+    /// waits for a tag: a scheduler keeps no more than this at the device, so that it, not the kernel, picks the order.
+    /// </summary>
+    public int DeviceQueueDepth { get; init; }
+
     /// <summary>Number of logical blocks.</summary>
     public long BlockCount => Capacity / LogicalBlockSize;
 }

@@ -13,8 +13,9 @@ internal sealed unsafe class BackingFile : IDisposable
     private const int BLKSSZGET = 0x1268;
     private const uint BLKGETSIZE64 = 0x80081272;
 
-    private BackingFile(SafeFileHandle handle, string path, bool isBlockDevice, long size, int logicalBlockSize, bool direct, bool readOnly)
+    private BackingFile(SafeFileHandle handle, string path, bool isBlockDevice, long size, int logicalBlockSize, bool direct, bool readOnly, int deviceQueueDepth)
     {
+        DeviceQueueDepth = deviceQueueDepth;
         Handle = handle;
         Path = path;
         IsBlockDevice = isBlockDevice;
@@ -37,6 +38,9 @@ internal sealed unsafe class BackingFile : IDisposable
     public bool Direct { get; }
 
     public bool ReadOnly { get; }
+
+    /// <summary>The block layer's tags (<c>nr_requests</c>) of the device under the I/O; 0 when unknown or not in the way (buffered files).</summary>
+    public int DeviceQueueDepth { get; }
 
     /// <summary>Opens (and for regular files, creates or extends) the backing store.</summary>
     public static BackingFile Open(BlockDeviceOptions options)
@@ -128,7 +132,9 @@ internal sealed unsafe class BackingFile : IDisposable
                 throw new IOException($"'{path}' holds less than one {lbs}-byte block; give a size to create or extend it.");
             }
 
-            return new BackingFile(handle, path, isBlock, size, lbs, options.Direct, readOnly);
+            // Direct I/O meets the block layer's tags: on a block device its own, on a file its file system's device.
+            int queueDepth = isBlock ? ReadQueueDepth((ulong)st.st_rdev) : options.Direct ? ReadQueueDepth((ulong)st.st_dev) : 0;
+            return new BackingFile(handle, path, isBlock, size, lbs, options.Direct, readOnly, queueDepth);
         }
         catch
         {
@@ -138,6 +144,35 @@ internal sealed unsafe class BackingFile : IDisposable
     }
 
     public int Fd => (int)Handle.DangerousGetHandle();
+
+    /// <summary>Reads <c>queue/nr_requests</c> of the block device <paramref name="dev"/> (a partition's is its disk's); 0 when there is none.</summary>
+    internal static int ReadQueueDepth(ulong dev)
+    {
+        // Linux's dev_t: major in bits 8-19 and 32-43, minor in bits 0-7 and 12-31 and 44-63.
+        ulong major = ((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfffUL);
+        ulong minor = (dev & 0xff) | ((dev >> 12) & ~0xffUL);
+        string dir = $"/sys/dev/block/{major}:{minor}";
+        foreach (string candidate in new[] { $"{dir}/queue/nr_requests", $"{dir}/../queue/nr_requests" })
+        {
+            try
+            {
+                if (File.Exists(candidate) && int.TryParse(File.ReadAllText(candidate).Trim(), out int depth) && depth > 0)
+                {
+                    return depth;
+                }
+            }
+            catch (IOException)
+            {
+                // Not readable here (a container without sysfs): unknown.
+            }
+            catch (UnauthorizedAccessException)
+            {
+                // Likewise.
+            }
+        }
+
+        return 0;
+    }
 
     public void Dispose() => Handle.Dispose();
 }

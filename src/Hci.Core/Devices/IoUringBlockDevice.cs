@@ -40,7 +40,10 @@ public sealed class IoUringBlockDevice : BlockDevice
 
     private static BlockGeometry CreateGeometry(BackingFile file, int maxTransferBytes)
         => new(file.LogicalBlockSize, file.Size, Math.Max(file.LogicalBlockSize, maxTransferBytes - (maxTransferBytes % file.LogicalBlockSize)),
-               maxSegments: 256, bufferAlignment: file.Direct ? Math.Min(file.LogicalBlockSize, 4096) : 1, queueCount: Environment.ProcessorCount);
+               maxSegments: 256, bufferAlignment: file.Direct ? Math.Min(file.LogicalBlockSize, 4096) : 1, queueCount: Environment.ProcessorCount)
+        {
+            DeviceQueueDepth = file.DeviceQueueDepth,
+        };
 
     private static BlockDeviceCapabilities CreateCapabilities(BackingFile file)
     {
