@@ -30,6 +30,7 @@ public sealed class VhostClassAndPeerTests : IDisposable
         using var container = new VhostUserBlkServer(device, new VhostUserBlkServerOptions { SocketPath = containerSocket, MaxQueues = 1, Reactors = reactors, Class = IoClass.Container, TenantPerConnection = true });
         vm.Start();
         container.Start();
+        var stagesBefore = RequestStages.Snapshot();
 
         await using (var vm1 = VhostUserBlkClient.Connect(new VhostUserBlkClientOptions { SocketPath = vmSocket }))
         await using (var vm2 = VhostUserBlkClient.Connect(new VhostUserBlkClientOptions { SocketPath = vmSocket }))
@@ -53,6 +54,16 @@ public sealed class VhostClassAndPeerTests : IDisposable
         int[] tenants = [.. bySource.Keys.Order().Select(k => Assert.Single(bySource[k].Select(s => s.Tenant).Distinct()))];
         Assert.Equal(3, tenants.Distinct().Count()); // a tenant per connection, not per socket
         Assert.Single(seen.Select(s => s.Queue).Distinct()); // one reactor, one device: one queue, one scheduler
+
+        // The back-end traced each request through its stages, under the socket's class (other tests may add more).
+        var stages = RequestStages.Snapshot().Since(stagesBefore);
+        foreach (var (cls, n) in new[] { (IoClass.Vm, 16), (IoClass.Container, 8) })
+        {
+            Assert.True(stages.Requests(cls) >= n, $"{cls}: {stages.Requests(cls)} traced");
+            Assert.True(stages[cls, RequestStage.FrontEnd].Count >= n, $"{cls}: front-end {stages[cls, RequestStage.FrontEnd].Count}");
+            Assert.True(stages[cls, RequestStage.Device].Count >= n, $"{cls}: device {stages[cls, RequestStage.Device].Count}");
+            Assert.True(stages[cls, RequestStage.Completion].Count >= n, $"{cls}: completion {stages[cls, RequestStage.Completion].Count}");
+        }
     }
 
     [Fact]
