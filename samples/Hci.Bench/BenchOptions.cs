@@ -196,8 +196,11 @@ internal sealed class BenchOptions
                     o.Breakdown = value == null || ParseBool(name, value);
                     break;
                 case "offset":
-                    o.Offset = ParseBytes(name, Value());
+                {
+                    string text = Value();
+                    o.Offset = text.Trim() == "0" ? 0 : ParseBytes(name, text);
                     break;
+                }
                 case "verify":
                     o.Verify = Value() switch
                     {

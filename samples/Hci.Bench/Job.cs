@@ -46,7 +46,7 @@ internal sealed unsafe class Job : IBlockCompletionHandler, IPoller
             throw new ArgumentException($"--offset={options.Offset} is at or past the end of the device ({device.Geometry.Capacity} bytes)");
         }
 
-        long length = options.Offset == 0 ? capacity : Math.Min(options.Size > 0 ? options.Size / options.BlockSize : long.MaxValue, capacity - first);
+        long length = options.Offset == 0 && !options.Verify ? capacity : Math.Min(options.Size > 0 ? options.Size / options.BlockSize : long.MaxValue, capacity - first);
 
         if (options.Verify)
         {

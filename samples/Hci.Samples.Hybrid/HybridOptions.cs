@@ -1,4 +1,5 @@
 using Hci.Core.Devices;
+using Hci.Samples.Shared;
 using Hci.Scheduling;
 
 namespace Hci.Samples.Hybrid;
@@ -6,11 +7,12 @@ namespace Hci.Samples.Hybrid;
 /// <summary>hci-hybrid's command line.</summary>
 internal sealed class HybridOptions
 {
-    public const string Usage = """
+    public static readonly string Usage = $$"""
         usage: hci-hybrid --backing FILE [--size SIZE] [--ioengine io_uring|file|memory|null]
                           (--vm-socket PATH)... (--container-socket PATH)...
                           [--scheduler fifo|limits|mclock|hybrid] [--container-allow uid:N|gid:N]...
                           [--vm-allow uid:N|gid:N]... [--reactors N] [--poll-us N] [--buffered] [-v]
+           or: hci-hybrid (--etcd URL | --data-dir DIR) --node ID --device FILE[:SIZE] --socket-dir DIR [options]
 
         One host serving VMs and containers from the same volume under one scheduler (the paper's hybrid):
           --vm-socket PATH          a vhost-user-blk socket for a VM (QEMU); its requests are class Vm (repeatable)
@@ -27,6 +29,10 @@ internal sealed class HybridOptions
           --reactors N              data-plane threads shared by every socket (default 1)
           --poll-us N               how long a reactor polls before it sleeps, in microseconds (default 32)
           --buffered                use the page cache (no O_DIRECT)
+        Cluster node (instead of --backing): every volume attached to this node is served as two sockets in
+        --socket-dir, NAME.vm.sock (class Vm) and NAME.ct.sock (class Container), under one scheduler.
+          --socket-dir DIR          where those sockets go
+        {{ClusterNodeOptions.Usage}}
         Each connection is a tenant of the scheduler. On SIGINT or SIGTERM the host prints, per class, the requests
         served, the time they waited in the scheduler and the time they were throttled.
         """;
@@ -60,6 +66,10 @@ internal sealed class HybridOptions
     public bool Verbose { get; set; }
 
     public bool Help { get; set; }
+
+    public ClusterNodeOptions Cluster { get; } = new();
+
+    public string? SocketDir { get; set; }
 
     public BlockEngine Engine => IoEngine switch
     {
@@ -142,14 +152,39 @@ internal sealed class HybridOptions
                 case "-h" or "--help":
                     o.Help = true;
                     return o;
+                case "--socket-dir":
+                    o.SocketDir = Value();
+                    break;
                 default:
-                    throw new UsageException($"unknown argument '{arg}' (see --help)");
+                    if (!o.Cluster.TryParse(arg, Value, m => new UsageException(m)))
+                    {
+                        throw new UsageException($"unknown argument '{arg}' (see --help)");
+                    }
+
+                    break;
             }
+        }
+
+        o.Cluster.Check(m => new UsageException(m));
+        if (o.Cluster.Enabled)
+        {
+            if (o.SocketDir == null)
+            {
+                throw new UsageException("a cluster node needs --socket-dir DIR for the sockets of the volumes attached to it");
+            }
+
+            if (o.VmSockets.Count + o.ContainerSockets.Count > 0 || o.Backing != null)
+            {
+                throw new UsageException("a cluster node serves the volumes attached to it: give --socket-dir, not --vm-socket, --container-socket or --backing");
+            }
+
+            _ = o.SchedulerKind;
+            return o;
         }
 
         if (o.VmSockets.Count + o.ContainerSockets.Count == 0)
         {
-            throw new UsageException("give at least one --vm-socket or --container-socket");
+            throw new UsageException("give at least one --vm-socket or --container-socket (or join a cluster with --etcd or --data-dir)");
         }
 
         var all = o.VmSockets.Concat(o.ContainerSockets).Select(Path.GetFullPath).ToList();

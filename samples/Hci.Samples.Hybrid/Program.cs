@@ -31,61 +31,85 @@ if (options.Help)
 
 var logger = new ConsoleLogger(options.Verbose ? LogLevel.Debug : LogLevel.Information);
 var servers = new List<VhostUserBlkServer>();
-BlockDevice? device = null;
+var devices = new List<BlockDevice>();
+var attached = new Dictionary<string, (BlockDevice Device, VhostUserBlkServer[] Servers)>();
+ClusterNode? node = null;
 ReactorGroup? reactors = null;
 using var stats = new ClassStats();
 using var stop = new ManualResetEventSlim();
 using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
 using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
+uint self = Tmds.Linux.LibC.getuid();
 try
 {
-    var inner = BlockDevices.Open(
-        new BlockDeviceOptions { Engine = options.Engine, Path = options.Backing, Size = options.Size, Direct = !options.Buffered },
-        logger);
-    device = new ScheduledBlockDevice(inner, new SchedulerOptions { Kind = options.SchedulerKind });
     reactors = new ReactorGroup(new ReactorGroupOptions { Count = options.Reactors, Name = "hci-hybrid", PollWindow = TimeSpan.FromMicroseconds(options.PollMicroseconds) });
-    uint self = Tmds.Linux.LibC.getuid();
-    foreach (var (socket, cls) in options.VmSockets.Select(s => (s, IoClass.Vm)).Concat(options.ContainerSockets.Select(s => (s, IoClass.Container))))
+    if (options.Cluster.Enabled)
     {
-        bool container = cls == IoClass.Container;
-        var users = container ? options.ContainerUsers : options.VmUsers;
-        var groups = container ? options.ContainerGroups : options.VmGroups;
-        if (container && users.Count == 0 && groups.Count == 0)
+        Directory.CreateDirectory(options.SocketDir!);
+        options.Cluster.PollWindow = TimeSpan.FromMicroseconds(options.PollMicroseconds);
+        node = new ClusterNode(options.Cluster, logger)
         {
-            users = [self]; // the fast class is not for whoever can reach the socket: by default only our own user
+            VolumeAttached = volume =>
+            {
+                // The volume under the node's scheduler, a VM and a container socket on the shared reactors.
+                var scheduled = new ScheduledBlockDevice(volume, new SchedulerOptions { Kind = options.SchedulerKind }, ownsInner: false);
+                string vm = Path.Combine(options.SocketDir!, volume.Name + ".vm.sock");
+                string ct = Path.Combine(options.SocketDir!, volume.Name + ".ct.sock");
+                var pair = new[] { Serve(scheduled, vm, IoClass.Vm, volume.Name), Serve(scheduled, ct, IoClass.Container, volume.Name) };
+                lock (servers)
+                {
+                    servers.AddRange(pair);
+                    attached[volume.Name] = (scheduled, pair);
+                }
+
+                logger.LogInformation("hci-hybrid: ready: {Vm} and {Container} serve replicated volume {Volume} ({Size} bytes)", vm, ct, volume.Name, volume.Geometry.Capacity);
+                return Task.CompletedTask;
+            },
+            VolumeDetaching = volume =>
+            {
+                lock (servers)
+                {
+                    if (attached.Remove(volume.Name, out var entry))
+                    {
+                        foreach (var server in entry.Servers)
+                        {
+                            servers.Remove(server);
+                            server.Dispose();
+                        }
+
+                        entry.Device.Dispose();
+                    }
+                }
+
+                return Task.CompletedTask;
+            },
+        };
+        node.StartAsync(CancellationToken.None).GetAwaiter().GetResult();
+        logger.LogInformation("hci-hybrid: ready: cluster node {Node}, sockets in {Dir} (NAME.vm.sock, NAME.ct.sock), scheduler {Scheduler}", options.Cluster.NodeId, options.SocketDir, options.Scheduler);
+    }
+    else
+    {
+        var inner = BlockDevices.Open(
+            new BlockDeviceOptions { Engine = options.Engine, Path = options.Backing, Size = options.Size, Direct = !options.Buffered },
+            logger);
+        var device = new ScheduledBlockDevice(inner, new SchedulerOptions { Kind = options.SchedulerKind });
+        devices.Add(device);
+        foreach (var (socket, cls) in options.VmSockets.Select(s => (s, IoClass.Vm)).Concat(options.ContainerSockets.Select(s => (s, IoClass.Container))))
+        {
+            servers.Add(Serve(device, socket, cls, Path.GetFileNameWithoutExtension(socket)));
         }
 
-        var server = new VhostUserBlkServer(
-            device,
-            new VhostUserBlkServerOptions
-            {
-                SocketPath = socket,
-                Serial = Path.GetFileNameWithoutExtension(socket),
-                Class = cls,
-                TenantPerConnection = true,
-                AllowedUsers = users,
-                AllowedGroups = groups,
-                Reactors = reactors,
-            },
-            logger);
-        server.Start();
-        servers.Add(server);
         logger.LogInformation(
-            "hci-hybrid: {Class} socket {Socket} admits {Who}",
-            cls,
-            socket,
-            users.Count + groups.Count == 0 ? "anyone who can open it" : string.Join(", ", users.Select(u => $"uid:{u}").Concat(groups.Select(g => $"gid:{g}"))));
+            "hci-hybrid: ready: {Vms} VM socket(s), {Containers} container socket(s) serve {Backing} ({Size} bytes, engine {Engine}, scheduler {Scheduler}, {Reactors} reactor(s))",
+            options.VmSockets.Count,
+            options.ContainerSockets.Count,
+            options.Backing ?? options.IoEngine,
+            device.Geometry.Capacity,
+            options.IoEngine,
+            options.Scheduler,
+            options.Reactors);
     }
 
-    logger.LogInformation(
-        "hci-hybrid: ready: {Vms} VM socket(s), {Containers} container socket(s) serve {Backing} ({Size} bytes, engine {Engine}, scheduler {Scheduler}, {Reactors} reactor(s))",
-        options.VmSockets.Count,
-        options.ContainerSockets.Count,
-        options.Backing ?? options.IoEngine,
-        device.Geometry.Capacity,
-        options.IoEngine,
-        options.Scheduler,
-        options.Reactors);
     stop.Wait();
     foreach (var cls in new[] { IoClass.Container, IoClass.Vm })
     {
@@ -104,23 +128,77 @@ try
         logger.LogInformation("{Line}", line);
     }
 
-    logger.LogInformation("hci-hybrid: stopping: {Requests} requests served, {Kicks} kicks, {Interrupts} interrupts", servers.Sum(s => s.Requests), servers.Sum(s => s.Kicks), servers.Sum(s => s.Interrupts));
+    lock (servers)
+    {
+        logger.LogInformation("hci-hybrid: stopping: {Requests} requests served, {Kicks} kicks, {Interrupts} interrupts", servers.Sum(s => s.Requests), servers.Sum(s => s.Kicks), servers.Sum(s => s.Interrupts));
+    }
+
     return 0;
 }
-catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or PlatformNotSupportedException)
+catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or PlatformNotSupportedException
+    or Hci.Core.Cluster.ClusterStoreException or Hci.Core.Cluster.ClusterCatalogException or InvalidDataException)
 {
     logger.LogError("hci-hybrid: {Message}", e.Message);
     return 1;
 }
 finally
 {
-    foreach (var server in servers)
+    if (node != null)
     {
-        server.Dispose();
+        node.DisposeAsync().AsTask().GetAwaiter().GetResult(); // detaches: its volumes' servers go first
+    }
+
+    lock (servers)
+    {
+        foreach (var server in servers)
+        {
+            server.Dispose();
+        }
+
+        foreach (var entry in attached.Values)
+        {
+            entry.Device.Dispose();
+        }
     }
 
     reactors?.Dispose();
-    device?.Dispose();
+    foreach (var device in devices)
+    {
+        device.Dispose();
+    }
+}
+
+// One socket of a class on the shared reactors: container sockets admit only the allowed peers (by default our uid).
+VhostUserBlkServer Serve(BlockDevice device, string socket, IoClass cls, string serial)
+{
+    bool container = cls == IoClass.Container;
+    var users = container ? options.ContainerUsers : options.VmUsers;
+    var groups = container ? options.ContainerGroups : options.VmGroups;
+    if (container && users.Count == 0 && groups.Count == 0)
+    {
+        users = [self]; // the fast class is not for whoever can reach the socket
+    }
+
+    var server = new VhostUserBlkServer(
+        device,
+        new VhostUserBlkServerOptions
+        {
+            SocketPath = socket,
+            Serial = serial,
+            Class = cls,
+            TenantPerConnection = true,
+            AllowedUsers = users,
+            AllowedGroups = groups,
+            Reactors = reactors,
+        },
+        logger);
+    server.Start();
+    logger.LogInformation(
+        "hci-hybrid: {Class} socket {Socket} admits {Who}",
+        cls,
+        socket,
+        users.Count + groups.Count == 0 ? "anyone who can open it" : string.Join(", ", users.Select(u => $"uid:{u}").Concat(groups.Select(g => $"gid:{g}"))));
+    return server;
 }
 
 void Stop(PosixSignalContext context)

@@ -34,6 +34,10 @@ public abstract class DecoratorQueue : BlockQueue, IBlockCompletionHandler
     public override bool TrySetWakeSource(int fd) => InnerQueue.TrySetWakeSource(fd);
 
     /// <inheritdoc/>
+    /// <remarks>As the inner queue: a decorator over a replicated volume's queue completes through the reactor too.</remarks>
+    public override bool CompletesThroughReactor => InnerQueue.CompletesThroughReactor;
+
+    /// <inheritdoc/>
     public override bool BatchSubmissions
     {
         get => InnerQueue.BatchSubmissions;

@@ -1,0 +1,132 @@
+using System.Diagnostics;
+using System.Text;
+using Hci.Bench;
+
+namespace Hci.Bench.Tests;
+
+/// <summary>hci-hybrid as a node of the embedded single-node store (<c>--data-dir</c>): a volume attached to it is served
+/// as a VM socket and a container socket, and both carry verified I/O (hci-bench --verify) under one scheduler.</summary>
+public sealed class HybridClusterNodeTests : IDisposable
+{
+    private readonly string _dir = Path.Combine("/var/tmp", $"hci-hybridnode-{Guid.NewGuid():N}");
+
+    public HybridClusterNodeTests() => Directory.CreateDirectory(_dir);
+
+    public void Dispose()
+    {
+        try
+        {
+            Directory.Delete(_dir, recursive: true);
+        }
+        catch (DirectoryNotFoundException)
+        {
+        }
+    }
+
+    private static string Built(string project, string dll)
+    {
+        string configuration = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)).Parent!.Name;
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "Hci.sln")))
+            {
+                return Path.Combine(dir.FullName, "samples", project, "bin", configuration, "net10.0", dll);
+            }
+        }
+
+        throw new InvalidOperationException("The repository root (Hci.sln) is not above the test's directory.");
+    }
+
+    private async Task<(int Code, string Output)> Hci(params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string arg in new[] { Built("Hci.Cli", "hci.dll"), "--data-dir", Path.Combine(_dir, "store") }.Concat(args))
+        {
+            psi.ArgumentList.Add(arg);
+        }
+
+        using var process = Process.Start(psi)!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await process.WaitForExitAsync(timeout.Token);
+        return (process.ExitCode, await output + await error);
+    }
+
+    [Fact]
+    public async Task AVolumeAttachedToAHybridNodeIsServedAsAVmAndAContainerSocketThatBothCarryVerifiedIo()
+    {
+        string sockets = Path.Combine(_dir, "sockets");
+        var log = new StringBuilder();
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string arg in new[] { Built("Hci.Samples.Hybrid", "hci-hybrid.dll"), "--data-dir", Path.Combine(_dir, "store"), "--node", "node1", "--device", $"{Path.Combine(_dir, "dev0.img")}:512M", "--socket-dir", sockets })
+        {
+            psi.ArgumentList.Add(arg);
+        }
+
+        using var host = Process.Start(psi)!;
+        host.OutputDataReceived += (_, e) => { lock (log) { log.AppendLine(e.Data); } };
+        host.ErrorDataReceived += (_, e) => { lock (log) { log.AppendLine(e.Data); } };
+        host.BeginOutputReadLine();
+        host.BeginErrorReadLine();
+        string Log()
+        {
+            lock (log)
+            {
+                return log.ToString();
+            }
+        }
+
+        async Task WaitForLog(string text)
+        {
+            var watch = Stopwatch.StartNew();
+            while (!Log().Contains(text, StringComparison.Ordinal))
+            {
+                Assert.False(host.HasExited, $"hci-hybrid exited: {Log()}");
+                Assert.True(watch.Elapsed < TimeSpan.FromSeconds(60), $"no '{text}' in: {Log()}");
+                await Task.Delay(50);
+            }
+        }
+
+        try
+        {
+            await WaitForLog("ready: cluster node node1");
+            var (code, output) = await Hci("volume", "create", "v", "--size", "64M", "--replicas", "1");
+            Assert.True(code == 0, output);
+            (code, output) = await Hci("volume", "attach", "v", "--node", "node1");
+            Assert.True(code == 0, output);
+            await WaitForLog("serve replicated volume v");
+
+            // The VM socket and the container socket, each in its own half of the volume, with verification.
+            foreach (var (socket, offset) in new[] { ("v.vm.sock", "0"), ("v.ct.sock", "32m") })
+            {
+                var options = BenchOptions.Parse([$"--ioengine=vhost-user", $"--filename={Path.Combine(sockets, socket)}", $"--offset={offset}", "--size=32m", "--rw=randrw", "--iodepth=8", "--runtime=1s", "--time_based", "--verify=crc32c"]);
+                var bench = new StringWriter();
+                var benchLog = new StringWriter();
+                int result = BenchRunner.Run(options, bench, benchLog);
+                Assert.True(result == 0, $"{socket}: {benchLog}{bench}");
+                Assert.Matches(@"verify: [1-9]\d* reads checked against this run's writes, all good", benchLog.ToString());
+            }
+
+            Assert.Contains("class Vm, tenant", Log(), StringComparison.Ordinal);
+            Assert.Contains("class Container, tenant", Log(), StringComparison.Ordinal);
+            (code, output) = await Hci("volume", "detach", "v");
+            Assert.True(code == 0, output);
+            var watch = Stopwatch.StartNew();
+            while (File.Exists(Path.Combine(sockets, "v.vm.sock")) || File.Exists(Path.Combine(sockets, "v.ct.sock")))
+            {
+                Assert.True(watch.Elapsed < TimeSpan.FromSeconds(30), $"the sockets outlived the detach: {Log()}");
+                await Task.Delay(50);
+            }
+        }
+        finally
+        {
+            if (!host.HasExited)
+            {
+                host.Kill(entireProcessTree: true);
+            }
+
+            await host.WaitForExitAsync();
+        }
+    }
+}
