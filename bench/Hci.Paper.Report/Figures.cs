@@ -66,21 +66,41 @@ internal static class Figures
         plot.SavePng(png, Width, Height + 100);
     }
 
-    /// <summary>Fig. 4: total IOPS at QD128 against the number of clients standing in for VMs.</summary>
+    /// <summary>Fig. 4: total IOPS at QD128 against the number of clients standing in for VMs, one panel per device.</summary>
     public static void Fig4(Csv csv, string png)
     {
-        var plot = new Plot();
-        double[] clients = csv.Numbers("clients");
-        Line(plot, clients, csv.Numbers("hosttype_iops").Select(v => v / 1000).ToArray(), "host-type (vhost-user → hci-hosttype)", HostColor, false);
-        Line(plot, clients, csv.Numbers("vmtype_iops").Select(v => v / 1000).ToArray(), "VM-type (iSCSI → hci-vmtype on 1 CPU)", VmColor, false);
-        plot.Axes.Bottom.SetTicks(clients, clients.Select(c => c.ToString("F0", System.Globalization.CultureInfo.InvariantCulture)).ToArray());
-        plot.Title("Fig. 4: 4 KiB random reads at QD128 per client, total IOPS");
-        plot.XLabel("clients standing in for VMs (processes)");
-        plot.YLabel("total IOPS (thousands)");
-        FromZero(plot);
-        plot.ShowLegend(Alignment.UpperLeft);
-        Style(plot);
-        plot.SavePng(png, Width, Height);
+        var devices = Enumerable.Range(0, csv.Count).Select(r => csv.Text(r, "device")).Distinct().ToList();
+        var multiplot = new Multiplot();
+        multiplot.AddPlots(devices.Count);
+        multiplot.Layout = new ScottPlot.MultiplotLayouts.Columns();
+        for (int d = 0; d < devices.Count; d++)
+        {
+            var rows = Enumerable.Range(0, csv.Count).Where(r => csv.Text(r, "device") == devices[d]).ToArray();
+            double[] clients = rows.Select(r => csv.Number(r, "clients")).ToArray();
+            double[] host = rows.Select(r => csv.Number(r, "hosttype_iops") / 1000).ToArray();
+            double[] vm = rows.Select(r => csv.Number(r, "vmtype_iops") / 1000).ToArray();
+            var plot = multiplot.GetPlot(d);
+            bool log = host.Concat(vm).Max() > 8 * Math.Max(0.001, host.Concat(vm).Min());
+            Line(plot, clients, log ? Lg(host) : host, "host-type (vhost-user → hci-hosttype)", HostColor, false);
+            Line(plot, clients, log ? Lg(vm) : vm, "VM-type (iSCSI → hci-vmtype on 1 CPU)", VmColor, false);
+            plot.Axes.Bottom.SetTicks(clients, clients.Select(c => c.ToString("F0", System.Globalization.CultureInfo.InvariantCulture)).ToArray());
+            plot.Title($"Fig. 4 ({(char)('a' + d)}): QD128 random reads, {(devices[d] == "null" ? "null device" : "backing file")}");
+            plot.XLabel("clients standing in for VMs (processes)");
+            plot.YLabel(log ? "total IOPS (thousands, log scale)" : "total IOPS (thousands)");
+            if (log)
+            {
+                LogY(plot);
+            }
+            else
+            {
+                FromZero(plot);
+            }
+
+            plot.ShowLegend(Edge.Bottom);
+            Style(plot);
+        }
+
+        multiplot.SavePng(png, devices.Count * Width, Height + 60);
     }
 
     /// <summary>Fig. 5: container against VM over queue depth, IOPS and latency side by side.</summary>

@@ -84,17 +84,19 @@ internal static class PaperReport
             md.AppendLine("**Measured**: N clients at once, each reading 4 KiB at random at QD128 on its own session or socket, total");
             md.AppendLine("IOPS. QEMU guests run only under TCG here (no KVM), far too slow to stand for VMs, so **each VM is a client");
             md.AppendLine("process**: `iscsi-perf -m 128` per VM-type client, `hci-bench --ioengine=vhost-user --iodepth=128` per host-type");
-            md.AppendLine(Inv, $"client (one socket each). Both controllers serve {Get(meta, "fig4_device", "the backing file")}. The paper's controller VM had 4 vCPUs on a 36-core host;");
+            md.AppendLine("client (one socket each). Each panel is one device behind both controllers: the backing file, and Hci's null");
+            md.AppendLine("device (no device time, so the controllers, their CPU budget and the clients are all that is measured; the paper's");
+            md.AppendLine("SSDs were faster than its controllers, a small machine's virtual disk is not). The paper's controller VM had 4 vCPUs on a 36-core host;");
             md.AppendLine(Inv, $"here `hci-vmtype` is confined to {Get(meta, "vmtype_cpus", "one CPU")} with `taskset` (its reactor count follows the CPUs it");
             md.AppendLine("may run on), a fixed share of the machine like the CVM's, while `hci-hosttype` runs as a host component on");
             md.AppendLine("every CPU. The clients themselves share the same CPUs, so both curves flatten early on a 2-vCPU machine.");
             md.AppendLine();
-            md.AppendLine("| clients | VM-type IOPS | host-type IOPS | host / VM |");
-            md.AppendLine("|---:|---:|---:|---:|");
+            md.AppendLine("| device | clients | VM-type IOPS | host-type IOPS | host / VM |");
+            md.AppendLine("|---|---:|---:|---:|---:|");
             for (int r = 0; r < fig4.Count; r++)
             {
                 double vm = fig4.Number(r, "vmtype_iops"), host = fig4.Number(r, "hosttype_iops");
-                md.AppendLine(Inv, $"| {fig4.Number(r, "clients"):F0} | {vm:F0} | {host:F0} | {(vm > 0 ? (host / vm).ToString("F2", Inv) : "-")} |");
+                md.AppendLine(Inv, $"| {fig4.Text(r, "device")} | {fig4.Number(r, "clients"):F0} | {vm:F0} | {host:F0} | {(vm > 0 ? (host / vm).ToString("F2", Inv) : "-")} |");
             }
 
             md.AppendLine();

@@ -18,7 +18,7 @@ public sealed class PaperReportTests : IDisposable
     {
         Write("meta.json", """{"mode":"fixture","date":"2026-12-02","commands":["bench/paper --quick"],"notes":[]}""");
         Write("fig3.csv", "path,op,device_us,client_transport_us,virtualization_us,total_us", "vm-type,read,40,100,18,158", "host-type,read,40,25,18,83", "container,read,40,25,0,65");
-        Write("fig4.csv", "clients,vmtype_iops,hosttype_iops", "1,50000,150000", "2,60000,250000");
+        Write("fig4.csv", "device,clients,vmtype_iops,hosttype_iops", "file,1,50000,60000", "file,2,60000,70000", "null,1,80000,2400000", "null,2,90000,2000000");
         Write("fig5.csv", "iodepth,container_iops,container_mean_us,vm_iops,vm_mean_us", "1,15000,65,13000,75", "2,30000,66,26000,76");
         Write("fig6-fifo.csv", ContentionHeader, "1,15000,65,90,13000,75,100,14000,70,95,12000,80,110", "2,30000,66,90,26000,76,100,20000,99,120,15000,130,150");
         Write("fig6-hybrid.csv", ContentionHeader, "1,15000,65,90,13000,75,100,14500,68,92,12000,80,110", "2,30000,66,90,26000,76,100,29000,68,92,2000,900,1000");
@@ -45,7 +45,7 @@ public sealed class PaperReportTests : IDisposable
     [Fact]
     public void AFigureWhoseCsvIsMissingIsReportedAsNotMeasured()
     {
-        Write("fig4.csv", "clients,vmtype_iops,hosttype_iops", "1,50000,150000");
+        Write("fig4.csv", "device,clients,vmtype_iops,hosttype_iops", "null,1,50000,150000");
 
         PaperReport.Generate(_dir);
 
