@@ -60,7 +60,7 @@ internal static class Figures
         plot.XLabel("path and operation");
         plot.Legend.ManualItems.Add(new LegendItem { LabelText = "device (io_uring on the same file, no front-end)", FillColor = Device });
         plot.Legend.ManualItems.Add(new LegendItem { LabelText = "client + transport + controller (measured end to end, minus device)", FillColor = Transport });
-        plot.Legend.ManualItems.Add(new LegendItem { LabelText = "VM I/O virtualization (emulated: the paper's 18 µs read / 16 µs write)", FillColor = Virtualization });
+        plot.Legend.ManualItems.Add(new LegendItem { LabelText = "VM I/O virtualization (not measured: added as the paper measured it, --vm-overhead-us)", FillColor = Virtualization });
         plot.ShowLegend(Edge.Bottom);
         Style(plot);
         plot.SavePng(png, Width, Height + 100);
