@@ -48,8 +48,6 @@ internal static class PaperReport
             md.AppendLine("cost once, for the user VM's side; the controller VM's own exits (the paper's second context switch) are not");
             md.AppendLine("emulated, so the VM-type bar is a lower bound. *Container*: the same vhost-user client with no virtualization.");
             md.AppendLine("*Device*: `hci-bench --ioengine=io_uring` on the same file; the rest of each bar is client, transport and controller.");
-            md.AppendLine("A per-stage split inside the controller (receive, queue, throttle, device, completion) will come from");
-            md.AppendLine("`hci-bench --breakdown` once it exists (the hook is in the script).");
             md.AppendLine();
             md.AppendLine("| path | op | device µs | client + transport µs | virtualization µs (emulated) | total µs |");
             md.AppendLine("|---|---|---:|---:|---:|---:|");
@@ -61,6 +59,28 @@ internal static class PaperReport
             md.AppendLine();
             md.AppendLine(Inv, $"Here: {Fig3Ratio(fig3, "read")}; {Fig3Ratio(fig3, "write")}.");
             md.AppendLine();
+            var stages = Csv.TryRead(Path.Combine(dir, "fig3-stages.csv"));
+            if (stages != null && stages.Count > 0)
+            {
+                string[] names = ["FrontEnd", "Scheduler", "Throttle", "Device", "Completion"];
+                md.AppendLine("**Inside the controller**, from its own per-stage record (`RequestStages`, printed by the host when it");
+                md.AppendLine("stops; µs per request, mean): front-end = the virtqueue pop or iSCSI command to the submission, device =");
+                md.AppendLine("submission to the device's completion, completion = until the answer is out (used ring and interrupt, or");
+                md.AppendLine("the iSCSI response queued). The rest of the client's latency is the client, the transport and the wake-ups.");
+                md.AppendLine();
+                md.AppendLine("| path | op | " + string.Join(" | ", names.Select(n => n.ToLowerInvariant() + " µs")) + " | in the controller µs |");
+                md.AppendLine("|---|---|" + string.Concat(Enumerable.Repeat("---:|", names.Length + 1)));
+                foreach (var key in Enumerable.Range(0, stages.Count).Select(r => (Path: stages.Text(r, "path"), Op: stages.Text(r, "op"))).Distinct())
+                {
+                    double[] us = names.Select(n => Enumerable.Range(0, stages.Count)
+                        .Where(r => stages.Text(r, "path") == key.Path && stages.Text(r, "op") == key.Op && stages.Text(r, "stage") == n)
+                        .Select(r => stages.Number(r, "us")).Sum()).ToArray();
+                    md.AppendLine(Inv, $"| {key.Path} | {key.Op} | {string.Join(" | ", us.Select(u => u.ToString("F1", Inv)))} | {us.Sum():F1} |");
+                }
+
+                md.AppendLine();
+            }
+
             md.AppendLine("**Paper**: the VM-to-controller part is about 3x longer in the VM-type than in the host-type (two context");
             md.AppendLine("switches and TCP/iSCSI against one); the controller-to-SSD part is the SSD itself, read about 99 µs and write");
             md.AppendLine("about 20 µs; in the host-type, I/O virtualization costs 18 µs (read) and 16 µs (write), so for writes it");
