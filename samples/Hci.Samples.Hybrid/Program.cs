@@ -78,6 +78,7 @@ try
                         }
 
                         entry.Device.Dispose();
+                        logger.LogInformation("hci-hybrid: volume {Volume} detached: its sockets are closed", volume.Name);
                     }
                 }
 

@@ -65,8 +65,21 @@ public sealed class HybridClusterNodeTests : IDisposable
         }
 
         using var host = Process.Start(psi)!;
-        host.OutputDataReceived += (_, e) => { lock (log) { log.AppendLine(e.Data); } };
-        host.ErrorDataReceived += (_, e) => { lock (log) { log.AppendLine(e.Data); } };
+        using var lines = new SemaphoreSlim(0);
+        void Add(string? line)
+        {
+            lock (log)
+            {
+                log.AppendLine(line);
+            }
+
+            lines.Release();
+        }
+
+        host.OutputDataReceived += (_, e) => Add(e.Data);
+        host.ErrorDataReceived += (_, e) => Add(e.Data);
+        host.Exited += (_, _) => lines.Release();
+        host.EnableRaisingEvents = true;
         host.BeginOutputReadLine();
         host.BeginErrorReadLine();
         string Log()
@@ -83,8 +96,8 @@ public sealed class HybridClusterNodeTests : IDisposable
             while (!Log().Contains(text, StringComparison.Ordinal))
             {
                 Assert.False(host.HasExited, $"hci-hybrid exited: {Log()}");
-                Assert.True(watch.Elapsed < TimeSpan.FromSeconds(60), $"no '{text}' in: {Log()}");
-                await Task.Delay(50);
+                var left = TimeSpan.FromSeconds(60) - watch.Elapsed;
+                Assert.True(left > TimeSpan.Zero && await lines.WaitAsync(left), $"no '{text}' in: {Log()}"); // the next line
             }
         }
 
@@ -112,12 +125,9 @@ public sealed class HybridClusterNodeTests : IDisposable
             Assert.Contains("class Container, tenant", Log(), StringComparison.Ordinal);
             (code, output) = await Hci("volume", "detach", "v");
             Assert.True(code == 0, output);
-            var watch = Stopwatch.StartNew();
-            while (File.Exists(Path.Combine(sockets, "v.vm.sock")) || File.Exists(Path.Combine(sockets, "v.ct.sock")))
-            {
-                Assert.True(watch.Elapsed < TimeSpan.FromSeconds(30), $"the sockets outlived the detach: {Log()}");
-                await Task.Delay(50);
-            }
+            await WaitForLog("volume v detached");
+            Assert.False(File.Exists(Path.Combine(sockets, "v.vm.sock")), "the VM socket outlived the detach");
+            Assert.False(File.Exists(Path.Combine(sockets, "v.ct.sock")), "the container socket outlived the detach");
         }
         finally
         {

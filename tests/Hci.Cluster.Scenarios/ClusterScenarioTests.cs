@@ -182,11 +182,13 @@ public sealed partial class ClusterScenarioTests(ITestOutputHelper output)
         await using var cluster = await ClusterFixture.StartAsync(3);
         try
         {
-            const long size = 16 * MiB;
+            // Eight stale extents: their resync must outlast the new owner's first reads (with one device write per
+            // replica write, two extents resynced in half a second, before the reader had started).
+            const long size = 48 * MiB;
             await cluster.CreateVolumeAsync("v", size);
             string socket = await cluster.AttachAsync("v", "node1");
             var everything = PatternLoad.Range(0, size / PatternLoad.BlockSize);
-            var away = PatternLoad.Range(0, 2 * BlocksPerExtent);
+            var away = PatternLoad.Range(0, 8 * BlocksPerExtent);
             var victim = cluster["node3"];
             PatternLoad load;
             using (var client = Connect(socket))
@@ -196,7 +198,7 @@ public sealed partial class ClusterScenarioTests(ITestOutputHelper output)
                 await cluster.WaitHealthyAsync("v");
                 victim.Kill();
 
-                // node3 misses a second generation of extents 0 and 1.
+                // node3 misses a second generation of extents 0 to 7.
                 await load.FillAsync(away);
                 Assert.True(load.FailedWrites == 0, load.Errors);
             }

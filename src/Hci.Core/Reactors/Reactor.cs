@@ -597,6 +597,7 @@ public sealed unsafe class Reactor : IDisposable
     {
         Volatile.Write(ref _ownerThreadId, Environment.CurrentManagedThreadId);
         t_current = this;
+        RequestStages.PrepareThread(); // the histograms of the requests traced on this thread, before the count starts
         _allocationBase = GC.GetAllocatedBytesForCurrentThread();
         var events = stackalloc epoll_event[MaxEvents];
         try
