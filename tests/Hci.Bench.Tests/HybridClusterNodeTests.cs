@@ -23,35 +23,10 @@ public sealed class HybridClusterNodeTests : IDisposable
         }
     }
 
-    private static string Built(string project, string dll)
-    {
-        string configuration = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)).Parent!.Name;
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Hci.sln")))
-            {
-                return Path.Combine(dir.FullName, "samples", project, "bin", configuration, "net10.0", dll);
-            }
-        }
+    private static string Built(string project, string dll) => SampleProcesses.Built(project, dll);
 
-        throw new InvalidOperationException("The repository root (Hci.sln) is not above the test's directory.");
-    }
-
-    private async Task<(int Code, string Output)> Hci(params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (string arg in new[] { Built("Hci.Cli", "hci.dll"), "--data-dir", Path.Combine(_dir, "store") }.Concat(args))
-        {
-            psi.ArgumentList.Add(arg);
-        }
-
-        using var process = Process.Start(psi)!;
-        var output = process.StandardOutput.ReadToEndAsync();
-        var error = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        await process.WaitForExitAsync(timeout.Token);
-        return (process.ExitCode, await output + await error);
-    }
+    private Task<(int Code, string Output)> Hci(params string[] args)
+        => SampleProcesses.RunAsync("dotnet", [Built("Hci.Cli", "hci.dll"), "--data-dir", Path.Combine(_dir, "store"), .. args]);
 
     [Fact]
     public async Task AVolumeAttachedToAHybridNodeIsServedAsAVmAndAContainerSocketThatBothCarryVerifiedIo()
