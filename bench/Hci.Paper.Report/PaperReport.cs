@@ -209,7 +209,7 @@ internal static class PaperReport
                     md.Append(Inv, $"; the device's total under Hybrid was {totals.Min(t => t.Ratio):P0} to {totals.Max(t => t.Ratio):P0} of FIFO's (lowest at QD{worst.Qd:F0}), the price being the VM's IOPS, which Hybrid throttles while the container presses");
                 }
 
-                md.AppendLine(". Quick runs (1 s phases) move by tens of percent from one run to the next on this machine.");
+                md.AppendLine(". Short phases (1 s in a quick run, 5 s in a full one) move by tens of percent from one run to the next on this machine.");
                 md.AppendLine();
             }
 
