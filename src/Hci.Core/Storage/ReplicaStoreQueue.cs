@@ -423,25 +423,13 @@ internal sealed unsafe class ReplicaStoreQueue : IBlockCompletionHandler, IDispo
                 return true; // issue the checksum pages now, in parallel with the data
 
             case ReplicaOperation.MarkClean:
-            {
                 // The data of the regions must be durable too before they leave the log: a flush, then the log page.
-                op.Stage = OpStage.Cleaning;
-                var io = RentIo(op);
-                io.SetRange(BlockOperation.Flush, 0, 0);
-                op.IoPending = 1;
-                _queue.Submit(io);
+                SubmitFlush(op, OpStage.Cleaning);
                 return false;
-            }
 
             case ReplicaOperation.Flush:
-            {
-                op.Stage = OpStage.InFlight;
-                var io = RentIo(op);
-                io.SetRange(BlockOperation.Flush, 0, 0);
-                op.IoPending = 1;
-                _queue.Submit(io);
+                SubmitFlush(op, OpStage.InFlight);
                 return false;
-            }
 
             case ReplicaOperation.ReadChecksums:
                 r.Allocated = _store.CopyChecksums(r.VolumeId, r.Extent, (int)(r.Offset / BlockSize), r.Length / BlockSize, r.Checksums);
@@ -722,6 +710,15 @@ internal sealed unsafe class ReplicaStoreQueue : IBlockCompletionHandler, IDispo
         io.UserTag = 0;
         io.Class = op.Request.Class;
         return io;
+    }
+
+    private void SubmitFlush(StoreOp op, OpStage next)
+    {
+        op.Stage = next;
+        var io = RentIo(op);
+        io.SetRange(BlockOperation.Flush, 0, 0);
+        op.IoPending = 1;
+        _queue.Submit(io);
     }
 
     private void SubmitData(StoreOp op, BlockOperation operation, bool fua)
