@@ -116,12 +116,13 @@ try
     {
         var c = stats.For(cls);
         logger.LogInformation(
-            "hci-hybrid: stopping: {Class}: {Requests} requests, {Bytes} bytes, waited in the scheduler {Queued:F1} us on average, throttled {Throttled:F1} ms in all",
+            "hci-hybrid: stopping: {Class}: {Requests} requests, {Bytes} bytes, waited in the scheduler {Queued:F1} us on average, throttled {Throttled:F1} ms in all, released in {Batches} batch(es)",
             cls,
             c.Ios,
             c.Bytes,
             c.QueuedCount == 0 ? 0 : c.QueuedSum / c.QueuedCount,
-            c.ThrottledUs / 1000);
+            c.ThrottledUs / 1000,
+            c.Batches);
     }
 
     foreach (string line in Hci.Core.Blocks.RequestStages.Snapshot().Format("hci-hybrid: stages: "))
@@ -263,6 +264,7 @@ internal sealed class ClassStats : IDisposable
                 case "hci.scheduler.ios": c.Ios += (long)value; break;
                 case "hci.scheduler.bytes": c.Bytes += (long)value; break;
                 case "hci.scheduler.throttled": c.ThrottledUs += value; break;
+                case "hci.scheduler.batches": c.Batches += (long)value; break;
                 case "hci.scheduler.queued": c.QueuedSum += value; c.QueuedCount++; break;
             }
         }
@@ -273,6 +275,7 @@ internal sealed class ClassStats : IDisposable
         public long Ios;
         public long Bytes;
         public double ThrottledUs;
+        public long Batches;
         public double QueuedSum;
         public long QueuedCount;
     }

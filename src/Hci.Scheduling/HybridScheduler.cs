@@ -44,7 +44,7 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
         _options = options;
         _maxDelayNs = (long)options.MaxAddedDelay.TotalNanoseconds;
         _holdNs = (long)options.PressureHold.TotalNanoseconds;
-        _vms = new TenantTable<VmTenant>(_ => new VmTenant(options.VmFloorIops, options.VmBatchSize));
+        _vms = new TenantTable<VmTenant>(tenant => new VmTenant(tenant, options.VmFloorIops, options.VmBatchSize));
         _backgroundFloor = new TokenBucket(options.BackgroundFloorIops, 1);
     }
 
@@ -147,6 +147,11 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
                         vm.BatchLeft = want;
                         vm.Bucket.Spend(want, nowNs);
                         vm.Batches++;
+                        if (SchedulingMetrics.Batches.Enabled)
+                        {
+                            SchedulingMetrics.RecordBatch(IoClass.Vm, vm.Tenant);
+                        }
+
                         _batchVm = vm;
                         _cursor = (_cursor + i + 1) % n;
                         _nextVmReadyNs = 0;
@@ -362,8 +367,10 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
         return true;
     }
 
-    private sealed class VmTenant(double floor, int batch)
+    private sealed class VmTenant(int tenant, double floor, int batch)
     {
+        public int Tenant { get; } = tenant;
+
         public Queue<(T Item, IoDescriptor Io)> Queue { get; } = new(128);
 
         public TokenBucket Bucket = new(floor, Math.Max(batch, 1));

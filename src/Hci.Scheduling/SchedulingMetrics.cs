@@ -5,8 +5,8 @@ namespace Hci.Scheduling;
 
 /// <summary>
 /// The scheduling layer's meters (System.Diagnostics.Metrics, meter "Hci.Scheduling"), tagged by I/O class and
-/// tenant: I/Os and bytes dispatched, time queued in the scheduler (histogram, microseconds), and time spent
-/// throttled. Nothing is recorded, and nothing allocated, while no listener is enabled.
+/// tenant: I/Os and bytes dispatched, time queued in the scheduler (histogram, microseconds), time spent
+/// throttled, and the batches throttled I/O was released in. Nothing is recorded, and nothing allocated, while no listener is enabled.
 /// </summary>
 public static class SchedulingMetrics
 {
@@ -22,8 +22,9 @@ public static class SchedulingMetrics
     internal static readonly Counter<long> Bytes = s_meter.CreateCounter<long>("hci.scheduler.bytes", "By", "Bytes dispatched to the device.");
     internal static readonly Histogram<double> Queued = s_meter.CreateHistogram<double>("hci.scheduler.queued", "us", "Time an I/O waited in the scheduler.");
     internal static readonly Counter<double> Throttled = s_meter.CreateCounter<double>("hci.scheduler.throttled", "us", "Time a tenant's I/O was held back while the scheduler throttled it.");
+    internal static readonly Counter<long> Batches = s_meter.CreateCounter<long>("hci.scheduler.batches", "{batch}", "Batches a throttled tenant's I/O was released in (the hybrid scheduler's VM batches).");
 
-    internal static bool Enabled => Ios.Enabled || Bytes.Enabled || Queued.Enabled || Throttled.Enabled;
+    internal static bool Enabled => Ios.Enabled || Bytes.Enabled || Queued.Enabled || Throttled.Enabled || Batches.Enabled;
 
     internal static void RecordDispatch(IoClass cls, int tenant, long bytes, long queuedNs)
     {
@@ -34,6 +35,8 @@ public static class SchedulingMetrics
     }
 
     internal static void RecordThrottled(IoClass cls, int tenant, long ns) => Throttled.Add(ns / 1000.0, Tags(cls, tenant));
+
+    internal static void RecordBatch(IoClass cls, int tenant) => Batches.Add(1, Tags(cls, tenant));
 
     private static System.Diagnostics.TagList Tags(IoClass cls, int tenant)
         => new() { { "hci.io.class", s_classes[(int)cls % s_classes.Length] }, { "hci.tenant", BoxedTenant(tenant) } };

@@ -197,6 +197,47 @@ public sealed class SchedulerSimulationTests
     }
 
     [Fact]
+    public void HybridCountsEachReleasedVmBatchOnTheMeterWithItsTenant()
+    {
+        // The meter is process-wide and other tests run in parallel: only this thread's measurements (the simulator
+        // runs on the calling thread) belong to this test.
+        int thread = Environment.CurrentManagedThreadId;
+        var byTenant = new Dictionary<int, long>();
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == SchedulingMetrics.MeterName && instrument.Name == "hci.scheduler.batches")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
+        {
+            if (Environment.CurrentManagedThreadId != thread)
+            {
+                return;
+            }
+
+            foreach (var t in tags)
+            {
+                if (t.Key == "hci.tenant")
+                {
+                    byTenant[(int)t.Value!] = byTenant.GetValueOrDefault((int)t.Value!) + value;
+                }
+            }
+        });
+        listener.Start();
+
+        var scheduler = new HybridScheduler<SimulatedIo>(new HybridSchedulerOptions { VmBatchSize = 8 });
+        SchedulerSimulator.Run(scheduler, Ssd, [Container("c", 1, 128), Vm("vm1", 2, 64), Vm("vm2", 3, 64)], Seconds2, Warmup);
+
+        Assert.True(scheduler.BatchesReleased(2) > 0);
+        Assert.Equal(scheduler.BatchesReleased(2), byTenant.GetValueOrDefault(2));
+        Assert.Equal(scheduler.BatchesReleased(3), byTenant.GetValueOrDefault(3));
+        Assert.False(byTenant.ContainsKey(1), "the container is never batched");
+    }
+
+    [Fact]
     public void HybridGivesThrottledVmsTheirShareOfTheDevicesRate()
     {
         // Floors far below the share and a delay bound that never fires: while the container presses, the VMs
