@@ -112,6 +112,27 @@ public sealed class HciHostTests : IDisposable
     }
 
     [Fact]
+    public async Task AHostDisposedWithoutStoppingStillClosesItsSocketsAndDevices()
+    {
+        string image = Path.Combine(_dir, "disk0.img");
+        string socket = Path.Combine(_dir, "vol0.sock");
+        var host = Build(new Dictionary<string, string?>
+        {
+            ["Hci:Devices:disk0:Path"] = image,
+            ["Hci:Devices:disk0:Size"] = $"{1 << 20}",
+            ["Hci:VhostUserBlk:vol0:Device"] = "disk0",
+            ["Hci:VhostUserBlk:vol0:SocketPath"] = socket,
+        });
+        await host.StartAsync();
+        Assert.True(File.Exists(socket));
+
+        host.Dispose();
+
+        Assert.False(File.Exists(socket), "the socket file is removed when the host is disposed");
+        Assert.False(HoldsOpen(image), "the device's file is closed when the host is disposed");
+    }
+
+    [Fact]
     public async Task AStartThatFailsStopsWhatHadStartedAndSaysWhichKeyToFix()
     {
         string image = Path.Combine(_dir, "disk0.img");
