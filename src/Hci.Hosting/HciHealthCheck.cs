@@ -71,17 +71,19 @@ internal sealed class HciHealthCheck(HciRuntime runtime, IOptionsMonitor<HciOpti
             return $"a read of its first block failed: {e.Message}";
         }
 
+        bool outlives = false;
         try
         {
             await read.WaitAsync(timeout, cancellationToken).ConfigureAwait(false);
             return null;
         }
-        catch (Exception e) when (!read.IsCompleted)
+        catch (Exception e) when (e is TimeoutException or OperationCanceledException && !read.IsCompleted)
         {
             // The read is still at the device: its buffer must outlive it.
+            outlives = true;
             _ = read.ContinueWith(static (_, b) => ((IDisposable)b!).Dispose(), buffer, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
             cancellationToken.ThrowIfCancellationRequested();
-            return e is TimeoutException ? $"a read of its first block did not complete within {timeout.TotalSeconds:0.###} s" : $"a read of its first block failed: {e.Message}";
+            return $"a read of its first block did not complete within {timeout.TotalSeconds:0.###} s";
         }
         catch (Exception e)
         {
@@ -89,7 +91,7 @@ internal sealed class HciHealthCheck(HciRuntime runtime, IOptionsMonitor<HciOpti
         }
         finally
         {
-            if (read.IsCompleted)
+            if (!outlives)
             {
                 ((IDisposable)buffer).Dispose();
             }

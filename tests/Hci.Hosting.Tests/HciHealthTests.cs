@@ -40,6 +40,21 @@ public sealed class HciHealthTests : IDisposable
     }
 
     [Fact]
+    public async Task HealthTurnsUnhealthyWhenADeviceDoesNotAnswerWithinTheProbeTimeout()
+    {
+        using var host = Build(
+            new Dictionary<string, string?> { ["Hci:HealthProbeTimeout"] = "00:00:00.050" },
+            hci => hci.AddDevice("slow", _ => new DelayBlockDevice(BlockDevices.Open(new BlockDeviceOptions { Engine = BlockEngine.Memory, Size = 1 << 20 }), readDelay: TimeSpan.FromSeconds(1), writeDelay: TimeSpan.Zero)));
+        await host.StartAsync();
+
+        var report = await HealthAsync(host);
+
+        Assert.Equal(HealthStatus.Unhealthy, report.Status);
+        Assert.Contains("device 'slow': a read of its first block did not complete within 0.05 s", report.Entries["hci"].Description, StringComparison.Ordinal);
+        await host.StopAsync(); // the probe's read is still at the device: its buffer outlives the check
+    }
+
+    [Fact]
     public async Task HealthTurnsUnhealthyWhenASocketFileIsRemovedUnderTheServer()
     {
         string socket = Path.Combine(_dir, "vol0.sock");
