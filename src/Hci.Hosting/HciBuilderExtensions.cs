@@ -22,7 +22,7 @@ public static class HciBuilderExtensions
     public static IHciBuilder AddDevice(this IHciBuilder builder, string name, IConfiguration configuration)
     {
         ArgumentNullException.ThrowIfNull(configuration);
-        Registry(builder).AddDevice(name, PathOf(configuration));
+        Registry(builder).AddDevice(name, configuration);
         builder.Services.AddOptions<HciDeviceOptions>(name).Bind(configuration).ValidateOnStart();
         return builder;
     }
@@ -70,7 +70,7 @@ public static class HciBuilderExtensions
     public static IHciBuilder AddScheduler(this IHciBuilder builder, string name, IConfiguration configuration)
     {
         ArgumentNullException.ThrowIfNull(configuration);
-        Registry(builder).AddScheduler(name, PathOf(configuration));
+        Registry(builder).AddScheduler(name, configuration);
         builder.Services.AddOptions<SchedulerOptions>(name).Bind(configuration).ValidateOnStart();
         return builder;
     }
@@ -102,7 +102,7 @@ public static class HciBuilderExtensions
     public static IHciBuilder AddVhostUserBlk(this IHciBuilder builder, string name, IConfiguration configuration)
     {
         ArgumentNullException.ThrowIfNull(configuration);
-        Registry(builder).AddVhostUserBlk(name, PathOf(configuration));
+        Registry(builder).AddVhostUserBlk(name, configuration);
         builder.Services.AddOptions<HciVhostUserBlkOptions>(name)
             .Configure(o =>
             {
@@ -140,7 +140,7 @@ public static class HciBuilderExtensions
     public static IHciBuilder AddIscsiTarget(this IHciBuilder builder, string name, IConfiguration configuration)
     {
         ArgumentNullException.ThrowIfNull(configuration);
-        Registry(builder).AddIscsi(name, PathOf(configuration));
+        Registry(builder).AddIscsi(name, configuration);
         builder.Services.AddOptions<HciIscsiTargetOptions>(name)
             .Configure(o =>
             {
@@ -172,6 +172,4 @@ public static class HciBuilderExtensions
             ? own.Registry
             : HciRegistry.Find(builder.Services) ?? throw new InvalidOperationException("Call services.AddHci() before adding Hci devices and servers.");
     }
-
-    private static string? PathOf(IConfiguration configuration) => (configuration as IConfigurationSection)?.Path;
 }

@@ -1,6 +1,10 @@
+using System.Reflection;
 using System.Text;
 using Hci.Core.Devices;
 using Hci.Scheduling;
+using Hci.Transport.Iscsi;
+using Hci.Transport.Vhost;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Options;
 
 namespace Hci.Hosting;
@@ -12,10 +16,18 @@ namespace Hci.Hosting;
 internal sealed class HciOptionsValidation(HciRegistry registry)
     : IValidateOptions<HciOptions>, IValidateOptions<HciDeviceOptions>, IValidateOptions<SchedulerOptions>, IValidateOptions<HciVhostUserBlkOptions>, IValidateOptions<HciIscsiTargetOptions>
 {
+    // The keys each section may have: a misspelt key would otherwise be ignored without a word.
+    private static readonly string[] s_rootKeys = [.. Settings(typeof(HciOptions)), "Devices", "Schedulers", "VhostUserBlk", "Iscsi"];
+    private static readonly string[] s_deviceKeys = Settings(typeof(HciDeviceOptions));
+    private static readonly string[] s_schedulerKeys = Settings(typeof(SchedulerOptions));
+    private static readonly string[] s_vhostKeys = [.. Settings(typeof(HciVhostUserBlkOptions), nameof(HciVhostUserBlkOptions.Server)), .. Settings(typeof(VhostUserBlkServerOptions), nameof(VhostUserBlkServerOptions.Reactors))];
+    private static readonly string[] s_iscsiKeys = [.. Settings(typeof(HciIscsiTargetOptions), nameof(HciIscsiTargetOptions.Target)), .. Settings(typeof(IscsiTargetOptions))];
+
     public ValidateOptionsResult Validate(string? name, HciOptions options)
     {
         string path = registry.RootPath;
         var failures = new List<string>();
+        CheckKeys(failures, registry.RootConfiguration, path, "Hci", s_rootKeys);
         if (options.Reactors is < 0 or > 256)
         {
             failures.Add($"{path}:Reactors: must be from 0 (each socket its own reactors) to 256; got {options.Reactors}.");
@@ -43,6 +55,7 @@ internal sealed class HciOptionsValidation(HciRegistry registry)
 
         string path = entry.Path;
         var failures = new List<string>();
+        CheckKeys(failures, entry.Configuration, path, "a device", s_deviceKeys);
         if (!HciNames.TryParseEngine(options.Engine, out var engine))
         {
             failures.Add($"{path}:Engine: '{options.Engine}' is not an engine; use {HciNames.Engines}.");
@@ -100,15 +113,18 @@ internal sealed class HciOptionsValidation(HciRegistry registry)
             return ValidateOptionsResult.Skip;
         }
 
+        var failures = new List<string>();
+        CheckKeys(failures, entry.Configuration, entry.Path, "a scheduler", s_schedulerKeys);
         try
         {
             options.Validate();
-            return ValidateOptionsResult.Success;
         }
         catch (ArgumentException e)
         {
-            return ValidateOptionsResult.Fail($"{entry.Path}: {e.Message}");
+            failures.Add($"{entry.Path}: {e.Message}");
         }
+
+        return Result(failures);
     }
 
     public ValidateOptionsResult Validate(string? name, HciVhostUserBlkOptions options)
@@ -120,6 +136,7 @@ internal sealed class HciOptionsValidation(HciRegistry registry)
 
         string path = entry.Path;
         var failures = new List<string>();
+        CheckKeys(failures, entry.Configuration, path, "a vhost-user-blk socket", s_vhostKeys);
         CheckDevice(failures, $"{path}:Device", options.Device);
         string socket = options.Server.SocketPath;
         if (string.IsNullOrWhiteSpace(socket))
@@ -154,6 +171,7 @@ internal sealed class HciOptionsValidation(HciRegistry registry)
 
         string path = entry.Path;
         var failures = new List<string>();
+        CheckKeys(failures, entry.Configuration, path, "an iSCSI target", s_iscsiKeys);
         if (string.IsNullOrWhiteSpace(options.Target.TargetName))
         {
             failures.Add($"{path}:TargetName: required: the target's iSCSI name, such as iqn.2026-11.org.example:{name}.");
@@ -206,6 +224,25 @@ internal sealed class HciOptionsValidation(HciRegistry registry)
             failures.Add($"{key}: no device named '{device}' ({known}); add {registry.RootPath}:Devices:{device} or fix the name.");
         }
     }
+
+    private static void CheckKeys(List<string> failures, IConfiguration? configuration, string path, string what, string[] known)
+    {
+        if (configuration == null)
+        {
+            return;
+        }
+
+        foreach (var child in configuration.GetChildren())
+        {
+            if (!known.Contains(child.Key, StringComparer.OrdinalIgnoreCase))
+            {
+                failures.Add($"{path}:{child.Key}: not a setting of {what}; the settings are {string.Join(", ", known)}.");
+            }
+        }
+    }
+
+    private static string[] Settings(Type type, string? except = null)
+        => [.. type.GetProperties(BindingFlags.Public | BindingFlags.Instance).Select(p => p.Name).Where(n => n != except)];
 
     private static ValidateOptionsResult Result(List<string> failures)
         => failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);

@@ -1,4 +1,5 @@
 using Hci.Core.Blocks;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace Hci.Hosting;
@@ -12,6 +13,9 @@ internal sealed class HciRegistry
     private readonly Dictionary<string, Entry> _schedulers = new(StringComparer.Ordinal);
 
     public string RootPath { get; set; } = "Hci";
+
+    /// <summary>The root section when registered from configuration, to check its keys.</summary>
+    public IConfiguration? RootConfiguration { get; set; }
 
     public List<Entry> Devices { get; } = [];
 
@@ -31,19 +35,19 @@ internal sealed class HciRegistry
 
     public Entry? FindIscsi(string name) => Iscsi.Find(d => d.Name == name);
 
-    public Entry AddDevice(string name, string? path, Func<IServiceProvider, BlockDevice>? factory = null)
-        => Add(Devices, "device", name, path ?? $"{RootPath}:Devices:{name}", factory);
+    public Entry AddDevice(string name, IConfiguration? configuration, Func<IServiceProvider, BlockDevice>? factory = null)
+        => Add(Devices, "device", name, PathOf(configuration) ?? $"{RootPath}:Devices:{name}", configuration, factory);
 
-    public Entry AddVhostUserBlk(string name, string? path)
-        => Add(VhostUserBlk, "vhost-user-blk socket", name, path ?? $"{RootPath}:VhostUserBlk:{name}", null);
+    public Entry AddVhostUserBlk(string name, IConfiguration? configuration)
+        => Add(VhostUserBlk, "vhost-user-blk socket", name, PathOf(configuration) ?? $"{RootPath}:VhostUserBlk:{name}", configuration, null);
 
-    public Entry AddIscsi(string name, string? path)
-        => Add(Iscsi, "iSCSI target", name, path ?? $"{RootPath}:Iscsi:{name}", null);
+    public Entry AddIscsi(string name, IConfiguration? configuration)
+        => Add(Iscsi, "iSCSI target", name, PathOf(configuration) ?? $"{RootPath}:Iscsi:{name}", configuration, null);
 
-    public Entry AddScheduler(string name, string? path)
+    public Entry AddScheduler(string name, IConfiguration? configuration)
     {
         CheckName(name, "scheduler");
-        var entry = new Entry(name, path ?? $"{RootPath}:Schedulers:{name}", null);
+        var entry = new Entry(name, PathOf(configuration) ?? $"{RootPath}:Schedulers:{name}", configuration, null);
         if (!_schedulers.TryAdd(name, entry))
         {
             throw new ArgumentException($"A scheduler named '{name}' is already registered ({_schedulers[name].Path}); give each a name of its own.", nameof(name));
@@ -52,7 +56,9 @@ internal sealed class HciRegistry
         return entry;
     }
 
-    private static Entry Add(List<Entry> list, string what, string name, string path, Func<IServiceProvider, BlockDevice>? factory)
+    private static string? PathOf(IConfiguration? configuration) => (configuration as IConfigurationSection)?.Path;
+
+    private static Entry Add(List<Entry> list, string what, string name, string path, IConfiguration? configuration, Func<IServiceProvider, BlockDevice>? factory)
     {
         CheckName(name, what);
         if (list.Find(e => e.Name == name) is { } existing)
@@ -60,7 +66,7 @@ internal sealed class HciRegistry
             throw new ArgumentException($"A {what} named '{name}' is already registered ({existing.Path}); give each a name of its own.", nameof(name));
         }
 
-        var entry = new Entry(name, path, factory);
+        var entry = new Entry(name, path, configuration, factory);
         list.Add(entry);
         return entry;
     }
@@ -73,6 +79,7 @@ internal sealed class HciRegistry
         }
     }
 
-    /// <summary>One registration: its name, its configuration path, and for devices made by the application its factory.</summary>
-    internal sealed record Entry(string Name, string Path, Func<IServiceProvider, BlockDevice>? Factory);
+    /// <summary>One registration: its name, its configuration path (and section, when bound from one), and for devices
+    /// made by the application its factory.</summary>
+    internal sealed record Entry(string Name, string Path, IConfiguration? Configuration, Func<IServiceProvider, BlockDevice>? Factory);
 }

@@ -83,6 +83,8 @@ public static class HciServiceCollectionExtensions
             registry.RootPath = section.Path;
         }
 
+        registry.RootConfiguration = configuration;
+
         services.AddOptions<HciOptions>().Bind(configuration);
         foreach (var child in configuration.GetSection("Schedulers").GetChildren())
         {

@@ -20,6 +20,9 @@ public sealed class HciOptionsValidationTests : IDisposable
         { "an engine that does not exist", "Hci:Devices:disk0:Engine", "spdk", "Hci:Devices:disk0:Engine: 'spdk' is not an engine; use io_uring, file, memory, null or auto." },
         { "a memory device without a size", "Hci:Devices:disk0:Engine", "memory", "Hci:Devices:disk0:Size: required by the memory engine" },
         { "a logical block size that is not a power of two", "Hci:Devices:disk0:LogicalBlockSize", "3000", "Hci:Devices:disk0:LogicalBlockSize: must be a power of two from 512 to 65536; got 3000." },
+        { "a misspelt key of a socket", "Hci:VhostUserBlk:vol0:SocketPth", "x.sock", "Hci:VhostUserBlk:vol0:SocketPth: not a setting of a vhost-user-blk socket; the settings are Device, SocketPath, SocketMode," },
+        { "a misspelt key of a device", "Hci:Devices:disk0:Sise", "4096", "Hci:Devices:disk0:Sise: not a setting of a device; the settings are Engine, Path, Size," },
+        { "a misspelt section", "Hci:Device:disk1:Path", "x.img", "Hci:Device: not a setting of Hci; the settings are Reactors," },
         { "a socket class the front-ends cannot have", "Hci:VhostUserBlk:vol0:Class", "Background", "Hci:VhostUserBlk:vol0: VhostUserBlkServerOptions.Class must be Vm or Container" },
     };
 
