@@ -1,0 +1,116 @@
+using System.Diagnostics;
+using System.Text;
+using System.Text.RegularExpressions;
+
+namespace Hci.Bench.Tests;
+
+/// <summary>samples/Hci.Samples.OpenTelemetry (<c>hci-otel</c>) as a real process: Hci's meters reach OpenTelemetry's
+/// exporter with the counts of the I/O a client did.</summary>
+public sealed partial class OpenTelemetrySampleTests : IDisposable
+{
+    private readonly string _dir = Path.Combine("/var/tmp", $"hci-otel-{Guid.NewGuid():N}");
+
+    public OpenTelemetrySampleTests() => Directory.CreateDirectory(_dir);
+
+    public void Dispose()
+    {
+        try
+        {
+            Directory.Delete(_dir, recursive: true);
+        }
+        catch (DirectoryNotFoundException)
+        {
+        }
+    }
+
+    [Fact]
+    public async Task TheOpenTelemetrySampleExportsTheVhostServersRequestCountAndTheSchedulersDispatches()
+    {
+        string socket = Path.Combine(_dir, "vol0.sock");
+        string dll = SampleProcesses.Built("Hci.Samples.OpenTelemetry", "hci-otel.dll");
+        var psi = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = Path.GetDirectoryName(dll)!, // appsettings.json is beside the program
+        };
+        foreach (string arg in new[] { dll, $"--Hci:VhostUserBlk:vol0:SocketPath={socket}", "--Telemetry:ExportInterval=00:00:00.500" })
+        {
+            psi.ArgumentList.Add(arg);
+        }
+
+        var log = new StringBuilder();
+        using var host = Process.Start(psi)!;
+        host.OutputDataReceived += (_, e) => { lock (log) { log.AppendLine(e.Data); } };
+        host.ErrorDataReceived += (_, e) => { lock (log) { log.AppendLine(e.Data); } };
+        host.BeginOutputReadLine();
+        host.BeginErrorReadLine();
+        string Log()
+        {
+            lock (log)
+            {
+                return log.ToString();
+            }
+        }
+
+        async Task WaitFor(Func<bool> condition, string what)
+        {
+            var deadline = Stopwatch.StartNew();
+            while (!condition())
+            {
+                Assert.False(host.HasExited, $"hci-otel exited while waiting for {what}: {Log()}");
+                Assert.True(deadline.Elapsed < TimeSpan.FromSeconds(60), $"no {what} within 60 s: {Log()}");
+                await Task.Delay(50); // polling the process's output for a condition, with a deadline
+            }
+        }
+
+        try
+        {
+            await WaitFor(() => Log().Contains("Hci: ready:", StringComparison.Ordinal), "ready line");
+            // One pass over at least 8 MiB in 4 KiB writes: at least 2048 requests.
+            var options = BenchOptions.Parse(["--ioengine=vhost-user", $"--filename={socket}", "--rw=randwrite", "--iodepth=4", "--size=8m"]);
+            var benchOut = new StringWriter();
+            var benchLog = new StringWriter();
+            Assert.True(BenchRunner.Run(options, benchOut, benchLog) == 0, $"{benchLog}{benchOut}");
+
+            // Cumulative sums: once an export shows every request the client made, the pipeline carried them.
+            await WaitFor(() => Exported("hci.vhost.requests") >= 2048, "hci.vhost.requests >= 2048 in an export");
+            await WaitFor(() => Exported("hci.scheduler.ios") >= 2048, "hci.scheduler.ios >= 2048 in an export");
+            Assert.Contains("service.name: hci-otel", Log(), StringComparison.Ordinal);
+        }
+        finally
+        {
+            if (!host.HasExited)
+            {
+                host.Kill(entireProcessTree: true);
+            }
+
+            await host.WaitForExitAsync();
+        }
+
+        // The largest value any export gave the metric (each export lists it per tag set; the sums are cumulative).
+        long Exported(string metric)
+        {
+            long best = 0;
+            string text = Log();
+            int at = 0;
+            while ((at = text.IndexOf($"Metric Name: {metric},", at, StringComparison.Ordinal)) >= 0)
+            {
+                int end = text.IndexOf("Metric Name:", at + 1, StringComparison.Ordinal);
+                string block = end < 0 ? text[at..] : text[at..end];
+                foreach (Match m in ValueLine().Matches(block))
+                {
+                    best = Math.Max(best, long.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
+                }
+
+                at++;
+            }
+
+            return best;
+        }
+    }
+
+    [GeneratedRegex(@"^Value: (\d+)", RegexOptions.Multiline)]
+    private static partial Regex ValueLine();
+}
