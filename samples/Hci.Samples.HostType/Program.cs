@@ -70,8 +70,8 @@ try
             logger);
         server.Start();
         servers.Add(server);
-        logger.LogInformation(
-            "hci-hosttype: ready: {Socket} serves {Backing} ({Size} bytes, block {Block}, engine {Engine}, scheduler {Scheduler})",
+        SampleLog.HostTypeReady(
+            logger,
             volume.Socket,
             volume.Backing ?? volume.IoEngine,
             device.Geometry.Capacity,
@@ -106,7 +106,7 @@ try
                     clusterServers[volume.Name] = server;
                 }
 
-                logger.LogInformation("hci-hosttype: ready: {Socket} serves replicated volume {Volume} ({Size} bytes)", socket, volume.Name, volume.Geometry.Capacity);
+                SampleLog.HostTypeVolumeReady(logger, socket, volume.Name, volume.Geometry.Capacity);
                 return Task.CompletedTask;
             },
             VolumeDetaching = volume =>
@@ -124,7 +124,7 @@ try
             },
         };
         node.StartAsync(CancellationToken.None).GetAwaiter().GetResult();
-        logger.LogInformation("hci-hosttype: ready: cluster node {Node}, sockets in {Dir}", options.Cluster.NodeId, options.SocketDir);
+        SampleLog.HostTypeClusterReady(logger, options.Cluster.NodeId, options.SocketDir);
     }
 
     long allocatedAtReady = GC.GetTotalAllocatedBytes(precise: true);
@@ -132,12 +132,12 @@ try
     long allocated = GC.GetTotalAllocatedBytes(precise: true) - allocatedAtReady;
     foreach (string line in Hci.Core.Blocks.RequestStages.Snapshot().Format("hci-hosttype: stages: "))
     {
-        logger.LogInformation("{Line}", line);
+        SampleLog.Stages(logger, line);
     }
 
     long requests = servers.Sum(s => s.Requests);
-    logger.LogInformation(
-        "hci-hosttype: stopping: {Requests} requests served, {Kicks} kicks, {Interrupts} interrupts, {Allocated} bytes allocated since ready ({PerRequest:F3} per request, connection set-up included)",
+    SampleLog.HostTypeStopping(
+        logger,
         requests,
         servers.Sum(s => s.Kicks),
         servers.Sum(s => s.Interrupts),
@@ -148,7 +148,7 @@ try
 catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or PlatformNotSupportedException
     or Hci.Core.Cluster.ClusterStoreException or Hci.Core.Cluster.ClusterCatalogException or InvalidDataException)
 {
-    logger.LogError("hci-hosttype: {Message}", e.Message);
+    SampleLog.HostFailed(logger, "hci-hosttype", e.Message);
     return 1;
 }
 finally

@@ -62,7 +62,7 @@ try
                     attached[volume.Name] = (scheduled, pair);
                 }
 
-                logger.LogInformation("hci-hybrid: ready: {Vm} and {Container} serve replicated volume {Volume} ({Size} bytes)", vm, ct, volume.Name, volume.Geometry.Capacity);
+                SampleLog.HybridVolumeReady(logger, vm, ct, volume.Name, volume.Geometry.Capacity);
                 return Task.CompletedTask;
             },
             VolumeDetaching = volume =>
@@ -78,7 +78,7 @@ try
                         }
 
                         entry.Device.Dispose();
-                        logger.LogInformation("hci-hybrid: volume {Volume} detached: its sockets are closed", volume.Name);
+                        SampleLog.HybridVolumeDetached(logger, volume.Name);
                     }
                 }
 
@@ -86,7 +86,7 @@ try
             },
         };
         node.StartAsync(CancellationToken.None).GetAwaiter().GetResult();
-        logger.LogInformation("hci-hybrid: ready: cluster node {Node}, sockets in {Dir} (NAME.vm.sock, NAME.ct.sock), scheduler {Scheduler}", options.Cluster.NodeId, options.SocketDir, options.Scheduler);
+        SampleLog.HybridClusterReady(logger, options.Cluster.NodeId, options.SocketDir, options.Scheduler);
     }
     else
     {
@@ -100,8 +100,8 @@ try
             servers.Add(Serve(device, socket, cls, Path.GetFileNameWithoutExtension(socket)));
         }
 
-        logger.LogInformation(
-            "hci-hybrid: ready: {Vms} VM socket(s), {Containers} container socket(s) serve {Backing} ({Size} bytes, engine {Engine}, scheduler {Scheduler}, {Reactors} reactor(s))",
+        SampleLog.HybridReady(
+            logger,
             options.VmSockets.Count,
             options.ContainerSockets.Count,
             options.Backing ?? options.IoEngine,
@@ -115,8 +115,8 @@ try
     foreach (var cls in new[] { IoClass.Container, IoClass.Vm })
     {
         var c = stats.For(cls);
-        logger.LogInformation(
-            "hci-hybrid: stopping: {Class}: {Requests} requests, {Bytes} bytes, waited in the scheduler {Queued:F1} us on average, throttled {Throttled:F1} ms in all, released in {Batches} batch(es)",
+        SampleLog.HybridClassStopping(
+            logger,
             cls,
             c.Ios,
             c.Bytes,
@@ -127,12 +127,12 @@ try
 
     foreach (string line in Hci.Core.Blocks.RequestStages.Snapshot().Format("hci-hybrid: stages: "))
     {
-        logger.LogInformation("{Line}", line);
+        SampleLog.Stages(logger, line);
     }
 
     lock (servers)
     {
-        logger.LogInformation("hci-hybrid: stopping: {Requests} requests served, {Kicks} kicks, {Interrupts} interrupts", servers.Sum(s => s.Requests), servers.Sum(s => s.Kicks), servers.Sum(s => s.Interrupts));
+        SampleLog.HybridStopping(logger, servers.Sum(s => s.Requests), servers.Sum(s => s.Kicks), servers.Sum(s => s.Interrupts));
     }
 
     return 0;
@@ -140,7 +140,7 @@ try
 catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or PlatformNotSupportedException
     or Hci.Core.Cluster.ClusterStoreException or Hci.Core.Cluster.ClusterCatalogException or InvalidDataException)
 {
-    logger.LogError("hci-hybrid: {Message}", e.Message);
+    SampleLog.HostFailed(logger, "hci-hybrid", e.Message);
     return 1;
 }
 finally
@@ -195,8 +195,8 @@ VhostUserBlkServer Serve(BlockDevice device, string socket, IoClass cls, string 
         },
         logger);
     server.Start();
-    logger.LogInformation(
-        "hci-hybrid: {Class} socket {Socket} admits {Who}",
+    SampleLog.HybridSocketAdmits(
+        logger,
         cls,
         socket,
         users.Count + groups.Count == 0 ? "anyone who can open it" : string.Join(", ", users.Select(u => $"uid:{u}").Concat(groups.Select(g => $"gid:{g}"))));

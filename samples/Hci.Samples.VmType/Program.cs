@@ -189,7 +189,7 @@ try
                 }
 
                 clusterTarget.AddLun(volumeLun, new ScsiDisk(volume, volume.Name));
-                logger.LogInformation("hci-vmtype: ready: LUN {Lun} of {Iqn} serves replicated volume {Volume} ({Size} bytes)", volumeLun, iqn, volume.Name, volume.Geometry.Capacity);
+                SampleLog.VmTypeVolumeReady(logger, volumeLun, iqn, volume.Name, volume.Geometry.Capacity);
                 return Task.CompletedTask;
             },
             VolumeDetaching = volume =>
@@ -204,16 +204,16 @@ try
                 }
 
                 clusterTarget.RemoveLun(volumeLun);
-                logger.LogInformation("hci-vmtype: LUN {Lun} (volume {Volume}) removed", volumeLun, volume.Name);
+                SampleLog.VmTypeLunRemoved(logger, volumeLun, volume.Name);
                 return Task.CompletedTask;
             },
         };
         node.StartAsync(CancellationToken.None).GetAwaiter().GetResult();
-        logger.LogInformation("hci-vmtype: ready: cluster node {Node}, target {Iqn} on {Portal}", cluster.NodeId, iqn, target.LocalEndPoint);
+        SampleLog.VmTypeClusterReady(logger, cluster.NodeId, iqn, target.LocalEndPoint);
     }
     else
     {
-        logger.LogInformation("hci-vmtype: ready: {Iqn} on {Portal}, LUN {Lun} = {Backing} ({Size} bytes, block {Block}, scheduler {Scheduler})", iqn, target.LocalEndPoint, lun, Get("--backing") ?? engine.ToString(), device!.Geometry.Capacity, device.Geometry.LogicalBlockSize, Get("--scheduler") ?? "none");
+        SampleLog.VmTypeReady(logger, iqn, target.LocalEndPoint, lun, Get("--backing") ?? engine.ToString(), device!.Geometry.Capacity, device.Geometry.LogicalBlockSize, Get("--scheduler") ?? "none");
     }
 
     long allocatedAtReady = GC.GetTotalAllocatedBytes(precise: true);
@@ -228,12 +228,12 @@ try
     long allocated = GC.GetTotalAllocatedBytes(precise: true) - allocatedAtReady;
     foreach (string line in Hci.Core.Blocks.RequestStages.Snapshot().Format("hci-vmtype: stages: "))
     {
-        logger.LogInformation("{Line}", line);
+        SampleLog.Stages(logger, line);
     }
 
     long commands = target.CommandsServed;
-    logger.LogInformation(
-        "hci-vmtype: stopping: {Commands} commands served, {Allocated} bytes allocated since ready ({PerCommand:F3} per command, connection set-up included; the reactors' own count is the hci.reactor.allocated_bytes instrument)",
+    SampleLog.VmTypeStopping(
+        logger,
         commands,
         allocated,
         commands == 0 ? 0 : (double)allocated / commands);
@@ -242,7 +242,7 @@ try
 }
 catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or PlatformNotSupportedException or Hci.Core.Cluster.ClusterStoreException or Hci.Core.Cluster.ClusterCatalogException)
 {
-    logger.LogError("hci-vmtype: {Message}", e.Message);
+    SampleLog.HostFailed(logger, "hci-vmtype", e.Message);
     return 1;
 }
 finally
@@ -282,7 +282,7 @@ string? Secret(string flag, string fileFlag, string variable)
 
     if (Get(flag) is { } onCommandLine)
     {
-        logger.LogWarning("hci-vmtype: {Flag} puts the secret on the command line, where every user of this machine can read it; use {FileFlag} or {Variable}", flag, fileFlag, variable);
+        SampleLog.SecretOnCommandLine(logger, flag, fileFlag, variable);
         return onCommandLine;
     }
 

@@ -89,8 +89,8 @@ internal sealed class ClusterNode : IAsyncDisposable
         _lease = await _store.GrantLeaseAsync(LeaseTtl, cancellationToken).ConfigureAwait(false);
         await _catalog.SetAliveAsync(NodeId, _lease, cancellationToken).ConfigureAwait(false);
         await RefreshAddressesAsync(cancellationToken).ConfigureAwait(false);
-        _logger.LogInformation(
-            "cluster node {Node}: ready: {Devices} device(s), {Slots} extents of room, {Where}",
+        SampleLog.NodeReady(
+            _logger,
             NodeId,
             _devices.Count,
             _replicas.Stores.Sum(s => s.FreeSlots),
@@ -153,7 +153,7 @@ internal sealed class ClusterNode : IAsyncDisposable
                 await Task.Delay(PollInterval, cancellationToken).ConfigureAwait(false);
                 if (_lease!.Lost.IsCompleted)
                 {
-                    _logger.LogError("cluster node {Node}: membership lease lost (the cluster store was unreachable too long); re-registering", NodeId);
+                    SampleLog.MembershipLost(_logger, NodeId);
                     _lease = await _store!.GrantLeaseAsync(LeaseTtl, cancellationToken).ConfigureAwait(false);
                     await _catalog!.SetAliveAsync(NodeId, _lease, cancellationToken).ConfigureAwait(false);
                 }
@@ -167,7 +167,7 @@ internal sealed class ClusterNode : IAsyncDisposable
             }
             catch (Exception e)
             {
-                _logger.LogWarning("cluster node {Node}: {Message}", NodeId, e.Message);
+                SampleLog.NodeSyncFailed(_logger, NodeId, e.Message);
             }
         }
     }
@@ -202,12 +202,12 @@ internal sealed class ClusterNode : IAsyncDisposable
                 record = await _catalog.AttachAsync(name, NodeId, force: false, cancellationToken).ConfigureAwait(false);
                 var volume = await CatalogVolumeControl.OpenVolumeAsync(_catalog, name, NodeId, _replicas!, new ReplicatedVolumeOptions { LoggerFactory = _logger }, cancellationToken).ConfigureAwait(false);
                 _attached[name] = (volume, record.Epoch);
-                _logger.LogInformation("cluster node {Node}: attached volume {Volume} ({Size} bytes, {Replicas} replicas, epoch {Epoch}; reconciled {Regions} regions)", NodeId, name, record.Size, record.Replicas, record.Epoch, volume.Stats.ReconciledRegions);
+                SampleLog.VolumeAttached(_logger, NodeId, name, record.Size, record.Replicas, record.Epoch, volume.Stats.ReconciledRegions);
                 await VolumeAttached(volume).ConfigureAwait(false);
             }
             catch (Exception e) when (e is ReplicationException or ClusterCatalogException or ClusterStoreException)
             {
-                _logger.LogError("cluster node {Node}: cannot attach volume {Volume}: {Message}", NodeId, name, e.Message);
+                SampleLog.AttachFailed(_logger, NodeId, name, e.Message);
             }
         }
     }
@@ -227,12 +227,12 @@ internal sealed class ClusterNode : IAsyncDisposable
         }
         catch (Exception e)
         {
-            _logger.LogWarning("cluster node {Node}: detaching volume {Volume}: {Message}", NodeId, name, e.Message);
+            SampleLog.DetachFailed(_logger, NodeId, name, e.Message);
         }
         finally
         {
             await volume.DisposeAsync().ConfigureAwait(false);
-            _logger.LogInformation("cluster node {Node}: detached volume {Volume}", NodeId, name);
+            SampleLog.VolumeDetached(_logger, NodeId, name);
         }
     }
 

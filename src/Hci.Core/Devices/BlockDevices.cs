@@ -6,7 +6,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace Hci.Core.Devices;
 
 /// <summary>Opens devices from <see cref="BlockDeviceOptions"/>, choosing io_uring where the kernel allows it.</summary>
-public static partial class BlockDevices
+public static class BlockDevices
 {
     private static int s_fallbackWarned;
 
@@ -63,7 +63,7 @@ public static partial class BlockDevices
                 engine = BlockEngine.File;
                 if (Interlocked.Exchange(ref s_fallbackWarned, 1) == 0)
                 {
-                    Log.FallingBackToFileEngine(logger, support!.UnavailableReason!);
+                    DevicesLog.FallingBackToFileEngine(logger, support!.UnavailableReason!);
                 }
             }
         }
@@ -80,11 +80,5 @@ public static partial class BlockDevices
             file.Dispose();
             throw;
         }
-    }
-
-    private static partial class Log
-    {
-        [LoggerMessage(EventId = 1001, Level = LogLevel.Warning, Message = "io_uring is unavailable, so devices use the slower portable file engine: {Reason}")]
-        public static partial void FallingBackToFileEngine(ILogger logger, string reason);
     }
 }

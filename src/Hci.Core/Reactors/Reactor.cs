@@ -123,6 +123,7 @@ public sealed unsafe class Reactor : IDisposable
         }
 
         s_live.TryAdd(this, 0);
+        ReactorMetrics.EnsureCreated(); // the instruments exist once there is a reactor to measure, whoever listens
         if (!manual)
         {
             using (ExecutionContext.SuppressFlow())

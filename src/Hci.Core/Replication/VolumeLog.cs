@@ -2,46 +2,49 @@ using Microsoft.Extensions.Logging;
 
 namespace Hci.Core.Replication;
 
-/// <summary>The replication layer's log messages, with fixed event ids (4000-4099).</summary>
+/// <summary>
+/// What replicated volumes log (category <c>Hci.Core.Replication.ReplicatedVolume</c>), with fixed event ids in the
+/// range 1200-1299 (the ranges of every component: docs/telemetry.md).
+/// </summary>
 internal static partial class ReplicationLog
 {
-    [LoggerMessage(4000, LogLevel.Warning, "Volume {Volume}: extent {Extent} replica on {Node}/{Device} failed a write ({Status}); marking it out of sync", EventName = "ReplicaWriteFailed")]
+    [LoggerMessage(EventId = 1200, Level = LogLevel.Warning, Message = "Volume {Volume}: extent {Extent} replica on {Node}/{Device} failed a write ({Status}); marking it out of sync", EventName = "ReplicaWriteFailed")]
     public static partial void ReplicaWriteFailed(ILogger logger, string volume, long extent, string node, int device, string status);
 
-    [LoggerMessage(4001, LogLevel.Warning, "Volume {Volume}: replica on {Node}/{Device} failed a flush ({Status}); marking its extents out of sync", EventName = "ReplicaFlushFailed")]
+    [LoggerMessage(EventId = 1201, Level = LogLevel.Warning, Message = "Volume {Volume}: replica on {Node}/{Device} failed a flush ({Status}); marking its extents out of sync", EventName = "ReplicaFlushFailed")]
     public static partial void ReplicaFlushFailed(ILogger logger, string volume, string node, int device, string status);
 
-    [LoggerMessage(4002, LogLevel.Error, "Volume {Volume}: extent {Extent} has {InSync} in-sync replicas, fewer than the minimum {Min}: writes fail with EIO until replicas come back (logged once)", EventName = "TooFewInSync")]
+    [LoggerMessage(EventId = 1202, Level = LogLevel.Error, Message = "Volume {Volume}: extent {Extent} has {InSync} in-sync replicas, fewer than the minimum {Min}: writes fail with EIO until replicas come back (logged once)", EventName = "TooFewInSync")]
     public static partial void TooFewInSync(ILogger logger, string volume, long extent, int inSync, int min);
 
-    [LoggerMessage(4003, LogLevel.Error, "Volume {Volume}: a replica has seen epoch {Observed}, newer than ours ({Epoch}): another node owns the volume now; every request fails with EIO (detach it here)", EventName = "Fenced")]
+    [LoggerMessage(EventId = 1203, Level = LogLevel.Error, Message = "Volume {Volume}: a replica has seen epoch {Observed}, newer than ours ({Epoch}): another node owns the volume now; every request fails with EIO (detach it here)", EventName = "Fenced")]
     public static partial void Fenced(ILogger logger, string volume, ulong epoch, ulong observed);
 
-    [LoggerMessage(4004, LogLevel.Warning, "Volume {Volume}: extent {Extent} replica on {Node}/{Device} failed its checksum; reading another replica and repairing this one", EventName = "ChecksumMismatch")]
+    [LoggerMessage(EventId = 1204, Level = LogLevel.Warning, Message = "Volume {Volume}: extent {Extent} replica on {Node}/{Device} failed its checksum; reading another replica and repairing this one", EventName = "ChecksumMismatch")]
     public static partial void ChecksumMismatch(ILogger logger, string volume, long extent, string node, int device);
 
-    [LoggerMessage(4005, LogLevel.Information, "Volume {Volume}: extent {Extent} replica on {Node}/{Device} is now {State}", EventName = "ReplicaState")]
+    [LoggerMessage(EventId = 1205, Level = LogLevel.Information, Message = "Volume {Volume}: extent {Extent} replica on {Node}/{Device} is now {State}", EventName = "ReplicaState")]
     public static partial void ReplicaState(ILogger logger, string volume, long extent, string node, int device, string state);
 
-    [LoggerMessage(4006, LogLevel.Warning, "Volume {Volume}: cluster store operation failed: {Reason}", EventName = "ControlFailed")]
+    [LoggerMessage(EventId = 1206, Level = LogLevel.Warning, Message = "Volume {Volume}: cluster store operation failed: {Reason}", EventName = "ControlFailed")]
     public static partial void ControlFailed(ILogger logger, string volume, string reason);
 
-    [LoggerMessage(4007, LogLevel.Warning, "Volume {Volume}: extent {Extent} could not be allocated: {Reason}; writes to it fail until it can", EventName = "AllocationFailed")]
+    [LoggerMessage(EventId = 1207, Level = LogLevel.Warning, Message = "Volume {Volume}: extent {Extent} could not be allocated: {Reason}; writes to it fail until it can", EventName = "AllocationFailed")]
     public static partial void AllocationFailed(ILogger logger, string volume, long extent, string reason);
 
-    [LoggerMessage(4008, LogLevel.Error, "Volume {Volume}: extent {Extent} has no in-sync replica that answered a read", EventName = "NoReplicaToRead")]
+    [LoggerMessage(EventId = 1208, Level = LogLevel.Error, Message = "Volume {Volume}: extent {Extent} has no in-sync replica that answered a read", EventName = "NoReplicaToRead")]
     public static partial void NoReplicaToRead(ILogger logger, string volume, long extent);
 
-    [LoggerMessage(4009, LogLevel.Information, "Volume {Volume}: resynced extent {Extent} to {Node}/{Device}: {Regions} regions, {Bytes} bytes", EventName = "Resynced")]
+    [LoggerMessage(EventId = 1209, Level = LogLevel.Information, Message = "Volume {Volume}: resynced extent {Extent} to {Node}/{Device}: {Regions} regions, {Bytes} bytes", EventName = "Resynced")]
     public static partial void Resynced(ILogger logger, string volume, long extent, string node, int device, int regions, long bytes);
 
-    [LoggerMessage(4010, LogLevel.Information, "Volume {Volume}: attached at epoch {Epoch}; reconciled {Regions} regions ({Bytes} bytes) left in flight by the previous owner", EventName = "Attached")]
+    [LoggerMessage(EventId = 1210, Level = LogLevel.Information, Message = "Volume {Volume}: attached at epoch {Epoch}; reconciled {Regions} regions ({Bytes} bytes) left in flight by the previous owner", EventName = "Attached")]
     public static partial void Attached(ILogger logger, string volume, ulong epoch, long regions, long bytes);
 
-    [LoggerMessage(4011, LogLevel.Information, "Volume {Volume}: repaired extent {Extent} bytes {Offset}+{Length} on {Node}/{Device} from a good replica", EventName = "Repaired")]
+    [LoggerMessage(EventId = 1211, Level = LogLevel.Information, Message = "Volume {Volume}: repaired extent {Extent} bytes {Offset}+{Length} on {Node}/{Device} from a good replica", EventName = "Repaired")]
     public static partial void Repaired(ILogger logger, string volume, long extent, long offset, int length, string node, int device);
 
-    [LoggerMessage(4012, LogLevel.Warning, "Volume {Volume}: replica on {Node}/{Device} is unreachable at attach: its extents are marked out of sync", EventName = "UnreachableAtAttach")]
+    [LoggerMessage(EventId = 1212, Level = LogLevel.Warning, Message = "Volume {Volume}: replica on {Node}/{Device} is unreachable at attach: its extents are marked out of sync", EventName = "UnreachableAtAttach")]
     public static partial void UnreachableAtAttach(ILogger logger, string volume, string node, int device);
 }
 

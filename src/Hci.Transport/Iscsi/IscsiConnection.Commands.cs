@@ -123,7 +123,15 @@ internal sealed unsafe partial class IscsiConnection
         if ((dataSn != s.NextDataSn || (_session.DataPduInOrder && offset != (uint)s.Received)) && !s.SequenceError)
         {
             // Warned once per connection: an initiator must not be able to flood the log.
-            _logger.Log(_warnedDataSn ? LogLevel.Debug : LogLevel.Warning, "iSCSI {Initiator}: Data-Out DataSN {DataSn} at offset {Offset} for task {Itt:x}, expected {Expected} at {Received}; the command fails.", _initiatorName, dataSn, offset, s.Itt, s.NextDataSn, s.Received);
+            if (_warnedDataSn)
+            {
+                IscsiLog.DataOutOutOfOrderAgain(_logger, _initiatorName, dataSn, offset, s.Itt, s.NextDataSn, s.Received);
+            }
+            else
+            {
+                IscsiLog.DataOutOutOfOrder(_logger, _initiatorName, dataSn, offset, s.Itt, s.NextDataSn, s.Received);
+            }
+
             _warnedDataSn = true;
             s.SequenceError = true;
         }

@@ -146,13 +146,13 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler, 
         switch (e)
         {
             case ProtocolException:
-                _logger.LogWarning("iSCSI connection from {Peer} ({Initiator}): {Reason}; dropping it.", SafePeer(), _initiatorName, e.Message);
+                IscsiLog.ProtocolError(_logger, SafePeer(), _initiatorName, e.Message);
                 break;
             case IOException or SocketException or ObjectDisposedException:
-                _logger.LogDebug("iSCSI connection from {Initiator}: {Reason}; closing it.", _initiatorName, e.Message);
+                IscsiLog.ConnectionClosing(_logger, _initiatorName, e.Message);
                 break;
             default:
-                _logger.LogError(e, "iSCSI connection from {Peer} ({Initiator}) failed; dropping it.", SafePeer(), _initiatorName);
+                IscsiLog.ConnectionFailed(_logger, e, SafePeer(), _initiatorName);
                 break;
         }
 
@@ -162,7 +162,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler, 
         }
         catch (Exception again)
         {
-            _logger.LogError(again, "iSCSI connection from {Initiator}: closing it failed.", _initiatorName);
+            IscsiLog.CloseFailed(_logger, again, _initiatorName);
             Finish(drained: false);
         }
     }
@@ -547,7 +547,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler, 
 
     private void Failed(ScsiTask task, Exception e)
     {
-        _logger.LogError(e, "SCSI command {Opcode:x2} failed.", task.Cdb[0]);
+        IscsiLog.CommandFailed(_logger, e, task.Cdb[0]);
         task.Fail(SenseKey.HardwareError, 0x44, 0); // INTERNAL TARGET FAILURE
     }
 
@@ -712,7 +712,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler, 
         {
             if (!drained)
             {
-                _logger.LogError("iSCSI connection from {Initiator}: {Requests} requests still running after {Seconds} s; their buffers are left to them.", _initiatorName, _inDevice + _slowRunning, DrainTimeout.TotalSeconds);
+                IscsiLog.DrainTimedOut(_logger, _initiatorName, _inDevice + _slowRunning, DrainTimeout.TotalSeconds);
             }
 
             Finish(drained);
@@ -765,7 +765,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler, 
         }
         catch (Exception e)
         {
-            _logger.LogError(e, "iSCSI connection from {Initiator}: releasing its resources failed.", _initiatorName);
+            IscsiLog.ReleaseFailed(_logger, e, _initiatorName);
         }
         finally
         {
@@ -783,7 +783,7 @@ internal sealed unsafe partial class IscsiConnection : IBlockCompletionHandler, 
             _target.Closed(this);
             _target.Account(_commands);
             _assignment?.Dispose();
-            _logger.LogDebug("iSCSI connection from {Initiator} closed: {Commands} commands.", _initiatorName, _commands);
+            IscsiLog.ConnectionClosed(_logger, _initiatorName, _commands);
             _dataPathDone.TrySetResult();
         }
     }

@@ -76,7 +76,7 @@ internal sealed partial class IscsiConnection
                 }
                 catch (OperationCanceledException) when (login.IsCancellationRequested && !token.IsCancellationRequested)
                 {
-                    _logger.LogInformation("iSCSI connection from {Peer}: no login within {Seconds} s; dropping it.", SafePeer(), _target.Options.LoginTimeout.TotalSeconds);
+                    IscsiLog.LoginTimedOut(_logger, SafePeer(), _target.Options.LoginTimeout.TotalSeconds);
                     loggedIn = false;
                 }
             }
@@ -95,12 +95,12 @@ internal sealed partial class IscsiConnection
         {
             if (e is ProtocolException)
             {
-                _logger.LogWarning("iSCSI connection from {Peer} ({Initiator}): {Reason}; dropping it.", SafePeer(), _initiatorName, e.Message);
+                IscsiLog.ProtocolError(_logger, SafePeer(), _initiatorName, e.Message);
             }
         }
         catch (Exception e)
         {
-            _logger.LogError(e, "iSCSI connection from {Peer} failed; dropping it.", SafePeer());
+            IscsiLog.LoginConnectionFailed(_logger, e, SafePeer());
         }
         finally
         {
@@ -258,7 +258,7 @@ internal sealed partial class IscsiConnection
 
             async Task Fail(byte statusClass, byte detail, string why)
             {
-                _logger.LogInformation("iSCSI login from {Peer} refused: {Why}.", SafePeer(), why);
+                IscsiLog.LoginRefused(_logger, SafePeer(), why);
                 if (statusClass == 2 && detail is 1 or 2)
                 {
                     // A failed authentication is answered after a pause (this connection's only: others go on), so
@@ -315,7 +315,11 @@ internal sealed partial class IscsiConnection
 
             response.Clear();
             // CHAP values are not logged (responses and challenges are material for an offline guess of the secret).
-            _logger.LogDebug("iSCSI login from {Peer}, stage {Stage}: {Keys}", SafePeer(), csg, string.Join(' ', pairs.Select(p => p.Key.StartsWith("CHAP_", StringComparison.Ordinal) ? $"{p.Key}=..." : $"{p.Key}={p.Value}")));
+            if (_logger.IsEnabled(LogLevel.Debug))
+            {
+                IscsiLog.LoginKeys(_logger, SafePeer(), csg, string.Join(' ', pairs.Select(p => p.Key.StartsWith("CHAP_", StringComparison.Ordinal) ? $"{p.Key}=..." : $"{p.Key}={p.Value}")));
+            }
+
             foreach (var (key, value) in pairs)
             {
                 switch (key)
@@ -427,7 +431,7 @@ internal sealed partial class IscsiConnection
             if (grant && nsg == 3)
             {
                 _digestsActive = true; // negotiated digests apply from the full feature phase on
-                _logger.LogInformation("iSCSI {Kind} session for {Initiator} from {Peer} (header digest {Header}, data digest {Data}).", _discovery ? "discovery" : "normal", _initiatorName, SafePeer(), _session.HeaderDigest, _session.DataDigest);
+                IscsiLog.LoggedIn(_logger, _discovery ? "discovery" : "normal", _initiatorName, SafePeer(), _session.HeaderDigest, _session.DataDigest);
                 return true;
             }
 

@@ -99,7 +99,7 @@ public sealed class IscsiTarget : IAsyncDisposable
         bool added = _lunMap.TryAdd(lun, unit);
         if (added)
         {
-            _logger.LogInformation("iSCSI target {Target}: LUN {Lun} added.", _options.TargetName, lun);
+            IscsiLog.LunAdded(_logger, _options.TargetName, lun);
         }
 
         return added;
@@ -118,7 +118,7 @@ public sealed class IscsiTarget : IAsyncDisposable
         var unit = _lunMap.TryRemove(lun);
         if (unit != null)
         {
-            _logger.LogInformation("iSCSI target {Target}: LUN {Lun} removed.", _options.TargetName, lun);
+            IscsiLog.LunRemoved(_logger, _options.TargetName, lun);
         }
 
         return unit;
@@ -164,7 +164,7 @@ public sealed class IscsiTarget : IAsyncDisposable
             PollWindow = _options.PollWindow,
         });
         _acceptLoop = AcceptLoop();
-        _logger.LogInformation("iSCSI target {Target}: portal listening on {Endpoint} ({Luns} LUN(s)).", _options.TargetName, LocalEndPoint, _lunMap.Units.Count);
+        IscsiLog.Listening(_logger, _options.TargetName, LocalEndPoint, _lunMap.Units.Count);
     }
 
     /// <summary>Closes the portal and every connection.</summary>
@@ -296,7 +296,7 @@ public sealed class IscsiTarget : IAsyncDisposable
 
         if (old != null && old != connection)
         {
-            _logger.LogInformation("iSCSI: a new login for {Port} reinstates its session: the old one is closed.", port);
+            IscsiLog.SessionReinstated(_logger, port);
             await old.CloseAsync().ConfigureAwait(false);
         }
     }
@@ -341,7 +341,7 @@ public sealed class IscsiTarget : IAsyncDisposable
 
             if (dropped != null)
             {
-                _logger.LogWarning("iSCSI target: {Count} connections are logging in; dropping the oldest to take {Peer}.", _options.MaxPendingLogins, client.RemoteEndPoint);
+                IscsiLog.PendingLoginDropped(_logger, _options.MaxPendingLogins, client.RemoteEndPoint);
                 _ = dropped.CloseAsync();
             }
 

@@ -115,7 +115,7 @@ internal sealed unsafe class RingPoller : IPoller
     /// <param name="ring">The ring; its processor is made on the reactor thread.</param>
     public void Add(ReactorRing ring) => Invoke(() =>
     {
-        ring.OnFault = e => _logger.LogError(e, "vhost-user {Ring}: handling a request failed unexpectedly; it was answered with an I/O error.", ring.Name);
+        ring.OnFault = e => VhostLog.RequestFailed(_logger, e, ring.Name);
         ring.Attach(_queue!);
         if (ring.Kick is { } kick)
         {
@@ -125,7 +125,7 @@ internal sealed unsafe class RingPoller : IPoller
             }
             catch (IOException e)
             {
-                _logger.LogWarning("Could not watch the kick eventfd of {Ring}: {Error}; polling it instead.", ring.Name, e.Message);
+                VhostLog.KickNotWatched(_logger, ring.Name, e.Message);
                 ring.Polled = true;
             }
         }
@@ -232,7 +232,7 @@ internal sealed unsafe class RingPoller : IPoller
     // requests already done). The reactor and its other rings go on.
     private void Fail(ReactorRing ring, Exception e)
     {
-        _logger.LogCritical(e, "vhost-user {Ring}: serving the ring failed unexpectedly; it stops where it had read to.", ring.Name);
+        VhostLog.RingFailed(_logger, e, ring.Name);
         ring.Stopping = true;
     }
 

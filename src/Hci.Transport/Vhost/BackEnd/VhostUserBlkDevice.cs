@@ -78,7 +78,7 @@ internal sealed class VhostUserBlkDevice : IVhostUserDevice
         catch (InvalidOperationException e)
         {
             assignment.Dispose();
-            _logger.LogError("vhost-user session {Id}: queue {Index} cannot start: {Reason}", _session, ring.Index, e.Message);
+            VhostLog.QueueCannotStart(_logger, _session, ring.Index, e.Message);
             return false;
         }
 

@@ -173,7 +173,7 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
 
         _acceptThread = new Thread(AcceptLoop) { IsBackground = true, Name = "hci-vhost-accept" };
         _acceptThread.Start();
-        _logger.LogInformation("vhost-user-blk: listening on {Socket} ({Device}, {Capacity} bytes, {Queues} queue(s), {Reactors} reactor(s)).", Options.SocketPath, Device.Name, Device.Geometry.Capacity, Options.MaxQueues, _pollers.Length);
+        VhostLog.Listening(_logger, Options.SocketPath, Device.Name, Device.Geometry.Capacity, Options.MaxQueues, _pollers.Length);
     }
 
     /// <summary>Closes the socket, disconnects every front-end (after their requests complete) and stops the reactors.</summary>
@@ -387,15 +387,15 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
                     continue;
                 }
 
-                _logger.LogError("vhost-user-blk: accept on {Socket} failed: {Error}; retrying.", Options.SocketPath, Errno.Describe(errno));
+                VhostLog.AcceptFailed(_logger, Options.SocketPath, Errno.Describe(errno));
                 Thread.Sleep(100);
                 continue;
             }
 
             if (!Admit(fd, out var peer))
             {
-                _logger.LogWarning(
-                    "vhost-user-blk: {Socket} refused a connection from pid {Pid} uid {Uid} gid {Gid}: not in its allowed users or groups.",
+                VhostLog.PeerRefused(
+                    _logger,
                     Options.SocketPath,
                     (int)peer.pid,
                     (uint)peer.uid,
@@ -410,7 +410,7 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
             {
                 if (_sessions.Count >= Options.MaxConnections)
                 {
-                    _logger.LogWarning("vhost-user-blk: {Socket} already has {Count} front-end(s) (MaxConnections); closing a new connection.", Options.SocketPath, _sessions.Count);
+                    VhostLog.TooManyConnections(_logger, Options.SocketPath, _sessions.Count);
                     new FileDescriptorHandle(fd).Dispose();
                     continue;
                 }
@@ -420,8 +420,8 @@ public sealed unsafe class VhostUserBlkServer : IDisposable
                 _sessions.Add(session);
             }
 
-            _logger.LogInformation(
-                "vhost-user-blk: front-end connected to {Socket} (session {Id}, pid {Pid} uid {Uid}, class {Class}, tenant {Tenant}).",
+            VhostLog.Connected(
+                _logger,
                 Options.SocketPath,
                 session.Id,
                 (int)peer.pid,

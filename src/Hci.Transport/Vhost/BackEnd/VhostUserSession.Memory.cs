@@ -50,7 +50,7 @@ internal sealed unsafe partial class VhostUserSession
         }
         catch (ArgumentException e)
         {
-            _logger.LogWarning("vhost-user session {Id}: memory table refused: {Reason}", Id, e.Message);
+            VhostLog.MemoryTableRefused(_logger, Id, e.Message);
             Unmap(mapped);
             return false;
         }
@@ -84,7 +84,7 @@ internal sealed unsafe partial class VhostUserSession
     {
         if (payload.Length is not (20 or 24))
         {
-            _logger.LogWarning("vhost-user session {Id}: malformed GET_INFLIGHT_FD; closing.", Id);
+            VhostLog.MalformedGetInflightFd(_logger, Id);
             return false;
         }
 
@@ -92,7 +92,7 @@ internal sealed unsafe partial class VhostUserSession
         reply.Clear();
         if (AnyRingStarted())
         {
-            _logger.LogWarning("vhost-user session {Id}: GET_INFLIGHT_FD while rings run; refused (answered with no area).", Id);
+            VhostLog.GetInflightFdWhileRunning(_logger, Id);
             return _channel.Reply(VhostUserRequest.GetInflightFd, reply[..payload.Length]);
         }
 
@@ -117,7 +117,7 @@ internal sealed unsafe partial class VhostUserSession
             // back-end maps only memory that cannot shrink under it.
             if (fd.IsInvalid || LibC.ftruncate(fd.Fd, size) != 0 || LibC.fcntl(fd.Fd, LibC.F_ADD_SEALS, LibC.F_SEAL_SHRINK | LibC.F_SEAL_GROW) != 0)
             {
-                _logger.LogWarning("vhost-user session {Id}: could not make the in-flight area: {Error}.", Id, Errno.Describe(LibC.errno));
+                VhostLog.InflightAreaFailed(_logger, Id, Errno.Describe(LibC.errno));
                 return _channel.Reply(VhostUserRequest.GetInflightFd, reply);
             }
 
@@ -145,7 +145,7 @@ internal sealed unsafe partial class VhostUserSession
 
         if (AnyRingStarted())
         {
-            _logger.LogWarning("vhost-user session {Id}: SET_INFLIGHT_FD while rings run; refused.", Id);
+            VhostLog.SetInflightFdWhileRunning(_logger, Id);
             return false;
         }
 
@@ -191,7 +191,7 @@ internal sealed unsafe partial class VhostUserSession
         {
             lastAvail = (ushort)(usedIdx + n);
             resubmit = heads[..n];
-            _logger.LogInformation("vhost-user session {Id}: queue {Index} resumes {Count} request(s) a previous back-end left in flight.", Id, index, n);
+            VhostLog.InflightResumed(_logger, Id, index, n);
         }
 
         return inflight;
@@ -206,7 +206,7 @@ internal sealed unsafe partial class VhostUserSession
         long fileSize = LibC.lseek(fd, 0, LibC.SEEK_END);
         if (fileSize < 0 || (ulong)fileSize < end || end > (ulong)nint.MaxValue)
         {
-            _logger.LogWarning("vhost-user session {Id}: {What} ends at {End} but its file has {Size} bytes; refused.", Id, what, end, fileSize);
+            VhostLog.SharedFileTooShort(_logger, Id, what, end, fileSize);
             return false;
         }
 
@@ -216,14 +216,14 @@ internal sealed unsafe partial class VhostUserSession
         int seals = LibC.fcntl(fd, LibC.F_GET_SEALS);
         if ((seals < 0 || (seals & LibC.F_SEAL_SHRINK) == 0) && !_allowUnsealedMemory)
         {
-            _logger.LogWarning("vhost-user session {Id}: {What} is in a file that cannot be sealed against shrinking (a front-end could truncate it and kill this process); refused. Share memory through a sealed memfd, or set AllowUnsealedMemory for trusted front-ends.", Id, what);
+            VhostLog.SharedFileUnsealed(_logger, Id, what);
             return false;
         }
 
         void* p = LibC.mmap(null, (size_t)end, LibC.PROT_READ | LibC.PROT_WRITE, LibC.MAP_SHARED | LibC.MAP_NORESERVE, fd, 0);
         if (p == (void*)-1)
         {
-            _logger.LogWarning("vhost-user session {Id}: mapping {What} failed: {Error}.", Id, what, Errno.Describe(LibC.errno));
+            VhostLog.MapFailed(_logger, Id, what, Errno.Describe(LibC.errno));
             return false;
         }
 

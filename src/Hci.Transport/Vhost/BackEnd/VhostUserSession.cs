@@ -88,13 +88,13 @@ internal sealed unsafe partial class VhostUserSession : IDisposable
                 var error = _channel.Receive(_payload, _fdNumbers, out var header, out int fdCount);
                 if (error == VhostUserError.ShortHeader)
                 {
-                    _logger.LogInformation("vhost-user session {Id} on {Socket}: front-end disconnected.", Id, _socketPath);
+                    VhostLog.Disconnected(_logger, Id, _socketPath);
                     return;
                 }
 
                 if (error != VhostUserError.None)
                 {
-                    _logger.LogWarning("vhost-user session {Id}: closing after a malformed message ({Error}, request {Request}).", Id, error, header.Request);
+                    VhostLog.MalformedMessage(_logger, Id, error, header.Request);
                     return;
                 }
 
@@ -126,7 +126,7 @@ internal sealed unsafe partial class VhostUserSession : IDisposable
         }
         catch (Exception e)
         {
-            _logger.LogError(e, "vhost-user session {Id}: failed; closing it.", Id);
+            VhostLog.SessionFailed(_logger, e, Id);
         }
         finally
         {
@@ -185,7 +185,7 @@ internal sealed unsafe partial class VhostUserSession : IDisposable
 
     private bool Unsupported(in VhostUserHeader header)
     {
-        _logger.LogDebug("vhost-user session {Id}: request {Request} is not supported.", Id, header.Request);
+        VhostLog.UnsupportedRequest(_logger, Id, header.Request);
         return Ack(header, false);
     }
 
@@ -265,7 +265,7 @@ internal sealed unsafe partial class VhostUserSession : IDisposable
     {
         if (VhostUserMessage.ReadVringState(payload, _vrings.Length, out int index, out _) != VhostUserError.None)
         {
-            _logger.LogWarning("vhost-user session {Id}: GET_VRING_BASE for a queue that does not exist; closing.", Id);
+            VhostLog.GetVringBaseNoQueue(_logger, Id);
             return false;
         }
 
@@ -362,7 +362,7 @@ internal sealed unsafe partial class VhostUserSession : IDisposable
     {
         if (VhostUserMessage.ReadConfig(payload, VhostUserMessage.MaxConfig, out uint offset, out uint size, out _) != VhostUserError.None)
         {
-            _logger.LogWarning("vhost-user session {Id}: malformed GET_CONFIG; closing.", Id);
+            VhostLog.MalformedGetConfig(_logger, Id);
             return false;
         }
 
@@ -382,7 +382,7 @@ internal sealed unsafe partial class VhostUserSession : IDisposable
     {
         if (!ok)
         {
-            _logger.LogDebug("vhost-user session {Id}: refused {Request}.", Id, header.Request);
+            VhostLog.RequestRefused(_logger, Id, header.Request);
         }
 
         if (!NeedAck(header))
@@ -435,7 +435,7 @@ internal sealed unsafe partial class VhostUserSession : IDisposable
             || !_memory.TryTranslateUser(v.Avail, availSize, out nint avail)
             || !_memory.TryTranslateUser(v.Used, usedSize, out nint used))
         {
-            _logger.LogWarning("vhost-user session {Id}: queue {Index}'s rings are not inside guest memory; it stays stopped.", Id, index);
+            VhostLog.RingsOutsideMemory(_logger, Id, index);
             return;
         }
 

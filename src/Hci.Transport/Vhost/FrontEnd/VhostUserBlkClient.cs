@@ -509,11 +509,11 @@ public sealed unsafe class VhostUserBlkClient : BlockDevice
 
             if (n > 0)
             {
-                _logger.LogWarning("vhost-user client {Name}: the back-end sent an unrequested message; ignoring a byte of it.", Name);
+                VhostClientLog.UnrequestedMessage(_logger, Name);
                 continue;
             }
 
-            _logger.LogWarning("vhost-user client {Name}: the back-end went away.", Name);
+            VhostClientLog.BackEndGone(_logger, Name);
             if (!_options.Reconnect || !TryReconnect())
             {
                 foreach (var q in _queues)
@@ -521,7 +521,7 @@ public sealed unsafe class VhostUserBlkClient : BlockDevice
                     q.Fail();
                 }
 
-                _logger.LogError("vhost-user client {Name}: could not reconnect; requests in flight fail with ENOTCONN.", Name);
+                VhostClientLog.ReconnectFailed(_logger, Name);
                 return;
             }
         }
@@ -557,13 +557,13 @@ public sealed unsafe class VhostUserBlkClient : BlockDevice
                 _channel = channel;
                 old.Dispose();
                 Interlocked.Increment(ref _reconnects);
-                _logger.LogInformation("vhost-user client {Name}: reconnected after {Elapsed:F1} s.", Name, watch.Elapsed.TotalSeconds);
+                VhostClientLog.Reconnected(_logger, Name, watch.Elapsed.TotalSeconds);
                 return true;
             }
             catch (IOException e)
             {
                 channel?.Dispose();
-                _logger.LogDebug("vhost-user client {Name}: reconnect attempt failed: {Message}", Name, e.Message);
+                VhostClientLog.ReconnectAttemptFailed(_logger, Name, e.Message);
                 Thread.Sleep(100);
             }
         }
