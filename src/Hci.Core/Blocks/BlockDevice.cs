@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
+using Hci.Core.Buffers;
 
 namespace Hci.Core.Blocks;
 
@@ -12,13 +13,18 @@ namespace Hci.Core.Blocks;
 /// <para>The data path opens one <see cref="BlockQueue"/> per reactor thread with <see cref="CreateQueue"/>.
 /// Control-plane code, tests and tools may instead call <see cref="ReadAsync"/>, <see cref="WriteAsync"/> and
 /// the other asynchronous methods from any thread: they go through one internal reactor thread that the device
-/// starts on first use.</para>
+/// starts on first use. <see cref="ReadAsync"/> and <see cref="WriteAsync"/> take any memory: what the device cannot
+/// take as it is they split into transfers the device takes, and copy through an aligned bounce buffer when the memory
+/// is not aligned for O_DIRECT. The data path's queues take requests as they are.</para>
 /// <para>Every request is checked against <see cref="Geometry"/> and <see cref="Capabilities"/> before it
 /// reaches the device.</para>
 /// </remarks>
 public abstract class BlockDevice : IAsyncDisposable, IDisposable
 {
+    private const int BounceBufferBytes = 1 << 20;
+    private const int MaxPooledBounceBuffers = 4;
     private readonly ConcurrentQueue<BlockRequest> _requestPool = new();
+    private readonly ConcurrentQueue<AlignedBuffer> _bouncePool = new();
     private readonly Lock _reactorLock = new();
     private BlockReactor? _reactor;
     private int _openQueues;
@@ -206,47 +212,46 @@ public abstract class BlockDevice : IAsyncDisposable, IDisposable
 
     /// <summary>Reads <paramref name="buffer"/>.Length bytes at <paramref name="offset"/>.</summary>
     /// <param name="offset">Byte offset, a multiple of the logical block size.</param>
-    /// <param name="buffer">Destination; aligned as <see cref="BlockGeometry.BufferAlignment"/> requires (use <see cref="Buffers.AlignedBuffer"/>).</param>
+    /// <param name="buffer">
+    /// Destination, any memory; its length is a multiple of the logical block size. A buffer aligned as
+    /// <see cref="BlockGeometry.BufferAlignment"/> requires (such as an <see cref="Buffers.AlignedBuffer"/>) and no
+    /// longer than <see cref="BlockGeometry.MaxTransferBytes"/> goes to the device as it is; any other is read
+    /// through an aligned bounce buffer, in pieces of at most the maximum transfer, and copied.
+    /// </param>
     /// <param name="cancellationToken">Checked before submission.</param>
     /// <returns>A task that completes when the data is in the buffer.</returns>
+    /// <exception cref="ArgumentException"><paramref name="offset"/> or the buffer's length is not a multiple of the logical block size.</exception>
     /// <exception cref="BlockDeviceException">The request was refused or failed; its errno says why.</exception>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    public async ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
+    public ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
-        var request = RentRequest();
-        try
-        {
-            PrepareBufferRequest(request, BlockOperation.Read, offset, buffer, BlockRequestFlags.None);
-            await ExecuteAsync(request, cancellationToken).ConfigureAwait(false);
-            ThrowIfFailed(request);
-        }
-        finally
-        {
-            ReturnRequest(request);
-        }
+        CheckBlockMultiples(offset, buffer.Length);
+        bool aligned = IsAligned(buffer);
+        return aligned && buffer.Length <= Geometry.MaxTransferBytes
+            ? TransferAsync(BlockOperation.Read, offset, buffer, BlockRequestFlags.None, cancellationToken)
+            : TransferInPiecesAsync(BlockOperation.Read, offset, buffer, aligned, BlockRequestFlags.None, cancellationToken);
     }
 
     /// <summary>Writes <paramref name="buffer"/> at <paramref name="offset"/>.</summary>
     /// <param name="offset">Byte offset, a multiple of the logical block size.</param>
-    /// <param name="buffer">Source; aligned as <see cref="BlockGeometry.BufferAlignment"/> requires.</param>
-    /// <param name="flags">For example <see cref="BlockRequestFlags.ForceUnitAccess"/>.</param>
+    /// <param name="buffer">
+    /// Source, any memory; its length is a multiple of the logical block size. A buffer aligned as
+    /// <see cref="BlockGeometry.BufferAlignment"/> requires and no longer than
+    /// <see cref="BlockGeometry.MaxTransferBytes"/> goes to the device as it is; any other is copied into an aligned
+    /// bounce buffer and written in pieces of at most the maximum transfer (not atomically as a whole).
+    /// </param>
+    /// <param name="flags">For example <see cref="BlockRequestFlags.ForceUnitAccess"/> (applies to every piece).</param>
     /// <param name="cancellationToken">Checked before submission.</param>
     /// <returns>A task that completes when the device has acknowledged the write.</returns>
+    /// <exception cref="ArgumentException"><paramref name="offset"/> or the buffer's length is not a multiple of the logical block size.</exception>
     /// <exception cref="BlockDeviceException">The request was refused or failed; its errno says why.</exception>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    public async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> buffer, BlockRequestFlags flags = BlockRequestFlags.None, CancellationToken cancellationToken = default)
+    public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> buffer, BlockRequestFlags flags = BlockRequestFlags.None, CancellationToken cancellationToken = default)
     {
-        var request = RentRequest();
-        try
-        {
-            PrepareBufferRequest(request, BlockOperation.Write, offset, System.Runtime.InteropServices.MemoryMarshal.AsMemory(buffer), flags);
-            await ExecuteAsync(request, cancellationToken).ConfigureAwait(false);
-            ThrowIfFailed(request);
-        }
-        finally
-        {
-            ReturnRequest(request);
-        }
+        CheckBlockMultiples(offset, buffer.Length);
+        var memory = System.Runtime.InteropServices.MemoryMarshal.AsMemory(buffer);
+        bool aligned = IsAligned(memory);
+        return aligned && memory.Length <= Geometry.MaxTransferBytes
+            ? TransferAsync(BlockOperation.Write, offset, memory, flags, cancellationToken)
+            : TransferInPiecesAsync(BlockOperation.Write, offset, memory, aligned, flags, cancellationToken);
     }
 
     /// <summary>Makes every completed write durable.</summary>
@@ -298,6 +303,11 @@ public abstract class BlockDevice : IAsyncDisposable, IDisposable
         while (_requestPool.TryDequeue(out var request))
         {
             request.Dispose();
+        }
+
+        while (_bouncePool.TryDequeue(out var bounce))
+        {
+            ((IDisposable)bounce).Dispose();
         }
 
         TryDisposeCore();
@@ -365,6 +375,119 @@ public abstract class BlockDevice : IAsyncDisposable, IDisposable
         finally
         {
             ReturnRequest(request);
+        }
+    }
+
+    private void CheckBlockMultiples(long offset, int length)
+    {
+        int lbs = Geometry.LogicalBlockSize;
+        if ((offset & (lbs - 1)) != 0)
+        {
+            throw new ArgumentException($"The offset {offset} is not a multiple of the logical block size of '{Name}' ({lbs} bytes).", nameof(offset));
+        }
+
+        if ((length & (lbs - 1)) != 0)
+        {
+            throw new ArgumentException($"The buffer's length {length} is not a multiple of the logical block size of '{Name}' ({lbs} bytes).", "buffer");
+        }
+    }
+
+    /// <summary>True when the buffer's address and length are aligned as the device requires.</summary>
+    private unsafe bool IsAligned(Memory<byte> buffer)
+    {
+        nint mask = Geometry.BufferAlignment - 1;
+        if (mask == 0 || buffer.Length == 0)
+        {
+            return true;
+        }
+
+        using var pin = buffer.Pin();
+        return (((nint)pin.Pointer | buffer.Length) & mask) == 0;
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask TransferAsync(BlockOperation operation, long offset, Memory<byte> buffer, BlockRequestFlags flags, CancellationToken cancellationToken)
+    {
+        var request = RentRequest();
+        try
+        {
+            PrepareBufferRequest(request, operation, offset, buffer, flags);
+            await ExecuteAsync(request, cancellationToken).ConfigureAwait(false);
+            ThrowIfFailed(request);
+        }
+        finally
+        {
+            ReturnRequest(request);
+        }
+    }
+
+    /// <summary>
+    /// The convenience path for memory the device cannot take as it is: pieces of at most one transfer, each sent as it
+    /// is when the memory is aligned (it was only too long), or else copied through an aligned buffer from the
+    /// device's small pool. Never used by queues.
+    /// </summary>
+    private async ValueTask TransferInPiecesAsync(BlockOperation operation, long offset, Memory<byte> buffer, bool aligned, BlockRequestFlags flags, CancellationToken cancellationToken)
+    {
+        var bounce = aligned ? null : RentBounceBuffer();
+        try
+        {
+            int unit = Math.Max(Geometry.LogicalBlockSize, Geometry.BufferAlignment);
+            int piece = bounce?.Length ?? Math.Max(Geometry.MaxTransferBytes / unit * unit, Geometry.LogicalBlockSize);
+            for (int done = 0; done < buffer.Length; done += piece)
+            {
+                int length = Math.Min(piece, buffer.Length - done);
+                var user = buffer.Slice(done, length);
+                if (aligned)
+                {
+                    await TransferAsync(operation, checked(offset + done), user, flags, cancellationToken).ConfigureAwait(false);
+                    continue;
+                }
+
+                var copy = bounce!.Memory[..length];
+                if (operation == BlockOperation.Write)
+                {
+                    user.Span.CopyTo(copy.Span);
+                }
+
+                await TransferAsync(operation, checked(offset + done), copy, flags, cancellationToken).ConfigureAwait(false);
+                if (operation == BlockOperation.Read)
+                {
+                    copy.Span.CopyTo(user.Span);
+                }
+            }
+        }
+        finally
+        {
+            if (bounce != null)
+            {
+                ReturnBounceBuffer(bounce);
+            }
+        }
+    }
+
+    private AlignedBuffer RentBounceBuffer()
+    {
+        if (_bouncePool.TryDequeue(out var buffer))
+        {
+            return buffer;
+        }
+
+        // One transfer, at most 1 MiB, a whole number of blocks and alignment units; aligned to a page at least.
+        var g = Geometry;
+        int unit = Math.Max(g.LogicalBlockSize, g.BufferAlignment);
+        int length = Math.Min(g.MaxTransferBytes, BounceBufferBytes) / unit * unit;
+        return new AlignedBuffer(Math.Max(length, g.LogicalBlockSize), Math.Max(g.BufferAlignment, 4096));
+    }
+
+    private void ReturnBounceBuffer(AlignedBuffer buffer)
+    {
+        if (_bouncePool.Count < MaxPooledBounceBuffers && Volatile.Read(ref _disposed) == 0)
+        {
+            _bouncePool.Enqueue(buffer);
+        }
+        else
+        {
+            ((IDisposable)buffer).Dispose();
         }
     }
 

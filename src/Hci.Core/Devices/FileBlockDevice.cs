@@ -6,7 +6,7 @@ namespace Hci.Core.Devices;
 /// A file or block device driven through portable positional I/O (<see cref="RandomAccess"/>): the fallback
 /// where io_uring is unavailable. Each queue runs its requests on a few worker threads of its own.
 /// </summary>
-public sealed class FileBlockDevice : BlockDevice
+internal sealed class FileBlockDevice : BlockDevice
 {
     private readonly BackingFile _file;
 

@@ -11,7 +11,7 @@ namespace Hci.Core.Devices;
 /// <remarks>Open it with <see cref="BlockDevices.Open"/>; it refuses to start, with the reason and the fix, where the
 /// kernel's io_uring is missing or disabled.</remarks>
 [SupportedOSPlatform("linux")]
-public sealed class IoUringBlockDevice : BlockDevice
+internal sealed class IoUringBlockDevice : BlockDevice
 {
     private readonly BackingFile _file;
 

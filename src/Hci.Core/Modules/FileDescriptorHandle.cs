@@ -4,7 +4,7 @@ using Tmds.Linux;
 namespace Hci.Core.Modules;
 
 /// <summary>An owned Linux file descriptor (ring, eventfd, epoll set, socket, memfd), closed exactly once.</summary>
-public sealed class FileDescriptorHandle : SafeHandle
+internal sealed class FileDescriptorHandle : SafeHandle
 {
     /// <summary>Takes ownership of <paramref name="fd"/> (a negative value makes an invalid handle).</summary>
     /// <param name="fd">The descriptor.</param>

@@ -30,8 +30,6 @@ namespace Hci.Core.Reactors;
 /// there. The thread does not carry its creator's execution context, and an exception that escapes a poller, watcher,
 /// timer or message ends the process with <see cref="Environment.FailFast(string)"/>: a loop that swallowed it would
 /// leave requests hanging with nobody to answer them.</para>
-/// <para>A <see cref="CreateManual">manual</see> reactor has no thread: a test turns it with <see cref="RunOnce"/>
-/// and steps its timers with a fake <see cref="TimeProvider"/>.</para>
 /// </remarks>
 public sealed unsafe class Reactor : IDisposable
 {
@@ -134,7 +132,7 @@ public sealed unsafe class Reactor : IDisposable
         }
     }
 
-    /// <summary>The reactor whose thread is running this code (its loop, or a manual reactor's <see cref="RunOnce"/>), or
+    /// <summary>The reactor whose thread is running this code (its loop, or a test turning a manual reactor), or
     /// null: what a queue made on a reactor's thread uses to watch its own descriptors there.</summary>
     public static Reactor? Current => t_current;
 
@@ -144,7 +142,7 @@ public sealed unsafe class Reactor : IDisposable
     /// <summary>Makes a reactor with no thread, turned by <see cref="RunOnce"/> (deterministic tests).</summary>
     /// <param name="options">Options; null for the defaults. A fake <see cref="ReactorOptions.TimeProvider"/> steps its timers.</param>
     /// <returns>The reactor; the first thread that turns it or registers with it owns it.</returns>
-    public static Reactor CreateManual(ReactorOptions? options = null) => new(options, manual: true);
+    internal static Reactor CreateManual(ReactorOptions? options = null) => new(options, manual: true);
 
     /// <summary>The reactor's name (its thread's name).</summary>
     public string Name => _name;
@@ -441,7 +439,7 @@ public sealed unsafe class Reactor : IDisposable
     /// <summary>Runs one turn of a manual reactor without sleeping: messages, pollers, every ready descriptor, queues, due timers.</summary>
     /// <returns>True when the turn did anything.</returns>
     /// <exception cref="InvalidOperationException">The reactor has a thread of its own.</exception>
-    public bool RunOnce()
+    internal bool RunOnce()
     {
         if (!_manual)
         {

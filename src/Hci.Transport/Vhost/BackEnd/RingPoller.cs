@@ -1,5 +1,4 @@
 using Hci.Core.Blocks;
-using Hci.Core.Modules;
 using Hci.Core.Native;
 using Hci.Core.Reactors;
 using Hci.Transport.Virtio;

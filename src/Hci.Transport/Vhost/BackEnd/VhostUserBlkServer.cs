@@ -1,7 +1,6 @@
 using System.Diagnostics.Metrics;
 using System.Text;
 using Hci.Core.Blocks;
-using Hci.Core.Modules;
 using Hci.Core.Native;
 using Hci.Core.Reactors;
 using Microsoft.Extensions.Logging;

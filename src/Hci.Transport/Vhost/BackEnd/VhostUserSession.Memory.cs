@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using Hci.Core.Blocks;
-using Hci.Core.Modules;
 using Hci.Core.Native;
 using Hci.Transport.Virtio;
 using Microsoft.Extensions.Logging;

@@ -1,4 +1,3 @@
-using Hci.Core.Modules;
 using Hci.Core.Native;
 using Hci.Transport.Virtio;
 

@@ -1,5 +1,4 @@
 using Hci.Core.Blocks;
-using Hci.Core.Modules;
 using Hci.Core.Native;
 using Hci.Transport.Virtio;
 using Tmds.Linux;

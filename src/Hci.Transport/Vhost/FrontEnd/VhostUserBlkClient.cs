@@ -2,7 +2,6 @@ using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Text;
 using Hci.Core.Blocks;
-using Hci.Core.Modules;
 using Hci.Core.Native;
 using Hci.Transport.Virtio;
 using Microsoft.Extensions.Logging;
