@@ -118,8 +118,8 @@ internal sealed class VmTypeOptions
         {
             var configuration = cli.Configuration(result);
             var o = FromConfiguration(cli, configuration);
-            o.ChapSecretOnCommandLine = result.GetValue(chapSecret);
-            o.MutualChapSecretOnCommandLine = result.GetValue(mutualSecret);
+            o.ChapSecretOnCommandLine = result.GetValue(chapSecret)?.LastOrDefault();
+            o.MutualChapSecretOnCommandLine = result.GetValue(mutualSecret)?.LastOrDefault();
             return (o, configuration);
         }
         catch (UsageException e)

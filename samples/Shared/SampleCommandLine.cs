@@ -22,20 +22,36 @@ internal sealed class UsageException(string message) : Exception(message);
 internal sealed class SampleCommandLine
 {
     private readonly List<(Option Option, string Key, bool List)> _settings = [];
+    private readonly string? _subcommand;
 
     /// <summary>Starts a program's command line: <c>--config FILE</c> and <c>-h</c>/<c>--help</c> are always there.</summary>
-    public SampleCommandLine(string program, string description, string environmentPrefix)
+    /// <remarks>With <paramref name="subcommand"/>, the options are that subcommand's (<c>hci-bench contention</c>), and
+    /// the arguments parsed are the ones after its name.</remarks>
+    /// <param name="program">The program's name, the prefix of its error messages.</param>
+    /// <param name="description">What the help says before the options.</param>
+    /// <param name="environmentPrefix">The prefix of the environment variables that hold settings.</param>
+    /// <param name="subcommand">The subcommand whose options these are, or null for the program's own.</param>
+    /// <param name="keyExample">How an option's setting is named, for the help of <c>--config</c>.</param>
+    public SampleCommandLine(string program, string description, string environmentPrefix, string? subcommand = null, string keyExample = "\"pollUs\" for --poll-us")
     {
         Program = program;
         EnvironmentPrefix = environmentPrefix;
-        Root = new RootCommand(description);
+        _subcommand = subcommand;
+        Root = new RootCommand(subcommand == null ? description : "");
         Root.Options.Remove(Root.Options.OfType<VersionOption>().Single());
+        Command = Root;
+        if (subcommand != null)
+        {
+            Command = new Command(subcommand, description);
+            Root.Subcommands.Add(Command);
+        }
+
         Config = new Option<string>("--config")
         {
             HelpName = "FILE",
-            Description = $"JSON settings: one property per option (\"pollUs\" for --poll-us, a list for a repeatable option). Environment variables {environmentPrefix}NAME override the file, the command line overrides both",
+            Description = $"JSON settings: one property per option ({keyExample}, a list for a repeatable option). Environment variables {environmentPrefix}NAME override the file, the command line overrides both",
         };
-        Root.Options.Add(Config);
+        Command.Options.Add(Config);
     }
 
     /// <summary>The program's name, the prefix of its error messages.</summary>
@@ -44,16 +60,27 @@ internal sealed class SampleCommandLine
     /// <summary>The prefix of the environment variables that hold settings, e.g. <c>HCI_HOSTTYPE_</c>.</summary>
     public string EnvironmentPrefix { get; }
 
-    /// <summary>The command whose options are the program's.</summary>
+    /// <summary>The program's root command.</summary>
     public RootCommand Root { get; }
+
+    /// <summary>The command whose options these are: the root, or the subcommand.</summary>
+    public Command Command { get; }
 
     /// <summary><c>--config FILE</c>.</summary>
     public Option<string> Config { get; }
 
-    /// <summary>An option that takes one text value; the setting <paramref name="key"/>.</summary>
-    public Option<string> Text(string name, string key, string helpName, string description, Func<string, string?>? check = null, bool setting = true)
+    /// <summary>An option that takes one text value; the setting <paramref name="key"/>. Given more than once, the
+    /// last one counts (as in fio and the hand-written parsers before).</summary>
+    /// <remarks>With <paramref name="optionalValue"/>, the option may also stand alone (the setting is then "true").</remarks>
+    public Option<string[]> Text(string name, string key, string helpName, string description, Func<string, string?>? check = null, bool setting = true, string[]? aliases = null, bool optionalValue = false)
     {
-        var option = new Option<string>(name) { HelpName = helpName, Description = description };
+        var option = new Option<string[]>(name, aliases ?? [])
+        {
+            HelpName = helpName,
+            Description = description,
+            Arity = optionalValue ? ArgumentArity.ZeroOrMore : ArgumentArity.OneOrMore,
+            AllowMultipleArgumentsPerToken = false,
+        };
         Validate(option, check);
         Add(option, key, list: false, setting);
         return option;
@@ -80,33 +107,62 @@ internal sealed class SampleCommandLine
     /// asked for (0, printed to stdout) or the command line is wrong (2, the errors printed to stderr).</summary>
     public ParseResult? Parse(string[] args, out int exitCode)
     {
-        // Arguments mean what they say: no @response files.
-        var result = Root.Parse(args, new ParserConfiguration { ResponseFileTokenReplacer = null });
+        var result = ParseOnly(args);
         exitCode = 0;
-        if (result.Action is HelpAction help)
+        if (PrintHelpIfAsked(result))
         {
-            help.MaxWidth = 120;
-            result.Invoke();
             return null;
         }
 
-        if (result.Errors.Count == 0)
+        var errors = Errors(result);
+        if (errors.Count == 0)
         {
             return result;
         }
 
-        foreach (var token in result.UnmatchedTokens)
+        foreach (string error in errors)
         {
-            Console.Error.WriteLine($"{Program}: unknown option '{token}' (see --help)");
-        }
-
-        foreach (var error in result.Errors.Where(e => !e.Message.StartsWith("Unrecognized command or argument", StringComparison.Ordinal)))
-        {
-            Console.Error.WriteLine($"{Program}: {error.Message.TrimEnd('.')} (see --help)");
+            Console.Error.WriteLine($"{Program}: {error}");
         }
 
         exitCode = 2;
         return null;
+    }
+
+    /// <summary>Parses <paramref name="args"/> (no @response files: arguments mean what they say).</summary>
+    public ParseResult ParseOnly(string[] args) =>
+        Root.Parse(_subcommand == null ? args : [_subcommand, .. args], new ParserConfiguration { ResponseFileTokenReplacer = null });
+
+    /// <summary>Prints the help when <paramref name="result"/> asks for it.</summary>
+    /// <returns>True when it did.</returns>
+    public static bool PrintHelpIfAsked(ParseResult result)
+    {
+        if (result.Action is not HelpAction help)
+        {
+            return false;
+        }
+
+        help.MaxWidth = 120;
+        result.Invoke();
+        return true;
+    }
+
+    /// <summary>What is wrong with the command line, one sentence each.</summary>
+    public static List<string> Errors(ParseResult result)
+    {
+        var errors = new List<string>();
+        foreach (var token in result.UnmatchedTokens)
+        {
+            int eq = token.IndexOf('=', StringComparison.Ordinal);
+            errors.Add(token.StartsWith('-') ? $"unknown option {(eq > 0 ? token[..eq] : token)} (see --help)" : $"unexpected argument '{token}' (see --help)");
+        }
+
+        foreach (var error in result.Errors.Where(e => !e.Message.StartsWith("Unrecognized command or argument", StringComparison.Ordinal)))
+        {
+            errors.Add($"{error.Message.TrimEnd('.')} (see --help)");
+        }
+
+        return errors;
     }
 
     /// <summary>
@@ -163,7 +219,7 @@ internal sealed class SampleCommandLine
             }
             else
             {
-                commandLine[key] = given.Tokens[^1].Value;
+                commandLine[key] = given.Tokens.Count == 0 ? "true" : given.Tokens[^1].Value;
             }
         }
 
@@ -206,6 +262,10 @@ internal sealed class SampleCommandLine
         }
     }
 
+    /// <summary>When true, a check's message is the whole error (it names the option itself); otherwise it is prefixed
+    /// with the option and the value.</summary>
+    public bool WholeMessages { get; set; }
+
     /// <summary>The setting names of the options added so far.</summary>
     public IEnumerable<string> Keys => _settings.Select(s => s.Key);
 
@@ -243,7 +303,7 @@ internal sealed class SampleCommandLine
     public static string? Size(string text) =>
         SizeText.TryParse(text, out _) ? null : "expected a positive size in bytes, optionally with k, m, g or t";
 
-    private static void Validate<T>(Option<T> option, Func<string, string?>? check)
+    private void Validate<T>(Option<T> option, Func<string, string?>? check)
     {
         if (check == null)
         {
@@ -256,7 +316,7 @@ internal sealed class SampleCommandLine
             {
                 if (check(token.Value) is { } problem)
                 {
-                    result.AddError($"{option.Name} {token.Value}: {problem}");
+                    result.AddError(WholeMessages ? problem : $"{option.Name} {token.Value}: {problem}");
                 }
             }
         });
@@ -264,7 +324,7 @@ internal sealed class SampleCommandLine
 
     private void Add(Option option, string key, bool list, bool setting)
     {
-        Root.Options.Add(option);
+        Command.Options.Add(option);
         if (setting)
         {
             _settings.Add((option, key, list));
