@@ -1,5 +1,6 @@
 using System.Globalization;
 using Hci.Core.Devices;
+using Hci.Samples.Shared;
 
 namespace Hci.Bench;
 
@@ -67,156 +68,56 @@ internal sealed class BenchOptions
 
     public bool IsRandom => Rw is Pattern.RandRead or Pattern.RandWrite or Pattern.RandRw;
 
-    public const string Usage = """
+    public const string Program = "hci-bench";
+
+    private const string Description = """
         hci-bench: a load generator over any Hci device, with fio's option names.
 
-        usage: hci-bench [options]            (no options: 10 s of 4 KiB random reads at QD32 on a temporary file)
-          --filename=PATH          file or block device (created at --size if missing)
-          --size=BYTES             device size; suffixes k, m, g, t (powers of 1024)
-          --rw=MODE                read | write | randread | randwrite | randrw   (default randread)
-          --rwmixread=PCT          share of reads for randrw (default 50)
-          --bs=BYTES               block size (default 4k)
-          --iodepth=N              requests in flight per job (default 1)
-          --numjobs=N              jobs, each on its own thread and queue (default 1)
-          --runtime=SECONDS        stop after this long (suffixes ms, s, m)
-          --time_based             run for --runtime even when --size bytes are done
-          --ramp_time=SECONDS      run this long before measuring
-          --direct=0|1             O_DIRECT (default 1)
-          --ioengine=ENGINE        io_uring | file | memory | null | vhost-user (default io_uring); vhost-user
-                                   connects to the vhost-user-blk back-end whose socket is --filename
-          --hipri                  vhost-user: poll the used ring instead of sleeping on interrupts
-          --output-format=FMT      normal | json (default normal)
-          --name=NAME              job name
-          --fixedbufs=0|1          register buffers with io_uring (default 1)
-          --breakdown              print the requests' time per stage (front-end, scheduler, throttle, device,
-                                   replication, completion) over the measured window, from this process's view;
-                                   a host prints its own view when it stops
-          --offset=BYTES           work from offset to offset + size, or to the device's end if that comes first
-          --verify=crc32c|0        write blocks that name themselves (block, generation, hash) and check every read
-                                   of a block this run wrote; a mismatch stops the run with exit status 1
-                                   (with write, randwrite or randrw; each job verifies its own part of the region)
+        With no options: 10 s of 4 KiB random reads at QD32 on a temporary file. As in fio, options are written
+        as --name=value or --name value, with '_' or '-' in their names. Settings also come from a
+        JSON file (--config FILE) whose names are fio's, e.g. {"rw": "randwrite", "iodepth": 8, "time_based": 1,
+        "runtime": "5s"}, and from environment variables HCI_BENCH_NAME (HCI_BENCH_IODEPTH=8,
+        HCI_BENCH_OUTPUT_FORMAT=json); the command line overrides both. hci-bench contention --help: the contention
+        experiment (the paper's Fig. 6).
         """;
 
+    private static readonly Setting<BenchOptions>[] s_settings =
+    [
+        new("--filename", "PATH", "File or block device (created at --size if missing); with --ioengine=vhost-user, the back-end's socket [default: a temporary file of 256 MiB]", (o, v) => o.FileName = v),
+        new("--size", "BYTES", "Device size; suffixes k, m, g, t (powers of 1024); with --offset, the region's length", (o, v) => o.Size = ParseBytes("size", v)),
+        new("--rw", "read|write|randread|randwrite|randrw", "The pattern [default: randread]", (o, v) => o.Rw = ParsePattern(v), ["--readwrite"]),
+        new("--rwmixread", "PCT", "Share of reads for randrw, 0 to 100 [default: 50]", (o, v) => o.RwMixRead = ParseInt("rwmixread", v, 0, 100)),
+        new("--bs", "BYTES", "Block size, 512 bytes to 16 MiB [default: 4k]", (o, v) => o.BlockSize = ParseBlockSize(v), ["--blocksize"]),
+        new("--iodepth", "N", "Requests in flight per job, 1 to 4096 [default: 1; 32 with no options]", (o, v) => o.IoDepth = ParseInt("iodepth", v, 1, 4096)),
+        new("--numjobs", "N", "Jobs, each on its own thread and queue, 1 to 256 [default: 1]", (o, v) => o.NumJobs = ParseInt("numjobs", v, 1, 256)),
+        new("--runtime", "SECONDS", "Stop after this long (suffixes ms, s, m)", (o, v) => o.RuntimeSeconds = ParseSeconds("runtime", v)),
+        new("--time_based", "0|1", "Run for --runtime even when --size bytes are done (alone: 1)", (o, v) => o.TimeBased = ParseBool("time_based", v), OptionalValue: true),
+        new("--ramp_time", "SECONDS", "Run this long before measuring", (o, v) => o.RampSeconds = ParseSeconds("ramp_time", v)),
+        new("--direct", "0|1", "O_DIRECT [default: 1]", (o, v) => o.Direct = ParseBool("direct", v)),
+        new("--ioengine", "io_uring|file|memory|null|vhost-user", "How the device is driven; vhost-user connects to the vhost-user-blk back-end whose socket is --filename [default: io_uring]", (o, v) => o.SetEngine(v)),
+        new("--hipri", "0|1", "vhost-user: poll the used ring instead of sleeping on interrupts (alone: 1)", (o, v) => o.Polling = ParseBool("hipri", v), OptionalValue: true),
+        new("--output-format", "normal|json", "The report's format [default: normal]", (o, v) => o.Json = ParseFormat(v)),
+        new("--name", "NAME", "The job's name [default: hci]", (o, v) => o.JobName = v),
+        new("--fixedbufs", "0|1", "Register buffers with io_uring [default: 1]", (o, v) => o.FixedBuffers = ParseBool("fixedbufs", v)),
+        new("--breakdown", "0|1", "Print the requests' time per stage (front-end, scheduler, throttle, device, replication, completion) over the measured window, from this process's view; a host prints its own view when it stops (alone: 1)", (o, v) => o.Breakdown = ParseBool("breakdown", v), OptionalValue: true),
+        new("--offset", "BYTES", "Work from offset to offset + size, or to the device's end if that comes first [default: 0]", (o, v) => o.Offset = v.Trim() == "0" ? 0 : ParseBytes("offset", v)),
+        new("--verify", "crc32c|0", "Write blocks that name themselves (block, generation, hash) and check every read of a block this run wrote; a mismatch stops the run with exit status 1 (with write, randwrite or randrw; each job verifies its own part of the region) [default: 0]", (o, v) => o.Verify = ParseVerify(v)),
+        new("--group_reporting", "0|1", "Accepted for fio's sake: hci-bench always reports its jobs as one group", (_, _) => { }, OptionalValue: true),
+        new("--thread", "0|1", "Accepted for fio's sake: jobs are always threads", (_, _) => { }, OptionalValue: true),
+    ];
+
+    /// <summary>The command line: every option, spelled with '_' or '-'.</summary>
+    public static SampleCommandLine CommandLine() => Setting<BenchOptions>.CommandLine(new SampleCommandLine(Program, Description, "HCI_BENCH_", keyExample: "\"time_based\" for --time_based, \"output_format\" for --output-format"), s_settings);
+
+    /// <summary>Parses <paramref name="args"/> and reads the settings (the --config file, HCI_BENCH_ variables).</summary>
+    /// <exception cref="BenchHelpException">Help was asked for: print it.</exception>
+    /// <exception cref="BenchUsageException">A mistake; the message says what to fix.</exception>
     public static BenchOptions Parse(string[] args)
     {
+        var cli = CommandLine();
+        var c = Setting<BenchOptions>.Configuration(cli, args);
         var o = new BenchOptions();
         bool sawRuntime = false;
-        var cursor = new OptionCursor(args);
-        while (cursor.Next())
-        {
-            string name = cursor.Name;
-            string? value = cursor.Inline;
-            string Value() => cursor.Value();
-
-            switch (name.Replace('-', '_'))
-            {
-                case "help":
-                case "h":
-                    throw new BenchHelpException();
-                case "filename":
-                    o.FileName = Value();
-                    break;
-                case "size":
-                    o.Size = ParseBytes(name, Value());
-                    break;
-                case "rw":
-                case "readwrite":
-                    o.Rw = Value() switch
-                    {
-                        "read" => Pattern.Read,
-                        "write" => Pattern.Write,
-                        "randread" => Pattern.RandRead,
-                        "randwrite" => Pattern.RandWrite,
-                        "randrw" or "rw" => Pattern.RandRw,
-                        var v => throw new BenchUsageException($"--rw={v} is not supported: use read, write, randread, randwrite or randrw"),
-                    };
-                    break;
-                case "rwmixread":
-                    o.RwMixRead = ParseInt(name, Value(), 0, 100);
-                    break;
-                case "bs":
-                case "blocksize":
-                    long bs = ParseBytes(name, Value());
-                    if (bs < 512 || bs > (16 << 20))
-                    {
-                        throw new BenchUsageException($"--bs={bs} is out of range: use 512 bytes to 16 MiB");
-                    }
-
-                    o.BlockSize = (int)bs;
-                    break;
-                case "iodepth":
-                    o.IoDepth = ParseInt(name, Value(), 1, 4096);
-                    break;
-                case "numjobs":
-                    o.NumJobs = ParseInt(name, Value(), 1, 256);
-                    break;
-                case "runtime":
-                    o.RuntimeSeconds = ParseSeconds(name, Value());
-                    sawRuntime = true;
-                    break;
-                case "ramp_time":
-                    o.RampSeconds = ParseSeconds(name, Value());
-                    break;
-                case "time_based":
-                    o.TimeBased = value == null || ParseBool(name, value);
-                    break;
-                case "direct":
-                    o.Direct = ParseBool(name, Value());
-                    break;
-                case "fixedbufs":
-                    o.FixedBuffers = ParseBool(name, Value());
-                    break;
-                case "ioengine":
-                    o.Engine = Value() switch
-                    {
-                        "io_uring" => BlockEngine.IoUring,
-                        "file" or "psync" => BlockEngine.File,
-                        "memory" => BlockEngine.Memory,
-                        "null" => BlockEngine.Null,
-                        "vhost-user" or "vhost_user" => BlockEngine.Auto,
-                        var v => throw new BenchUsageException($"--ioengine={v} is not supported: use io_uring, file, memory, null or vhost-user"),
-                    };
-                    o.VhostUser = o.Engine == BlockEngine.Auto;
-                    break;
-                case "hipri":
-                    o.Polling = value == null || ParseBool(name, value);
-                    break;
-                case "output_format":
-                    o.Json = Value() switch
-                    {
-                        "normal" => false,
-                        "json" => true,
-                        var v => throw new BenchUsageException($"--output-format={v} is not supported: use normal or json"),
-                    };
-                    break;
-                case "name":
-                    o.JobName = Value();
-                    break;
-                case "breakdown":
-                    o.Breakdown = value == null || ParseBool(name, value);
-                    break;
-                case "offset":
-                {
-                    string text = Value();
-                    o.Offset = text.Trim() == "0" ? 0 : ParseBytes(name, text);
-                    break;
-                }
-                case "verify":
-                    o.Verify = Value() switch
-                    {
-                        "crc32c" or "xxhash" or "pattern" or "1" => true,
-                        "0" or "none" => false,
-                        var v => throw new BenchUsageException($"--verify={v} is not supported: use crc32c (any hash: hci-bench uses XxHash3) or 0"),
-                    };
-                    break;
-                case "group_reporting":
-                case "thread":
-                    break; // hci-bench always reports jobs as one group, and jobs are threads
-                default:
-                    throw new BenchUsageException($"unknown option --{name} (see --help)");
-            }
-        }
-
         if (args.Length == 0)
         {
             // The embedded default job.
@@ -225,6 +126,9 @@ internal sealed class BenchOptions
             o.TimeBased = true;
             sawRuntime = true;
         }
+
+        Setting<BenchOptions>.Apply(cli, c, s_settings, o);
+        sawRuntime |= c["runtime"] != null;
 
         if (o.VhostUser && o.FileName == null)
         {
@@ -273,6 +177,55 @@ internal sealed class BenchOptions
         return o;
     }
 
+    private static Pattern ParsePattern(string text) => text switch
+    {
+        "read" => Pattern.Read,
+        "write" => Pattern.Write,
+        "randread" => Pattern.RandRead,
+        "randwrite" => Pattern.RandWrite,
+        "randrw" or "rw" => Pattern.RandRw,
+        var v => throw new BenchUsageException($"--rw={v} is not supported: use read, write, randread, randwrite or randrw"),
+    };
+
+    private static int ParseBlockSize(string text)
+    {
+        long bs = ParseBytes("bs", text);
+        if (bs < 512 || bs > (16 << 20))
+        {
+            throw new BenchUsageException($"--bs={bs} is out of range: use 512 bytes to 16 MiB");
+        }
+
+        return (int)bs;
+    }
+
+    private static bool ParseFormat(string text) => text switch
+    {
+        "normal" => false,
+        "json" => true,
+        var v => throw new BenchUsageException($"--output-format={v} is not supported: use normal or json"),
+    };
+
+    private static bool ParseVerify(string text) => text.ToLowerInvariant() switch
+    {
+        "crc32c" or "xxhash" or "pattern" or "1" or "true" => true,
+        "0" or "none" or "false" => false,
+        var v => throw new BenchUsageException($"--verify={v} is not supported: use crc32c (any hash: hci-bench uses XxHash3) or 0"),
+    };
+
+    private void SetEngine(string text)
+    {
+        Engine = text switch
+        {
+            "io_uring" => BlockEngine.IoUring,
+            "file" or "psync" => BlockEngine.File,
+            "memory" => BlockEngine.Memory,
+            "null" => BlockEngine.Null,
+            "vhost-user" or "vhost_user" => BlockEngine.Auto,
+            var v => throw new BenchUsageException($"--ioengine={v} is not supported: use io_uring, file, memory, null or vhost-user"),
+        };
+        VhostUser = Engine == BlockEngine.Auto;
+    }
+
     public static long ParseBytes(string name, string text)
     {
         string t = text.Trim().ToLowerInvariant();
@@ -307,7 +260,7 @@ internal sealed class BenchOptions
         return n * multiplier;
     }
 
-    private static double ParseSeconds(string name, string text)
+    internal static double ParseSeconds(string name, string text)
     {
         string t = text.Trim().ToLowerInvariant();
         double scale = 1;
@@ -334,7 +287,7 @@ internal sealed class BenchOptions
         return v * scale;
     }
 
-    private static int ParseInt(string name, string text, int min, int max)
+    internal static int ParseInt(string name, string text, int min, int max)
     {
         if (!int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int v) || v < min || v > max)
         {
@@ -344,7 +297,7 @@ internal sealed class BenchOptions
         return v;
     }
 
-    private static bool ParseBool(string name, string text) => text switch
+    internal static bool ParseBool(string name, string text) => text.ToLowerInvariant() switch
     {
         "1" or "true" or "on" or "yes" => true,
         "0" or "false" or "off" or "no" => false,
@@ -354,4 +307,8 @@ internal sealed class BenchOptions
 
 internal sealed class BenchUsageException(string message) : Exception(message);
 
-internal sealed class BenchHelpException() : Exception("help");
+/// <summary>Help was asked for; <see cref="Print"/> prints it.</summary>
+internal sealed class BenchHelpException(System.CommandLine.ParseResult result) : Exception("help")
+{
+    public void Print() => SampleCommandLine.PrintHelpIfAsked(result);
+}

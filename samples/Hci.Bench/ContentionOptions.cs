@@ -1,4 +1,5 @@
 using System.Globalization;
+using Hci.Samples.Shared;
 using Hci.Scheduling;
 
 namespace Hci.Bench;
@@ -28,118 +29,42 @@ internal sealed class ContentionOptions
 
     public int Rounds { get; set; } = 1;
 
-    public const string Usage = """
+    public const string Description = """
         hci-bench contention: a container-class load (direct) and a VM-class load (with a per-I/O virtualization
         cost on both sides of each I/O) on one io_uring device, each alone and then together, under a scheduler.
-
-        usage: hci-bench contention [options]
-          --filename=PATH          file or block device (default: a temporary file of --size)
-          --size=BYTES             default 1g
-          --runtime=SECONDS        per phase (solo container, solo VM, together); default 5
-          --iodepth=N              queue depth of each load; default 32
-          --scheduler=KIND         fifo | limits | mclock | hybrid (default hybrid)
-          --vm-overhead-us=US      virtualization cost added before and after each VM I/O; default 16
-          --bs=BYTES               default 4k
-          --rounds=N               repeat the three phases N times, alternating, and report medians (default 1)
-          --sweep                  iodepth 1, 2, 4 ... 128: prints the paper's Fig. 6 table and writes CSV
-          --csv=PATH               where --sweep writes (default contention-SCHEDULER.csv)
-          --output-format=FMT      normal | json
+        Settings also come from a JSON file (--config FILE; names as the options', "-" written "_": {"iodepth": 8,
+        "vm_overhead_us": 16}) and from environment variables HCI_BENCH_CONTENTION_NAME; the command line overrides
+        both.
         """;
 
+    private static readonly Setting<ContentionOptions>[] s_settings =
+    [
+        new("--filename", "PATH", "File or block device [default: a temporary file of --size]", (o, v) => o.FileName = v),
+        new("--size", "BYTES", "Its size; suffixes k, m, g, t [default: 1g]", (o, v) => o.Size = BenchOptions.ParseBytes("size", v)),
+        new("--runtime", "SECONDS", "Per phase (solo container, solo VM, together) [default: 5]", (o, v) => o.RuntimeSeconds = ParseRuntime(v)),
+        new("--iodepth", "N", "Queue depth of each load, 1 to 1024 [default: 32]", (o, v) => o.IoDepth = ParseDepth(v)),
+        new("--scheduler", "fifo|limits|mclock|hybrid", "The scheduler both loads go through [default: hybrid]", (o, v) => o.Scheduler = ParseScheduler(v)),
+        new("--vm-overhead-us", "US", "Virtualization cost added before and after each VM I/O, 0 to 1000000 [default: 16]", (o, v) => o.VmOverheadUs = ParseOverhead(v)),
+        new("--bs", "BYTES", "Block size, a multiple of 512 up to 1 MiB [default: 4k]", (o, v) => o.BlockSize = ParseBlockSize(v)),
+        new("--rounds", "N", "Repeat the three phases N times (1 to 100), alternating, and report medians [default: 1]", (o, v) => o.Rounds = ParseRounds(v)),
+        new("--sweep", "0|1", "iodepth 1, 2, 4 ... 128: prints the paper's Fig. 6 table and writes CSV (alone: 1)", (o, v) => o.Sweep = BenchOptions.ParseBool("sweep", v), OptionalValue: true),
+        new("--csv", "PATH", "Where --sweep writes [default: contention-SCHEDULER.csv]", (o, v) => o.CsvPath = v),
+        new("--output-format", "normal|json", "The report's format [default: normal]", (o, v) => o.Json = ParseFormat(v)),
+    ];
+
+    /// <summary>The command line of <c>hci-bench contention</c>.</summary>
+    public static SampleCommandLine CommandLine() =>
+        Setting<ContentionOptions>.CommandLine(new SampleCommandLine(BenchOptions.Program, Description, "HCI_BENCH_CONTENTION_", "contention", "\"vm_overhead_us\" for --vm-overhead-us"), s_settings);
+
+    /// <summary>Parses the arguments after <c>contention</c> and reads the settings.</summary>
+    /// <exception cref="BenchHelpException">Help was asked for: print it.</exception>
+    /// <exception cref="BenchUsageException">A mistake; the message says what to fix.</exception>
     public static ContentionOptions Parse(string[] args)
     {
+        var cli = CommandLine();
+        var c = Setting<ContentionOptions>.Configuration(cli, args);
         var o = new ContentionOptions();
-        var cursor = new OptionCursor(args);
-        while (cursor.Next())
-        {
-            string name = cursor.Name;
-            string? value = cursor.Inline;
-            string Value() => cursor.Value();
-
-            switch (name.Replace('_', '-'))
-            {
-                case "help":
-                    throw new BenchHelpException();
-                case "filename":
-                    o.FileName = Value();
-                    break;
-                case "size":
-                    o.Size = BenchOptions.ParseBytes(name, Value());
-                    break;
-                case "runtime":
-                    string runtime = Value();
-                    if (!double.TryParse(runtime.TrimEnd('s'), NumberStyles.Float, CultureInfo.InvariantCulture, out double rt) || rt <= 0)
-                    {
-                        throw new BenchUsageException($"--runtime={runtime}: expected a positive number of seconds");
-                    }
-
-                    o.RuntimeSeconds = rt;
-                    break;
-                case "iodepth":
-                    string depth = Value();
-                    if (!int.TryParse(depth, NumberStyles.None, CultureInfo.InvariantCulture, out int qd) || qd < 1 || qd > 1024)
-                    {
-                        throw new BenchUsageException($"--iodepth={depth}: expected 1 to 1024");
-                    }
-
-                    o.IoDepth = qd;
-                    break;
-                case "scheduler":
-                    o.Scheduler = Value() switch
-                    {
-                        "fifo" => SchedulerKind.Fifo,
-                        "limits" => SchedulerKind.Limits,
-                        "mclock" => SchedulerKind.MClock,
-                        "hybrid" => SchedulerKind.Hybrid,
-                        var v => throw new BenchUsageException($"--scheduler={v} is not supported: use fifo, limits, mclock or hybrid"),
-                    };
-                    break;
-                case "vm-overhead-us":
-                    string overhead = Value();
-                    if (!double.TryParse(overhead, NumberStyles.Float, CultureInfo.InvariantCulture, out double us) || us < 0 || us > 1_000_000)
-                    {
-                        throw new BenchUsageException($"--vm-overhead-us={overhead}: expected 0 to 1000000");
-                    }
-
-                    o.VmOverheadUs = us;
-                    break;
-                case "bs":
-                    long bs = BenchOptions.ParseBytes(name, Value());
-                    if (bs < 512 || bs > (1 << 20) || bs % 512 != 0)
-                    {
-                        throw new BenchUsageException($"--bs={bs}: expected a multiple of 512 up to 1 MiB");
-                    }
-
-                    o.BlockSize = (int)bs;
-                    break;
-                case "rounds":
-                    string roundsText = Value();
-                    if (!int.TryParse(roundsText, NumberStyles.None, CultureInfo.InvariantCulture, out int rounds) || rounds < 1 || rounds > 100)
-                    {
-                        throw new BenchUsageException($"--rounds={roundsText}: expected 1 to 100");
-                    }
-
-                    o.Rounds = rounds;
-                    break;
-                case "sweep":
-                    o.Sweep = value == null || value is "1" or "true";
-                    break;
-                case "csv":
-                    o.CsvPath = Value();
-                    break;
-                case "output-format":
-                    o.Json = Value() switch
-                    {
-                        "normal" => false,
-                        "json" => true,
-                        var v => throw new BenchUsageException($"--output-format={v} is not supported: use normal or json"),
-                    };
-                    break;
-                default:
-                    throw new BenchUsageException($"unknown option --{name} for contention (see hci-bench contention --help)");
-            }
-        }
-
+        Setting<ContentionOptions>.Apply(cli, c, s_settings, o);
         if (o.Size < o.BlockSize * 16L)
         {
             throw new BenchUsageException($"--size={o.Size} is too small for --bs={o.BlockSize}");
@@ -147,4 +72,46 @@ internal sealed class ContentionOptions
 
         return o;
     }
+
+    private static double ParseRuntime(string runtime) =>
+        double.TryParse(runtime.TrimEnd('s'), NumberStyles.Float, CultureInfo.InvariantCulture, out double rt) && rt > 0 && !double.IsInfinity(rt)
+            ? rt
+            : throw new BenchUsageException($"--runtime={runtime}: expected a positive number of seconds");
+
+    private static int ParseDepth(string depth) =>
+        int.TryParse(depth, NumberStyles.None, CultureInfo.InvariantCulture, out int qd) && qd is >= 1 and <= 1024
+            ? qd
+            : throw new BenchUsageException($"--iodepth={depth}: expected 1 to 1024");
+
+    private static SchedulerKind ParseScheduler(string text) => text switch
+    {
+        "fifo" => SchedulerKind.Fifo,
+        "limits" => SchedulerKind.Limits,
+        "mclock" => SchedulerKind.MClock,
+        "hybrid" => SchedulerKind.Hybrid,
+        var v => throw new BenchUsageException($"--scheduler={v} is not supported: use fifo, limits, mclock or hybrid"),
+    };
+
+    private static double ParseOverhead(string overhead) =>
+        double.TryParse(overhead, NumberStyles.Float, CultureInfo.InvariantCulture, out double us) && us is >= 0 and <= 1_000_000
+            ? us
+            : throw new BenchUsageException($"--vm-overhead-us={overhead}: expected 0 to 1000000");
+
+    private static int ParseBlockSize(string text)
+    {
+        long bs = BenchOptions.ParseBytes("bs", text);
+        return bs is >= 512 and <= (1 << 20) && bs % 512 == 0 ? (int)bs : throw new BenchUsageException($"--bs={bs}: expected a multiple of 512 up to 1 MiB");
+    }
+
+    private static int ParseRounds(string text) =>
+        int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int rounds) && rounds is >= 1 and <= 100
+            ? rounds
+            : throw new BenchUsageException($"--rounds={text}: expected 1 to 100");
+
+    private static bool ParseFormat(string text) => text switch
+    {
+        "normal" => false,
+        "json" => true,
+        var v => throw new BenchUsageException($"--output-format={v} is not supported: use normal or json"),
+    };
 }

@@ -6,9 +6,9 @@ if (args.Length > 0 && args[0] == "contention")
     {
         return ContentionRunner.Run(ContentionOptions.Parse(args[1..]), Console.Out, Console.Error);
     }
-    catch (BenchHelpException)
+    catch (BenchHelpException help)
     {
-        Console.WriteLine(ContentionOptions.Usage);
+        help.Print();
         return 0;
     }
     catch (BenchUsageException ex)
@@ -28,9 +28,9 @@ try
 {
     options = BenchOptions.Parse(args);
 }
-catch (BenchHelpException)
+catch (BenchHelpException help)
 {
-    Console.WriteLine(BenchOptions.Usage);
+    help.Print();
     return 0;
 }
 catch (BenchUsageException ex)
@@ -67,4 +67,3 @@ finally
         File.Delete(tempFile);
     }
 }
-

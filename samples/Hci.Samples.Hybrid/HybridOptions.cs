@@ -1,41 +1,34 @@
 using Hci.Core.Devices;
 using Hci.Samples.Shared;
 using Hci.Scheduling;
+using Microsoft.Extensions.Configuration;
 
 namespace Hci.Samples.Hybrid;
 
-/// <summary>hci-hybrid's command line.</summary>
+/// <summary>hci-hybrid's settings: its command line (System.CommandLine), a JSON file, the environment.</summary>
 internal sealed class HybridOptions
 {
-    public static readonly string Usage = $$"""
-        usage: hci-hybrid --backing FILE [--size SIZE] [--ioengine io_uring|file|memory|null]
-                          (--vm-socket PATH)... (--container-socket PATH)...
-                          [--scheduler fifo|limits|mclock|hybrid] [--container-allow uid:N|gid:N]...
-                          [--vm-allow uid:N|gid:N]... [--reactors N] [--poll-us N] [--buffered] [-v]
-           or: hci-hybrid (--etcd URL | --data-dir DIR) --node ID --device FILE[:SIZE] --socket-dir DIR [options]
+    public const string Program = "hci-hybrid";
 
-        One host serving VMs and containers from the same volume under one scheduler (the paper's hybrid):
-          --vm-socket PATH          a vhost-user-blk socket for a VM (QEMU); its requests are class Vm (repeatable)
-          --container-socket PATH   a vhost-user-blk socket for a container or process (the Hci client, no I/O
-                                    virtualization); its requests are class Container (repeatable)
-          --backing FILE            the file or block device that holds the volume
-          --size SIZE               its size (k, m, g, t); needed for a new file and for memory/null
-          --ioengine ENGINE         io_uring (default), file, memory or null
-          --scheduler KIND          hybrid (default): containers first, VMs throttled and batched while they press;
-                                    fifo, limits or mclock for comparison
-          --container-allow WHO     uid:N or gid:N admitted on the container sockets, checked with SO_PEERCRED at
-                                    connect (repeatable); default: only this process's own uid
-          --vm-allow WHO            the same for the VM sockets; default: anyone who can open them (mode 0600)
-          --reactors N              data-plane threads shared by every socket (default 1)
-          --poll-us N               how long a reactor polls before it sleeps, in microseconds (default 32)
-          --buffered                use the page cache (no O_DIRECT)
-        Cluster node (instead of --backing): every volume attached to this node is served as two sockets in
-        --socket-dir, NAME.vm.sock (class Vm) and NAME.ct.sock (class Container), under one scheduler.
-          --socket-dir DIR          where those sockets go
-        {{ClusterNodeOptions.Usage}}
-        Each connection is a tenant of the scheduler. On SIGINT or SIGTERM the host prints, per class, the requests
-        served, the time they waited in the scheduler and the time they were throttled.
+    private const string Description = """
+        hci-hybrid: one host serving VMs and containers from the same volume under one scheduler (the paper's hybrid).
+
+          hci-hybrid --backing FILE [--size SIZE] (--vm-socket PATH)... (--container-socket PATH)... [options]
+          hci-hybrid (--etcd URL | --data-dir DIR) --node ID --device FILE[:SIZE] --socket-dir DIR [options]
+
+        A cluster node (instead of --backing) serves every volume attached to it as two sockets in --socket-dir,
+        NAME.vm.sock (class Vm) and NAME.ct.sock (class Container), under one scheduler. Each connection is a tenant
+        of the scheduler. Settings also come from a JSON file (--config FILE), e.g. {"backing": "...",
+        "vmSocket": ["..."], "containerAllow": ["uid:1000"], "reactors": 2}, and from environment variables
+        HCI_HYBRID_NAME (HCI_HYBRID_SCHEDULER=fifo, HCI_HYBRID_VMSOCKET__0=...); the command line overrides both.
+        It logs a ready line once it serves (then a systemd unit of Type=notify gets READY=1). On SIGINT or SIGTERM
+        it prints, per class, the requests served, the time they waited in the scheduler and the time they were
+        throttled.
         """;
+
+    private static readonly Func<string, string?> s_engines = text => text == "iouring" ? null : SampleCommandLine.OneOf("io_uring", "file", "memory", "null")(text);
+
+    private static readonly Func<string, string?> s_schedulers = SampleCommandLine.OneOf("fifo", "limits", "mclock", "hybrid");
 
     public List<string> VmSockets { get; } = [];
 
@@ -65,9 +58,7 @@ internal sealed class HybridOptions
 
     public bool Verbose { get; set; }
 
-    public bool Help { get; set; }
-
-    public ClusterNodeOptions Cluster { get; } = new();
+    public ClusterNodeOptions Cluster { get; private set; } = new();
 
     public string? SocketDir { get; set; }
 
@@ -77,7 +68,7 @@ internal sealed class HybridOptions
         "file" => BlockEngine.File,
         "memory" => BlockEngine.Memory,
         "null" => BlockEngine.Null,
-        _ => throw new UsageException($"--ioengine {IoEngine} is not known: use io_uring, file, memory or null."),
+        _ => BlockEngine.Auto, // checked when read
     };
 
     public SchedulerKind SchedulerKind => Scheduler switch
@@ -86,85 +77,78 @@ internal sealed class HybridOptions
         "limits" => SchedulerKind.Limits,
         "mclock" => SchedulerKind.MClock,
         "hybrid" => SchedulerKind.Hybrid,
-        _ => throw new UsageException($"--scheduler {Scheduler} is not known: use fifo, limits, mclock or hybrid."),
+        _ => SchedulerKind.Hybrid, // checked when read
     };
 
-    public static HybridOptions Parse(string[] args)
+    /// <summary>The command line.</summary>
+    public static SampleCommandLine CommandLine()
     {
-        var o = new HybridOptions();
-        for (int i = 0; i < args.Length; i++)
+        var cli = new SampleCommandLine(Program, Description, "HCI_HYBRID_");
+        cli.Repeatable("--vm-socket", "VmSocket", "PATH", "A vhost-user-blk socket for a VM (QEMU); its requests are class Vm (repeatable)");
+        cli.Repeatable("--container-socket", "ContainerSocket", "PATH", "A vhost-user-blk socket for a container or process (the Hci client, no I/O virtualization); its requests are class Container (repeatable)");
+        cli.Text("--backing", "Backing", "FILE", "The file or block device that holds the volume");
+        cli.Text("--size", "Size", "SIZE", "Its size (k, m, g, t: powers of 1024); needed for a new file and for memory and null", SampleCommandLine.Size);
+        cli.Text("--ioengine", "IoEngine", "io_uring|file|memory|null", "How the device is driven [default: io_uring]", s_engines);
+        cli.Text("--scheduler", "Scheduler", "hybrid|fifo|limits|mclock", "hybrid: containers first, VMs throttled and batched while they press; fifo, limits or mclock for comparison [default: hybrid]", s_schedulers);
+        cli.Repeatable("--container-allow", "ContainerAllow", "uid:N|gid:N", "A user or group admitted on the container sockets, checked with SO_PEERCRED at connect (repeatable) [default: only this process's own uid]", Peer);
+        cli.Repeatable("--vm-allow", "VmAllow", "uid:N|gid:N", "The same for the VM sockets (repeatable) [default: anyone who can open them (mode 0600)]", Peer);
+        cli.Text("--reactors", "Reactors", "N", "Data-plane threads shared by every socket, 1 to 64 [default: 1]", SampleCommandLine.WholeNumber(1, 64));
+        cli.Text("--poll-us", "PollUs", "N", "How long a reactor polls before it sleeps, 0 to 1000000 microseconds [default: 32]", SampleCommandLine.WholeNumber(0, 1_000_000));
+        cli.Flag("--buffered", "Buffered", "Use the page cache (no O_DIRECT)");
+        cli.Text("--socket-dir", "SocketDir", "DIR", "Cluster node: where the sockets of the volumes attached to this node go (NAME.vm.sock, NAME.ct.sock)");
+        ClusterNodeOptions.AddOptions(cli);
+        cli.Flag("--verbose", "Verbose", "Log protocol details", ["-v"]);
+        return cli;
+    }
+
+    /// <summary>Parses <paramref name="args"/> and reads the settings. Null when the program should exit with
+    /// <paramref name="exitCode"/> (help: 0; a mistake: 2, said on stderr).</summary>
+    public static (HybridOptions Options, ConfigurationManager Configuration)? Load(string[] args, out int exitCode)
+    {
+        var cli = CommandLine();
+        if (cli.Parse(args, out exitCode) is not { } result)
         {
-            string arg = args[i];
-            string Value()
-            {
-                if (i + 1 >= args.Length)
-                {
-                    throw new UsageException($"{arg} needs a value (see --help)");
-                }
-
-                return args[++i];
-            }
-
-            switch (arg)
-            {
-                case "--vm-socket":
-                    o.VmSockets.Add(Value());
-                    break;
-                case "--container-socket":
-                    o.ContainerSockets.Add(Value());
-                    break;
-                case "--backing":
-                    o.Backing = Value();
-                    break;
-                case "--size":
-                {
-                    string text = Value();
-                    o.Size = Hci.Samples.Shared.SizeText.TryParse(text, out long bytes) && bytes > 0
-                        ? bytes
-                        : throw new UsageException($"--size {text}: expected a positive size in bytes, optionally with k, m, g or t");
-                    break;
-                }
-
-                case "--ioengine":
-                    o.IoEngine = Value();
-                    break;
-                case "--scheduler":
-                    o.Scheduler = Value();
-                    break;
-                case "--container-allow":
-                    AddPeer(arg, Value(), o.ContainerUsers, o.ContainerGroups);
-                    break;
-                case "--vm-allow":
-                    AddPeer(arg, Value(), o.VmUsers, o.VmGroups);
-                    break;
-                case "--reactors":
-                    o.Reactors = Int(arg, Value(), 1, 64);
-                    break;
-                case "--poll-us":
-                    o.PollMicroseconds = Int(arg, Value(), 0, 1_000_000);
-                    break;
-                case "--buffered":
-                    o.Buffered = true;
-                    break;
-                case "-v" or "--verbose":
-                    o.Verbose = true;
-                    break;
-                case "-h" or "--help":
-                    o.Help = true;
-                    return o;
-                case "--socket-dir":
-                    o.SocketDir = Value();
-                    break;
-                default:
-                    if (!o.Cluster.TryParse(arg, Value, m => new UsageException(m)))
-                    {
-                        throw new UsageException($"unknown argument '{arg}' (see --help)");
-                    }
-
-                    break;
-            }
+            return null;
         }
 
+        try
+        {
+            var configuration = cli.Configuration(result);
+            return (FromConfiguration(cli, configuration), configuration);
+        }
+        catch (UsageException e)
+        {
+            Console.Error.WriteLine($"{Program}: {e.Message}");
+            exitCode = 2;
+            return null;
+        }
+    }
+
+    private static HybridOptions FromConfiguration(SampleCommandLine cli, IConfiguration c)
+    {
+        cli.RejectUnknown(c, cli.Keys);
+        var o = new HybridOptions
+        {
+            Backing = c["Backing"],
+            IoEngine = SampleCommandLine.Checked(c, "IoEngine", "--ioengine", s_engines) ?? "io_uring",
+            Scheduler = SampleCommandLine.Checked(c, "Scheduler", "--scheduler", s_schedulers) ?? "hybrid",
+            Reactors = SampleCommandLine.Int(c, "Reactors", "--reactors", 1, 64, 1),
+            PollMicroseconds = SampleCommandLine.Int(c, "PollUs", "--poll-us", 0, 1_000_000, 32),
+            Buffered = SampleCommandLine.Bool(c, "Buffered", "--buffered"),
+            Verbose = SampleCommandLine.Bool(c, "Verbose", "--verbose"),
+            SocketDir = c["SocketDir"],
+            Cluster = ClusterNodeOptions.FromConfiguration(c),
+        };
+        o.VmSockets.AddRange(SampleCommandLine.Strings(c, "VmSocket"));
+        o.ContainerSockets.AddRange(SampleCommandLine.Strings(c, "ContainerSocket"));
+        if (SampleCommandLine.Checked(c, "Size", "--size", SampleCommandLine.Size) is { } size)
+        {
+            SizeText.TryParse(size, out long bytes);
+            o.Size = bytes;
+        }
+
+        AddPeers(SampleCommandLine.Strings(c, "ContainerAllow"), "--container-allow", o.ContainerUsers, o.ContainerGroups);
+        AddPeers(SampleCommandLine.Strings(c, "VmAllow"), "--vm-allow", o.VmUsers, o.VmGroups);
         o.Cluster.Check(m => new UsageException(m));
         if (o.Cluster.Enabled)
         {
@@ -178,7 +162,6 @@ internal sealed class HybridOptions
                 throw new UsageException("a cluster node serves the volumes attached to it: give --socket-dir, not --vm-socket, --container-socket or --backing");
             }
 
-            _ = o.SchedulerKind;
             return o;
         }
 
@@ -203,24 +186,29 @@ internal sealed class HybridOptions
             throw new UsageException($"--ioengine {o.IoEngine} needs --size SIZE");
         }
 
-        _ = o.SchedulerKind;
         return o;
     }
 
-    private static void AddPeer(string name, string text, List<uint> users, List<uint> groups)
+    private static string? Peer(string text)
     {
         int colon = text.IndexOf(':');
         string kind = colon < 0 ? "" : text[..colon];
-        if (colon < 0 || kind is not ("uid" or "gid") || !uint.TryParse(text.AsSpan(colon + 1), out uint id))
-        {
-            throw new UsageException($"{name} {text}: expected uid:N or gid:N (a number, e.g. uid:1000)");
-        }
-
-        (kind == "uid" ? users : groups).Add(id);
+        return colon < 0 || kind is not ("uid" or "gid") || !uint.TryParse(text.AsSpan(colon + 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out _)
+            ? "expected uid:N or gid:N (a number, e.g. uid:1000)"
+            : null;
     }
 
-    private static int Int(string name, string text, int min, int max) =>
-        int.TryParse(text, out int v) && v >= min && v <= max ? v : throw new UsageException($"{name} {text}: expected a whole number from {min} to {max}");
-}
+    private static void AddPeers(List<string> texts, string option, List<uint> users, List<uint> groups)
+    {
+        foreach (string text in texts)
+        {
+            if (Peer(text) is { } problem)
+            {
+                throw new UsageException($"{option} {text} (from --config or the environment): {problem}");
+            }
 
-internal sealed class UsageException(string message) : Exception(message);
+            uint id = uint.Parse(text.AsSpan(text.IndexOf(':') + 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture);
+            (text.StartsWith("uid", StringComparison.Ordinal) ? users : groups).Add(id);
+        }
+    }
+}

@@ -4,17 +4,48 @@ namespace Hci.Samples.Shared;
 /// (<c>--data-dir</c>): the flags every host shares.</summary>
 internal sealed class ClusterNodeOptions
 {
-    public const string Usage = """
-        Cluster (every volume attached to this node is served; without these the host exports local files):
-          --etcd URL[,URL...]  the cluster store (etcd v3), e.g. http://127.0.0.1:2379
-          --data-dir DIR       instead of --etcd: the embedded single-node store in DIR (replicas on this node's devices)
-          --node ID            this node's id (letters, digits, '-', '_', '.')
-          --listen HOST:PORT   where peers reach this node's replicas (with --etcd; default 127.0.0.1:7420)
-          --domain PATH        this node's failure domain, e.g. rack1/host2 (default: host/ID)
-          --device FILE[:SIZE] a replica store on FILE (created at SIZE if missing; repeatable)
-          --cluster-key-file F the cluster's key (random bytes, mode 0600; with --etcd). Create one with
-                               hci cluster key --out F
-        """;
+    /// <summary>The setting names of the cluster options.</summary>
+    public static readonly string[] Keys = ["Etcd", "DataDir", "Node", "Listen", "Domain", "Device", "ClusterKeyFile"];
+
+    /// <summary>Adds the cluster options (<c>--etcd</c>, <c>--data-dir</c>, <c>--node</c>, ...) to a host's command line.</summary>
+    public static void AddOptions(SampleCommandLine cli)
+    {
+        cli.Text("--etcd", "Etcd", "URL[,URL...]", "Cluster node: the cluster store (etcd v3), e.g. http://127.0.0.1:2379. Every volume attached to this node is served");
+        cli.Text("--data-dir", "DataDir", "DIR", "Cluster node, instead of --etcd: the embedded single-node store in DIR (replicas on this node's devices)");
+        cli.Text("--node", "Node", "ID", "Cluster node: this node's id (letters, digits, '-', '_', '.')");
+        cli.Text("--listen", "Listen", "HOST:PORT", "Cluster node: where peers reach this node's replicas (with --etcd) [default: 127.0.0.1:7420]");
+        cli.Text("--domain", "Domain", "PATH", "Cluster node: this node's failure domain, e.g. rack1/host2 [default: host/ID]");
+        cli.Repeatable("--device", "Device", "FILE[:SIZE]", "Cluster node: a replica store on FILE, created at SIZE (k, m, g, t) if missing (repeatable)");
+        cli.Text("--cluster-key-file", "ClusterKeyFile", "FILE", "Cluster node with --etcd: the cluster's key (random bytes, mode 0600). Create one with hci cluster key --out FILE");
+    }
+
+    /// <summary>The cluster settings from a host's configuration.</summary>
+    public static ClusterNodeOptions FromConfiguration(Microsoft.Extensions.Configuration.IConfiguration configuration)
+    {
+        var o = new ClusterNodeOptions
+        {
+            Etcd = configuration["Etcd"],
+            DataDir = configuration["DataDir"],
+            NodeId = configuration["Node"] ?? "",
+            Listen = configuration["Listen"] ?? "127.0.0.1:7420",
+            Domain = configuration["Domain"],
+            ClusterKeyFile = configuration["ClusterKeyFile"],
+        };
+        foreach (string text in SampleCommandLine.Strings(configuration, "Device"))
+        {
+            int colon = text.LastIndexOf(':');
+            if (colon > 0 && SizeText.TryParse(text[(colon + 1)..], out long size))
+            {
+                o.Devices.Add((text[..colon], size));
+            }
+            else
+            {
+                o.Devices.Add((text, null));
+            }
+        }
+
+        return o;
+    }
 
     public string? Etcd { get; set; }
 
@@ -35,50 +66,6 @@ internal sealed class ClusterNodeOptions
 
     /// <summary>True when the host runs as a cluster node.</summary>
     public bool Enabled => Etcd != null || DataDir != null;
-
-    /// <summary>Takes one cluster flag; false when <paramref name="arg"/> is not one.</summary>
-    public bool TryParse(string arg, Func<string> value, Func<string, Exception> usage)
-    {
-        switch (arg)
-        {
-            case "--etcd":
-                Etcd = value();
-                return true;
-            case "--data-dir":
-                DataDir = value();
-                return true;
-            case "--node":
-                NodeId = value();
-                return true;
-            case "--listen":
-                Listen = value();
-                return true;
-            case "--domain":
-                Domain = value();
-                return true;
-            case "--cluster-key-file":
-                ClusterKeyFile = value();
-                return true;
-            case "--device":
-            {
-                string text = value();
-                int colon = text.LastIndexOf(':');
-                if (colon > 0 && SizeText.TryParse(text[(colon + 1)..], out long size))
-                {
-                    Devices.Add((text[..colon], size));
-                }
-                else
-                {
-                    Devices.Add((text, null));
-                }
-
-                return true;
-            }
-
-            default:
-                return false;
-        }
-    }
 
     /// <summary>Checks the flags together; the exception says what to fix.</summary>
     public void Check(Func<string, Exception> usage)

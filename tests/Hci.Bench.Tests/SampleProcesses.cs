@@ -20,13 +20,19 @@ internal static class SampleProcesses
         throw new InvalidOperationException("The repository root (Hci.sln) is not above the test's directory.");
     }
 
-    /// <summary>Runs <paramref name="program"/> to its end (at most a minute): its exit code, and its output and errors.</summary>
-    public static async Task<(int Code, string Output)> RunAsync(string program, IEnumerable<string> args)
+    /// <summary>Runs <paramref name="program"/> to its end (at most a minute), with <paramref name="environment"/> added
+    /// to this process's: its exit code, and its output and errors.</summary>
+    public static async Task<(int Code, string Output)> RunAsync(string program, IEnumerable<string> args, Dictionary<string, string>? environment = null)
     {
         var psi = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (string arg in args)
         {
             psi.ArgumentList.Add(arg);
+        }
+
+        foreach (var (name, value) in environment ?? [])
+        {
+            psi.Environment[name] = value;
         }
 
         using var process = Process.Start(psi)!;
