@@ -41,9 +41,22 @@ public sealed partial class OpenTelemetrySampleTests : IDisposable
         }
 
         var log = new StringBuilder();
+        using var lines = new SemaphoreSlim(0);
         using var host = Process.Start(psi)!;
-        host.OutputDataReceived += (_, e) => { lock (log) { log.AppendLine(e.Data); } };
-        host.ErrorDataReceived += (_, e) => { lock (log) { log.AppendLine(e.Data); } };
+        void Add(string? line)
+        {
+            lock (log)
+            {
+                log.AppendLine(line);
+            }
+
+            lines.Release();
+        }
+
+        host.OutputDataReceived += (_, e) => Add(e.Data);
+        host.ErrorDataReceived += (_, e) => Add(e.Data);
+        host.Exited += (_, _) => lines.Release();
+        host.EnableRaisingEvents = true;
         host.BeginOutputReadLine();
         host.BeginErrorReadLine();
         string Log()
@@ -60,8 +73,8 @@ public sealed partial class OpenTelemetrySampleTests : IDisposable
             while (!condition())
             {
                 Assert.False(host.HasExited, $"hci-otel exited while waiting for {what}: {Log()}");
-                Assert.True(deadline.Elapsed < TimeSpan.FromSeconds(60), $"no {what} within 60 s: {Log()}");
-                await Task.Delay(50); // polling the process's output for a condition, with a deadline
+                var left = TimeSpan.FromSeconds(60) - deadline.Elapsed;
+                Assert.True(left > TimeSpan.Zero && await lines.WaitAsync(left), $"no {what} within 60 s: {Log()}"); // the next line
             }
         }
 
