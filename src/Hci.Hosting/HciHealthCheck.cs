@@ -1,14 +1,17 @@
 using Hci.Core.Blocks;
 using Hci.Core.Buffers;
+using Hci.Core.Cluster;
+using Hci.Core.Replication;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
 
 namespace Hci.Hosting;
 
 /// <summary>
-/// Reports the host's Hci state: Healthy while every device answers and every server listens; the registration's
-/// failure status (Unhealthy by default) with the reasons otherwise, such as a device whose read fails, a socket
-/// file that is gone, or a start that failed.
+/// Reports the host's Hci state: Healthy while every device answers and every server listens; Degraded while a
+/// replicated volume serves with a replica out of sync; the registration's failure status (Unhealthy by default) with
+/// the reasons otherwise, such as a device whose read fails, a fenced volume, a socket file that is gone, or a start
+/// that failed.
 /// </summary>
 internal sealed class HciHealthCheck(HciRuntime runtime, IOptionsMonitor<HciOptions> options) : IHealthCheck
 {
@@ -36,6 +39,45 @@ internal sealed class HciHealthCheck(HciRuntime runtime, IOptionsMonitor<HciOpti
             }
         }
 
+        bool degraded = false;
+        foreach (var (name, device) in runtime.Devices)
+        {
+            if (device is not ReplicatedVolume volume)
+            {
+                continue;
+            }
+
+            // A replicated volume (a device made in code: AddDevice(name, factory)): fenced by a newer owner, it serves
+            // nothing; an extent with a replica not in sync is degraded (served, with less redundancy) until resync.
+            if (volume.IsFenced)
+            {
+                problems.Add($"volume '{name}': fenced (a newer owner took the volume with a higher epoch); every request fails until it is attached here again.");
+                data[$"volume:{name}"] = $"fenced at epoch {volume.Epoch}";
+                continue;
+            }
+
+            int extents = 0, behind = 0;
+            foreach (var extent in volume.GetExtents())
+            {
+                extents++;
+                foreach (var replica in extent.Replicas)
+                {
+                    if (replica.State != ReplicaState.InSync)
+                    {
+                        behind++;
+                        break;
+                    }
+                }
+            }
+
+            data[$"volume:{name}"] = $"epoch {volume.Epoch}, {extents} extent(s) written, {behind} with a replica not in sync";
+            if (behind > 0)
+            {
+                degraded = true;
+                problems.Add($"volume '{name}': {behind} of {extents} written extent(s) have a replica that is not in sync (served from the in-sync ones; resync brings it back).");
+            }
+        }
+
         foreach (var (name, server) in runtime.VhostUserBlkServers)
         {
             bool present = File.Exists(server.SocketPath);
@@ -49,6 +91,11 @@ internal sealed class HciHealthCheck(HciRuntime runtime, IOptionsMonitor<HciOpti
         foreach (var (name, target) in runtime.IscsiTargets)
         {
             data[$"iscsi:{name}"] = $"listening on {target.LocalEndPoint}, {target.ConnectionCount} connection(s), {target.CommandsServed} command(s)";
+        }
+
+        if (problems.Count > 0 && degraded && problems.TrueForAll(p => p.Contains("not in sync", StringComparison.Ordinal)))
+        {
+            return HealthCheckResult.Degraded(string.Join("; ", problems), data: data);
         }
 
         return problems.Count == 0

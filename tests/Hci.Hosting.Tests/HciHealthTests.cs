@@ -1,4 +1,6 @@
 using Hci.Core.Devices;
+using Hci.Core.Replication;
+using Hci.Testing.Replication;
 using Hci.Core.Devices.Decorators;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using static Hci.Hosting.Tests.HostFixture;
@@ -36,6 +38,42 @@ public sealed class HciHealthTests : IDisposable
 
         faulty.Remove(rule);
         Assert.Equal(HealthStatus.Healthy, (await HealthAsync(host)).Status);
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task AReplicatedVolumeWithAReplicaOutOfSyncIsDegradedAndHealthyAgainOnceResynced()
+    {
+        const long extent = 4L << 20;
+        using var cluster = await InProcessReplicaCluster.StartAsync(3, extentSize: extent);
+        var control = new MemoryVolumeControl(cluster.Placement(3));
+        ReplicatedVolume? volume = null;
+        using var host = Build(
+            new Dictionary<string, string?>(),
+            hci => hci.AddDevice("vol", _ => volume = ReplicatedVolume.OpenAsync(
+                new ReplicatedVolumeSpec { Name = "vol", VolumeId = 3, Size = 4 * extent, Epoch = 1, MinInSync = 2, LocalNodeId = "node1", Extents = control.Snapshot() },
+                cluster.Connector,
+                control,
+                new ReplicatedVolumeOptions { ResyncInterval = TimeSpan.FromMilliseconds(50), BufferAlignment = 1 }).GetAwaiter().GetResult()));
+        await host.StartAsync();
+        await volume!.WriteAsync(0, new byte[4096]);
+        Assert.Equal(HealthStatus.Healthy, (await HealthAsync(host)).Status);
+
+        cluster.Connector.SetDown("node3", true);
+        await volume.WriteAsync(4096, new byte[4096]); // node3 misses it: out of sync, the write goes on
+        var degraded = await HealthAsync(host);
+        Assert.Equal(HealthStatus.Degraded, degraded.Status);
+        Assert.Contains("volume 'vol': 1 of 1 written extent(s) have a replica that is not in sync", degraded.Entries["hci"].Description, StringComparison.Ordinal);
+
+        cluster.Connector.SetDown("node3", false);
+        var deadline = System.Diagnostics.Stopwatch.StartNew();
+        HealthReport report;
+        while ((report = await HealthAsync(host)).Status != HealthStatus.Healthy)
+        {
+            Assert.True(deadline.Elapsed < TimeSpan.FromSeconds(30), $"still {report.Status} after node3 came back: {report.Entries["hci"].Description}");
+            await volume.WriteAsync(8192, new byte[4096]); // work for the volume while resync runs; each check is a fresh look
+        }
+
         await host.StopAsync();
     }
 
