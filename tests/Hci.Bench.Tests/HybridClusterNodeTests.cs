@@ -1,5 +1,3 @@
-using System.Diagnostics;
-using System.Text;
 using Hci.Bench;
 
 namespace Hci.Bench.Tests;
@@ -32,86 +30,33 @@ public sealed class HybridClusterNodeTests : IDisposable
     public async Task AVolumeAttachedToAHybridNodeIsServedAsAVmAndAContainerSocketThatBothCarryVerifiedIo()
     {
         string sockets = Path.Combine(_dir, "sockets");
-        var log = new StringBuilder();
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (string arg in new[] { Built("Hci.Samples.Hybrid", "hci-hybrid.dll"), "--data-dir", Path.Combine(_dir, "store"), "--node", "node1", "--device", $"{Path.Combine(_dir, "dev0.img")}:512M", "--socket-dir", sockets })
+        await using var host = SampleHostProcess.Start(
+            Built("Hci.Samples.Hybrid", "hci-hybrid.dll"),
+            ["--data-dir", Path.Combine(_dir, "store"), "--node", "node1", "--device", $"{Path.Combine(_dir, "dev0.img")}:512M", "--socket-dir", sockets]);
+        await host.WaitForLogAsync("ready: cluster node node1");
+        var (code, output) = await Hci("volume", "create", "v", "--size", "64M", "--replicas", "1");
+        Assert.True(code == 0, output);
+        (code, output) = await Hci("volume", "attach", "v", "--node", "node1");
+        Assert.True(code == 0, output);
+        await host.WaitForLogAsync("serve replicated volume v");
+
+        // The VM socket and the container socket, each in its own half of the volume, with verification.
+        foreach (var (socket, offset) in new[] { ("v.vm.sock", "0"), ("v.ct.sock", "32m") })
         {
-            psi.ArgumentList.Add(arg);
+            var options = BenchOptions.Parse([$"--ioengine=vhost-user", $"--filename={Path.Combine(sockets, socket)}", $"--offset={offset}", "--size=32m", "--rw=randrw", "--iodepth=8", "--runtime=1s", "--time_based", "--verify=crc32c"]);
+            var bench = new StringWriter();
+            var benchLog = new StringWriter();
+            int result = BenchRunner.Run(options, bench, benchLog);
+            Assert.True(result == 0, $"{socket}: {benchLog}{bench}");
+            Assert.Matches(@"verify: [1-9]\d* reads checked against this run's writes, all good", benchLog.ToString());
         }
 
-        using var host = Process.Start(psi)!;
-        using var lines = new SemaphoreSlim(0);
-        void Add(string? line)
-        {
-            lock (log)
-            {
-                log.AppendLine(line);
-            }
-
-            lines.Release();
-        }
-
-        host.OutputDataReceived += (_, e) => Add(e.Data);
-        host.ErrorDataReceived += (_, e) => Add(e.Data);
-        host.Exited += (_, _) => lines.Release();
-        host.EnableRaisingEvents = true;
-        host.BeginOutputReadLine();
-        host.BeginErrorReadLine();
-        string Log()
-        {
-            lock (log)
-            {
-                return log.ToString();
-            }
-        }
-
-        async Task WaitForLog(string text)
-        {
-            var watch = Stopwatch.StartNew();
-            while (!Log().Contains(text, StringComparison.Ordinal))
-            {
-                Assert.False(host.HasExited, $"hci-hybrid exited: {Log()}");
-                var left = TimeSpan.FromSeconds(60) - watch.Elapsed;
-                Assert.True(left > TimeSpan.Zero && await lines.WaitAsync(left), $"no '{text}' in: {Log()}"); // the next line
-            }
-        }
-
-        try
-        {
-            await WaitForLog("ready: cluster node node1");
-            var (code, output) = await Hci("volume", "create", "v", "--size", "64M", "--replicas", "1");
-            Assert.True(code == 0, output);
-            (code, output) = await Hci("volume", "attach", "v", "--node", "node1");
-            Assert.True(code == 0, output);
-            await WaitForLog("serve replicated volume v");
-
-            // The VM socket and the container socket, each in its own half of the volume, with verification.
-            foreach (var (socket, offset) in new[] { ("v.vm.sock", "0"), ("v.ct.sock", "32m") })
-            {
-                var options = BenchOptions.Parse([$"--ioengine=vhost-user", $"--filename={Path.Combine(sockets, socket)}", $"--offset={offset}", "--size=32m", "--rw=randrw", "--iodepth=8", "--runtime=1s", "--time_based", "--verify=crc32c"]);
-                var bench = new StringWriter();
-                var benchLog = new StringWriter();
-                int result = BenchRunner.Run(options, bench, benchLog);
-                Assert.True(result == 0, $"{socket}: {benchLog}{bench}");
-                Assert.Matches(@"verify: [1-9]\d* reads checked against this run's writes, all good", benchLog.ToString());
-            }
-
-            Assert.Contains("class Vm, tenant", Log(), StringComparison.Ordinal);
-            Assert.Contains("class Container, tenant", Log(), StringComparison.Ordinal);
-            (code, output) = await Hci("volume", "detach", "v");
-            Assert.True(code == 0, output);
-            await WaitForLog("volume v detached");
-            Assert.False(File.Exists(Path.Combine(sockets, "v.vm.sock")), "the VM socket outlived the detach");
-            Assert.False(File.Exists(Path.Combine(sockets, "v.ct.sock")), "the container socket outlived the detach");
-        }
-        finally
-        {
-            if (!host.HasExited)
-            {
-                host.Kill(entireProcessTree: true);
-            }
-
-            await host.WaitForExitAsync();
-        }
+        Assert.Contains("class Vm, tenant", host.Log, StringComparison.Ordinal);
+        Assert.Contains("class Container, tenant", host.Log, StringComparison.Ordinal);
+        (code, output) = await Hci("volume", "detach", "v");
+        Assert.True(code == 0, output);
+        await host.WaitForLogAsync("volume v detached");
+        Assert.False(File.Exists(Path.Combine(sockets, "v.vm.sock")), "the VM socket outlived the detach");
+        Assert.False(File.Exists(Path.Combine(sockets, "v.ct.sock")), "the container socket outlived the detach");
     }
 }

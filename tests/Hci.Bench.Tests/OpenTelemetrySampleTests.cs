@@ -1,5 +1,3 @@
-using System.Diagnostics;
-using System.Text;
 using System.Text.RegularExpressions;
 
 namespace Hci.Bench.Tests;
@@ -28,85 +26,28 @@ public sealed partial class OpenTelemetrySampleTests : IDisposable
     {
         string socket = Path.Combine(_dir, "vol0.sock");
         string dll = SampleProcesses.Built("Hci.Samples.OpenTelemetry", "hci-otel.dll");
-        var psi = new ProcessStartInfo("dotnet")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = Path.GetDirectoryName(dll)!, // appsettings.json is beside the program
-        };
-        foreach (string arg in new[] { dll, $"--Hci:VhostUserBlk:vol0:SocketPath={socket}", "--Telemetry:ExportInterval=00:00:00.500" })
-        {
-            psi.ArgumentList.Add(arg);
-        }
+        await using var host = SampleHostProcess.Start(
+            dll,
+            [$"--Hci:VhostUserBlk:vol0:SocketPath={socket}", "--Telemetry:ExportInterval=00:00:00.500"],
+            workingDirectory: Path.GetDirectoryName(dll)); // appsettings.json is beside the program
 
-        var log = new StringBuilder();
-        using var lines = new SemaphoreSlim(0);
-        using var host = Process.Start(psi)!;
-        void Add(string? line)
-        {
-            lock (log)
-            {
-                log.AppendLine(line);
-            }
+        await host.WaitForLogAsync("Hci: ready:");
 
-            lines.Release();
-        }
+        // One pass over at least 8 MiB in 4 KiB writes: at least 2048 requests.
+        var options = BenchOptions.Parse(["--ioengine=vhost-user", $"--filename={socket}", "--rw=randwrite", "--iodepth=4", "--size=8m"]);
+        var benchOut = new StringWriter();
+        var benchLog = new StringWriter();
+        Assert.True(BenchRunner.Run(options, benchOut, benchLog) == 0, $"{benchLog}{benchOut}");
 
-        host.OutputDataReceived += (_, e) => Add(e.Data);
-        host.ErrorDataReceived += (_, e) => Add(e.Data);
-        host.Exited += (_, _) => lines.Release();
-        host.EnableRaisingEvents = true;
-        host.BeginOutputReadLine();
-        host.BeginErrorReadLine();
-        string Log()
-        {
-            lock (log)
-            {
-                return log.ToString();
-            }
-        }
-
-        async Task WaitFor(Func<bool> condition, string what)
-        {
-            var deadline = Stopwatch.StartNew();
-            while (!condition())
-            {
-                Assert.False(host.HasExited, $"hci-otel exited while waiting for {what}: {Log()}");
-                var left = TimeSpan.FromSeconds(60) - deadline.Elapsed;
-                Assert.True(left > TimeSpan.Zero && await lines.WaitAsync(left), $"no {what} within 60 s: {Log()}"); // the next line
-            }
-        }
-
-        try
-        {
-            await WaitFor(() => Log().Contains("Hci: ready:", StringComparison.Ordinal), "ready line");
-            // One pass over at least 8 MiB in 4 KiB writes: at least 2048 requests.
-            var options = BenchOptions.Parse(["--ioengine=vhost-user", $"--filename={socket}", "--rw=randwrite", "--iodepth=4", "--size=8m"]);
-            var benchOut = new StringWriter();
-            var benchLog = new StringWriter();
-            Assert.True(BenchRunner.Run(options, benchOut, benchLog) == 0, $"{benchLog}{benchOut}");
-
-            // Cumulative sums: once an export shows every request the client made, the pipeline carried them.
-            await WaitFor(() => Exported("hci.vhost.requests") >= 2048, "hci.vhost.requests >= 2048 in an export");
-            await WaitFor(() => Exported("hci.scheduler.ios") >= 2048, "hci.scheduler.ios >= 2048 in an export");
-            Assert.Contains("service.name: hci-otel", Log(), StringComparison.Ordinal);
-        }
-        finally
-        {
-            if (!host.HasExited)
-            {
-                host.Kill(entireProcessTree: true);
-            }
-
-            await host.WaitForExitAsync();
-        }
+        // Cumulative sums: once an export shows every request the client made, the pipeline carried them.
+        await host.WaitForAsync(log => Exported(log, "hci.vhost.requests") >= 2048, "hci.vhost.requests >= 2048 in an export");
+        await host.WaitForAsync(log => Exported(log, "hci.scheduler.ios") >= 2048, "hci.scheduler.ios >= 2048 in an export");
+        Assert.Contains("service.name: hci-otel", host.Log, StringComparison.Ordinal);
 
         // The largest value any export gave the metric (each export lists it per tag set; the sums are cumulative).
-        long Exported(string metric)
+        static long Exported(string text, string metric)
         {
             long best = 0;
-            string text = Log();
             int at = 0;
             while ((at = text.IndexOf($"Metric Name: {metric},", at, StringComparison.Ordinal)) >= 0)
             {

@@ -183,69 +183,9 @@ public sealed class SampleHostSettingsTests : IDisposable
     /// as systemd and the rigs do, and returns its exit code and whole log.</summary>
     private async Task<(int Code, string Log)> ServeAsync(string project, string dll, string[] args, string ready, Dictionary<string, string>? environment = null)
     {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = _dir };
-        psi.ArgumentList.Add(Built(project, dll));
-        foreach (string arg in args)
-        {
-            psi.ArgumentList.Add(arg);
-        }
-
-        foreach (var (name, value) in environment ?? [])
-        {
-            psi.Environment[name] = value;
-        }
-
-        var log = new StringBuilder();
-        using var lines = new SemaphoreSlim(0);
-        using var host = Process.Start(psi)!;
-        void Add(string? line)
-        {
-            lock (log)
-            {
-                log.AppendLine(line);
-            }
-
-            lines.Release();
-        }
-
-        string Log()
-        {
-            lock (log)
-            {
-                return log.ToString();
-            }
-        }
-
-        host.OutputDataReceived += (_, e) => Add(e.Data);
-        host.ErrorDataReceived += (_, e) => Add(e.Data);
-        host.BeginOutputReadLine();
-        host.BeginErrorReadLine();
-        try
-        {
-            var deadline = Stopwatch.StartNew();
-            while (!Log().Contains(ready, StringComparison.Ordinal))
-            {
-                Assert.False(host.HasExited, $"{dll} exited before '{ready}': {Log()}");
-                var left = TimeSpan.FromSeconds(60) - deadline.Elapsed;
-                Assert.True(left > TimeSpan.Zero, $"no '{ready}' within a minute: {Log()}");
-                await lines.WaitAsync(TimeSpan.FromMilliseconds(Math.Min(500, left.TotalMilliseconds))); // a line, or a look at HasExited
-            }
-
-            using (var kill = Process.Start("kill", ["-TERM", host.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
-            {
-                await kill.WaitForExitAsync();
-            }
-
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-            await host.WaitForExitAsync(timeout.Token);
-            return (host.ExitCode, Log());
-        }
-        finally
-        {
-            if (!host.HasExited)
-            {
-                host.Kill(entireProcessTree: true);
-            }
-        }
+        await using var host = SampleHostProcess.Start(Built(project, dll), args, environment, _dir);
+        await host.WaitForLogAsync(ready);
+        int code = await host.TerminateAsync();
+        return (code, host.Log);
     }
 }

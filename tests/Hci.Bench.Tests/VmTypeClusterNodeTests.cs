@@ -41,74 +41,34 @@ public sealed class VmTypeClusterNodeTests : IDisposable
             port = ((IPEndPoint)probe.LocalEndpoint).Port;
         }
 
-        var log = new StringBuilder();
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (string arg in new[] { Built("Hci.Samples.VmType", "hci-vmtype.dll"), "--portal", $"127.0.0.1:{port}", "--iqn", Iqn, "--insecure", "--data-dir", Path.Combine(_dir, "store"), "--node", "node1", "--device", $"{Path.Combine(_dir, "dev0.img")}:1G" })
+        await using var host = SampleHostProcess.Start(
+            Built("Hci.Samples.VmType", "hci-vmtype.dll"),
+            ["--portal", $"127.0.0.1:{port}", "--iqn", Iqn, "--insecure", "--data-dir", Path.Combine(_dir, "store"), "--node", "node1", "--device", $"{Path.Combine(_dir, "dev0.img")}:1G"]);
+        await host.WaitForLogAsync("ready: cluster node node1");
+        foreach (string name in new[] { "a", "b" })
         {
-            psi.ArgumentList.Add(arg);
+            var (code, output) = await Hci("volume", "create", name, "--size", "64M", "--replicas", "1");
+            Assert.True(code == 0, output);
+            (code, output) = await Hci("volume", "attach", name, "--node", "node1");
+            Assert.True(code == 0, output);
         }
 
-        using var host = Process.Start(psi)!;
-        host.OutputDataReceived += (_, e) => { lock (log) { log.AppendLine(e.Data); } };
-        host.ErrorDataReceived += (_, e) => { lock (log) { log.AppendLine(e.Data); } };
-        host.BeginOutputReadLine();
-        host.BeginErrorReadLine();
-        string Log()
-        {
-            lock (log)
-            {
-                return log.ToString();
-            }
-        }
+        await host.WaitForLogAsync("LUN 1 of " + Iqn + " serves replicated volume a");
+        await host.WaitForLogAsync("LUN 2 of " + Iqn + " serves replicated volume b");
+        var (lsCode, ls) = await Run("iscsi-ls", "-s", $"iscsi://127.0.0.1:{port}");
+        Assert.True(lsCode == 0, ls);
+        Assert.Matches("Lun:1 +Type:DIRECT_ACCESS", ls);
+        Assert.Matches("Lun:2 +Type:DIRECT_ACCESS", ls);
+        var (capCode, capacity) = await Run("iscsi-readcapacity16", $"iscsi://127.0.0.1:{port}/{Iqn}/2");
+        Assert.True(capCode == 0, capacity);
+        Assert.Contains($"{64L << 20}", capacity);
 
-        async Task WaitForLog(string text)
-        {
-            var watch = Stopwatch.StartNew();
-            while (!Log().Contains(text, StringComparison.Ordinal))
-            {
-                Assert.False(host.HasExited, $"hci-vmtype exited: {Log()}");
-                Assert.True(watch.Elapsed < TimeSpan.FromSeconds(60), $"no '{text}' in: {Log()}");
-                await Task.Delay(50);
-            }
-        }
-
-        try
-        {
-            await WaitForLog("ready: cluster node node1");
-            foreach (string name in new[] { "a", "b" })
-            {
-                var (code, output) = await Hci("volume", "create", name, "--size", "64M", "--replicas", "1");
-                Assert.True(code == 0, output);
-                (code, output) = await Hci("volume", "attach", name, "--node", "node1");
-                Assert.True(code == 0, output);
-            }
-
-            await WaitForLog("LUN 1 of " + Iqn + " serves replicated volume a");
-            await WaitForLog("LUN 2 of " + Iqn + " serves replicated volume b");
-            var (lsCode, ls) = await Run("iscsi-ls", "-s", $"iscsi://127.0.0.1:{port}");
-            Assert.True(lsCode == 0, ls);
-            Assert.Matches("Lun:1 +Type:DIRECT_ACCESS", ls);
-            Assert.Matches("Lun:2 +Type:DIRECT_ACCESS", ls);
-            var (capCode, capacity) = await Run("iscsi-readcapacity16", $"iscsi://127.0.0.1:{port}/{Iqn}/2");
-            Assert.True(capCode == 0, capacity);
-            Assert.Contains($"{64L << 20}", capacity);
-
-            var (detachCode, detached) = await Hci("volume", "detach", "a");
-            Assert.True(detachCode == 0, detached);
-            await WaitForLog("LUN 1 (volume a) removed");
-            (lsCode, ls) = await Run("iscsi-ls", "-s", $"iscsi://127.0.0.1:{port}");
-            Assert.True(lsCode == 0, ls);
-            Assert.DoesNotMatch("Lun:1 ", ls);
-            Assert.Matches("Lun:2 +Type:DIRECT_ACCESS", ls);
-        }
-        finally
-        {
-            if (!host.HasExited)
-            {
-                host.Kill(entireProcessTree: true);
-            }
-
-            await host.WaitForExitAsync();
-        }
+        var (detachCode, detached) = await Hci("volume", "detach", "a");
+        Assert.True(detachCode == 0, detached);
+        await host.WaitForLogAsync("LUN 1 (volume a) removed");
+        (lsCode, ls) = await Run("iscsi-ls", "-s", $"iscsi://127.0.0.1:{port}");
+        Assert.True(lsCode == 0, ls);
+        Assert.DoesNotMatch("Lun:1 ", ls);
+        Assert.Matches("Lun:2 +Type:DIRECT_ACCESS", ls);
     }
 }
