@@ -428,15 +428,27 @@ public abstract class BlockDevice : IAsyncDisposable, IDisposable
     /// </summary>
     private async ValueTask TransferInPiecesAsync(BlockOperation operation, long offset, Memory<byte> buffer, bool aligned, BlockRequestFlags flags, CancellationToken cancellationToken)
     {
+        // The whole range first, as one request would be checked: a write past the end must not land its first pieces.
+        var g = Geometry;
+        if (offset < 0 || offset > g.Capacity || buffer.Length > g.Capacity - offset)
+        {
+            throw new BlockDeviceException(Name, operation, offset, buffer.Length, BlockError.OutOfRange, Errno.ERANGE);
+        }
+
+        if (operation == BlockOperation.Write && Supports(BlockDeviceCapabilities.ReadOnly))
+        {
+            throw new BlockDeviceException(Name, operation, offset, buffer.Length, BlockError.ReadOnly, Errno.EROFS);
+        }
+
         var bounce = aligned ? null : RentBounceBuffer();
         try
         {
-            int unit = Math.Max(Geometry.LogicalBlockSize, Geometry.BufferAlignment);
-            int piece = bounce?.Length ?? Math.Max(Geometry.MaxTransferBytes / unit * unit, Geometry.LogicalBlockSize);
-            for (int done = 0; done < buffer.Length; done += piece)
+            int unit = Math.Max(g.LogicalBlockSize, g.BufferAlignment);
+            int piece = bounce?.Length ?? Math.Max(g.MaxTransferBytes / unit * unit, g.LogicalBlockSize);
+            for (long done = 0; done < buffer.Length; done += piece)
             {
-                int length = Math.Min(piece, buffer.Length - done);
-                var user = buffer.Slice(done, length);
+                int length = (int)Math.Min(piece, buffer.Length - done);
+                var user = buffer.Slice((int)done, length);
                 if (aligned)
                 {
                     await TransferAsync(operation, checked(offset + done), user, flags, cancellationToken).ConfigureAwait(false);
@@ -484,6 +496,14 @@ public abstract class BlockDevice : IAsyncDisposable, IDisposable
         if (_bouncePool.Count < MaxPooledBounceBuffers && Volatile.Read(ref _disposed) == 0)
         {
             _bouncePool.Enqueue(buffer);
+            if (Volatile.Read(ref _disposed) != 0)
+            {
+                // Disposal emptied the pool between the check and the enqueue: empty it again (the buffer is native memory).
+                while (_bouncePool.TryDequeue(out var late))
+                {
+                    ((IDisposable)late).Dispose();
+                }
+            }
         }
         else
         {

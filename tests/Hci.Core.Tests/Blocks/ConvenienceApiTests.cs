@@ -122,6 +122,20 @@ public sealed class ConvenienceApiTests : IAsyncLifetime
         Assert.Equal(Errno.ERANGE, ex.Errno);
     }
 
+    [Fact]
+    public async Task ALongUnalignedWriteRunningPastTheEndIsRefusedWholeAndWritesNothing()
+    {
+        // 3 MiB ending 1 MiB past the end, from an odd address: split into pieces, the first two would fit.
+        var data = Pattern((3 << 20) + 1, seed: 11);
+        var ex = await Assert.ThrowsAsync<BlockDeviceException>(() => _device.WriteAsync(Size - (2 << 20), data.AsMemory(1, 3 << 20)).AsTask());
+        Assert.Equal(BlockError.OutOfRange, ex.Error);
+        Assert.Equal(Errno.ERANGE, ex.Errno);
+
+        var back = new byte[2 << 20];
+        await _device.ReadAsync(Size - (2 << 20), back);
+        Assert.All(back, b => Assert.Equal(0, b));
+    }
+
     private static byte[] Pattern(int length, int seed)
     {
         var bytes = new byte[length];
