@@ -206,7 +206,9 @@ internal sealed class SampleCommandLine
             }
             else if (list)
             {
-                // The command line's list replaces the file's and the environment's: hide their extra entries.
+                // The command line's list replaces the file's and the environment's: hide their entries, and a single
+                // value they gave (HCI_HYBRID_CONTAINERALLOW=uid:1000), which Strings would otherwise take first.
+                commandLine[key] = null;
                 foreach (var child in configuration.GetSection(key).GetChildren())
                 {
                     commandLine[child.Path] = null;

@@ -132,6 +132,25 @@ public sealed class SampleHostSettingsTests : IDisposable
     }
 
     [Fact]
+    public async Task ACommandLineAllowListReplacesASingleValueTheEnvironmentGave()
+    {
+        // The environment gives the list as one value, not as entries: the command line's list must still win, or a
+        // container socket would admit a peer the command line did not name.
+        string vm = Path.Combine(_dir, "vm.sock");
+        string container = Path.Combine(_dir, "ct.sock");
+        var (code, log) = await ServeAsync(
+            "Hci.Samples.Hybrid",
+            "hci-hybrid.dll",
+            ["--vm-socket", vm, "--container-socket", container, "--container-allow", "uid:4242", "--ioengine", "null", "--size", "1m"],
+            "hci-hybrid: ready:",
+            new() { ["HCI_HYBRID_CONTAINERALLOW"] = "uid:7777" });
+
+        Assert.True(code == 0, log);
+        Assert.Contains($"socket {container} admits uid:4242", log);
+        Assert.DoesNotContain("uid:7777", log);
+    }
+
+    [Fact]
     public async Task EnvironmentVariablesWithTheHostsPrefixSupplySettings()
     {
         string socket = Path.Combine(_dir, "env.sock");
