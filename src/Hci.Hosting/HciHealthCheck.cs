@@ -124,9 +124,10 @@ internal sealed class HciHealthCheck(HciRuntime runtime, IOptionsMonitor<HciOpti
             await read.WaitAsync(timeout, cancellationToken).ConfigureAwait(false);
             return null;
         }
-        catch (Exception e) when (e is TimeoutException or OperationCanceledException && !read.IsCompleted)
+        catch (Exception) when (!read.IsCompleted)
         {
-            // The read is still at the device: its buffer must outlive it.
+            // Timed out, cancelled, or the wait itself failed: the read is still at the device, so its buffer must
+            // outlive it.
             outlives = true;
             _ = read.ContinueWith(static (_, b) => ((IDisposable)b!).Dispose(), buffer, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
             cancellationToken.ThrowIfCancellationRequested();

@@ -38,9 +38,9 @@ internal sealed class HciOptionsValidation(HciRegistry registry)
             failures.Add($"{path}:PollWindow: must be from 0 to 1 s; got {options.PollWindow}.");
         }
 
-        if (options.HealthProbeTimeout <= TimeSpan.Zero)
+        if (options.HealthProbeTimeout <= TimeSpan.Zero || options.HealthProbeTimeout > TimeSpan.FromMinutes(10))
         {
-            failures.Add($"{path}:HealthProbeTimeout: must be positive; got {options.HealthProbeTimeout}.");
+            failures.Add($"{path}:HealthProbeTimeout: must be positive and at most 00:10:00 (a health check that waits longer is no check); got {options.HealthProbeTimeout}.");
         }
 
         return Result(failures);

@@ -23,6 +23,7 @@ public sealed class HciOptionsValidationTests : IDisposable
         { "a misspelt key of a socket", "Hci:VhostUserBlk:vol0:SocketPth", "x.sock", "Hci:VhostUserBlk:vol0:SocketPth: not a setting of a vhost-user-blk socket; the settings are Device, SocketPath, SocketMode," },
         { "a misspelt key of a device", "Hci:Devices:disk0:Sise", "4096", "Hci:Devices:disk0:Sise: not a setting of a device; the settings are Engine, Path, Size," },
         { "a misspelt section", "Hci:Device:disk1:Path", "x.img", "Hci:Device: not a setting of Hci; the settings are Reactors," },
+        { "a health probe timeout past what a check can wait", "Hci:HealthProbeTimeout", "50.00:00:00", "Hci:HealthProbeTimeout: must be positive and at most 00:10:00" },
         { "a socket class the front-ends cannot have", "Hci:VhostUserBlk:vol0:Class", "Background", "Hci:VhostUserBlk:vol0: VhostUserBlkServerOptions.Class must be Vm or Container" },
     };
 
