@@ -283,7 +283,15 @@ public sealed class HciRuntime
 
         if (scheduler != null)
         {
-            device = new ScheduledBlockDevice(device, scheduler);
+            try
+            {
+                device = new ScheduledBlockDevice(device, scheduler);
+            }
+            catch
+            {
+                device.Dispose(); // the wrapper refused it: the open device is ours to close
+                throw;
+            }
         }
 
         HciHostingLog.DeviceOpened(_logger, entry.Name, device.Engine, device.Geometry.Capacity, device.Geometry.LogicalBlockSize, scheduler?.Kind.ToString().ToLowerInvariant() ?? "none");
