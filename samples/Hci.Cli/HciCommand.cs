@@ -7,7 +7,7 @@ namespace Hci.Cli;
 
 /// <summary>Parses the command line, runs one command against the cluster store, and maps failures to messages and
 /// exit codes (0 done, 1 refused or failed, 2 wrong usage).</summary>
-internal static class HciCommand
+internal static partial class HciCommand
 {
     public const string Usage = """
         usage: hci (--data-dir DIR | --etcd URL) COMMAND

@@ -14,7 +14,7 @@ namespace Hci.Samples.Shared;
 /// volume whose owner is this node, handing each to the host's front-end (<see cref="VolumeAttached"/>) and taking it
 /// back when it is detached, moved or deleted (<see cref="VolumeDetaching"/>).
 /// </summary>
-internal sealed class ClusterNode : IAsyncDisposable
+internal sealed partial class ClusterNode : IAsyncDisposable
 {
     private static readonly TimeSpan LeaseTtl = TimeSpan.FromSeconds(10);
     private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(500);

@@ -18,7 +18,7 @@ namespace Hci.Core.Cluster;
 /// <see cref="ClusterCatalogException"/>s whose <see cref="ClusterCatalogException.Error"/> says which; a store that
 /// cannot be reached throws <see cref="ClusterStoreException"/>. Control plane only; thread-safe.
 /// </remarks>
-public sealed class ClusterCatalog
+public sealed partial class ClusterCatalog
 {
     private const int MaxAttempts = 64;
     private const int DeleteBatch = 64; // under etcd's default limit of 128 operations per transaction
