@@ -151,13 +151,16 @@ internal sealed partial class ClusterNode : IAsyncDisposable
             try
             {
                 await Task.Delay(PollInterval, cancellationToken).ConfigureAwait(false);
+                await RefreshAddressesAsync(cancellationToken).ConfigureAwait(false);
+
+                // Checked right before the sync (the calls above may have waited on an unreachable store meanwhile):
+                // volumes are attached only under a lease that holds.
                 if (_lease!.Lost.IsCompleted)
                 {
                     SampleLog.MembershipLost(_logger, NodeId);
                     await TakeLeaseAsync(cancellationToken).ConfigureAwait(false);
                 }
 
-                await RefreshAddressesAsync(cancellationToken).ConfigureAwait(false);
                 await SyncAsync(cancellationToken).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
@@ -191,6 +194,11 @@ internal sealed partial class ClusterNode : IAsyncDisposable
             if (_attached.ContainsKey(name))
             {
                 continue;
+            }
+
+            if (_lease!.Lost.IsCompleted)
+            {
+                break; // the next turn takes a new lease first
             }
 
             var record = owned;

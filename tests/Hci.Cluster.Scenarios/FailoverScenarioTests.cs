@@ -147,4 +147,65 @@ public sealed partial class ClusterScenarioTests
             throw;
         }
     }
+
+    [Fact]
+    public async Task AnOwnerThatLosesItsMembershipLeaseStopsServingAtOnceAndComesBackOnItsOwnWhenTheStoreDoes()
+    {
+        await using var cluster = await ClusterFixture.StartAsync(3);
+        try
+        {
+            const long size = 8 * MiB;
+            await cluster.CreateVolumeAsync("v", size);
+            string socket = await cluster.AttachAsync("v", "node1");
+            var everything = PatternLoad.Range(0, size / PatternLoad.BlockSize);
+            var owner = cluster["node1"];
+            PatternLoad load;
+            int mark = owner.LineCount;
+            using (var client = Connect(socket))
+            {
+                load = new PatternLoad(client, everything.Length);
+                await load.FillAsync(everything);
+                using var stop = new CancellationTokenSource();
+                var writing = load.WriteAsync(everything, depth: 4, stop.Token);
+                long before = load.Writes;
+                await Deadline.WaitUntilAsync(() => load.Writes > before + 200 || writing.IsCompleted, "the client to write");
+
+                // etcd stops answering (SIGSTOP): no keepalive is acknowledged, so after one TTL (10 s) every node has
+                // lost its lease and etcd, once back, lets it lapse. The owner must stop before that, not after.
+                var frozenAt = cluster.Now;
+                cluster.Etcd!.Freeze();
+                try
+                {
+                    var revoked = await owner.WaitForLineAsync(l => l.Contains("Volume v: ownership at epoch", StringComparison.Ordinal) && l.Contains("revoked", StringComparison.Ordinal), "node1 to revoke its volume", mark, TimeSpan.FromSeconds(30));
+                    long atRevoke = load.Writes;
+                    await Deadline.WaitUntilAsync(() => load.FailedWrites > 0 || writing.IsCompleted, "the client's writes to fail once the volume is revoked");
+                    output.WriteLine($"etcd frozen at {frozenAt.TotalSeconds:F1} s; node1 revoked the volume at {revoked.At.TotalSeconds:F1} s ({(revoked.At - frozenAt).TotalSeconds:F1} s later); {load.Writes} writes acknowledged in all ({load.Writes - atRevoke} after the revocation line), then {load.FailedWrites} failed");
+                    Assert.True(revoked.At - frozenAt < TimeSpan.FromSeconds(12), $"revoked {(revoked.At - frozenAt).TotalSeconds:F1} s after etcd stopped answering; the membership TTL is 10 s");
+                }
+                finally
+                {
+                    cluster.Etcd.Thaw();
+                }
+
+                await stop.CancelAsync();
+                await writing;
+            }
+
+            // etcd is back: node1 takes a new lease and, still the volume's owner, attaches it again at a new epoch.
+            await ClusterFixture.WaitServedAsync(owner, "v", mark);
+            using (var client = Connect(socket))
+            {
+                var check = load.WithDevice(client);
+                Assert.True(await check.VerifyAsync(everything, tolerateUnacknowledged: true) == 0, check.Errors + "\n" + string.Join('\n', owner.LinesContaining(string.Empty, mark).Select(l => l.Text)));
+                await check.FillAsync(everything);
+                Assert.True(check.FailedWrites == 0, check.Errors);
+                Assert.True(await check.VerifyAsync(everything) == 0, check.Errors);
+            }
+        }
+        catch
+        {
+            output.WriteLine(cluster.Tails);
+            throw;
+        }
+    }
 }
