@@ -314,7 +314,7 @@ public sealed class RegisterCheckerTests
         var load = new RegisterLoad(new RegisterHistory(), firstBlock: 16, blocks: 64, writers: 4);
         using var stop = new CancellationTokenSource();
         var run = load.RunAsync(device, readers: 4, stop.Token);
-        await Deadline.WaitUntilAsync(() => load.History.Count().Reads > 3000 && load.History.Count().Writes > 3000 || run.IsCompleted, "3000 writes and reads");
+        await Deadline.WaitUntilAsync(() => load.History.Count().Reads > 3000 && load.History.AcknowledgedWrites > 3000 || run.IsCompleted, "3000 writes and reads");
         await stop.CancelAsync();
         await run;
         await load.ReadAllAsync(device);
@@ -333,7 +333,7 @@ public sealed class RegisterCheckerTests
         device.Add(new FaultRule(FaultKind.Error, operation: BlockOperation.Write, count: 50));
         using var stop = new CancellationTokenSource();
         var run = load.RunAsync(device, readers: 2, stop.Token);
-        await Deadline.WaitUntilAsync(() => load.History.Count().Writes > 500 || run.IsCompleted, "500 writes after the failures");
+        await Deadline.WaitUntilAsync(() => load.History.AcknowledgedWrites > 500 || run.IsCompleted, "500 writes after the failures");
         await stop.CancelAsync();
         await run;
         var result = RegisterChecker.Check(load.History);
@@ -353,7 +353,7 @@ public sealed class RegisterCheckerTests
         using (var stop = new CancellationTokenSource())
         {
             var run = load.RunAsync(device, readers: 1, stop.Token);
-            await Deadline.WaitUntilAsync(() => load.History.Count().Writes > 100 || run.IsCompleted, "100 writes");
+            await Deadline.WaitUntilAsync(() => load.History.AcknowledgedWrites > 100 || run.IsCompleted, "100 writes");
             await stop.CancelAsync();
             await run;
         }

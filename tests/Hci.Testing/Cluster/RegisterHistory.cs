@@ -22,9 +22,13 @@ public sealed class RegisterHistory
     private readonly List<RegisterFlush> _flushes = [];
     private readonly List<long> _crashes = [];
     private readonly Lock _lock = new();
+    private long _acknowledgedWrites;
 
     /// <summary>The current time on the history's clock.</summary>
     public static long Now => Stopwatch.GetTimestamp();
+
+    /// <summary>Writes acknowledged so far (cheap to poll, unlike <see cref="Count"/>).</summary>
+    public long AcknowledgedWrites => Interlocked.Read(ref _acknowledgedWrites);
 
     /// <summary>The blocks that have at least one operation, in order.</summary>
     public IReadOnlyList<long> Blocks
@@ -135,6 +139,11 @@ public sealed class RegisterHistory
         lock (_lock)
         {
             operation.Finish(outcome, outcome == RegisterOutcome.Unknown ? long.MaxValue : now, default);
+        }
+
+        if (outcome == RegisterOutcome.Ok)
+        {
+            Interlocked.Increment(ref _acknowledgedWrites);
         }
     }
 
