@@ -31,6 +31,7 @@ public sealed class KillCycleTests(ITestOutputHelper output)
     {
         int cycles = EnvironmentInt("HCI_KILL_CYCLES", 5);
         int seed = EnvironmentInt("HCI_KILL_SEED", 14);
+        string? summaryFile = Environment.GetEnvironmentVariable("HCI_KILL_SUMMARY") is { Length: > 0 } f ? f : null;
         var random = new Random(seed);
         var watch = Stopwatch.StartNew();
         await using var cluster = await ClusterFixture.StartAsync(4);
@@ -44,7 +45,6 @@ public sealed class KillCycleTests(ITestOutputHelper output)
             var stop = new CancellationTokenSource();
             var run = load.RunAsync(client, readers: 4, stop.Token, seed);
             int ownerKills = 0, runs = 1;
-            var lines = new List<string>();
             try
             {
                 await WritesAsync(load, 300, run, "the first writes");
@@ -83,8 +83,12 @@ public sealed class KillCycleTests(ITestOutputHelper output)
                     await WritesAsync(load, 100, run, $"writes after the volume was healthy again (cycle {c})");
                     var result = RegisterChecker.Check(load.History);
                     string line = $"cycle {c}: {what}; healthy again after {cycleWatch.Elapsed.TotalSeconds:F1} s; {result.Summary}";
-                    lines.Add(line);
                     output.WriteLine(line);
+                    if (summaryFile is not null)
+                    {
+                        await File.AppendAllLinesAsync(summaryFile, [line]);
+                    }
+
                     Assert.True(result.IsValid, $"{result}\n{load.Errors}");
                 }
 
@@ -113,9 +117,9 @@ public sealed class KillCycleTests(ITestOutputHelper output)
                 $"kill-cycles: cycles={cycles} seed={seed} owner-kills={ownerKills} writes={counts.Writes} failed-writes={counts.FailedWrites} unknown-writes={counts.UnknownWrites} reads={counts.Reads} failed-reads={counts.FailedReads} unknown-reads={counts.UnknownReads} violations={final.TotalViolations} lost-writes={final.Count(RegisterViolationKind.LostWrite)} stale-reads={final.Count(RegisterViolationKind.StaleRead) + final.Count(RegisterViolationKind.ResurrectedWrite)} replica-blocks-compared={compared} duration-s={watch.Elapsed.TotalSeconds:F0}");
             output.WriteLine(final.ToString());
             output.WriteLine(summary);
-            if (Environment.GetEnvironmentVariable("HCI_KILL_SUMMARY") is { Length: > 0 } file)
+            if (summaryFile is not null)
             {
-                await File.WriteAllLinesAsync(file, [.. lines, final.ToString(), summary]);
+                await File.AppendAllLinesAsync(summaryFile, [final.ToString(), summary]);
             }
 
             Assert.True(final.IsValid, $"{final}\n{load.Errors}");
