@@ -104,19 +104,21 @@ public sealed class RegisterLoad
         return [.. written];
     }
 
-    /// <summary>Runs every writer and <paramref name="readers"/> readers on <paramref name="device"/> until
+    /// <summary>Runs every writer (unless <paramref name="write"/> is false) and <paramref name="readers"/> readers on <paramref name="device"/> until
     /// <paramref name="stop"/> is cancelled; each finishes the request it has in flight (or gives up on it after
     /// <see cref="Timeout"/>) first.</summary>
     /// <param name="device">The device.</param>
     /// <param name="readers">How many readers.</param>
     /// <param name="stop">Ends the run.</param>
     /// <param name="seed">Seeds the workers' random choices.</param>
+    /// <param name="write">False for readers only (such as a client of an old owner while the writers run on the new
+    /// one: a block keeps one writer at a time).</param>
     /// <returns>A task that completes when every worker has stopped.</returns>
-    public Task RunAsync(BlockDevice device, int readers, CancellationToken stop, int seed = 1)
+    public Task RunAsync(BlockDevice device, int readers, CancellationToken stop, int seed = 1, bool write = true)
     {
         ArgumentNullException.ThrowIfNull(device);
         var workers = new List<Task>();
-        for (int w = 0; w < Writers; w++)
+        for (int w = 0; w < (write ? Writers : 0); w++)
         {
             int writer = w;
             workers.Add(Task.Run(() => WriteLoopAsync(device, writer, new Random(seed * 7919 + writer), stop), CancellationToken.None));
