@@ -172,6 +172,7 @@ public sealed partial class ReplicatedVolume
 
     private async Task BackgroundAsync(CancellationToken cancellationToken)
     {
+        var scrubbing = ScrubLoopAsync(cancellationToken);
         var interval = _options.ResyncInterval < _options.CleanAfter ? _options.ResyncInterval : _options.CleanAfter;
         long cleanTicks = 0;
         long resyncTicks = 0;
@@ -209,6 +210,8 @@ public sealed partial class ReplicatedVolume
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
         }
+
+        await scrubbing.ConfigureAwait(false);
     }
 
     private async Task ResyncPassAsync(CancellationToken cancellationToken)
@@ -600,6 +603,10 @@ public sealed partial class ReplicatedVolume
         public Span<byte> Span => new(_pointer, Length);
 
         public void AddTo(ReplicaRequest request) => request.AddSegment(_pointer, Length);
+
+        public void AddTo(ReplicaRequest request, int offset, int length) => request.AddSegment((byte*)_pointer + offset, length);
+
+        public void SetChecksums(ReplicaRequest request) => request.Checksums = (uint*)_pointer;
 
         public void Dispose()
         {
