@@ -201,7 +201,7 @@ public sealed class ScrubTests
     {
         using var cluster = await InProcessReplicaCluster.StartAsync(3);
         var control = new MemoryVolumeControl(cluster.Placement(3));
-        var clock = new TimerCountingTimeProvider();
+        var clock = new PendingTimerTimeProvider();
         const long rate = 2L << 20;
         await using var volume = await Open(cluster, control, scrubRate: rate, time: clock);
         await volume.WriteAsync(0, Pattern((int)(2 * ExtentSize), 6));
@@ -209,16 +209,14 @@ public sealed class ScrubTests
 
         var start = clock.GetUtcNow();
         var scrub = volume.ScrubAsync(progress);
-        int timers = 0;
         while (true)
         {
-            await Deadline.WaitUntilAsync(() => scrub.IsCompleted || clock.Timers > timers, "the scrub to wait for its rate or finish");
+            await Deadline.WaitUntilAsync(() => scrub.IsCompleted || clock.Pending > 0, "the scrub to wait for its rate or finish");
             if (scrub.IsCompleted)
             {
                 break;
             }
 
-            timers = clock.Timers;
             double elapsed = (clock.GetUtcNow() - start).TotalSeconds;
 
             // At most one chunk (1 MiB) ahead of the rate at any time.
@@ -245,14 +243,19 @@ public sealed class ScrubTests
         var data = Pattern((int)ExtentSize, 7);
         await volume.WriteAsync(0, data);
         FlipBit(cluster, "node3", 0, 40, 1);
-        using var probe = new ReplicaProbe(cluster.Connector, "node3");
-        Assert.Equal(ReplicaStatus.ChecksumMismatch, probe.Read(VolumeId, 0, 40 * Block, Block, epoch: 1).Status);
+        ReplicaStatus ReadNode3()
+        {
+            using var probe = new ReplicaProbe(cluster.Connector, "node3");
+            return probe.Read(VolumeId, 0, 40 * Block, Block, epoch: 1).Status;
+        }
+
+        Assert.Equal(ReplicaStatus.ChecksumMismatch, ReadNode3());
 
         await Deadline.WaitUntilAsync(
             () =>
             {
                 clock.Advance(TimeSpan.FromMinutes(10));
-                return probe.Read(VolumeId, 0, 40 * Block, Block, epoch: 1).Status == ReplicaStatus.Ok;
+                return ReadNode3() == ReplicaStatus.Ok;
             },
             "the background scrub to repair node3's copy");
         AssertReplicasHold(cluster, 0, data);
@@ -371,17 +374,31 @@ public sealed class ScrubTests
         }
     }
 
-    // A fake clock that counts the timers made on it: a new one means the scrub is waiting for its rate.
-    private sealed class TimerCountingTimeProvider : FakeTimeProvider
+    // A fake clock that counts the one-shot timers made on it that have not fired: one pending means the scrub waits
+    // for its rate.
+    private sealed class PendingTimerTimeProvider : FakeTimeProvider
     {
-        private int _timers;
+        private int _pending;
 
-        public int Timers => Volatile.Read(ref _timers);
+        public int Pending => Volatile.Read(ref _pending);
 
         public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
         {
-            Interlocked.Increment(ref _timers);
-            return base.CreateTimer(callback, state, dueTime, period);
+            Interlocked.Increment(ref _pending);
+            int fired = 0;
+            return base.CreateTimer(
+                s =>
+                {
+                    if (Interlocked.Exchange(ref fired, 1) == 0)
+                    {
+                        Interlocked.Decrement(ref _pending);
+                    }
+
+                    callback(s);
+                },
+                state,
+                dueTime,
+                period);
         }
     }
 }
