@@ -160,6 +160,7 @@ internal sealed partial class ClusterNode : IAsyncDisposable
 
                 await RefreshAddressesAsync(cancellationToken).ConfigureAwait(false);
                 await SyncAsync(cancellationToken).ConfigureAwait(false);
+                await PollScrubsAsync(cancellationToken).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {

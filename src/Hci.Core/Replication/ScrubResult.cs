@@ -1,3 +1,5 @@
+using System.Text.Json.Serialization;
+
 namespace Hci.Core.Replication;
 
 /// <summary>What a scrub of a <see cref="ReplicatedVolume"/> found and did (<see cref="ReplicatedVolume.ScrubAsync"/>).</summary>
@@ -59,6 +61,7 @@ public sealed class ScrubResult
 public readonly record struct ScrubFinding(long Extent, long Offset, string NodeId, int Device, ScrubFindingKind Kind, bool Repaired);
 
 /// <summary>What a scrub found wrong with a block copy.</summary>
+[JsonConverter(typeof(JsonStringEnumConverter<ScrubFindingKind>))]
 public enum ScrubFindingKind
 {
     /// <summary>Its data did not match its stored checksum.</summary>
