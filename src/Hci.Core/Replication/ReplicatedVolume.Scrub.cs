@@ -12,10 +12,11 @@ namespace Hci.Core.Replication;
 //
 // Each chunk (up to 1 MiB of an extent) is first read without holding writes: the stored checksums of every in-sync
 // replica (metadata only) and the data of each (which the store refuses, ChecksumMismatch, when a block does not
-// match its checksum). Blocks whose checksums differ between replicas, and every block of a chunk a replica refused,
-// are suspects: a client write racing the reads can make replicas differ for a moment, so suspects are read again,
-// block by block on every replica, with the extent's writes held (no write in flight, new ones wait), and only what
-// still differs then is decided and rewritten, before the writes go on.
+// match its checksum; a refused chunk is read again in 64 KiB pieces, then block by block, to find which blocks).
+// Blocks whose checksums differ between replicas, and the blocks a replica refused, are suspects: a client write
+// racing the reads can make replicas differ for a moment, so suspects are read again, block by block on every
+// replica, with the extent's writes held (no write in flight, new ones wait), and only what still differs then is
+// decided and rewritten, before the writes go on.
 public sealed partial class ReplicatedVolume
 {
     // A hold re-reads at most this many suspect blocks on every replica before it lets writes go on again.
@@ -124,9 +125,8 @@ public sealed partial class ReplicatedVolume
             status = await ReplicaIoAsync(target, ReplicaOperation.Read, extent, offset, chunk, data, 0).ConfigureAwait(false);
             if (status is ReplicaStatus.ChecksumMismatch or ReplicaStatus.IoError)
             {
-                // Which blocks the store refused it does not say: every block of the chunk is re-read one by one.
-                suspects.AsSpan().Fill(true);
-                any = true;
+                // Which blocks the store refused it does not say: narrow them down (still without holding writes).
+                any |= await NarrowAsync(target, extent, offset, chunk, data, suspects).ConfigureAwait(false);
             }
             else if (status != ReplicaStatus.Ok)
             {
@@ -186,6 +186,34 @@ public sealed partial class ReplicatedVolume
                 tally.BytesSkipped += (long)batch.Length * ReplicaGeometry.BlockSize;
             }
         }
+    }
+
+    // Finds the blocks of a chunk a replica refuses: reads it again a region-sized piece (at most 64 KiB) at a time,
+    // then the refused pieces block by block, and marks those blocks suspects. True when it found any.
+    private async Task<bool> NarrowAsync(ReplicaTarget target, long extent, long offset, int chunk, NativeBuffer data, bool[] suspects)
+    {
+        int piece = (int)Math.Min(RegionSize, 64 * 1024);
+        bool found = false;
+        for (int at = 0; at < chunk; at += piece)
+        {
+            var status = await ReplicaIoAsync(target, ReplicaOperation.Read, extent, offset + at, piece, data, 0).ConfigureAwait(false);
+            if (status is not (ReplicaStatus.ChecksumMismatch or ReplicaStatus.IoError))
+            {
+                continue;
+            }
+
+            for (int b = at; b < at + piece; b += ReplicaGeometry.BlockSize)
+            {
+                status = await ReplicaIoAsync(target, ReplicaOperation.Read, extent, offset + b, ReplicaGeometry.BlockSize, data, 0).ConfigureAwait(false);
+                if (status is ReplicaStatus.ChecksumMismatch or ReplicaStatus.IoError)
+                {
+                    suspects[b / ReplicaGeometry.BlockSize] = true;
+                    found = true;
+                }
+            }
+        }
+
+        return found;
     }
 
     // With the extent's writes held: reads each suspect block on every in-sync replica, decides what its good
