@@ -25,6 +25,8 @@ internal static partial class HciCommand
           volume detach NAME                      no owner
           volume delete NAME                      delete a detached volume
           volume resize NAME --size SIZE          grow a volume
+          volume scrub NAME [--json]              check every replica's blocks now on the owner, repair bad or
+                                                  diverging copies from the majority; exit 1 if some remain
           cluster key --out FILE                  write a new cluster key (mode 0600) for --cluster-key-file
           dev up --nodes N --dir DIR [--size SIZE]
                                                   a cluster on this machine to try Hci: etcd and N hci-hosttype
@@ -238,6 +240,15 @@ internal static partial class HciCommand
                     output.WriteLine($"volume {volume.Name} has {FormatSize(volume.Size)}.");
                     return 0;
                 };
+                break;
+            }
+
+            case ("volume", "scrub"):
+            {
+                string name = Name();
+                bool json = cli.Flag("--json");
+                NoMoreWords(3);
+                command = (catalog, _, output) => VolumeScrubAsync(catalog, name, json, output);
                 break;
             }
 

@@ -162,6 +162,7 @@ internal sealed partial class ClusterNode : IAsyncDisposable
                 }
 
                 await SyncAsync(cancellationToken).ConfigureAwait(false);
+                await PollScrubsAsync(cancellationToken).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {

@@ -183,6 +183,7 @@ public sealed partial class ReplicatedVolume
 
     private async Task BackgroundAsync(CancellationToken cancellationToken)
     {
+        var scrubbing = ScrubLoopAsync(cancellationToken);
         var interval = _options.ResyncInterval < _options.CleanAfter ? _options.ResyncInterval : _options.CleanAfter;
         long cleanTicks = 0;
         long resyncTicks = 0;
@@ -220,6 +221,8 @@ public sealed partial class ReplicatedVolume
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
         }
+
+        await scrubbing.ConfigureAwait(false);
     }
 
     private async Task ResyncPassAsync(CancellationToken cancellationToken)
@@ -611,6 +614,10 @@ public sealed partial class ReplicatedVolume
         public Span<byte> Span => new(_pointer, Length);
 
         public void AddTo(ReplicaRequest request) => request.AddSegment(_pointer, Length);
+
+        public void AddTo(ReplicaRequest request, int offset, int length) => request.AddSegment((byte*)_pointer + offset, length);
+
+        public void SetChecksums(ReplicaRequest request) => request.Checksums = (uint*)_pointer;
 
         public void Dispose()
         {

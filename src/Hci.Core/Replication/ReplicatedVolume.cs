@@ -204,6 +204,9 @@ public sealed partial class ReplicatedVolume : BlockDevice
             }
         }
 
+        // A scrub asked for by hand stops at the cancellation above; it must be out of the lane before the lane goes.
+        await _scrubGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+
         if (!IsFenced)
         {
             for (long i = 0; i < _extents.Length; i++)
@@ -239,6 +242,7 @@ public sealed partial class ReplicatedVolume : BlockDevice
             {
             }
 
+            _scrubGate.Wait(TimeSpan.FromSeconds(30));
             _lane.DisposeAsync().AsTask().GetAwaiter().GetResult();
         }
 

@@ -20,6 +20,23 @@ public sealed class ReplicatedVolumeOptions
     /// <remarks>Default 4096.</remarks>
     public int BufferAlignment { get; set; } = 4096;
 
+    /// <summary>How fast a scrub reads replicas: bytes per second over all replicas of the volume together
+    /// (<see cref="ReplicatedVolume.ScrubAsync"/>, and the background scrub).</summary>
+    /// <remarks>Default 32 MiB/s: a 1 TiB volume with 3 replicas is scrubbed in about 27 hours, a small share of a
+    /// device's bandwidth. Scrub I/O runs in the <see cref="Hci.Core.Blocks.IoClass.Background"/> class besides. At
+    /// least 4096.</remarks>
+    public long ScrubBytesPerSecond { get; set; } = 32L << 20;
+
+    /// <summary>How often the volume scrubs itself in the background while attached: the first scrub starts this long
+    /// after the attach, each next one this long after the previous one ended.</summary>
+    /// <remarks>Default 7 days. <see cref="TimeSpan.Zero"/> or <see cref="Timeout.InfiniteTimeSpan"/>: no background
+    /// scrub (<c>hci volume scrub</c> still runs one). Otherwise 1 second to 30 days.</remarks>
+    public TimeSpan ScrubInterval { get; set; } = TimeSpan.FromDays(7);
+
+    /// <summary>The clock scrub paces itself and schedules background scrubs by.</summary>
+    /// <remarks>Default <see cref="TimeProvider.System"/>.</remarks>
+    public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
+
     /// <summary>Where the volume logs; null for none.</summary>
     public ILoggerFactory? LoggerFactory { get; set; }
 
@@ -33,6 +50,21 @@ public sealed class ReplicatedVolumeOptions
         if (CleanAfter <= TimeSpan.Zero || CleanAfter > TimeSpan.FromHours(1))
         {
             throw new ArgumentException($"ReplicatedVolumeOptions.CleanAfter must be more than 0 and at most 1 hour (was {CleanAfter}).");
+        }
+
+        if (ScrubBytesPerSecond < ReplicaGeometry.BlockSize)
+        {
+            throw new ArgumentException($"ReplicatedVolumeOptions.ScrubBytesPerSecond must be at least {ReplicaGeometry.BlockSize} (was {ScrubBytesPerSecond}).");
+        }
+
+        if (ScrubInterval != TimeSpan.Zero && ScrubInterval != Timeout.InfiniteTimeSpan && (ScrubInterval < TimeSpan.FromSeconds(1) || ScrubInterval > TimeSpan.FromDays(30)))
+        {
+            throw new ArgumentException($"ReplicatedVolumeOptions.ScrubInterval must be 1 second to 30 days, or zero or infinite for no background scrub (was {ScrubInterval}).");
+        }
+
+        if (TimeProvider is null)
+        {
+            throw new ArgumentException("ReplicatedVolumeOptions.TimeProvider must not be null (TimeProvider.System is the default).");
         }
 
         if (BufferAlignment < 1 || BufferAlignment > 4096 || !int.IsPow2(BufferAlignment))
