@@ -12,7 +12,8 @@ internal static partial class HciCommand
     public const string Usage = """
         usage: hci (--data-dir DIR | --etcd URL) COMMAND
 
-          cluster status [--json]                 nodes, devices, liveness and volume count
+          cluster status [--json]                 nodes, devices, liveness and volume count; down nodes'
+                                                  countdown to rebuild, rebuild progress, rate and ETA
           volume create NAME --size SIZE [--replicas N] [--min-in-sync N] [--domain-level LEVEL]
                                                   a thin volume (SIZE like 4096, 512M, 10G; N defaults to 3;
                                                   LEVEL device, node, host or rack: what replicas must not share;
@@ -251,6 +252,7 @@ internal static partial class HciCommand
     {
         var map = await catalog.GetMapAsync().ConfigureAwait(false);
         var volumes = await catalog.ListVolumesAsync().ConfigureAwait(false);
+        var rebuild = await ReadRebuildStatusAsync(catalog, volumes).ConfigureAwait(false);
         if (json)
         {
             WriteJson(output, w =>
@@ -258,6 +260,7 @@ internal static partial class HciCommand
                 w.WriteStartObject();
                 w.WriteNumber("epoch", map.Epoch);
                 w.WriteNumber("volumes", volumes.Count);
+                WriteRebuildJson(w, rebuild);
                 w.WriteStartArray("nodes");
                 foreach (var node in map.Nodes)
                 {
@@ -301,6 +304,7 @@ internal static partial class HciCommand
             }
         }
 
+        WriteRebuildText(output, rebuild);
         output.WriteLine($"{map.Nodes.Count(n => n.Alive)} of {map.Nodes.Count} nodes up, {map.Devices.Count} devices ({FormatSize(map.Devices.Sum(d => d.Capacity))}), {volumes.Count} volumes.");
         return 0;
     }

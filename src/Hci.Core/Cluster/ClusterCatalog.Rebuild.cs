@@ -1,5 +1,3 @@
-using System.Globalization;
-using System.Text;
 using Hci.Core.Replication;
 
 namespace Hci.Core.Cluster;
@@ -94,20 +92,27 @@ public sealed partial class ClusterCatalog
     }
 
     /// <summary>
-    /// Records which registered nodes are down and since when (<c>hci/down/&lt;node&gt;</c>, a UTC time): a node
-    /// whose alive key is gone gets one (the first writer's time stays), a node that is alive again loses it. Every
-    /// node calls this periodically; the rebuild countdown is measured from the recorded time.
+    /// Records which registered nodes are down, since when and when their replicas are to be rebuilt
+    /// (<c>hci/down/&lt;node&gt;</c>): a node whose alive key is gone gets a record (the first writer's stays, so every
+    /// node counts down to the same moment), a node that is alive again loses it. Every node calls this periodically.
     /// </summary>
+    /// <param name="rebuildAfter">How long a node may stay down before its replicas are rebuilt elsewhere (recorded
+    /// with a new record; an existing record keeps its own).</param>
     /// <param name="cancellationToken">Cancels the call.</param>
-    /// <returns>The down nodes and when they went down, by id.</returns>
-    public async Task<IReadOnlyDictionary<string, DateTimeOffset>> UpdateDownNodesAsync(CancellationToken cancellationToken = default)
+    /// <returns>The down nodes, by id.</returns>
+    public async Task<IReadOnlyDictionary<string, NodeDownRecord>> UpdateDownNodesAsync(TimeSpan rebuildAfter, CancellationToken cancellationToken = default)
     {
+        if (rebuildAfter <= TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(rebuildAfter), rebuildAfter, "The rebuild interval must be positive.");
+        }
+
         var nodes = await Store.ListAsync(CatalogKeys.Nodes, cancellationToken).ConfigureAwait(false);
         var alive = await Store.ListAsync(CatalogKeys.Alive, cancellationToken).ConfigureAwait(false);
         var aliveIds = alive.Entries.Select(e => e.Key[CatalogKeys.Alive.Length..]).ToHashSet(StringComparer.Ordinal);
         var registered = nodes.Entries.Select(e => e.Key[CatalogKeys.Nodes.Length..]).ToHashSet(StringComparer.Ordinal);
         var recorded = await ListDownEntriesAsync(cancellationToken).ConfigureAwait(false);
-        var result = new SortedDictionary<string, DateTimeOffset>(StringComparer.Ordinal);
+        var result = new SortedDictionary<string, NodeDownRecord>(StringComparer.Ordinal);
         foreach (string id in registered)
         {
             if (aliveIds.Contains(id))
@@ -122,19 +127,18 @@ public sealed partial class ClusterCatalog
 
             if (recorded.TryGetValue(id, out var down))
             {
-                result[id] = down.Since;
+                result[id] = down.Record;
                 continue;
             }
 
-            var now = _time.GetUtcNow();
-            var value = Encoding.UTF8.GetBytes(now.ToString("O", CultureInfo.InvariantCulture));
-            if (await Store.TryCommitAsync([new StoreCondition(DownPrefix + id, 0)], [StoreWrite.Put(DownPrefix + id, value)], cancellationToken).ConfigureAwait(false) is not null)
+            var record = new NodeDownRecord(_time.GetUtcNow(), rebuildAfter.TotalSeconds);
+            if (await Store.TryCommitAsync([new StoreCondition(DownPrefix + id, 0)], [StoreWrite.Put(DownPrefix + id, Serialize(record, RebuildJsonContext.Default.NodeDownRecord))], cancellationToken).ConfigureAwait(false) is not null)
             {
-                result[id] = now;
+                result[id] = record;
             }
             else if ((await ListDownEntriesAsync(cancellationToken).ConfigureAwait(false)).TryGetValue(id, out var other))
             {
-                result[id] = other.Since;
+                result[id] = other.Record;
             }
         }
 
@@ -149,11 +153,11 @@ public sealed partial class ClusterCatalog
         return result;
     }
 
-    /// <summary>Reads the down nodes and when they went down, as recorded by <see cref="UpdateDownNodesAsync"/>.</summary>
+    /// <summary>Reads the down nodes as recorded by <see cref="UpdateDownNodesAsync"/>.</summary>
     /// <param name="cancellationToken">Cancels the call.</param>
-    /// <returns>The down nodes and when they went down, by id.</returns>
-    public async Task<IReadOnlyDictionary<string, DateTimeOffset>> ListDownNodesAsync(CancellationToken cancellationToken = default)
-        => (await ListDownEntriesAsync(cancellationToken).ConfigureAwait(false)).ToDictionary(e => e.Key, e => e.Value.Since, StringComparer.Ordinal);
+    /// <returns>The down nodes, by id.</returns>
+    public async Task<IReadOnlyDictionary<string, NodeDownRecord>> ListDownNodesAsync(CancellationToken cancellationToken = default)
+        => (await ListDownEntriesAsync(cancellationToken).ConfigureAwait(false)).ToDictionary(e => e.Key, e => e.Value.Record, StringComparer.Ordinal);
 
     /// <summary>
     /// Prepares the choice of replacement replicas over the live part of the map: nodes that are alive and not in
@@ -193,19 +197,13 @@ public sealed partial class ClusterCatalog
         return range.Entries.Select(e => Deserialize(e, RebuildJsonContext.Default.RebuildProgress)).ToArray();
     }
 
-    private async Task<Dictionary<string, (DateTimeOffset Since, long Revision)>> ListDownEntriesAsync(CancellationToken cancellationToken)
+    private async Task<Dictionary<string, (NodeDownRecord Record, long Revision)>> ListDownEntriesAsync(CancellationToken cancellationToken)
     {
         var range = await Store.ListAsync(DownPrefix, cancellationToken).ConfigureAwait(false);
-        var result = new Dictionary<string, (DateTimeOffset, long)>(StringComparer.Ordinal);
+        var result = new Dictionary<string, (NodeDownRecord, long)>(StringComparer.Ordinal);
         foreach (var entry in range.Entries)
         {
-            string text = Encoding.UTF8.GetString(entry.Value.Span);
-            if (!DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out var since))
-            {
-                throw new ClusterCatalogException(CatalogError.Corrupt, $"The key '{entry.Key}' holds '{text}', not a time: delete it (the nodes record it again).");
-            }
-
-            result[entry.Key[DownPrefix.Length..]] = (since, entry.ModRevision);
+            result[entry.Key[DownPrefix.Length..]] = (Deserialize(entry, RebuildJsonContext.Default.NodeDownRecord), entry.ModRevision);
         }
 
         return result;

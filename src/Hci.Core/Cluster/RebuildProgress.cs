@@ -45,6 +45,7 @@ public sealed record RebuildProgress
 /// <summary>The JSON of the rebuild records, generated at build time (no reflection).</summary>
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 [JsonSerializable(typeof(RebuildProgress))]
+[JsonSerializable(typeof(NodeDownRecord))]
 internal sealed partial class RebuildJsonContext : JsonSerializerContext
 {
 }
