@@ -14,12 +14,14 @@ internal static partial class HciCommand
         IReadOnlyDictionary<string, NodeDownRecord> Down,
         IReadOnlyList<RebuildProgress> Rebuilds,
         IReadOnlyList<(string Volume, long Extents)> DetachedOnDown,
+        IReadOnlySet<string> Draining,
         DateTimeOffset Now);
 
     private static async Task<RebuildStatus> ReadRebuildStatusAsync(ClusterCatalog catalog, IReadOnlyList<VolumeRecord> volumes)
     {
         var down = await catalog.ListDownNodesAsync().ConfigureAwait(false);
         var rebuilds = await catalog.ListRebuildProgressAsync().ConfigureAwait(false);
+        var draining = await catalog.ListDrainingNodesAsync().ConfigureAwait(false);
         var detached = new List<(string, long)>();
         if (down.Count > 0)
         {
@@ -34,7 +36,7 @@ internal static partial class HciCommand
             }
         }
 
-        return new RebuildStatus(down, rebuilds.Where(r => volumes.Any(v => v.Name == r.Volume)).ToArray(), detached, DateTimeOffset.UtcNow);
+        return new RebuildStatus(down, rebuilds.Where(r => volumes.Any(v => v.Name == r.Volume)).ToArray(), detached, draining, DateTimeOffset.UtcNow);
     }
 
     private static void WriteRebuildJson(Utf8JsonWriter w, RebuildStatus status)
@@ -57,6 +59,7 @@ internal static partial class HciCommand
             w.WriteStartObject();
             w.WriteString("volume", r.Volume);
             w.WriteString("owner", r.Owner);
+            w.WriteString("reason", r.Reason);
             w.WriteString("lostNodes", string.Join(",", r.LostNodes));
             w.WriteNumber("extentsTotal", r.ExtentsTotal);
             w.WriteNumber("extentsDone", r.ExtentsDone);
@@ -104,7 +107,7 @@ internal static partial class HciCommand
             string rate = (r.BytesPerSecond / 1e6).ToString("0.0", CultureInfo.InvariantCulture);
             if (r.Finished)
             {
-                output.WriteLine($"rebuild of {r.Volume} (owner {r.Owner}, off {string.Join(",", r.LostNodes)}) finished at {r.UpdatedAt:u}: {r.ExtentsDone} extents, {FormatSize(r.BytesDone)} at {rate} MB/s.");
+                output.WriteLine($"{r.Reason} of {r.Volume} (owner {r.Owner}{Off(r)}) finished at {r.UpdatedAt:u}: {r.ExtentsDone} extents, {FormatSize(r.BytesDone)} at {rate} MB/s.");
                 continue;
             }
 
@@ -116,17 +119,40 @@ internal static partial class HciCommand
             {
                 const int Width = 30;
                 int filled = (int)Math.Round(fraction * Width);
-                output.WriteLine($"rebuild {r.Volume} [{new string('#', filled)}{new string('.', Width - filled)}] {fraction * 100,5:0.0}% {line}");
+                output.WriteLine($"{r.Reason} {r.Volume} [{new string('#', filled)}{new string('.', Width - filled)}] {fraction * 100,5:0.0}% {line}");
             }
             else
             {
-                output.WriteLine($"rebuild {r.Volume} (owner {r.Owner}, off {string.Join(",", r.LostNodes)}): {fraction * 100:0.0}% {line}");
+                output.WriteLine($"{r.Reason} {r.Volume} (owner {r.Owner}{Off(r)}): {fraction * 100:0.0}% {line}");
             }
         }
 
         foreach (var (volume, extents) in status.DetachedOnDown)
         {
             output.WriteLine($"volume {volume} is detached and has {extents} extents with replicas on down nodes: it is rebuilt when it is attached (hci volume attach {volume} --node ID).");
+        }
+    }
+
+    private static string Off(RebuildProgress r) => r.LostNodes.Count == 0 ? string.Empty : $", off {string.Join(",", r.LostNodes)}";
+
+    // hci node drain | undrain | remove ID
+    private static async Task<int> NodeCommandAsync(ClusterCatalog catalog, string verb, string node, TextWriter output)
+    {
+        switch (verb)
+        {
+            case "drain":
+                await catalog.SetNodeDrainingAsync(node, true).ConfigureAwait(false);
+                var held = await catalog.CountReplicasOnAsync(node).ConfigureAwait(false);
+                output.WriteLine($"node {node} is draining: placement leaves it out, and the owners move its {held.Values.Sum()} extent replicas to other nodes (hci cluster status shows the progress; detached volumes move when attached). Remove it when it holds none: hci node remove {node}.");
+                return 0;
+            case "undrain":
+                await catalog.SetNodeDrainingAsync(node, false).ConfigureAwait(false);
+                output.WriteLine($"node {node} takes replicas again; extents placement gives it move back to it.");
+                return 0;
+            default:
+                await catalog.RemoveNodeAsync(node).ConfigureAwait(false);
+                output.WriteLine($"node {node} is removed from the cluster.");
+                return 0;
         }
     }
 

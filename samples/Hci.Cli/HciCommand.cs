@@ -24,6 +24,10 @@ internal static partial class HciCommand
           volume detach NAME                      no owner
           volume delete NAME                      delete a detached volume
           volume resize NAME --size SIZE          grow a volume
+          node drain ID                           move every replica off node ID (placement leaves it out);
+                                                  node undrain ID takes it back
+          node remove ID                          forget a stopped node that holds no replica (drain it first);
+                                                  a node joins by starting its host with --device: no command
           cluster key --out FILE                  write a new cluster key (mode 0600) for --cluster-key-file
           dev up --nodes N --dir DIR [--size SIZE]
                                                   a cluster on this machine to try Hci: etcd and N hci-hosttype
@@ -240,6 +244,14 @@ internal static partial class HciCommand
                 break;
             }
 
+            case ("node", "drain" or "undrain" or "remove"):
+            {
+                string node = words.Count > 2 ? words[2] : throw new CliUsageException($"node {verb} needs the node's id (hci node {verb} ID).");
+                NoMoreWords(3);
+                command = (catalog, _, output) => NodeCommandAsync(catalog, verb, node, output);
+                break;
+            }
+
             default:
                 throw new CliUsageException($"unknown command '{string.Join(' ', words.Take(2))}'.");
         }
@@ -269,6 +281,7 @@ internal static partial class HciCommand
                     w.WriteString("address", node.Address);
                     w.WriteString("domain", node.Domain);
                     w.WriteBoolean("alive", node.Alive);
+                    w.WriteBoolean("draining", rebuild.Draining.Contains(node.Id));
                     w.WriteStartArray("devices");
                     foreach (var device in map.DevicesOf(node.Id))
                     {
@@ -300,7 +313,7 @@ internal static partial class HciCommand
             {
                 var devices = map.DevicesOf(node.Id);
                 string list = string.Join(", ", devices.Select(d => $"{d.Index}: {FormatSize(d.Capacity)} (weight {d.Weight.ToString("0.###", CultureInfo.InvariantCulture)})"));
-                output.WriteLine($"{node.Id,-16} {(node.Alive ? "up" : "down"),-6} {node.Address,-22} {(node.Domain.Length == 0 ? "-" : node.Domain),-20} {list}");
+                output.WriteLine($"{node.Id,-16} {(rebuild.Draining.Contains(node.Id) ? "drain" : node.Alive ? "up" : "down"),-6} {node.Address,-22} {(node.Domain.Length == 0 ? "-" : node.Domain),-20} {list}");
             }
         }
 

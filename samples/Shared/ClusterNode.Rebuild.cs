@@ -9,15 +9,19 @@ namespace Hci.Samples.Shared;
 // the owner of every attached volume replaces each of its replicas there by one that placement chooses over the live
 // nodes, copied from an in-sync replica (ReplicatedVolume.ReplaceReplicaAsync), --rebuild-parallel extents at a time,
 // and reports its progress to the store (hci/rebuild/<volume>) once a second. A detached volume has no owner to do
-// this: it is rebuilt when it is attached again (hci cluster status lists it meanwhile).
+// this: it is rebuilt when it is attached again (hci cluster status lists it meanwhile). The same moves drain the
+// nodes marked draining (hci node drain), and, while every node is up, bring extents where placement now wants them
+// (a node joined): only the replicas placement moved, each once.
 internal sealed partial class ClusterNode
 {
     private static readonly TimeSpan RebuildCheckInterval = TimeSpan.FromSeconds(1);
     private static readonly TimeSpan ProgressInterval = TimeSpan.FromSeconds(1);
+    private static readonly TimeSpan BalanceInterval = TimeSpan.FromSeconds(10);
 
     private readonly Dictionary<string, Task> _rebuilds = [];
     private readonly HashSet<string> _announcedDown = [];
     private long _nextRebuildCheck;
+    private long _nextBalance;
 
     // Called from the node's loop: records down nodes, and starts a rebuild of every attached volume that holds a
     // replica on a node that has been down past the interval.
@@ -50,24 +54,36 @@ internal sealed partial class ClusterNode
 
         var clock = DateTimeOffset.UtcNow;
         var lost = down.Where(d => clock >= d.Value.RebuildAt).Select(d => d.Key).ToHashSet(StringComparer.Ordinal);
-        if (lost.Count == 0)
+        var draining = (await _catalog.ListDrainingNodesAsync(cancellationToken).ConfigureAwait(false)).ToHashSet(StringComparer.Ordinal);
+        bool balance = down.Count == 0 && now >= _nextBalance;
+        if (balance)
+        {
+            _nextBalance = now + (long)(BalanceInterval.TotalSeconds * Stopwatch.Frequency);
+        }
+
+        if (lost.Count == 0 && draining.Count == 0 && !balance)
         {
             return;
         }
 
-        var downNodes = down.Keys.ToHashSet(StringComparer.Ordinal);
+        var away = lost.Union(draining).ToHashSet(StringComparer.Ordinal);
+        var exclude = down.Keys.Union(draining).ToHashSet(StringComparer.Ordinal);
         foreach (var (name, (volume, _)) in _attached)
         {
-            if (_rebuilds.ContainsKey(name) || volume.IsFenced || !volume.GetExtents().Any(e => e.Replicas.Any(r => lost.Contains(r.NodeId))))
+            if (_rebuilds.ContainsKey(name) || volume.IsFenced)
             {
                 continue;
             }
 
-            _rebuilds[name] = Task.Run(() => RebuildVolumeAsync(name, volume, lost, downNodes, _stop.Token), CancellationToken.None);
+            bool moveAway = volume.GetExtents().Any(e => e.Replicas.Any(r => away.Contains(r.NodeId)));
+            if (moveAway || balance)
+            {
+                _rebuilds[name] = Task.Run(() => RebuildVolumeAsync(name, volume, lost, draining, exclude, rebalance: !moveAway, _stop.Token), CancellationToken.None);
+            }
         }
     }
 
-    private async Task RebuildVolumeAsync(string name, ReplicatedVolume volume, HashSet<string> lost, HashSet<string> down, CancellationToken cancellationToken)
+    private async Task RebuildVolumeAsync(string name, ReplicatedVolume volume, HashSet<string> lost, HashSet<string> draining, HashSet<string> exclude, bool rebalance, CancellationToken cancellationToken)
     {
         try
         {
@@ -77,14 +93,29 @@ internal sealed partial class ClusterNode
                 return;
             }
 
-            var planner = await _catalog.GetReplacementPlannerAsync(record.DomainLevel, down, cancellationToken).ConfigureAwait(false);
+            var planner = await _catalog.GetReplacementPlannerAsync(record.DomainLevel, exclude, cancellationToken: cancellationToken).ConfigureAwait(false);
+            var balancer = rebalance ? await _catalog.GetReplacementPlannerAsync(record.DomainLevel, draining, includeDown: true, cancellationToken).ConfigureAwait(false) : null;
             var moves = new List<(long Extent, ReplicaTarget From, ReplicaTarget To)>();
             var extras = new List<(long Extent, ReplicaTarget Replica)>();
             long unplaceable = 0;
             foreach (var extent in volume.GetExtents())
             {
-                var keep = extent.Replicas.Where(r => !lost.Contains(r.NodeId)).ToList();
-                foreach (var gone in extent.Replicas.Where(r => lost.Contains(r.NodeId)))
+                if (balancer != null)
+                {
+                    // Only healthy extents are rebalanced: a resync comes first.
+                    if (extent.Replicas.All(r => r.State == ReplicaState.InSync) && extent.Replicas.Count == record.Replicas)
+                    {
+                        foreach (var (from, to) in balancer.Rebalance(record.Id, extent.Index, record.Replicas, extent.Replicas))
+                        {
+                            moves.Add((extent.Index, from, new ReplicaTarget(to.NodeId, to.Index, ReplicaState.OutOfSync)));
+                        }
+                    }
+
+                    continue;
+                }
+
+                var keep = extent.Replicas.Where(r => !lost.Contains(r.NodeId) && !draining.Contains(r.NodeId)).ToList();
+                foreach (var gone in extent.Replicas.Where(r => lost.Contains(r.NodeId) || draining.Contains(r.NodeId)))
                 {
                     if (keep.Count(r => r.State == ReplicaState.InSync) >= record.Replicas)
                     {
@@ -120,8 +151,9 @@ internal sealed partial class ClusterNode
                 return;
             }
 
-            var lostList = lost.Order(StringComparer.Ordinal).ToArray();
-            SampleLog.RebuildStarted(_logger, NodeId, name, moves.Count, moves.Count * volume.ExtentSize, string.Join(",", lostList), _options.RebuildParallel);
+            string reason = rebalance ? "rebalance" : lost.Count > 0 ? "rebuild" : "drain";
+            var lostList = rebalance ? [] : lost.Union(draining).Order(StringComparer.Ordinal).ToArray();
+            SampleLog.RebuildStarted(_logger, NodeId, reason, name, moves.Count, moves.Count * volume.ExtentSize, lostList.Length == 0 ? "-" : string.Join(",", lostList), _options.RebuildParallel);
             var started = DateTimeOffset.UtcNow;
             var watch = Stopwatch.StartNew();
             long done = 0;
@@ -130,6 +162,7 @@ internal sealed partial class ClusterNode
             {
                 Volume = name,
                 Owner = NodeId,
+                Reason = reason,
                 LostNodes = lostList,
                 ExtentsTotal = moves.Count,
                 ExtentsDone = Interlocked.Read(ref done),
@@ -182,7 +215,7 @@ internal sealed partial class ClusterNode
             await reporter.ConfigureAwait(false);
             var final = Progress(failed == 0);
             await _catalog.PutRebuildProgressAsync(final, cancellationToken).ConfigureAwait(false);
-            SampleLog.RebuildFinished(_logger, NodeId, name, final.ExtentsDone, final.ExtentsFailed, final.BytesDone, watch.Elapsed.TotalSeconds, final.BytesPerSecond / 1e6);
+            SampleLog.RebuildFinished(_logger, NodeId, reason, name, final.ExtentsDone, final.ExtentsFailed, final.BytesDone, watch.Elapsed.TotalSeconds, final.BytesPerSecond / 1e6);
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {

@@ -8,11 +8,11 @@ internal static partial class SampleLog
     [LoggerMessage(EventId = 9040, Level = LogLevel.Warning, Message = "cluster node {Node}: node {Down} is down since {Since:O}; its replicas are rebuilt elsewhere if it is not back by {RebuildAt:O}", EventName = "NodeDown")]
     public static partial void NodeDown(ILogger logger, string node, string down, DateTimeOffset since, DateTimeOffset rebuildAt);
 
-    [LoggerMessage(EventId = 9041, Level = LogLevel.Information, Message = "cluster node {Node}: rebuilding volume {Volume}: {Extents} extent replicas ({Bytes} bytes) off lost node(s) {Lost}, {Parallel} at a time", EventName = "RebuildStarted")]
-    public static partial void RebuildStarted(ILogger logger, string node, string volume, int extents, long bytes, string lost, int parallel);
+    [LoggerMessage(EventId = 9041, Level = LogLevel.Information, Message = "cluster node {Node}: {Reason} of volume {Volume}: moving {Extents} extent replicas ({Bytes} bytes) off node(s) {Lost}, {Parallel} at a time", EventName = "RebuildStarted")]
+    public static partial void RebuildStarted(ILogger logger, string node, string reason, string volume, int extents, long bytes, string lost, int parallel);
 
-    [LoggerMessage(EventId = 9042, Level = LogLevel.Information, Message = "cluster node {Node}: rebuild of volume {Volume} done: {Done} extent replicas moved, {Failed} failed (tried again), {Bytes} bytes in {Seconds:F1} s, {MBps:F1} MB/s", EventName = "RebuildFinished")]
-    public static partial void RebuildFinished(ILogger logger, string node, string volume, long done, long failed, long bytes, double seconds, double mbps);
+    [LoggerMessage(EventId = 9042, Level = LogLevel.Information, Message = "cluster node {Node}: {Reason} of volume {Volume} done: {Done} extent replicas moved, {Failed} failed (tried again), {Bytes} bytes in {Seconds:F1} s, {MBps:F1} MB/s", EventName = "RebuildFinished")]
+    public static partial void RebuildFinished(ILogger logger, string node, string reason, string volume, long done, long failed, long bytes, double seconds, double mbps);
 
     [LoggerMessage(EventId = 9043, Level = LogLevel.Error, Message = "cluster node {Node}: volume {Volume}: {Extents} extent replicas on lost nodes have no live failure domain to go to; add nodes (they stay degraded until then)", EventName = "RebuildUnplaceable")]
     public static partial void RebuildUnplaceable(ILogger logger, string node, string volume, long extents);

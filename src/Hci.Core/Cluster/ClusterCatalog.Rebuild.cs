@@ -160,18 +160,20 @@ public sealed partial class ClusterCatalog
         => (await ListDownEntriesAsync(cancellationToken).ConfigureAwait(false)).ToDictionary(e => e.Key, e => e.Value.Record, StringComparer.Ordinal);
 
     /// <summary>
-    /// Prepares the choice of replacement replicas over the live part of the map: nodes that are alive and not in
-    /// <paramref name="excludeNodes"/>, at the failure-domain level given.
+    /// Prepares the choice of replacement replicas over the live part of the map: nodes that are alive (or every
+    /// registered node, with <paramref name="includeDown"/>) and not in <paramref name="excludeNodes"/>, at the
+    /// failure-domain level given.
     /// </summary>
     /// <param name="level">The volume's failure-domain level.</param>
     /// <param name="excludeNodes">Nodes that take no replica (down, lost, draining).</param>
+    /// <param name="includeDown">Place over down nodes too (rebalance: where placement wants replicas to be).</param>
     /// <param name="cancellationToken">Cancels the call.</param>
     /// <returns>The planner (build one per pass and reuse it for every extent).</returns>
-    public async Task<ReplacementPlanner> GetReplacementPlannerAsync(FailureDomainLevel level, IReadOnlySet<string> excludeNodes, CancellationToken cancellationToken = default)
+    public async Task<ReplacementPlanner> GetReplacementPlannerAsync(FailureDomainLevel level, IReadOnlySet<string> excludeNodes, bool includeDown = false, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(excludeNodes);
         var map = await GetMapAsync(cancellationToken).ConfigureAwait(false);
-        var liveNodes = map.Nodes.Where(n => n.Alive && !excludeNodes.Contains(n.Id)).ToArray();
+        var liveNodes = map.Nodes.Where(n => (n.Alive || includeDown) && !excludeNodes.Contains(n.Id)).ToArray();
         var liveIds = liveNodes.Select(n => n.Id).ToHashSet(StringComparer.Ordinal);
         var live = new ClusterMap(map.Epoch, liveNodes, map.Devices.Where(d => liveIds.Contains(d.NodeId)));
         return new ReplacementPlanner(map, new Placement(live, level));

@@ -2,7 +2,7 @@ using System.Text.Json.Serialization;
 
 namespace Hci.Core.Cluster;
 
-/// <summary>A volume's rebuild progress as its owner reports it (<c>hci/rebuild/&lt;volume&gt;</c>).</summary>
+/// <summary>A volume's rebuild (or drain, or rebalance) progress as its owner reports it (<c>hci/rebuild/&lt;volume&gt;</c>).</summary>
 public sealed record RebuildProgress
 {
     /// <summary>The volume.</summary>
@@ -11,7 +11,11 @@ public sealed record RebuildProgress
     /// <summary>The owner doing the work.</summary>
     public required string Owner { get; init; }
 
-    /// <summary>The nodes whose replicas are being replaced.</summary>
+    /// <summary>Why replicas move: <c>rebuild</c> (lost nodes), <c>drain</c> (draining nodes) or <c>rebalance</c>
+    /// (placement changed, e.g. a node joined).</summary>
+    public string Reason { get; init; } = "rebuild";
+
+    /// <summary>The nodes whose replicas are being replaced (lost or draining; none for a rebalance).</summary>
     public IReadOnlyList<string> LostNodes { get; init; } = [];
 
     /// <summary>Extent replicas to move in this rebuild.</summary>

@@ -65,4 +65,58 @@ public sealed class ReplacementPlanner
 
         return null;
     }
+
+    /// <summary>
+    /// The moves that bring an extent's replicas where placement wants them: each replica on a device placement does
+    /// not choose goes to a chosen device it is not on yet, in a failure domain no other replica is in, and on a node
+    /// that is alive. Replicas already where placement wants them stay, so a map change moves no more than placement
+    /// requires.
+    /// </summary>
+    /// <param name="volumeId">The volume's id.</param>
+    /// <param name="extentIndex">The extent's index.</param>
+    /// <param name="replicas">The volume's replica count.</param>
+    /// <param name="current">The extent's replicas now.</param>
+    /// <returns>The moves, possibly none.</returns>
+    public IReadOnlyList<(ReplicaTarget From, DeviceInfo To)> Rebalance(ulong volumeId, long extentIndex, int replicas, IReadOnlyList<ReplicaTarget> current)
+    {
+        ArgumentNullException.ThrowIfNull(current);
+        int count = Math.Min(Math.Max(replicas, 1), Live.DomainCount);
+        if (count < replicas)
+        {
+            return [];
+        }
+
+        var desired = Live.Place(volumeId, extentIndex, count);
+        var now = current.ToList();
+        var moves = new List<(ReplicaTarget, DeviceInfo)>();
+        foreach (var replica in current)
+        {
+            if (desired.Any(d => d.NodeId == replica.NodeId && d.Index == replica.Device))
+            {
+                continue;
+            }
+
+            var taken = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var other in now)
+            {
+                if ((other.NodeId != replica.NodeId || other.Device != replica.Device) && _full.FindDevice(other.NodeId, other.Device) is { } d)
+                {
+                    taken.Add(_full.DomainOf(d, Live.Level));
+                }
+            }
+
+            var to = desired.FirstOrDefault(d => !now.Any(n => n.NodeId == d.NodeId && n.Device == d.Index)
+                && !taken.Contains(_full.DomainOf(d, Live.Level))
+                && _full.FindNode(d.NodeId) is { Alive: true });
+            if (to == null)
+            {
+                continue;
+            }
+
+            moves.Add((replica, to));
+            now[now.FindIndex(n => n.NodeId == replica.NodeId && n.Device == replica.Device)] = new ReplicaTarget(to.NodeId, to.Index, ReplicaState.OutOfSync);
+        }
+
+        return moves;
+    }
 }

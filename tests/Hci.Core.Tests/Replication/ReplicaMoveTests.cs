@@ -69,16 +69,14 @@ public sealed class ReplicaMoveTests
         }
 
         // Every acknowledged write reads back, from the volume and from the new replica itself.
-        using var probe = new ReplicaProbe(cluster.Connector, "node4");
         foreach (var (offset, data) in acknowledged)
         {
             var back = new byte[Block];
             await volume.ReadAsync(offset, back);
             Assert.Equal(data, back);
-            var (status, onNode4) = probe.Read(VolumeId, offset / ExtentSize, offset % ExtentSize, Block);
-            Assert.Equal(ReplicaStatus.Ok, status);
-            Assert.Equal(data, onNode4);
         }
+
+        AssertOnReplica(cluster, "node4", acknowledged);
 
         for (int e = 0; e < Extents; e++)
         {
@@ -175,6 +173,18 @@ public sealed class ReplicaMoveTests
             cluster.Connector,
             control,
             new ReplicatedVolumeOptions { ResyncInterval = TimeSpan.FromMilliseconds(100), CleanAfter = TimeSpan.FromMilliseconds(200), BufferAlignment = 1 });
+
+    // A probe's queue belongs to one thread: this runs without an await from its creation to its disposal.
+    private static void AssertOnReplica(InProcessReplicaCluster cluster, string node, IReadOnlyDictionary<long, byte[]> blocks)
+    {
+        using var probe = new ReplicaProbe(cluster.Connector, node);
+        foreach (var (offset, data) in blocks)
+        {
+            var (status, onReplica) = probe.Read(VolumeId, offset / ExtentSize, offset % ExtentSize, Block);
+            Assert.Equal(ReplicaStatus.Ok, status);
+            Assert.Equal(data, onReplica);
+        }
+    }
 
     private static void AssertReplicasIdentical(InProcessReplicaCluster cluster, long extent, string[] nodes)
     {
