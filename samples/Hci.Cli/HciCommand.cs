@@ -12,7 +12,8 @@ internal static partial class HciCommand
     public const string Usage = """
         usage: hci (--data-dir DIR | --etcd URL) COMMAND
 
-          cluster status [--json]                 nodes, devices, liveness and volume count
+          cluster status [--json]                 nodes, devices, liveness and volume count; down nodes'
+                                                  countdown to rebuild, rebuild progress, rate and ETA
           volume create NAME --size SIZE [--replicas N] [--min-in-sync N] [--domain-level LEVEL]
                                                   a thin volume (SIZE like 4096, 512M, 10G; N defaults to 3;
                                                   LEVEL device, node, host or rack: what replicas must not share;
@@ -27,6 +28,10 @@ internal static partial class HciCommand
           volume resize NAME --size SIZE          grow a volume
           volume scrub NAME [--json]              check every replica's blocks now on the owner, repair bad or
                                                   diverging copies from the majority; exit 1 if some remain
+          node drain ID                           move every replica off node ID (placement leaves it out);
+                                                  node undrain ID takes it back
+          node remove ID                          forget a stopped node that holds no replica (drain it first);
+                                                  a node joins by starting its host with --device: no command
           cluster key --out FILE                  write a new cluster key (mode 0600) for --cluster-key-file
           dev up --nodes N --dir DIR [--size SIZE]
                                                   a cluster on this machine to try Hci: etcd and N hci-hosttype
@@ -252,6 +257,14 @@ internal static partial class HciCommand
                 break;
             }
 
+            case ("node", "drain" or "undrain" or "remove"):
+            {
+                string node = words.Count > 2 ? words[2] : throw new CliUsageException($"node {verb} needs the node's id (hci node {verb} ID).");
+                NoMoreWords(3);
+                command = (catalog, _, output) => NodeCommandAsync(catalog, verb, node, output);
+                break;
+            }
+
             default:
                 throw new CliUsageException($"unknown command '{string.Join(' ', words.Take(2))}'.");
         }
@@ -264,6 +277,7 @@ internal static partial class HciCommand
     {
         var map = await catalog.GetMapAsync().ConfigureAwait(false);
         var volumes = await catalog.ListVolumesAsync().ConfigureAwait(false);
+        var rebuild = await ReadRebuildStatusAsync(catalog, volumes).ConfigureAwait(false);
         if (json)
         {
             WriteJson(output, w =>
@@ -271,6 +285,7 @@ internal static partial class HciCommand
                 w.WriteStartObject();
                 w.WriteNumber("epoch", map.Epoch);
                 w.WriteNumber("volumes", volumes.Count);
+                WriteRebuildJson(w, rebuild);
                 w.WriteStartArray("nodes");
                 foreach (var node in map.Nodes)
                 {
@@ -279,6 +294,7 @@ internal static partial class HciCommand
                     w.WriteString("address", node.Address);
                     w.WriteString("domain", node.Domain);
                     w.WriteBoolean("alive", node.Alive);
+                    w.WriteBoolean("draining", rebuild.Draining.Contains(node.Id));
                     w.WriteStartArray("devices");
                     foreach (var device in map.DevicesOf(node.Id))
                     {
@@ -310,10 +326,11 @@ internal static partial class HciCommand
             {
                 var devices = map.DevicesOf(node.Id);
                 string list = string.Join(", ", devices.Select(d => $"{d.Index}: {FormatSize(d.Capacity)} (weight {d.Weight.ToString("0.###", CultureInfo.InvariantCulture)})"));
-                output.WriteLine($"{node.Id,-16} {(node.Alive ? "up" : "down"),-6} {node.Address,-22} {(node.Domain.Length == 0 ? "-" : node.Domain),-20} {list}");
+                output.WriteLine($"{node.Id,-16} {(rebuild.Draining.Contains(node.Id) ? "drain" : node.Alive ? "up" : "down"),-6} {node.Address,-22} {(node.Domain.Length == 0 ? "-" : node.Domain),-20} {list}");
             }
         }
 
+        WriteRebuildText(output, rebuild);
         output.WriteLine($"{map.Nodes.Count(n => n.Alive)} of {map.Nodes.Count} nodes up, {map.Devices.Count} devices ({FormatSize(map.Devices.Sum(d => d.Capacity))}), {volumes.Count} volumes.");
         return 0;
     }

@@ -114,6 +114,11 @@ internal sealed partial class ClusterNode : IAsyncDisposable
             }
         }
 
+        foreach (var rebuild in _rebuilds.Values)
+        {
+            await rebuild.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+
         foreach (var name in _attached.Keys.ToArray())
         {
             await CloseAsync(name, clean: true).ConfigureAwait(false);
@@ -163,6 +168,7 @@ internal sealed partial class ClusterNode : IAsyncDisposable
 
                 await SyncAsync(cancellationToken).ConfigureAwait(false);
                 await PollScrubsAsync(cancellationToken).ConfigureAwait(false);
+                await RebuildTickAsync(cancellationToken).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {

@@ -5,7 +5,7 @@ namespace Hci.Samples.Shared;
 internal sealed class ClusterNodeOptions
 {
     /// <summary>The setting names of the cluster options.</summary>
-    public static readonly string[] Keys = ["Etcd", "DataDir", "Node", "Listen", "Domain", "Device", "ClusterKeyFile"];
+    public static readonly string[] Keys = ["Etcd", "DataDir", "Node", "Listen", "Domain", "Device", "ClusterKeyFile", "RebuildAfter", "RebuildParallel"];
 
     /// <summary>Adds the cluster options (<c>--etcd</c>, <c>--data-dir</c>, <c>--node</c>, ...) to a host's command line.</summary>
     public static void AddOptions(SampleCommandLine cli)
@@ -17,6 +17,8 @@ internal sealed class ClusterNodeOptions
         cli.Text("--domain", "Domain", "PATH", "Cluster node: this node's failure domain, e.g. rack1/host2 [default: host/ID]");
         cli.Repeatable("--device", "Device", "FILE[:SIZE]", "Cluster node: a replica store on FILE, created at SIZE (k, m, g, t) if missing (repeatable)");
         cli.Text("--cluster-key-file", "ClusterKeyFile", "FILE", "Cluster node with --etcd: the cluster's key (random bytes, mode 0600). Create one with hci cluster key --out FILE");
+        cli.Text("--rebuild-after", "RebuildAfter", "DURATION", "Cluster node: a node down this long (e.g. 90s, 10m, 1h) loses its replicas: the owners rebuild them on live nodes [default: 10m]", DurationText.Check);
+        cli.Text("--rebuild-parallel", "RebuildParallel", "N", "Cluster node: extents an owner copies at once per volume in a rebuild (1 to 64) [default: 4]", SampleCommandLine.WholeNumber(1, 64));
     }
 
     /// <summary>The cluster settings from a host's configuration.</summary>
@@ -30,6 +32,8 @@ internal sealed class ClusterNodeOptions
             Listen = configuration["Listen"] ?? "127.0.0.1:7420",
             Domain = configuration["Domain"],
             ClusterKeyFile = configuration["ClusterKeyFile"],
+            RebuildAfter = SampleCommandLine.Checked(configuration, "RebuildAfter", "--rebuild-after", DurationText.Check) is { } after ? DurationText.Parse(after) : TimeSpan.FromMinutes(10),
+            RebuildParallel = SampleCommandLine.Int(configuration, "RebuildParallel", "--rebuild-parallel", 1, 64, 4),
         };
         foreach (string text in SampleCommandLine.Strings(configuration, "Device"))
         {
@@ -60,6 +64,12 @@ internal sealed class ClusterNodeOptions
     public List<(string Path, long? Size)> Devices { get; } = [];
 
     public string? ClusterKeyFile { get; set; }
+
+    /// <summary>How long a node may stay down before the owners rebuild its replicas elsewhere (--rebuild-after).</summary>
+    public TimeSpan RebuildAfter { get; set; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>Extents an owner copies at once per volume in a rebuild (--rebuild-parallel).</summary>
+    public int RebuildParallel { get; set; } = 4;
 
     /// <summary>The replica server reactors' poll window (the host's --poll-us).</summary>
     public TimeSpan PollWindow { get; set; } = TimeSpan.FromMicroseconds(32);

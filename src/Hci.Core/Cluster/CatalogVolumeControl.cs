@@ -90,4 +90,22 @@ public sealed class CatalogVolumeControl : IVolumeControl
             _serial.Release();
         }
     }
+
+    /// <inheritdoc/>
+    public async ValueTask<ulong> SetReplicasAsync(long extent, IReadOnlyList<ReplicaTarget> replicas, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(replicas);
+        await _serial.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var volume = _volume;
+            var change = await _catalog.SetExtentReplicasAsync(volume.Name, extent, replicas.Select(r => new ReplicaRecord(r.NodeId, r.Device, r.State)).ToArray(), volume.Epoch, cancellationToken).ConfigureAwait(false);
+            Volatile.Write(ref _volume, change.Volume);
+            return change.Volume.Epoch;
+        }
+        finally
+        {
+            _serial.Release();
+        }
+    }
 }

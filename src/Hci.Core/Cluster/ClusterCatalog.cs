@@ -535,11 +535,14 @@ public sealed partial class ClusterCatalog
         throw Contention($"{what} volume '{name}'");
     }
 
-    /// <summary>The placement over the registered nodes, rebuilt only when a node record changed.</summary>
+    /// <summary>The placement over the registered nodes that are not draining, rebuilt only when a node record or a
+    /// drain mark changed.</summary>
     private async Task<Placement> GetPlacementAsync(FailureDomainLevel level, CancellationToken cancellationToken)
     {
         var range = await Store.ListAsync(CatalogKeys.Nodes, cancellationToken).ConfigureAwait(false);
-        string fingerprint = string.Join(';', range.Entries.Select(e => string.Create(CultureInfo.InvariantCulture, $"{e.Key}@{e.ModRevision}")));
+        var draining = await ListDrainingNodesAsync(cancellationToken).ConfigureAwait(false);
+        string fingerprint = string.Join(';', range.Entries.Select(e => string.Create(CultureInfo.InvariantCulture, $"{e.Key}@{e.ModRevision}")))
+            + "|" + string.Join(';', draining.Order(StringComparer.Ordinal));
         lock (_placementLock)
         {
             if (fingerprint != _placementFingerprint)
@@ -554,7 +557,7 @@ public sealed partial class ClusterCatalog
             }
         }
 
-        var map = ClusterMap.FromRecords(range.Revision, range.Entries.Select(e => Deserialize(e, ClusterJsonContext.Default.NodeRecord)));
+        var map = ClusterMap.FromRecords(range.Revision, range.Entries.Select(e => Deserialize(e, ClusterJsonContext.Default.NodeRecord)).Where(n => !draining.Contains(n.Id)));
         Placement placement;
         try
         {

@@ -37,6 +37,10 @@ internal sealed class ExtentState(int maxReplicas)
     /// <summary>Held by the control plane while it holds the extent's writes (one holder at a time).</summary>
     public readonly SemaphoreSlim Gate = new(1, 1);
 
+    /// <summary>Non-zero while a replica move (rebuild, rebalance) works on the extent: the background resync leaves
+    /// the extent to it.</summary>
+    public int Moving;
+
     /// <summary>The value of <see cref="Started"/> at the cleaner's last look.</summary>
     public long CleanerSeen = -1;
 }

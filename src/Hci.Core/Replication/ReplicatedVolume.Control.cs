@@ -232,9 +232,9 @@ public sealed partial class ReplicatedVolume
         {
             var state = Volatile.Read(ref _extents[i]);
             var view = state?.View;
-            if (view == null || view.InSync == view.Replicas.Length)
+            if (view == null || view.InSync == view.Replicas.Length || Volatile.Read(ref state!.Moving) != 0)
             {
-                continue;
+                continue; // all in sync, or a replica move copies this extent itself
             }
 
             for (int r = 0; r < view.Replicas.Length; r++)

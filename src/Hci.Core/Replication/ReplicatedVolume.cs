@@ -450,7 +450,12 @@ public sealed partial class ReplicatedVolume : BlockDevice
                     for (int r = 0; r < view.Replicas.Length; r++)
                     {
                         var target = view.Replicas[r];
-                        if (target.NodeId == failure.NodeId && target.Device == failure.Device && target.State == ReplicaState.InSync)
+                        if (target.NodeId == failure.NodeId && target.Device == failure.Device && target.State == ReplicaState.Resyncing)
+                        {
+                            // Not in sync yet: what it was sent may not be durable, so the resync copies it all again.
+                            Interlocked.Or(ref state!.Missed[r], ulong.MaxValue);
+                        }
+                        else if (target.NodeId == failure.NodeId && target.Device == failure.Device && target.State == ReplicaState.InSync)
                         {
                             Interlocked.Or(ref state!.Missed[r], ulong.MaxValue);
                             ok &= await MarkOutOfSyncAsync(i, state, r).ConfigureAwait(false);

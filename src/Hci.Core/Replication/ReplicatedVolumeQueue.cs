@@ -404,7 +404,9 @@ internal sealed unsafe class ReplicatedVolumeQueue : BlockQueue, IReplicaComplet
             var replicas = part.View!.Replicas;
             for (int r = 0; r < replicas.Length; r++)
             {
-                if (replicas[r].State != ReplicaState.InSync)
+                // A replica being resynced (or joining by a move) takes the write too, so the regions already copied
+                // stay current and the copy converges under load; it is never read until it is in sync.
+                if (replicas[r].State == ReplicaState.OutOfSync)
                 {
                     Interlocked.Or(ref part.State.Missed[r], part.Regions);
                     continue;
@@ -425,7 +427,7 @@ internal sealed unsafe class ReplicatedVolumeQueue : BlockQueue, IReplicaComplet
                 var replicas = part.View!.Replicas;
                 for (int r = 0; r < replicas.Length; r++)
                 {
-                    if (replicas[r].State != ReplicaState.InSync || (replicas[r].NodeId == local) != (pass == 1))
+                    if (replicas[r].State == ReplicaState.OutOfSync || (replicas[r].NodeId == local) != (pass == 1))
                     {
                         continue;
                     }
@@ -464,8 +466,17 @@ internal sealed unsafe class ReplicatedVolumeQueue : BlockQueue, IReplicaComplet
         }
         else if (status != ReplicaStatus.Ok)
         {
-            var target = op.Parts[p].View!.Replicas[replica];
-            op.Failures.Add(new OpFailure(p, replica, status, target.NodeId, device));
+            ref var part = ref op.Parts[p];
+            var target = part.View!.Replicas[replica];
+            if (target.State == ReplicaState.InSync)
+            {
+                op.Failures.Add(new OpFailure(p, replica, status, target.NodeId, device));
+            }
+            else
+            {
+                // A replica being resynced missed it: the resync copies the regions again before it is in sync.
+                Interlocked.Or(ref part.State.Missed[replica], part.Regions);
+            }
         }
 
         if (--op.Pending > 0)

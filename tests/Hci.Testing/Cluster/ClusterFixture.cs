@@ -59,8 +59,9 @@ public sealed class ClusterFixture : IAsyncDisposable
     /// file each) and waits until every node is ready.</summary>
     /// <param name="nodes">How many nodes.</param>
     /// <param name="deviceSize">Each node's device file size.</param>
+    /// <param name="nodeArguments">More arguments for every node's host (such as <c>--rebuild-after 5s</c>).</param>
     /// <returns>The running cluster.</returns>
-    public static async Task<ClusterFixture> StartAsync(int nodes, long deviceSize = DefaultDeviceSize)
+    public static async Task<ClusterFixture> StartAsync(int nodes, long deviceSize = DefaultDeviceSize, IReadOnlyList<string>? nodeArguments = null)
     {
         string dir = System.IO.Directory.CreateTempSubdirectory("hci-cluster-").FullName;
         EtcdServer? etcd = null;
@@ -82,6 +83,7 @@ public sealed class ClusterFixture : IAsyncDisposable
                     "--domain", string.Create(CultureInfo.InvariantCulture, $"host{i}"),
                     "--device", string.Create(CultureInfo.InvariantCulture, $"{device}:{deviceSize}"),
                     "--cluster-key-file", fixture.KeyFile, "--socket-dir", Path.Combine(nodeDir, "sock"),
+                    .. nodeArguments ?? [],
                 ], fixture._clock));
             }
 

@@ -21,6 +21,16 @@ public sealed class MemoryVolumeControl(Func<long, IReadOnlyList<ReplicaTarget>>
     /// <summary>When true, every call fails as an unreachable store would.</summary>
     public bool Unreachable { get; set; }
 
+    /// <summary>The volume's replica count (an in-sync replica leaves a set only when this many stay in sync).</summary>
+    public int ReplicaCount { get; init; } = 3;
+
+    /// <summary>How many replica set changes were recorded.</summary>
+    public int SetChanges { get; private set; }
+
+    /// <summary>When set, called before every state change with the extent, the replica index and the new state
+    /// (a test's hook to inject a fault at that moment).</summary>
+    public Action<long, int, ReplicaState>? BeforeStateChange { get; set; }
+
     /// <summary>How many state changes were recorded.</summary>
     public int StateChanges { get; private set; }
 
@@ -49,12 +59,49 @@ public sealed class MemoryVolumeControl(Func<long, IReadOnlyList<ReplicaTarget>>
     /// <inheritdoc/>
     public ValueTask<ulong> SetReplicaStateAsync(long extent, int replica, ReplicaState state, CancellationToken cancellationToken)
     {
+        BeforeStateChange?.Invoke(extent, replica, state);
         ThrowIfUnreachable();
         lock (_lock)
         {
             var replicas = Extents[extent];
             replicas[replica] = replicas[replica] with { State = state };
             StateChanges++;
+            return ValueTask.FromResult(++_version);
+        }
+    }
+
+    /// <inheritdoc/>
+    public ValueTask<ulong> SetReplicasAsync(long extent, IReadOnlyList<ReplicaTarget> replicas, CancellationToken cancellationToken)
+    {
+        ThrowIfUnreachable();
+        lock (_lock)
+        {
+            // The catalog's rules: kept replicas keep their stored state, new ones join out of sync, an in-sync one
+            // leaves only when its replacement is in sync.
+            var stored = Extents[extent];
+            var next = new ReplicaTarget[replicas.Count];
+            for (int i = 0; i < next.Length; i++)
+            {
+                int at = Array.FindIndex(stored, s => s.NodeId == replicas[i].NodeId && s.Device == replicas[i].Device);
+                if (at < 0 && replicas[i].State != ReplicaState.OutOfSync)
+                {
+                    throw new ClusterCatalogException(CatalogError.Invalid, $"new replica {replicas[i].NodeId}/{replicas[i].Device} must join out of sync");
+                }
+
+                next[i] = at >= 0 ? stored[at] : replicas[i];
+            }
+
+            int inSync = next.Count(r => r.State == ReplicaState.InSync);
+            foreach (var gone in stored.Where(s => !next.Any(n => n.NodeId == s.NodeId && n.Device == s.Device)))
+            {
+                if (gone.State == ReplicaState.InSync && inSync < ReplicaCount)
+                {
+                    throw new ClusterCatalogException(CatalogError.Invalid, $"in-sync replica {gone.NodeId}/{gone.Device} may not leave before its replacement is in sync");
+                }
+            }
+
+            Extents[extent] = next;
+            SetChanges++;
             return ValueTask.FromResult(++_version);
         }
     }
