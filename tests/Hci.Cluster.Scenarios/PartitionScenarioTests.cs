@@ -238,6 +238,91 @@ public sealed partial class ClusterScenarioTests
         }
     }
 
+    [Fact]
+    public async Task AReplicaBehindADelayedThenStalledThenCutLinkCostsNoWriteAndIsResyncedWhenTheLinkRecovers()
+    {
+        // Every connection to a node's replicas passes through a fault proxy of the test's (nodes on 127.0.0.1).
+        await using var cluster = await ClusterFixture.StartAsync(new ClusterFixtureOptions { NetworkNamespaces = false, Proxies = true });
+        var link = cluster.Proxies["node3"];
+        try
+        {
+            const long size = 8 * MiB;
+            ulong id = await cluster.CreateVolumeAsync("v", size);
+            string socket = await cluster.AttachAsync("v", "node1");
+            var everything = PatternLoad.Range(0, size / PatternLoad.BlockSize);
+            var owner = cluster["node1"];
+            using var client = Connect(socket);
+            var load = new PatternLoad(client, everything.Length);
+            await load.FillAsync(everything);
+            Assert.True(load.FailedWrites == 0, load.Errors);
+            await cluster.WaitHealthyAsync("v");
+            Assert.True(link.Connections > 0 && link.ForwardedBytes > size, $"the proxy carried {link.Connections} connections, {link.ForwardedBytes} bytes: node3 is not reached through it");
+
+            using var stop = new CancellationTokenSource();
+            var writing = load.WriteAsync(everything, depth: 16, stop.Token);
+            var rateBefore = await RateAsync(cluster, load, writing, 500);
+
+            // A slow link: every byte to and from node3 held 25 ms. Writes wait for it, none fails, node3 stays in sync.
+            link.Delay = TimeSpan.FromMilliseconds(25);
+            var rateDelayed = await RateAsync(cluster, load, writing, 200);
+            link.Delay = TimeSpan.Zero;
+            var afterDelay = await cluster.VolumeStatusAsync("v");
+            Assert.True(afterDelay.Healthy, afterDelay.Json);
+            Assert.True(rateDelayed < rateBefore / 2, $"{rateDelayed:F0} writes/s with a 25 ms link to node3, {rateBefore:F0} before: the delay did not slow the writes that wait for node3");
+
+            // A silent link (bytes held, connections open): the owner gives up on node3 after its request timeout.
+            int mark = owner.LineCount;
+            link.Stall();
+            var stalledAt = cluster.Now;
+            var stallMarked = await owner.WaitForLineAsync(l => l.Contains("replica on node3/0 is now OutOfSync", StringComparison.Ordinal), "the owner to mark node3 out of sync behind a stalled link", mark, FaultDeadline);
+            long atStallMark = load.Writes;
+            await Deadline.WaitUntilAsync(() => load.Writes > atStallMark + 1000 || writing.IsCompleted, "1000 writes with node3 out of sync");
+            link.Resume();
+            await cluster.WaitHealthyAsync("v", FaultDeadline);
+            var stallHealedAt = cluster.Now;
+
+            // A reset link, refused until restored: node3 is marked out of sync without waiting for a timeout.
+            mark = owner.LineCount;
+            link.Cut();
+            var cutAt = cluster.Now;
+            var cutMarked = await owner.WaitForLineAsync(l => l.Contains("replica on node3/0 is now OutOfSync", StringComparison.Ordinal), "the owner to mark node3 out of sync behind a reset link", mark, FaultDeadline);
+            long atCutMark = load.Writes;
+            await Deadline.WaitUntilAsync(() => load.Writes > atCutMark + 1000 || writing.IsCompleted, "1000 writes with node3 cut");
+            link.Restore();
+            var healthy = await cluster.WaitHealthyAsync("v", FaultDeadline);
+            var cutHealedAt = cluster.Now;
+            long atHealthy = load.Writes;
+            await Deadline.WaitUntilAsync(() => load.Writes > atHealthy + 500 || writing.IsCompleted, "500 writes after the link recovered");
+            await stop.CancelAsync();
+            await writing;
+
+            output.WriteLine($"writes/s: {rateBefore:F0} before, {rateDelayed:F0} with node3's link delayed 25 ms each way");
+            output.WriteLine($"stalled link: node3 marked out of sync {(stallMarked.At - stalledAt).TotalSeconds:F1} s after the stall; healthy again {(stallHealedAt - stallMarked.At).TotalSeconds:F1} s after the mark (resumed after 1000 writes)");
+            output.WriteLine($"reset link: node3 marked out of sync {(cutMarked.At - cutAt).TotalSeconds:F1} s after the cut; healthy {(cutHealedAt - cutAt).TotalSeconds:F1} s after it");
+            output.WriteLine($"{load.Writes} writes, {load.FailedWrites} failed; proxy: {link.Connections} connections, {link.ForwardedBytes} bytes");
+            Assert.True(load.FailedWrites == 0, $"{load.FailedWrites} writes failed: {load.Errors}\n{cluster.Tails}");
+            Assert.True(cutMarked.At - cutAt < TimeSpan.FromSeconds(8), $"a reset link took {(cutMarked.At - cutAt).TotalSeconds:F1} s to be noticed, as long as a silent one");
+
+            Assert.True(await load.VerifyAsync(everything) == 0, load.Errors);
+            await StopAllAsync(cluster);
+            await AssertReplicasHoldAsync(cluster, id, healthy, load, ["node1", "node2", "node3"]);
+        }
+        catch
+        {
+            output.WriteLine(cluster.Tails);
+            throw;
+        }
+    }
+
+    // Acknowledged writes per second over the next `writes` writes.
+    private static async Task<double> RateAsync(ClusterFixture cluster, PatternLoad load, Task writing, long writes)
+    {
+        long from = load.Writes;
+        var start = cluster.Now;
+        await Deadline.WaitUntilAsync(() => load.Writes >= from + writes || writing.IsCompleted, $"{writes} writes");
+        return (load.Writes - from) / (cluster.Now - start).TotalSeconds;
+    }
+
     private static async Task WaitUntilAsync(Func<Task<bool>> condition, string what, TimeSpan deadline)
     {
         var watch = Stopwatch.StartNew();

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Net;
 using System.Text.Json;
 using Hci.Transport.Replication;
 
@@ -19,6 +20,10 @@ public sealed record ClusterFixtureOptions
     /// <summary>Put every node and etcd member in a network namespace of its own (a <see cref="NetworkNamespaces"/>
     /// rig), so that the test can cut links; otherwise everything runs on 127.0.0.1. Default true.</summary>
     public bool NetworkNamespaces { get; init; } = true;
+
+    /// <summary>Put a <see cref="FaultProxy"/> in front of every node's replica server and have the node advertise
+    /// it (<c>--advertise</c>), so that every connection to the node's replicas passes through it. Default false.</summary>
+    public bool Proxies { get; init; }
 }
 
 /// <summary>The fault-test layout of the fixture: a multi-member etcd and, optionally, every process in a network
@@ -31,6 +36,12 @@ public sealed partial class ClusterFixture
     /// <summary>The network rig the nodes and etcd members run in (the fault-test layout with namespaces), or null.
     /// Its hosts are named as the nodes (<c>node1..N</c>) and members (<c>etcd1..N</c>).</summary>
     public NetworkNamespaces? Network { get; private set; }
+
+    /// <summary>The fault proxy in front of each node's replica server, by node id (empty unless
+    /// <see cref="ClusterFixtureOptions.Proxies"/>).</summary>
+    public IReadOnlyDictionary<string, FaultProxy> Proxies => _proxies;
+
+    private readonly Dictionary<string, FaultProxy> _proxies = [];
 
     /// <summary>Starts a cluster for fault tests: an <see cref="Testing.EtcdCluster"/> of
     /// <see cref="ClusterFixtureOptions.EtcdMembers"/> members and the nodes, each node and member in a network
@@ -60,13 +71,23 @@ public sealed partial class ClusterFixture
                 var host = network?.Add(id);
                 string nodeDir = System.IO.Directory.CreateDirectory(Path.Combine(dir, id)).FullName;
                 string device = Path.Combine(nodeDir, "dev0.img");
-                string listen = host is null ? $"127.0.0.1:{FreePort()}" : $"{host.Address}:7420";
-                fixture._nodes.Add(new ClusterNodeProcess(hostDll, id, nodeDir, [device], [
-                    "--etcd", etcd.ClientUrls, "--node", id, "--listen", listen,
+                var listen = new IPEndPoint(IPAddress.Parse(host?.Address ?? "127.0.0.1"), host is null ? FreePort() : 7420);
+                var arguments = new List<string>
+                {
+                    "--etcd", etcd.ClientUrls, "--node", id, "--listen", listen.ToString(),
                     "--domain", string.Create(CultureInfo.InvariantCulture, $"host{i}"),
                     "--device", string.Create(CultureInfo.InvariantCulture, $"{device}:{options.DeviceSize}"),
                     "--cluster-key-file", fixture.KeyFile, "--socket-dir", Path.Combine(nodeDir, "sock"),
-                ], fixture._clock) { Host = host, CommandPrefix = host?.Exec ?? [] });
+                };
+                if (options.Proxies)
+                {
+                    // The proxy runs in the test (the root namespace): on the rig's bridge, or on 127.0.0.1.
+                    var proxy = FaultProxy.Start(listen, IPAddress.Parse(network?.GatewayAddress ?? "127.0.0.1"));
+                    fixture._proxies[id] = proxy;
+                    arguments.AddRange(["--advertise", proxy.EndPoint.ToString()]);
+                }
+
+                fixture._nodes.Add(new ClusterNodeProcess(hostDll, id, nodeDir, [device], arguments, fixture._clock) { Host = host, CommandPrefix = host?.Exec ?? [] });
             }
 
             // One after the other: on a 2-core machine the nodes' JIT start-up would otherwise starve etcd.
@@ -111,6 +132,11 @@ public sealed partial class ClusterFixture
 
     private async Task DisposeFaultRigAsync()
     {
+        foreach (var proxy in _proxies.Values)
+        {
+            await proxy.DisposeAsync().ConfigureAwait(false);
+        }
+
         if (EtcdCluster is not null)
         {
             await EtcdCluster.DisposeAsync().ConfigureAwait(false);
