@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Threading.Channels;
@@ -228,10 +229,11 @@ public sealed class FaultProxy : IAsyncDisposable
             {
                 await foreach (var (due, data, length) in chunks.Reader.ReadAllAsync(_stop.Token).ConfigureAwait(false))
                 {
-                    long wait = due - Environment.TickCount64;
-                    if (wait > 0)
+                    // Timer waits may end a little early: wait again until the chunk is due by the precise clock.
+                    TimeSpan wait;
+                    while ((wait = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), due)) > TimeSpan.Zero)
                     {
-                        await Task.Delay(TimeSpan.FromMilliseconds(wait), _stop.Token).ConfigureAwait(false);
+                        await Task.Delay(wait + TimeSpan.FromMilliseconds(1), _stop.Token).ConfigureAwait(false);
                     }
 
                     await FlowingAsync().ConfigureAwait(false);
@@ -259,7 +261,7 @@ public sealed class FaultProxy : IAsyncDisposable
                     break;
                 }
 
-                await chunks.Writer.WriteAsync((Environment.TickCount64 + (long)Delay.TotalMilliseconds, data, n), _stop.Token).ConfigureAwait(false);
+                await chunks.Writer.WriteAsync((Stopwatch.GetTimestamp() + (long)(Delay.TotalSeconds * Stopwatch.Frequency), data, n), _stop.Token).ConfigureAwait(false);
             }
         }
         catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
