@@ -19,7 +19,9 @@ internal static partial class HciCommand
                                                   default device with --data-dir, host with --etcd)
           volume list [--json]                    every volume, its owner and health
           volume status NAME [--json]             a volume's extents, replicas and their states
-          volume attach NAME --node ID [--force]  make ID the owner (a new epoch); --force takes it from another
+          volume attach NAME --node ID [--force]  make ID the owner (a new epoch); a volume moves from an owner
+                                                  that is down (its lease lapsed) as it is, and from one that is
+                                                  alive only with --force
           volume detach NAME                      no owner
           volume delete NAME                      delete a detached volume
           volume resize NAME --size SIZE          grow a volume

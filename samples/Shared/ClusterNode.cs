@@ -32,6 +32,7 @@ internal sealed partial class ClusterNode : IAsyncDisposable
     private RemoteReplicaConnector? _remote;
     private ReplicaServer? _server;
     private IStoreLease? _lease;
+    private ReplicatedVolume[] _serving = [];
     private Task? _loop;
 
     public ClusterNode(ClusterNodeOptions options, ConsoleLogger logger)
@@ -86,8 +87,7 @@ internal sealed partial class ClusterNode : IAsyncDisposable
             Devices = [.. _replicas.Stores.Select((s, i) => new DeviceRecord { Index = i, Capacity = s.SlotCount * s.ExtentSize, Weight = DeviceRecord.WeightOf(s.SlotCount * s.ExtentSize) })],
         };
         await _catalog.RegisterNodeAsync(record, cancellationToken).ConfigureAwait(false);
-        _lease = await _store.GrantLeaseAsync(LeaseTtl, cancellationToken).ConfigureAwait(false);
-        await _catalog.SetAliveAsync(NodeId, _lease, cancellationToken).ConfigureAwait(false);
+        await TakeLeaseAsync(cancellationToken).ConfigureAwait(false);
         await RefreshAddressesAsync(cancellationToken).ConfigureAwait(false);
         SampleLog.NodeReady(
             _logger,
@@ -151,14 +151,16 @@ internal sealed partial class ClusterNode : IAsyncDisposable
             try
             {
                 await Task.Delay(PollInterval, cancellationToken).ConfigureAwait(false);
+                await RefreshAddressesAsync(cancellationToken).ConfigureAwait(false);
+
+                // Checked right before the sync (the calls above may have waited on an unreachable store meanwhile):
+                // volumes are attached only under a lease that holds.
                 if (_lease!.Lost.IsCompleted)
                 {
                     SampleLog.MembershipLost(_logger, NodeId);
-                    _lease = await _store!.GrantLeaseAsync(LeaseTtl, cancellationToken).ConfigureAwait(false);
-                    await _catalog!.SetAliveAsync(NodeId, _lease, cancellationToken).ConfigureAwait(false);
+                    await TakeLeaseAsync(cancellationToken).ConfigureAwait(false);
                 }
 
-                await RefreshAddressesAsync(cancellationToken).ConfigureAwait(false);
                 await SyncAsync(cancellationToken).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
@@ -194,6 +196,11 @@ internal sealed partial class ClusterNode : IAsyncDisposable
                 continue;
             }
 
+            if (_lease!.Lost.IsCompleted)
+            {
+                break; // the next turn takes a new lease first
+            }
+
             var record = owned;
             try
             {
@@ -202,6 +209,12 @@ internal sealed partial class ClusterNode : IAsyncDisposable
                 record = await _catalog.AttachAsync(name, NodeId, force: false, cancellationToken).ConfigureAwait(false);
                 var volume = await CatalogVolumeControl.OpenVolumeAsync(_catalog, name, NodeId, _replicas!, new ReplicatedVolumeOptions { LoggerFactory = _logger }, cancellationToken).ConfigureAwait(false);
                 _attached[name] = (volume, record.Epoch);
+                Volatile.Write(ref _serving, [.. _attached.Values.Select(a => a.Volume)]);
+                if (_lease!.Lost.IsCompleted)
+                {
+                    volume.Revoke("this node's membership lease was lost while it attached the volume");
+                }
+
                 SampleLog.VolumeAttached(_logger, NodeId, name, record.Size, record.Replicas, record.Epoch, volume.Stats.ReconciledRegions);
                 await VolumeAttached(volume).ConfigureAwait(false);
             }
@@ -216,6 +229,7 @@ internal sealed partial class ClusterNode : IAsyncDisposable
     {
         var (volume, _) = _attached[name];
         _attached.Remove(name);
+        Volatile.Write(ref _serving, [.. _attached.Values.Select(a => a.Volume)]);
         try
         {
             await VolumeDetaching(volume).ConfigureAwait(false);
@@ -234,6 +248,29 @@ internal sealed partial class ClusterNode : IAsyncDisposable
             await volume.DisposeAsync().ConfigureAwait(false);
             SampleLog.VolumeDetached(_logger, NodeId, name);
         }
+    }
+
+    // The membership lease says this node is alive. When it is lost (etcd unreachable for a whole TTL, or etcd says it
+    // expired), another node may attach this node's volumes once etcd lets the lease lapse: every attached volume stops
+    // serving at once, before that can happen, so a node cut off from the cluster neither acknowledges a write nor
+    // serves a read that a new owner could have made stale. The loop then takes a new lease and re-attaches (a new
+    // epoch) what still belongs to it.
+    private async Task TakeLeaseAsync(CancellationToken cancellationToken)
+    {
+        var lease = await _store!.GrantLeaseAsync(LeaseTtl, cancellationToken).ConfigureAwait(false);
+        _lease = lease;
+        _ = lease.Lost.ContinueWith(
+            _ =>
+            {
+                foreach (var volume in Volatile.Read(ref _serving))
+                {
+                    volume.Revoke("this node's membership lease was lost: another node may own the volume once it lapses");
+                }
+            },
+            CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously,
+            TaskScheduler.Default);
+        await _catalog!.SetAliveAsync(NodeId, lease, cancellationToken).ConfigureAwait(false);
     }
 
     private async Task RefreshAddressesAsync(CancellationToken cancellationToken)

@@ -42,4 +42,21 @@ public static class Deadline
             await Task.Delay(10);
         }
     }
+
+    /// <summary>Checks an asynchronous <paramref name="condition"/> (a command, a store read) every 200 ms until it
+    /// holds.</summary>
+    /// <param name="condition">What must become true.</param>
+    /// <param name="what">What is awaited, for the failure message.</param>
+    /// <param name="deadline">How long to wait; <see cref="Default"/> if null.</param>
+    /// <returns>A task that completes when the condition holds.</returns>
+    public static async Task WaitUntilAsync(Func<Task<bool>> condition, string what, TimeSpan? deadline = null)
+    {
+        var limit = deadline ?? Default;
+        var watch = Stopwatch.StartNew();
+        while (!await condition().ConfigureAwait(false))
+        {
+            Assert.True(watch.Elapsed < limit, $"timed out after {limit.TotalSeconds:0.#} s waiting for {what}");
+            await Task.Delay(200).ConfigureAwait(false);
+        }
+    }
 }

@@ -274,13 +274,20 @@ public sealed partial class ClusterCatalog
     /// Attaches a volume to <paramref name="nodeId"/>, its owner, taking a new epoch (epoch + 1) by compare-and-swap:
     /// replicas refuse the previous owner from then on.
     /// </summary>
+    /// <remarks>
+    /// A volume attached to another node moves without <paramref name="force"/> only when that node is down: its
+    /// membership lease has lapsed (<c>hci/alive/&lt;node&gt;</c> is gone), so it fences its own attachments and can
+    /// acknowledge nothing more. The check and the move are one transaction (the alive key must still be absent), so
+    /// an owner that comes back meanwhile keeps its volume. While the owner is alive, only <paramref name="force"/>
+    /// moves it: the new epoch fences the old owner on every replica the new one reaches at attach.
+    /// </remarks>
     /// <param name="name">The volume's name.</param>
     /// <param name="nodeId">The new owner (a registered node).</param>
-    /// <param name="force">Take the volume even from another owner (one that is down).</param>
+    /// <param name="force">Take the volume even from an owner whose membership lease still holds.</param>
     /// <param name="cancellationToken">Cancels the call.</param>
     /// <returns>The volume with its new owner and epoch.</returns>
-    /// <exception cref="ClusterCatalogException">The volume or node does not exist, or another node owns the volume and
-    /// <paramref name="force"/> is false.</exception>
+    /// <exception cref="ClusterCatalogException">The volume or node does not exist, or another node that is alive owns
+    /// the volume and <paramref name="force"/> is false.</exception>
     public async Task<VolumeRecord> AttachAsync(string name, string nodeId, bool force = false, CancellationToken cancellationToken = default)
     {
         ClusterNames.CheckNodeId(nodeId);
@@ -289,13 +296,30 @@ public sealed partial class ClusterCatalog
             throw new ClusterCatalogException(CatalogError.NotFound, $"Node '{nodeId}' is not registered: start it (a host with --node {nodeId}) or check the id (hci cluster status lists the nodes).");
         }
 
-        return await UpdateVolumeAsync(
-            name,
-            volume => volume.Owner is not null && volume.Owner != nodeId && !force
-                ? throw new ClusterCatalogException(CatalogError.Owned, $"Volume '{name}' is attached to node '{volume.Owner}': detach it there first (hci volume detach {name}), or, if '{volume.Owner}' is down, take it with --force (the new epoch fences the old owner).")
-                : volume with { Owner = nodeId, Epoch = volume.Epoch + 1 },
-            "attach",
-            cancellationToken).ConfigureAwait(false);
+        string key = CatalogKeys.Volume(name);
+        for (int attempt = 0; attempt < MaxAttempts; attempt++)
+        {
+            var (volume, revision) = await RequireVolumeAsync(name, cancellationToken).ConfigureAwait(false);
+            var conditions = new List<StoreCondition>(2) { new(key, revision) };
+            if (volume.Owner is { } owner && owner != nodeId && !force)
+            {
+                string aliveKey = CatalogKeys.AliveKey(owner);
+                if (await Store.GetAsync(aliveKey, cancellationToken).ConfigureAwait(false) is not null)
+                {
+                    throw new ClusterCatalogException(CatalogError.Owned, $"Volume '{name}' is attached to node '{owner}', which is alive (its membership lease holds): detach it there first (hci volume detach {name}). If '{owner}' is cut off or hung rather than down, wait until its lease lapses (hci cluster status shows it down), then attach again; --force takes the volume at once and is safe only when '{owner}' can no longer reach any replica.");
+                }
+
+                conditions.Add(new StoreCondition(aliveKey, 0));
+            }
+
+            var updated = volume with { Owner = nodeId, Epoch = volume.Epoch + 1 };
+            if (await Store.TryCommitAsync(conditions, [StoreWrite.Put(key, Serialize(updated, ClusterJsonContext.Default.VolumeRecord))], cancellationToken).ConfigureAwait(false) is not null)
+            {
+                return updated;
+            }
+        }
+
+        throw Contention($"attach volume '{name}'");
     }
 
     /// <summary>Detaches a volume (no owner), advancing its epoch so that the previous owner can change nothing more.</summary>

@@ -42,7 +42,23 @@ public sealed partial class ReplicatedVolume
             }
         }
 
-        // 2. Replicas that are not in sync missed an unknown set of writes (the previous owner's bitmaps are gone):
+        // 2. Refuse before anything changes when an extent has no reachable in-sync replica. The in-sync replicas of
+        // the record are exactly those that may hold the extent's newest writes (a replica that missed one was marked
+        // out of sync before the write was acknowledged without it), so serving from any other would return older
+        // data, and marking the unreachable ones out of sync would leave no replica to resync from, ever.
+        for (long i = 0; i < _extents.Length; i++)
+        {
+            var view = _extents[i]?.View;
+            if (view != null && !view.Replicas.Any(t => t.State == ReplicaState.InSync && !unreachable.Contains((t.NodeId, t.Device))))
+            {
+                string newest = string.Join(", ", view.Replicas.Where(t => t.State == ReplicaState.InSync).Select(t => $"{t.NodeId}/{t.Device}"));
+                string older = string.Join(", ", view.Replicas.Where(t => t.State != ReplicaState.InSync).Select(t => $"{t.NodeId}/{t.Device}"));
+                throw new ReplicationException(
+                    $"Volume '{Name}': extent {i} has no reachable in-sync replica: its newest writes may be only on {newest}, which cannot be reached{(older.Length > 0 ? $" ({older} missed writes and is not served)" : string.Empty)}. Bring {newest} back; the volume is not served until then.");
+            }
+        }
+
+        // 3. Replicas that are not in sync missed an unknown set of writes (the previous owner's bitmaps are gone):
         // they get whole extents. In-sync replicas that cannot be reached now are marked out of sync.
         for (long i = 0; i < _extents.Length; i++)
         {
@@ -70,14 +86,9 @@ public sealed partial class ReplicatedVolume
                 }
             }
 
-            if (state!.View!.InSync == 0)
-            {
-                throw new ReplicationException(
-                    $"Volume '{Name}': extent {i} has no reachable in-sync replica (its replicas: {string.Join(", ", view.Replicas.Select(t => $"{t.NodeId}/{t.Device} {t.State}"))}). Bring one of its nodes back, then attach again.");
-            }
         }
 
-        // 3. Reconcile: the regions any replica's activity log holds may differ between replicas (the previous
+        // 4. Reconcile: the regions any replica's activity log holds may differ between replicas (the previous
         // owner's writes in flight); copy them from one in-sync replica to the others, then mark them clean.
         var dirty = new Dictionary<long, ulong>();
         foreach (var target in FlushTargets)

@@ -297,6 +297,24 @@ public sealed partial class ReplicatedVolume : BlockDevice
         }
     }
 
+    /// <summary>
+    /// Stops serving at once, as when a replica fences this owner: every request from now on fails with EIO, and
+    /// <see cref="IsFenced"/> is true. For an owner that can no longer prove it owns the volume, such as a node whose
+    /// membership lease in the cluster store was lost: once the lease lapses another node may attach the volume, and
+    /// from then on this one must neither acknowledge a write nor serve a read (its local replica may be one the new
+    /// owner could not reach and fence). Requests already at the replicas finish as they do.
+    /// </summary>
+    /// <param name="reason">Why, for the log.</param>
+    public void Revoke(string reason)
+    {
+        ArgumentNullException.ThrowIfNull(reason);
+        if (Interlocked.Exchange(ref _fenced, 1) == 0)
+        {
+            Log.Revoked(Name, Epoch, reason);
+            SignalQueues();
+        }
+    }
+
     internal void OnFenced(ulong observed)
     {
         if (Interlocked.Exchange(ref _fenced, 1) == 0)

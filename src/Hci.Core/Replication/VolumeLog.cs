@@ -46,6 +46,9 @@ internal static partial class ReplicationLog
 
     [LoggerMessage(EventId = 1212, Level = LogLevel.Warning, Message = "Volume {Volume}: replica on {Node}/{Device} is unreachable at attach: its extents are marked out of sync", EventName = "UnreachableAtAttach")]
     public static partial void UnreachableAtAttach(ILogger logger, string volume, string node, int device);
+
+    [LoggerMessage(EventId = 1213, Level = LogLevel.Error, Message = "Volume {Volume}: ownership at epoch {Epoch} revoked ({Reason}); every request fails with EIO from now on", EventName = "Revoked")]
+    public static partial void Revoked(ILogger logger, string volume, ulong epoch, string reason);
 }
 
 /// <summary>A volume's logger with the messages that are logged once.</summary>
@@ -69,6 +72,8 @@ internal sealed class VolumeLog(ILogger logger)
     }
 
     public void Fenced(string volume, ulong epoch, ulong observed) => ReplicationLog.Fenced(logger, volume, epoch, observed);
+
+    public void Revoked(string volume, ulong epoch, string reason) => ReplicationLog.Revoked(logger, volume, epoch, reason);
 
     public void ChecksumMismatch(string volume, long extent, string node, int device) => ReplicationLog.ChecksumMismatch(logger, volume, extent, node, device);
 

@@ -184,6 +184,69 @@ public sealed class ReplicatedVolumeTests
     }
 
     [Fact]
+    public async Task ANewOwnerRefusesAnExtentWhoseOnlyReplicaWithItsNewestWritesIsUnreachableAndChangesNothing()
+    {
+        // Vitastor's tests/test_splitbrain.sh: two replicas; one is away while the other takes a write; then the one
+        // with the newest write is lost and the stale one comes back. The stale replica must not be served.
+        using var cluster = await InProcessReplicaCluster.StartAsync(3);
+        var control = new MemoryVolumeControl(cluster.Placement(2));
+        await using (var old = await Open(cluster, control, epoch: 1, minInSync: 1))
+        {
+            await old.WriteAsync(0, Pattern(Block, 1));
+            cluster.Connector.SetDown("node2", true);
+            await old.WriteAsync(0, Pattern(Block, 2)); // only node1 has it: node2 is marked out of sync first
+            Assert.Equal(ReplicaState.OutOfSync, control.StateOf(0, 1));
+        }
+
+        cluster.Connector.SetDown("node1", true);
+        cluster.Connector.SetDown("node2", false);
+        int changes = control.StateChanges;
+        var refused = await Assert.ThrowsAsync<ReplicationException>(() => Open(cluster, control, epoch: 2, minInSync: 1));
+        Assert.Contains("extent 0 has no reachable in-sync replica", refused.Message);
+        Assert.Contains("node1/0", refused.Message);
+
+        // Nothing changed: node1 still holds the only in-sync copy, so the volume can come back once node1 does.
+        Assert.Equal(changes, control.StateChanges);
+        Assert.Equal(ReplicaState.InSync, control.StateOf(0, 0));
+        Assert.Equal(ReplicaState.OutOfSync, control.StateOf(0, 1));
+
+        cluster.Connector.SetDown("node1", false);
+        await using var next = await Open(cluster, control, epoch: 3, minInSync: 1);
+        var back = new byte[Block];
+        await next.ReadAsync(0, back);
+        Assert.Equal(Pattern(Block, 2), back);
+        await Deadline.WaitUntilAsync(() => control.StateOf(0, 1) == ReplicaState.InSync, "node2 to be resynced from node1");
+        using var probe = new ReplicaProbe(cluster.Connector, "node2");
+        var (status, data) = probe.Read(VolumeId, 0, 0, Block, epoch: 3);
+        Assert.Equal(ReplicaStatus.Ok, status);
+        Assert.Equal(Pattern(Block, 2), data);
+    }
+
+    [Fact]
+    public async Task ARevokedOwnerFailsEveryRequestWithAnIoError()
+    {
+        using var cluster = await InProcessReplicaCluster.StartAsync(3);
+        var control = new MemoryVolumeControl(cluster.Placement(3));
+        await using var volume = await Open(cluster, control, epoch: 1);
+        await volume.WriteAsync(0, Pattern(Block, 1));
+        volume.Revoke("the test says the lease is lost");
+        Assert.True(volume.IsFenced);
+        var write = await Assert.ThrowsAsync<BlockDeviceException>(() => volume.WriteAsync(0, Pattern(Block, 2)).AsTask());
+        Assert.Equal(Errno.EIO, write.Errno);
+        var read = await Assert.ThrowsAsync<BlockDeviceException>(() => volume.ReadAsync(0, new byte[Block]).AsTask());
+        Assert.Equal(Errno.EIO, read.Errno);
+
+        // Nothing reached the replicas after the revocation: every one still holds the first write.
+        foreach (var node in cluster.NodeIds)
+        {
+            using var probe = new ReplicaProbe(cluster.Connector, node);
+            var (status, data) = probe.Read(VolumeId, 0, 0, Block, epoch: 1);
+            Assert.Equal(ReplicaStatus.Ok, status);
+            Assert.Equal(Pattern(Block, 1), data);
+        }
+    }
+
+    [Fact]
     public async Task ABlockThatFailsItsChecksumIsServedFromAnotherReplicaAndRepaired()
     {
         using var cluster = await InProcessReplicaCluster.StartAsync(3);

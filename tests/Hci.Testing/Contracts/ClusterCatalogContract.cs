@@ -98,11 +98,13 @@ public abstract class ClusterCatalogContract
     }
 
     [Fact]
-    public async Task AttachTakesANewEpochAndRefusesASecondOwnerUnlessForced()
+    public async Task AttachTakesANewEpochAndRefusesASecondOwnerWhileTheFirstIsAliveUnlessForced()
     {
         await using var store = await OpenEmptyStoreAsync();
         var catalog = new ClusterCatalog(store);
         await RegisterNodesAsync(catalog, 3);
+        await using var alive = await store.GrantLeaseAsync(TimeSpan.FromSeconds(30));
+        await catalog.SetAliveAsync("n1", alive);
         var volume = await catalog.CreateVolumeAsync("v", 1L << 30, 3);
         var first = await catalog.AttachAsync("v", "n1");
         Assert.Equal("n1", first.Owner);
@@ -113,7 +115,9 @@ public abstract class ClusterCatalogContract
 
         var ex = await Assert.ThrowsAsync<ClusterCatalogException>(() => catalog.AttachAsync("v", "n2"));
         Assert.Equal(CatalogError.Owned, ex.Error);
-        Assert.Contains("attached to node 'n1'", ex.Message);
+        Assert.Contains("attached to node 'n1', which is alive", ex.Message);
+        Assert.Contains("--force", ex.Message);
+        Assert.Equal(again, await catalog.GetVolumeAsync("v"));
 
         var forced = await catalog.AttachAsync("v", "n2", force: true);
         Assert.Equal("n2", forced.Owner);
@@ -124,11 +128,43 @@ public abstract class ClusterCatalogContract
     }
 
     [Fact]
+    public async Task AVolumeWhoseOwnerIsDownMovesWithoutForceAndAnOwnerThatCameBackKeepsIt()
+    {
+        await using var store = await OpenEmptyStoreAsync();
+        var catalog = new ClusterCatalog(store);
+        await RegisterNodesAsync(catalog, 3);
+        await catalog.CreateVolumeAsync("v", 1L << 30, 3);
+        var lease = await store.GrantLeaseAsync(TimeSpan.FromSeconds(30));
+        await catalog.SetAliveAsync("n1", lease);
+        var first = await catalog.AttachAsync("v", "n1");
+
+        // n1's lease ends (revoked here; lapsed when a node dies): n1 is down, and n2 takes the volume as it is.
+        await lease.DisposeAsync();
+        await Deadline.WaitUntilAsync(() => !catalog.GetMapAsync().Result.FindNode("n1")!.Alive, "n1 to be down once its lease is gone");
+        var moved = await catalog.AttachAsync("v", "n2");
+        Assert.Equal("n2", moved.Owner);
+        Assert.Equal(first.Epoch + 1, moved.Epoch);
+
+        // n2 is alive now: n3 may not take it without --force.
+        await using var second = await store.GrantLeaseAsync(TimeSpan.FromSeconds(30));
+        await catalog.SetAliveAsync("n2", second);
+        var ex = await Assert.ThrowsAsync<ClusterCatalogException>(() => catalog.AttachAsync("v", "n3"));
+        Assert.Equal(CatalogError.Owned, ex.Error);
+        Assert.Equal(moved, await catalog.GetVolumeAsync("v"));
+    }
+
+    [Fact]
     public async Task ConcurrentAttachesLeaveOneOwnerAndDistinctEpochs()
     {
         await using var store = await OpenEmptyStoreAsync();
         var catalog = new ClusterCatalog(store);
         await RegisterNodesAsync(catalog, 3);
+        await using var alive = await store.GrantLeaseAsync(TimeSpan.FromSeconds(30));
+        foreach (var node in new[] { "n1", "n2", "n3" })
+        {
+            await catalog.SetAliveAsync(node, alive);
+        }
+
         await catalog.CreateVolumeAsync("v", 1L << 30, 3);
         var outcomes = await Task.WhenAll(new[] { "n1", "n2", "n3" }.Select(node => Task.Run(async () =>
         {
