@@ -178,20 +178,27 @@ public sealed partial class ClusterScenarioTests
             await Deadline.WaitUntilAsync(() => load.Writes > before + 300 || writing.IsCompleted, "the old owner's client to write");
 
             // node1 loses every link (the other nodes and all three etcd members); its client still reaches its socket.
+            int oldMark = oldOwner.LineCount;
             network.Isolate("node1");
             var isolatedAt = cluster.Now;
             long atIsolation = load.Writes;
-            await WaitUntilAsync(async () => !(await cluster.NodesAliveAsync()).GetValueOrDefault("node1", true), "node1's membership lease to lapse", FaultDeadline);
+            await Deadline.WaitUntilAsync(async () => !(await cluster.NodesAliveAsync()).GetValueOrDefault("node1", true), "node1's membership lease to lapse", FaultDeadline);
             var lapsedAt = cluster.Now;
             long atLapse = load.Writes;
 
-            // The majority side takes the volume over. Attach needs --force while the owner's lapsed lease does not yet
-            // release the volume by itself (owner failover, issue 14 item 1).
+            // The cut-off owner revokes its volume when it loses its lease: it acknowledges nothing from then on. (Writes
+            // in flight at the cut wait on replicas and the store that it cannot reach; they end, failed, when they time
+            // out or when the links come back.)
+            var revoked = await oldOwner.WaitForLineAsync(l => l.Contains("Volume v: ownership at epoch", StringComparison.Ordinal) && l.Contains("revoked", StringComparison.Ordinal), "node1 to revoke its volume", oldMark, FaultDeadline);
+            await stop.CancelAsync();
+
+            // The majority side takes the volume over, without --force: node1's lease has lapsed.
             int mark = newOwner.LineCount;
-            await cluster.AttachAsync("v", "node2", force: true);
+            await cluster.HciAsync("volume", "attach", "v", "--node", "node2");
+            var attachedAt = cluster.Now;
+            await ClusterFixture.WaitServedAsync(newOwner, "v", mark);
             var servedAt = cluster.Now;
             string attachedLine = newOwner.LinesContaining("Volume v: attached at epoch", mark).Select(l => l.Text).LastOrDefault() ?? "(no attach line)";
-            long oldAfterAttach = load.Writes;
             PatternLoad fresh;
             using (var newClient = Connect(newOwner.SocketPath("v")))
             {
@@ -205,19 +212,22 @@ public sealed partial class ClusterScenarioTests
                 Assert.True(fresh.FailedWrites == 0, fresh.Errors);
             }
 
-            long oldBeforeHeal = load.Writes;
+            long failedBeforeHeal = load.FailedWrites;
             network.Rejoin("node1");
             var healedAt = cluster.Now;
-            await stop.CancelAsync();
             var finished = await Task.WhenAny(writing, Task.Delay(FaultDeadline));
             Assert.True(finished == writing, $"the old owner's client writes still hang {FaultDeadline.TotalSeconds} s after healing\n{cluster.Tails}");
+            var stoppedAt = cluster.Now;
+            long oldAcked = load.Writes;
             output.WriteLine($"isolated node1 at {isolatedAt.TotalSeconds:F1} s after {atIsolation} acknowledged writes; its lease lapsed {(lapsedAt - isolatedAt).TotalSeconds:F1} s later ({atLapse - atIsolation} writes acknowledged meanwhile)");
-            output.WriteLine($"node2 served {(servedAt - lapsedAt).TotalSeconds:F1} s after the lapse: {attachedLine}");
-            output.WriteLine($"old owner: {load.Writes} writes acknowledged in all, {load.FailedWrites} failed; new owner: {fresh.Writes} writes; healed at {healedAt.TotalSeconds:F1} s");
+            output.WriteLine($"node1 revoked the volume {(revoked.At - isolatedAt).TotalSeconds:F1} s after the cut ({(revoked.At - lapsedAt).TotalSeconds:+0.0;-0.0} s from when the test saw the lapse): {revoked.Text}");
+            output.WriteLine($"hci volume attach (no --force) on node2 took {(attachedAt - revoked.At).TotalSeconds:F1} s after the revoke, node2 served {(servedAt - attachedAt).TotalSeconds:F1} s after it: {attachedLine}");
+            output.WriteLine($"old owner: {oldAcked} writes acknowledged in all, {failedBeforeHeal} failed before the links came back, {load.FailedWrites} in all; its last writes ended {(stoppedAt - healedAt).TotalSeconds:F1} s after healing; new owner: {fresh.Writes} writes");
 
             // Nothing the old owner acknowledged after its lease lapsed: the new owner may have served by then.
-            Assert.True(load.Writes == atLapse, $"the cut-off owner acknowledged {load.Writes - atLapse} writes after its lease lapsed ({oldAfterAttach - atLapse} before node2 served, {oldBeforeHeal - oldAfterAttach} while it served)\n{oldOwner.Tail}");
+            Assert.True(oldAcked == atLapse, $"the cut-off owner acknowledged {oldAcked - atLapse} writes after its lease lapsed\n{oldOwner.Tail}");
             Assert.True(atLapse - atIsolation <= 16, $"the cut-off owner acknowledged {atLapse - atIsolation} writes after the cut (only those already past their replicas may complete)");
+            Assert.True(revoked.At - isolatedAt <= MembershipLease + TimeSpan.FromSeconds(2), $"node1 revoked its volume {(revoked.At - isolatedAt).TotalSeconds:F1} s after the cut, later than its lease could lapse");
 
             var healthy = await cluster.WaitHealthyAsync("v", FaultDeadline);
             Assert.Equal("node2", healthy.Owner);
@@ -321,20 +331,6 @@ public sealed partial class ClusterScenarioTests
         var start = cluster.Now;
         await Deadline.WaitUntilAsync(() => load.Writes >= from + writes || writing.IsCompleted, $"{writes} writes");
         return (load.Writes - from) / (cluster.Now - start).TotalSeconds;
-    }
-
-    private static async Task WaitUntilAsync(Func<Task<bool>> condition, string what, TimeSpan deadline)
-    {
-        var watch = Stopwatch.StartNew();
-        while (!await condition())
-        {
-            if (watch.Elapsed > deadline)
-            {
-                throw new TimeoutException($"timed out after {deadline.TotalSeconds:0.#} s waiting for {what}");
-            }
-
-            await Task.Delay(100);
-        }
     }
 
     // Every replica of every extent holds the same bytes and checksums, and each block a generation the client wrote
