@@ -98,7 +98,7 @@ public sealed partial class NetworkNamespaces : IDisposable
 
         int index = _hosts.Count + 1;
         var host = new NetworkHost(name, $"{_name}-{name}", string.Create(CultureInfo.InvariantCulture, $"{_subnet}.{10 + index}"));
-        string outside = string.Create(CultureInfo.InvariantCulture, $"{_name}v{index}");
+        string outside = Outside(index);
         Run("ip", "netns", "add", host.Namespace);
         _hosts.Add(host);
         Run("ip", "link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", host.Namespace);
@@ -193,9 +193,12 @@ public sealed partial class NetworkNamespaces : IDisposable
         }
 
         _disposed = true;
-        foreach (var host in _hosts)
+        for (int i = 0; i < _hosts.Count; i++)
         {
-            DeleteNamespace(host.Namespace);
+            // The pair goes at once with its outside end; a namespace whose name is gone can outlive it for minutes
+            // in the kernel (orphaned TCP sockets of killed processes keep it until they time out), and its veth with it.
+            TryRun("ip", "link", "del", Outside(i + 1));
+            DeleteNamespace(_hosts[i].Namespace);
         }
 
         TryRun("ip", "link", "del", Bridge);
@@ -246,6 +249,8 @@ public sealed partial class NetworkNamespaces : IDisposable
         Run([.. host.Exec, "nft", "-f", "-"], rules);
     }
 
+    private string Outside(int index) => string.Create(CultureInfo.InvariantCulture, $"{_name}v{index}");
+
     private (string, string) Pair(string a, string b)
     {
         string x = this[a].Name;
@@ -270,9 +275,9 @@ public sealed partial class NetworkNamespaces : IDisposable
             }
         }
 
-        foreach (string line in Run("ip", "-o", "link", "show", "type", "bridge").Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        foreach (string line in Run("ip", "-o", "link", "show").Split('\n', StringSplitOptions.RemoveEmptyEntries))
         {
-            // "12: hct1f4-1b: <BROADCAST,...> ..."
+            // "12: hct1f4-1b: <BROADCAST,...> ..." (a bridge) or "13: hct1f4-1v2@if2: ..." (a veth's outside end)
             string[] fields = line.Split(':', 3);
             string link = fields.Length > 1 ? fields[1].Trim().Split('@')[0] : "";
             if (IsStale(link))
