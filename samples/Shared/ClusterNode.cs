@@ -82,7 +82,7 @@ internal sealed partial class ClusterNode : IAsyncDisposable
         var record = new NodeRecord
         {
             Id = NodeId,
-            Address = cluster ? $"{_server!.LocalEndPoint.Address}:{_server.LocalEndPoint.Port}" : _options.Listen,
+            Address = cluster ? _options.Advertise ?? $"{_server!.LocalEndPoint.Address}:{_server.LocalEndPoint.Port}" : _options.Listen,
             Domain = _options.Domain ?? $"host/{NodeId}",
             Devices = [.. _replicas.Stores.Select((s, i) => new DeviceRecord { Index = i, Capacity = s.SlotCount * s.ExtentSize, Weight = DeviceRecord.WeightOf(s.SlotCount * s.ExtentSize) })],
         };

@@ -5,7 +5,7 @@ namespace Hci.Samples.Shared;
 internal sealed class ClusterNodeOptions
 {
     /// <summary>The setting names of the cluster options.</summary>
-    public static readonly string[] Keys = ["Etcd", "DataDir", "Node", "Listen", "Domain", "Device", "ClusterKeyFile", "RebuildAfter", "RebuildParallel"];
+    public static readonly string[] Keys = ["Etcd", "DataDir", "Node", "Listen", "Advertise", "Domain", "Device", "ClusterKeyFile", "RebuildAfter", "RebuildParallel"];
 
     /// <summary>Adds the cluster options (<c>--etcd</c>, <c>--data-dir</c>, <c>--node</c>, ...) to a host's command line.</summary>
     public static void AddOptions(SampleCommandLine cli)
@@ -14,6 +14,7 @@ internal sealed class ClusterNodeOptions
         cli.Text("--data-dir", "DataDir", "DIR", "Cluster node, instead of --etcd: the embedded single-node store in DIR (replicas on this node's devices)");
         cli.Text("--node", "Node", "ID", "Cluster node: this node's id (letters, digits, '-', '_', '.')");
         cli.Text("--listen", "Listen", "HOST:PORT", "Cluster node: where peers reach this node's replicas (with --etcd) [default: 127.0.0.1:7420]");
+        cli.Text("--advertise", "Advertise", "HOST:PORT", "Cluster node: the address peers are told to reach this node's replicas at, where it differs from --listen (a proxy in between, NAT) [default: the address --listen bound]");
         cli.Text("--domain", "Domain", "PATH", "Cluster node: this node's failure domain, e.g. rack1/host2 [default: host/ID]");
         cli.Repeatable("--device", "Device", "FILE[:SIZE]", "Cluster node: a replica store on FILE, created at SIZE (k, m, g, t) if missing (repeatable)");
         cli.Text("--cluster-key-file", "ClusterKeyFile", "FILE", "Cluster node with --etcd: the cluster's key (random bytes, mode 0600). Create one with hci cluster key --out FILE");
@@ -30,6 +31,7 @@ internal sealed class ClusterNodeOptions
             DataDir = configuration["DataDir"],
             NodeId = configuration["Node"] ?? "",
             Listen = configuration["Listen"] ?? "127.0.0.1:7420",
+            Advertise = configuration["Advertise"],
             Domain = configuration["Domain"],
             ClusterKeyFile = configuration["ClusterKeyFile"],
             RebuildAfter = SampleCommandLine.Checked(configuration, "RebuildAfter", "--rebuild-after", DurationText.Check) is { } after ? DurationText.Parse(after) : TimeSpan.FromMinutes(10),
@@ -58,6 +60,9 @@ internal sealed class ClusterNodeOptions
     public string NodeId { get; set; } = "";
 
     public string Listen { get; set; } = "127.0.0.1:7420";
+
+    /// <summary>The address registered for peers, or null for the one the replica server bound.</summary>
+    public string? Advertise { get; set; }
 
     public string? Domain { get; set; }
 
@@ -103,6 +108,11 @@ internal sealed class ClusterNodeOptions
         if (Devices.Count == 0)
         {
             throw usage("a cluster node needs at least one --device FILE[:SIZE] for its replicas");
+        }
+
+        if (Advertise != null && (DataDir != null || !System.Net.IPEndPoint.TryParse(Advertise, out var advertised) || advertised.Port == 0))
+        {
+            throw usage($"--advertise {Advertise}: give HOST:PORT (an IP address and a port) where peers reach this node, with --etcd");
         }
 
         if (Etcd != null && ClusterKeyFile == null)

@@ -17,7 +17,7 @@ namespace Hci.Testing;
 /// <remarks>The binaries are the ones the test project builds through its project references, in the test's own
 /// configuration: <c>samples/Hci.Samples.HostType/bin/CONFIG/net10.0/hci-hosttype.dll</c> and
 /// <c>samples/Hci.Cli/bin/CONFIG/net10.0/hci.dll</c>.</remarks>
-public sealed class ClusterFixture : IAsyncDisposable
+public sealed partial class ClusterFixture : IAsyncDisposable
 {
     /// <summary>The size of each node's device file unless the test chooses.</summary>
     public const long DefaultDeviceSize = 256L << 20;
@@ -271,6 +271,9 @@ public sealed class ClusterFixture : IAsyncDisposable
         {
             await Etcd.DisposeAsync().ConfigureAwait(false);
         }
+
+        // The etcd cluster and the network namespaces of a partition test (ClusterFixture.Faults.cs), after the nodes.
+        await DisposeFaultRigAsync().ConfigureAwait(false);
 
         try
         {

@@ -40,6 +40,13 @@ public sealed class ClusterNodeProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>The rig host (network namespace and address) the node runs in, or null in the root namespace.</summary>
+    public NetworkHost? Host { get; internal init; }
+
+    /// <summary>A command the node's <c>dotnet</c> runs under, such as <c>ip netns exec NS</c> (empty: none); it must
+    /// exec the command in its own process, so that the process id and SIGKILL are the node's.</summary>
+    internal IReadOnlyList<string> CommandPrefix { get; init; } = [];
+
     /// <summary>The node's id (<c>--node</c>).</summary>
     public string Id { get; }
 
@@ -109,13 +116,18 @@ public sealed class ClusterNodeProcess : IAsyncDisposable
         }
 
         int mark = LineCount;
-        var psi = new ProcessStartInfo("dotnet")
+        var psi = new ProcessStartInfo(CommandPrefix.Count > 0 ? CommandPrefix[0] : "dotnet")
         {
             RedirectStandardError = true,
             RedirectStandardOutput = true,
             RedirectStandardInput = true,
             UseShellExecute = false,
         };
+        foreach (string arg in CommandPrefix.Skip(1).Concat(CommandPrefix.Count > 0 ? ["dotnet"] : []))
+        {
+            psi.ArgumentList.Add(arg);
+        }
+
         psi.ArgumentList.Add(_hostDll);
         foreach (string arg in _arguments)
         {
