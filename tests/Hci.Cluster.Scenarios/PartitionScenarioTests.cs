@@ -186,11 +186,16 @@ public sealed partial class ClusterScenarioTests
             var lapsedAt = cluster.Now;
             long atLapse = load.Writes;
 
-            // The cut-off owner revokes its volume when it loses its lease: it acknowledges nothing from then on. (Writes
-            // in flight at the cut wait on replicas and the store that it cannot reach; they end, failed, when they time
-            // out or when the links come back.)
+            // The cut-off owner revokes its volume when it loses its lease, before etcd lets the lease lapse: it
+            // acknowledges nothing from then on. Writes in flight at the cut end failed, without the links coming back:
+            // those waiting for a replica to be marked out of sync in the unreachable store give up at the revocation,
+            // the others when their replica requests time out.
             var revoked = await oldOwner.WaitForLineAsync(l => l.Contains("Volume v: ownership at epoch", StringComparison.Ordinal) && l.Contains("revoked", StringComparison.Ordinal), "node1 to revoke its volume", oldMark, FaultDeadline);
+            Assert.True(revoked.At <= lapsedAt, $"node1 revoked its volume {(revoked.At - lapsedAt).TotalSeconds:F1} s after the test saw its lease lapse: a new owner could have served by then");
             await stop.CancelAsync();
+            var ended = await Task.WhenAny(writing, Task.Delay(FaultDeadline));
+            Assert.True(ended == writing, $"the cut-off owner's client writes still hang {FaultDeadline.TotalSeconds} s after it revoked the volume\n{oldOwner.Tail}");
+            var writesEndedAt = cluster.Now;
 
             // The majority side takes the volume over, without --force: node1's lease has lapsed.
             int mark = newOwner.LineCount;
@@ -222,6 +227,7 @@ public sealed partial class ClusterScenarioTests
             output.WriteLine($"isolated node1 at {isolatedAt.TotalSeconds:F1} s after {atIsolation} acknowledged writes; its lease lapsed {(lapsedAt - isolatedAt).TotalSeconds:F1} s later ({atLapse - atIsolation} writes acknowledged meanwhile)");
             output.WriteLine($"node1 revoked the volume {(revoked.At - isolatedAt).TotalSeconds:F1} s after the cut ({(revoked.At - lapsedAt).TotalSeconds:+0.0;-0.0} s from when the test saw the lapse): {revoked.Text}");
             output.WriteLine($"hci volume attach (no --force) on node2 took {(attachedAt - revoked.At).TotalSeconds:F1} s after the revoke, node2 served {(servedAt - attachedAt).TotalSeconds:F1} s after it: {attachedLine}");
+            output.WriteLine($"the old owner's writes in flight all ended {(writesEndedAt - revoked.At).TotalSeconds:F1} s after the revocation, with the links still cut");
             output.WriteLine($"old owner: {oldAcked} writes acknowledged in all, {failedBeforeHeal} failed before the links came back, {load.FailedWrites} in all; its last writes ended {(stoppedAt - healedAt).TotalSeconds:F1} s after healing; new owner: {fresh.Writes} writes");
 
             // Nothing the old owner acknowledged after its lease lapsed: the new owner may have served by then.

@@ -21,6 +21,7 @@ internal sealed class EtcdLease : IStoreLease
     private readonly long _ttlSeconds;
     private long _lastAcknowledged;
     private Task _loop = Task.CompletedTask;
+    private Task _watchdog = Task.CompletedTask;
     private int _disposed;
 
     public EtcdLease(EtcdConnection connection, long id, long ttlSeconds, long grantedAt, ILogger logger, Action<EtcdLease> removed)
@@ -52,15 +53,43 @@ internal sealed class EtcdLease : IStoreLease
         using (ExecutionContext.SuppressFlow())
         {
             _loop = Task.Run(RunAsync);
+            _watchdog = Task.Run(WatchAsync);
         }
     }
+
+    // The lease counts as lost a margin before etcd can let it lapse, whatever the keepalive loop is waiting on (a
+    // connect to a member that does not answer is not bounded by the lease's time left): etcd expires it no earlier
+    // than TTL after it received the last keepalive it acknowledged, which is after that keepalive was sent.
+    private async Task WatchAsync()
+    {
+        var token = _stop.Token;
+        try
+        {
+            while (!_lost.Task.IsCompleted)
+            {
+                var left = Remaining - SafetyMargin;
+                if (left <= TimeSpan.Zero)
+                {
+                    Lose($"no keepalive was acknowledged for its TTL of {_ttlSeconds} s, less a margin of {SafetyMargin.TotalMilliseconds:0} ms before etcd may let it lapse");
+                    return;
+                }
+
+                await Task.Delay(left, token).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    private TimeSpan SafetyMargin => Min(TimeSpan.FromSeconds(1), Ttl / 4);
 
     private async Task RunAsync()
     {
         var interval = Ttl / 3;
         var token = _stop.Token;
         var pause = TimeSpan.FromMilliseconds(50);
-        while (!token.IsCancellationRequested)
+        while (!token.IsCancellationRequested && !_lost.Task.IsCompleted)
         {
             int index = _connection.Current;
             string reason;
@@ -129,8 +158,10 @@ internal sealed class EtcdLease : IStoreLease
 
     private void Lose(string reason)
     {
-        EtcdLog.LeaseLost(_logger, Id, reason);
-        _lost.TrySetResult();
+        if (_lost.TrySetResult())
+        {
+            EtcdLog.LeaseLost(_logger, Id, reason);
+        }
     }
 
     private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
@@ -148,6 +179,7 @@ internal sealed class EtcdLease : IStoreLease
 
         await _stop.CancelAsync().ConfigureAwait(false);
         await _loop.ConfigureAwait(false);
+        await _watchdog.ConfigureAwait(false);
         _stop.Dispose();
         try
         {

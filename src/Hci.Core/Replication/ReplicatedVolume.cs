@@ -46,6 +46,7 @@ public sealed partial class ReplicatedVolume : BlockDevice
     private ReplicaTarget[] _flushTargets = [];
     private long _stateVersion;
     private int _fenced;
+    private readonly TaskCompletionSource _revoked = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private Task? _background;
     private int _detached;
 
@@ -315,6 +316,7 @@ public sealed partial class ReplicatedVolume : BlockDevice
         if (Interlocked.Exchange(ref _fenced, 1) == 0)
         {
             Log.Revoked(Name, Epoch, reason);
+            _revoked.TrySetResult();
             SignalQueues();
         }
     }
@@ -324,6 +326,7 @@ public sealed partial class ReplicatedVolume : BlockDevice
         if (Interlocked.Exchange(ref _fenced, 1) == 0)
         {
             Log.Fenced(Name, Epoch, observed);
+            _revoked.TrySetResult();
         }
     }
 
@@ -398,7 +401,7 @@ public sealed partial class ReplicatedVolume : BlockDevice
                 }
 
                 Interlocked.Or(ref part.State.Missed[failure.Replica], part.Regions);
-                if (!await MarkOutOfSyncAsync(part.Extent, part.State, failure.Replica).ConfigureAwait(false))
+                if (!await UnlessRevokedAsync(MarkOutOfSyncAsync(part.Extent, part.State, failure.Replica)).ConfigureAwait(false))
                 {
                     ok = false;
                 }
@@ -420,6 +423,7 @@ public sealed partial class ReplicatedVolume : BlockDevice
             Log.ControlFailed(Name, e.Message);
         }
 
+        ok &= !IsFenced; // revoked or fenced meanwhile: no acknowledgement after that (the write may have landed)
         op.Result = ok ? (int)op.Outer.Length : -Errno.EIO;
         op.Error = ok ? BlockError.None : BlockError.Device;
         queue.Finish(op);
@@ -458,7 +462,7 @@ public sealed partial class ReplicatedVolume : BlockDevice
                         else if (target.NodeId == failure.NodeId && target.Device == failure.Device && target.State == ReplicaState.InSync)
                         {
                             Interlocked.Or(ref state!.Missed[r], ulong.MaxValue);
-                            ok &= await MarkOutOfSyncAsync(i, state, r).ConfigureAwait(false);
+                            ok &= await UnlessRevokedAsync(MarkOutOfSyncAsync(i, state, r)).ConfigureAwait(false);
                             ok &= state.View!.InSync >= MinInSync;
                         }
                     }
@@ -471,10 +475,23 @@ public sealed partial class ReplicatedVolume : BlockDevice
             Log.ControlFailed(Name, e.Message);
         }
 
+        ok &= !IsFenced;
         op.Result = ok ? 0 : -Errno.EIO;
         op.Error = ok ? BlockError.None : BlockError.Device;
         queue.Finish(op);
         queue.Signal();
+    }
+
+    // A request waiting for a replica to be marked out of sync gives up when the volume is revoked or fenced: the
+    // marking may wait on a cluster store that cannot be reached, and the request is failed (EIO) rather than held.
+    private async Task<bool> UnlessRevokedAsync(Task<bool> marking)
+    {
+        if (!marking.IsCompleted && await Task.WhenAny(marking, _revoked.Task).ConfigureAwait(false) != marking)
+        {
+            return false;
+        }
+
+        return await marking.ConfigureAwait(false);
     }
 
     // Marks a replica out of sync (once, however many writes failed on it at the same time).
