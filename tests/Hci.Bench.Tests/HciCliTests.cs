@@ -101,10 +101,21 @@ public sealed class HciCliTests : IDisposable
         Assert.True(code == 0, error);
         Assert.Contains("attached to node2 (epoch 1)", output);
 
-        (code, _, error) = await Hci("volume", "attach", "vm1-disk", "--node", "node3");
-        Assert.Equal(1, code);
-        Assert.Contains("attached to node 'node2'", error);
-        Assert.Contains("--force", error);
+        // While node2's membership lease holds (this test holds it, as node2's host would), the volume stays there
+        // unless forced; once the lease is gone, node2 is down and the volume moves without --force.
+        await using (var store = LocalClusterStore.Open(_dir))
+        {
+            await using var lease = await store.GrantLeaseAsync(TimeSpan.FromSeconds(30));
+            await new ClusterCatalog(store).SetAliveAsync("node2", lease);
+            (code, _, error) = await Hci("volume", "attach", "vm1-disk", "--node", "node3");
+            Assert.Equal(1, code);
+            Assert.Contains("attached to node 'node2', which is alive", error);
+            Assert.Contains("--force", error);
+        }
+
+        (code, output, error) = await Hci("volume", "attach", "vm1-disk", "--node", "node3");
+        Assert.True(code == 0, error);
+        Assert.Contains("attached to node3 (epoch 2)", output);
 
         (code, output, error) = await Hci("volume", "resize", "vm1-disk", "--size", "2G");
         Assert.True(code == 0, error);
