@@ -1,3 +1,6 @@
+using Hci.Core.Cluster;
+using Hci.Core.Replication;
+
 namespace Hci.Cluster.Scenarios;
 
 // Rebalance: a node that joins placement (undrained here, as a new node would be) gets the replicas placement now
@@ -92,21 +95,26 @@ public sealed partial class ClusterScenarioTests
         }
     }
 
-    // Healthy, and the same replica sets at two looks 12 s apart (longer than the owners' 10 s rebalance interval).
+    // Healthy, and nothing left to move: every extent's replica set is the one placement gives it now (what the owners'
+    // rebalance check plans, asked of the same store), so the owners have no move to make. Polled, not timed.
     private static async Task<VolumeStatus> WaitStableAsync(ClusterFixture cluster, string volume, Task writing)
     {
-        string Sets(VolumeStatus s) => string.Join(';', s.Extents.OrderBy(e => e.Key).Select(e => string.Join(',', e.Value.Select(r => r.Node).Order(StringComparer.Ordinal))));
-        var first = await WaitForAsync(cluster, volume, s => s.Healthy, writing);
+        await using var store = await EtcdClusterStore.ConnectAsync(new EtcdClusterStoreOptions { Endpoints = [cluster.Etcd!.ClientUrl] });
+        var catalog = new ClusterCatalog(store);
+        var watch = System.Diagnostics.Stopwatch.StartNew();
         while (true)
         {
-            await Task.Delay(TimeSpan.FromSeconds(12));
-            var next = await WaitForAsync(cluster, volume, s => s.Healthy, writing);
-            if (Sets(next) == Sets(first))
+            var status = await WaitForAsync(cluster, volume, s => s.Healthy, writing);
+            var record = (await catalog.GetVolumeAsync(volume))!;
+            var planner = await catalog.GetReplacementPlannerAsync(record.DomainLevel, await catalog.ListDrainingNodesAsync(), includeDown: true);
+            var extents = await catalog.GetExtentsAsync(record.Id);
+            if (extents.All(e => planner.Rebalance(record.Id, e.Index, record.Replicas, [.. e.Replicas.Select(r => new ReplicaTarget(r.NodeId, r.Device, r.State))]).Count == 0))
             {
-                return next;
+                return status;
             }
 
-            first = next;
+            Assert.True(watch.Elapsed < TimeSpan.FromSeconds(120), $"the volume's replica sets did not settle on placement within 120 s: {status.Json}\n{cluster.Tails}");
+            await Task.Delay(200);
         }
     }
 }
