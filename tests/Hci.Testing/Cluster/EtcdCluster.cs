@@ -133,7 +133,7 @@ public sealed class EtcdCluster : IAsyncDisposable
 public sealed class EtcdMember
 {
     private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(2) };
-    private readonly Queue<string> _output = new();
+    private readonly EtcdProcessTail _output = new();
     private readonly List<string> _arguments = [];
     private Process? _process;
 
@@ -165,16 +165,7 @@ public sealed class EtcdMember
     public bool IsRunning => _process is { HasExited: false };
 
     /// <summary>The last lines the member printed, for failure messages.</summary>
-    public string Output
-    {
-        get
-        {
-            lock (_output)
-            {
-                return string.Join('\n', _output);
-            }
-        }
-    }
+    public string Output => _output.Text;
 
     /// <summary>Kills the member with SIGKILL and waits for it; its data and ports stay for <see cref="RestartAsync"/>.</summary>
     public void Kill()
@@ -223,7 +214,7 @@ public sealed class EtcdMember
                 throw new ExitedException($"etcd member {Name} exited with {process.ExitCode} before it was healthy ({ClientUrl}): {Output}");
             }
 
-            if (await IsHealthyAsync().ConfigureAwait(false))
+            if (await EtcdProcessTail.IsHealthyAsync(Http, ClientUrl).ConfigureAwait(false))
             {
                 return;
             }
@@ -294,45 +285,10 @@ public sealed class EtcdMember
                 "The etcd binary was not found on PATH: install it with `apt-get install etcd-server` (Debian); .ci/run installs it.", e);
         }
 
-        _process.OutputDataReceived += (_, e) => Remember(e.Data);
-        _process.ErrorDataReceived += (_, e) => Remember(e.Data);
+        _process.OutputDataReceived += (_, e) => _output.Add(e.Data);
+        _process.ErrorDataReceived += (_, e) => _output.Add(e.Data);
         _process.BeginOutputReadLine();
         _process.BeginErrorReadLine();
-    }
-
-    private async Task<bool> IsHealthyAsync()
-    {
-        try
-        {
-            using var response = await Http.GetAsync(new Uri($"{ClientUrl}/health")).ConfigureAwait(false);
-            string text = await response.Content.ReadAsStringAsync().ConfigureAwait(false);
-            return response.IsSuccessStatusCode && text.Contains("\"health\":\"true\"", StringComparison.Ordinal);
-        }
-        catch (HttpRequestException)
-        {
-            return false;
-        }
-        catch (TaskCanceledException)
-        {
-            return false;
-        }
-    }
-
-    private void Remember(string? line)
-    {
-        if (line is null)
-        {
-            return;
-        }
-
-        lock (_output)
-        {
-            _output.Enqueue(line);
-            while (_output.Count > 40)
-            {
-                _output.Dequeue();
-            }
-        }
     }
 
     internal sealed class ExitedException(string message) : InvalidOperationException(message);

@@ -17,7 +17,7 @@ public sealed class EtcdServer : IAsyncDisposable
     public static readonly TimeSpan StartDeadline = TimeSpan.FromSeconds(30);
 
     private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(5) };
-    private readonly Queue<string> _output = new();
+    private readonly EtcdProcessTail _output = new();
     private Process? _process;
 
     private EtcdServer(string dataDirectory, int clientPort, int peerPort)
@@ -43,16 +43,7 @@ public sealed class EtcdServer : IAsyncDisposable
     public bool IsRunning => _process is { HasExited: false };
 
     /// <summary>The last lines etcd printed, for failure messages.</summary>
-    public string Output
-    {
-        get
-        {
-            lock (_output)
-            {
-                return string.Join('\n', _output);
-            }
-        }
-    }
+    public string Output => _output.Text;
 
     /// <summary>Starts an etcd and waits until it is healthy.</summary>
     /// <returns>The running server.</returns>
@@ -215,8 +206,8 @@ public sealed class EtcdServer : IAsyncDisposable
         }
 
         _process = process;
-        process.OutputDataReceived += (_, e) => Remember(e.Data);
-        process.ErrorDataReceived += (_, e) => Remember(e.Data);
+        process.OutputDataReceived += (_, e) => _output.Add(e.Data);
+        process.ErrorDataReceived += (_, e) => _output.Add(e.Data);
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
 
@@ -229,7 +220,7 @@ public sealed class EtcdServer : IAsyncDisposable
                 throw new EtcdExitedException($"etcd exited with {process.ExitCode} before it was healthy (ports {ClientPort}/{PeerPort}): {Output}");
             }
 
-            if (await IsHealthyAsync().ConfigureAwait(false))
+            if (await EtcdProcessTail.IsHealthyAsync(Http, ClientUrl).ConfigureAwait(false))
             {
                 return;
             }
@@ -241,41 +232,6 @@ public sealed class EtcdServer : IAsyncDisposable
             }
 
             await Task.Delay(20).ConfigureAwait(false);
-        }
-    }
-
-    private async Task<bool> IsHealthyAsync()
-    {
-        try
-        {
-            using var response = await Http.GetAsync(new Uri($"{ClientUrl}/health")).ConfigureAwait(false);
-            string text = await response.Content.ReadAsStringAsync().ConfigureAwait(false);
-            return response.IsSuccessStatusCode && text.Contains("\"health\":\"true\"", StringComparison.Ordinal);
-        }
-        catch (HttpRequestException)
-        {
-            return false;
-        }
-        catch (TaskCanceledException)
-        {
-            return false;
-        }
-    }
-
-    private void Remember(string? line)
-    {
-        if (line is null)
-        {
-            return;
-        }
-
-        lock (_output)
-        {
-            _output.Enqueue(line);
-            while (_output.Count > 40)
-            {
-                _output.Dequeue();
-            }
         }
     }
 
