@@ -102,9 +102,9 @@ public sealed partial class ClusterCatalog
     /// <returns>The down nodes, by id.</returns>
     public async Task<IReadOnlyDictionary<string, NodeDownRecord>> UpdateDownNodesAsync(TimeSpan rebuildAfter, CancellationToken cancellationToken = default)
     {
-        if (rebuildAfter <= TimeSpan.Zero)
+        if (rebuildAfter <= TimeSpan.Zero || rebuildAfter.TotalSeconds > MaxRebuildAfterSeconds)
         {
-            throw new ArgumentOutOfRangeException(nameof(rebuildAfter), rebuildAfter, "The rebuild interval must be positive.");
+            throw new ArgumentOutOfRangeException(nameof(rebuildAfter), rebuildAfter, "The rebuild interval must be positive and at most ten years.");
         }
 
         var nodes = await Store.ListAsync(CatalogKeys.Nodes, cancellationToken).ConfigureAwait(false);
@@ -199,13 +199,26 @@ public sealed partial class ClusterCatalog
         return range.Entries.Select(e => Deserialize(e, RebuildJsonContext.Default.RebuildProgress)).ToArray();
     }
 
+    // Ten years: far beyond any sensible interval, and far from DateTimeOffset's end.
+    private const double MaxRebuildAfterSeconds = 10 * 366 * 24 * 3600.0;
+
     private async Task<Dictionary<string, (NodeDownRecord Record, long Revision)>> ListDownEntriesAsync(CancellationToken cancellationToken)
     {
         var range = await Store.ListAsync(DownPrefix, cancellationToken).ConfigureAwait(false);
         var result = new Dictionary<string, (NodeDownRecord, long)>(StringComparer.Ordinal);
         foreach (var entry in range.Entries)
         {
-            result[entry.Key[DownPrefix.Length..]] = (Deserialize(entry, RebuildJsonContext.Default.NodeDownRecord), entry.ModRevision);
+            var record = Deserialize(entry, RebuildJsonContext.Default.NodeDownRecord);
+
+            // Read from the store, so checked before RebuildAt is computed from it (a value out of range would throw
+            // in every reader, on every node's rebuild check).
+            if (!double.IsFinite(record.RebuildAfterSeconds) || record.RebuildAfterSeconds < 0 || record.RebuildAfterSeconds > MaxRebuildAfterSeconds
+                || record.Since.Year > 9000)
+            {
+                throw new ClusterCatalogException(CatalogError.Corrupt, $"The record at '{entry.Key}' holds a rebuild interval of {record.RebuildAfterSeconds} s from {record.Since:O}, out of range: it was written by something other than Hci, or damaged. Delete the key (a node writes it again while the node is down).");
+            }
+
+            result[entry.Key[DownPrefix.Length..]] = (record, entry.ModRevision);
         }
 
         return result;

@@ -77,6 +77,22 @@ public sealed class RebuildCatalogTests : IDisposable
         Assert.Empty(await catalog.ListDownNodesAsync());
     }
 
+    [Theory]
+    [InlineData("{\"since\":\"2026-12-01T00:00:00+00:00\",\"rebuildAfterSeconds\":-1}")]
+    [InlineData("{\"since\":\"2026-12-01T00:00:00+00:00\",\"rebuildAfterSeconds\":1e300}")]
+    [InlineData("{\"since\":\"9999-12-31T00:00:00+00:00\",\"rebuildAfterSeconds\":600}")]
+    public async Task ADownRecordOutOfRangeInTheStoreIsRefusedAsCorruptNotThrownOnByEveryReader(string json)
+    {
+        await using var store = LocalClusterStore.Open(_dir.Path);
+        var catalog = new ClusterCatalog(store);
+        await store.TryCommitAsync([], [StoreWrite.Put("hci/down/n9", System.Text.Encoding.UTF8.GetBytes(json))]);
+
+        var ex = await Assert.ThrowsAsync<ClusterCatalogException>(() => catalog.ListDownNodesAsync());
+        Assert.Equal(CatalogError.Corrupt, ex.Error);
+        Assert.Contains("hci/down/n9", ex.Message);
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => catalog.UpdateDownNodesAsync(TimeSpan.FromDays(4000)));
+    }
+
     [Fact]
     public async Task AReplacementGoesWherePlacementPrefersAmongTheLiveNodesInAFreeDomain()
     {
