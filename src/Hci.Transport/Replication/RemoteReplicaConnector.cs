@@ -74,7 +74,11 @@ public sealed class RemoteReplicaConnector : IReplicaConnector, IDisposable
 
         string host = address[..colon].Trim('[', ']');
         using var deadline = new CancellationTokenSource(_options.ConnectTimeout);
-        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        // Closed abortively (SO_LINGER 0: a reset, the send queue dropped): a channel closes only when it has given up
+        // on the connection and answered its requests Unavailable, and a graceful close would leave the kernel
+        // retransmitting those writes. After a partition heals they would land on the replica late, after the owner
+        // marked it out of sync and a resync had copied their regions, and turn it stale while it is called in sync.
+        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true, LingerState = new LingerOption(true, 0) };
         Stream? stream = null;
         try
         {
