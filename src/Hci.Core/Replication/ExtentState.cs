@@ -22,6 +22,15 @@ internal sealed class ExtentState(int maxReplicas)
     /// <summary>Non-zero while the owner marks regions clean on the replicas: new writes wait meanwhile.</summary>
     public volatile int Cleaning;
 
+    /// <summary>Regions whose writes are held (a region copy of a resync or a replica move): new writes that touch
+    /// them wait, writes to the extent's other regions go on.</summary>
+    public ulong HeldRegions;
+
+    /// <summary>Per region, writes in flight that touch it (with <see cref="InFlight"/>, counted before
+    /// <see cref="HeldRegions"/> is read, so a region copy that sees 0 after raising its bit knows every later
+    /// write to the region waits).</summary>
+    public readonly int[] RegionInFlight = new int[ReplicaGeometry.RegionsPerExtent];
+
     /// <summary>Regions written since they were last marked clean.</summary>
     public ulong Written;
 

@@ -315,7 +315,7 @@ public sealed partial class ReplicatedVolume
 
             int region = BitOperations.TrailingZeroCount(missed);
             ulong bit = 1UL << region;
-            bool copied = await WithWritesHeldAsync(state, async () =>
+            bool copied = await WithRegionHeldAsync(state, region, async () =>
             {
                 Interlocked.And(ref state.Missed[replica], ~bit);
                 bool ok = await CopyRegionAsync(extent, state.View!, region, replica, cancellationToken).ConfigureAwait(false);
@@ -576,6 +576,38 @@ public sealed partial class ReplicatedVolume
         finally
         {
             state.Cleaning = 0;
+            state.Gate.Release();
+            SignalQueues();
+        }
+    }
+
+    // Runs a region copy with that region's writes held: new writes to it wait in their queues, the copy starts once
+    // its writes in flight have finished, and writes to the extent's other regions go on meanwhile (a client write
+    // waits for a copy only when it hits the very region being copied). Holders of the whole extent are excluded.
+    private async Task<bool> WithRegionHeldAsync(ExtentState state, int region, Func<Task<bool>> work, CancellationToken cancellationToken)
+    {
+        ulong bit = 1UL << region;
+        await state.Gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            Interlocked.Or(ref state.HeldRegions, bit);
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+            while (Volatile.Read(ref state.RegionInFlight[region]) != 0)
+            {
+                if (DateTime.UtcNow > deadline)
+                {
+                    return false;
+                }
+
+                await Task.Yield();
+                await Task.Delay(1, cancellationToken).ConfigureAwait(false);
+            }
+
+            return await work().ConfigureAwait(false);
+        }
+        finally
+        {
+            Interlocked.And(ref state.HeldRegions, ~bit);
             state.Gate.Release();
             SignalQueues();
         }

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Numerics;
 using Hci.Core.Blocks;
 using Hci.Core.Cluster;
 using Hci.Core.Reactors;
@@ -358,16 +359,18 @@ internal sealed unsafe class ReplicatedVolumeQueue : BlockQueue, IReplicaComplet
             ref var part = ref op.Parts[p];
             part.State = _volume.GetExtent(part.Extent);
             Interlocked.Increment(ref part.State.InFlight);
+            CountRegions(part.State, part.Regions, 1);
         }
 
         for (int p = 0; p < op.PartCount; p++)
         {
             ref var part = ref op.Parts[p];
-            if (part.State.Cleaning != 0 || part.State.View == null)
+            if (part.State.Cleaning != 0 || (Volatile.Read(ref part.State.HeldRegions) & part.Regions) != 0 || part.State.View == null)
             {
                 for (int q = 0; q < op.PartCount; q++)
                 {
                     Interlocked.Decrement(ref op.Parts[q].State.InFlight);
+                    CountRegions(op.Parts[q].State, op.Parts[q].Regions, -1);
                 }
 
                 if (part.State.View == null)
@@ -595,6 +598,7 @@ internal sealed unsafe class ReplicatedVolumeQueue : BlockQueue, IReplicaComplet
             for (int p = 0; p < op.PartCount; p++)
             {
                 Interlocked.Decrement(ref op.Parts[p].State.InFlight);
+                CountRegions(op.Parts[p].State, op.Parts[p].Regions, -1);
             }
         }
 
@@ -612,6 +616,16 @@ internal sealed unsafe class ReplicatedVolumeQueue : BlockQueue, IReplicaComplet
     }
 
     // ---- helpers
+
+    // Writes in flight per region, for region copies that hold one region's writes and let the others go on.
+    private static void CountRegions(ExtentState state, ulong regions, int delta)
+    {
+        while (regions != 0)
+        {
+            Interlocked.Add(ref state.RegionInFlight[BitOperations.TrailingZeroCount(regions)], delta);
+            regions &= regions - 1;
+        }
+    }
 
     private void Split(VolumeOp op)
     {

@@ -146,6 +146,50 @@ public sealed class ReplicaMoveTests
     }
 
     [Fact]
+    public async Task ARegionCopyHoldsOnlyTheWritesToItsOwnRegionAndTheHeldWriteLandsOnTheNewReplica()
+    {
+        using var cluster = await InProcessReplicaCluster.StartAsync(4);
+        var control = new MemoryVolumeControl(cluster.Placement(3));
+        await using var volume = await Open(cluster, control);
+        await volume.WriteAsync(0, Pattern((int)ExtentSize, 7));
+
+        // The copy of region 0 (the first one copied) stalls at its read from the in-sync replicas.
+        foreach (var node in new[] { "node1", "node2", "node3" })
+        {
+            cluster.Connector.HoldBackground(node, true);
+        }
+
+        long regionSize = ExtentSize / ReplicaGeometry.RegionsPerExtent;
+        var held = Pattern(Block, 8);
+        var other = Pattern(Block, 9);
+        var move = volume.ReplaceReplicaAsync(0, Node3, Node4);
+        Task heldWrite;
+        try
+        {
+            await Deadline.WaitUntilAsync(() => new[] { "node1", "node2", "node3" }.Sum(n => cluster.Connector.HeldBackground(n)) > 0, "the copy of region 0 to stall");
+
+            // A write to region 0 waits for the copy; a write to another region of the same extent does not.
+            heldWrite = volume.WriteAsync(Block, held).AsTask();
+            await volume.WriteAsync(5 * regionSize, other).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.False(heldWrite.IsCompleted, "a write to the region being copied completed while its copy was stalled");
+            Assert.False(move.IsCompleted);
+        }
+        finally
+        {
+            foreach (var node in new[] { "node1", "node2", "node3" })
+            {
+                cluster.Connector.HoldBackground(node, false);
+            }
+        }
+
+        await heldWrite.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(await move.WaitAsync(TimeSpan.FromSeconds(60)));
+        Assert.Equal(["node1", "node2", "node4"], control.Extents[0].Select(r => r.NodeId).ToArray());
+        AssertOnReplica(cluster, "node4", new Dictionary<long, byte[]> { [Block] = held, [5 * regionSize] = other });
+        AssertReplicasIdentical(cluster, 0, ["node1", "node2", "node4"]);
+    }
+
+    [Fact]
     public async Task AnInSyncReplicaCannotLeaveBeforeItsReplacementIsInSync()
     {
         using var cluster = await InProcessReplicaCluster.StartAsync(3);
