@@ -5,7 +5,7 @@ namespace Hci.Samples.Shared;
 internal sealed class ClusterNodeOptions
 {
     /// <summary>The setting names of the cluster options.</summary>
-    public static readonly string[] Keys = ["Etcd", "DataDir", "Node", "Listen", "Advertise", "Domain", "Device", "ClusterKeyFile", "RebuildAfter", "RebuildParallel"];
+    public static readonly string[] Keys = ["Etcd", "DataDir", "Node", "Listen", "Advertise", "Domain", "Device", "ClusterKeyFile", "RebuildAfter", "RebuildParallel", "RecoveryRate"];
 
     /// <summary>Adds the cluster options (<c>--etcd</c>, <c>--data-dir</c>, <c>--node</c>, ...) to a host's command line.</summary>
     public static void AddOptions(SampleCommandLine cli)
@@ -19,6 +19,7 @@ internal sealed class ClusterNodeOptions
         cli.Repeatable("--device", "Device", "FILE[:SIZE]", "Cluster node: a replica store on FILE, created at SIZE (k, m, g, t) if missing (repeatable)");
         cli.Text("--cluster-key-file", "ClusterKeyFile", "FILE", "Cluster node with --etcd: the cluster's key (random bytes, mode 0600). Create one with hci cluster key --out FILE");
         cli.Text("--rebuild-after", "RebuildAfter", "DURATION", "Cluster node: a node down this long (e.g. 90s, 10m, 1h) loses its replicas: the owners rebuild them on live nodes [default: 10m]", DurationText.Check);
+        cli.Text("--recovery-rate", "RecoveryRate", "RATE|off", "Cluster node: the fastest each attached volume copies replicas back into sync (resync, rebuild, rebalance), bytes per second, e.g. 256M; within it copies slow down while the volume's clients get more than 1.5x slower than before; off: as fast as they go, unpaced [default: 256M]", RecoveryRateCheck);
         cli.Text("--rebuild-parallel", "RebuildParallel", "N", "Cluster node: extents an owner copies at once per volume in a rebuild (1 to 64) [default: 4]", SampleCommandLine.WholeNumber(1, 64));
     }
 
@@ -36,6 +37,7 @@ internal sealed class ClusterNodeOptions
             ClusterKeyFile = configuration["ClusterKeyFile"],
             RebuildAfter = SampleCommandLine.Checked(configuration, "RebuildAfter", "--rebuild-after", DurationText.Check) is { } after ? DurationText.Parse(after) : TimeSpan.FromMinutes(10),
             RebuildParallel = SampleCommandLine.Int(configuration, "RebuildParallel", "--rebuild-parallel", 1, 64, 4),
+            RecoveryBytesPerSecond = SampleCommandLine.Checked(configuration, "RecoveryRate", "--recovery-rate", RecoveryRateCheck) is { } rate ? ParseRecoveryRate(rate) : 256L << 20,
         };
         foreach (string text in SampleCommandLine.Strings(configuration, "Device"))
         {
@@ -72,6 +74,16 @@ internal sealed class ClusterNodeOptions
 
     /// <summary>How long a node may stay down before the owners rebuild its replicas elsewhere (--rebuild-after).</summary>
     public TimeSpan RebuildAfter { get; set; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>Bytes per second each volume's recovery copies run at; 0 for no pace (--recovery-rate).</summary>
+    public long RecoveryBytesPerSecond { get; set; } = 256L << 20;
+
+    private static long ParseRecoveryRate(string text) => text == "off" || !SizeText.TryParse(text, out long rate) ? 0 : rate;
+
+    private static string? RecoveryRateCheck(string text)
+        => text == "off" || (SizeText.TryParse(text, out long rate) && rate >= 4096)
+            ? null
+            : $"'{text}' is not a rate: give bytes per second of at least 4096 (e.g. 64M, 200M) or off";
 
     /// <summary>Extents an owner copies at once per volume in a rebuild (--rebuild-parallel).</summary>
     public int RebuildParallel { get; set; } = 4;

@@ -193,6 +193,7 @@ public sealed partial class ReplicatedVolume
             {
                 try
                 {
+                    _recoveryPacer.Observe();
                     if (!IsFenced)
                     {
                         resyncTicks += interval.Ticks;
@@ -315,6 +316,7 @@ public sealed partial class ReplicatedVolume
 
             int region = BitOperations.TrailingZeroCount(missed);
             ulong bit = 1UL << region;
+            await _recoveryPacer.PaceAsync(RegionSize, cancellationToken).ConfigureAwait(false);
             bool copied = await WithRegionHeldAsync(state, region, async () =>
             {
                 Interlocked.And(ref state.Missed[replica], ~bit);

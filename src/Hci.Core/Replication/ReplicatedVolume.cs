@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using Hci.Core.Blocks;
 using Hci.Core.Cluster;
@@ -37,6 +38,9 @@ public sealed partial class ReplicatedVolume : BlockDevice
     private readonly ReplicatedVolumeSpec _spec;
     private readonly IVolumeControl _control;
     private readonly ReplicatedVolumeOptions _options;
+    private readonly RecoveryPacer _recoveryPacer;
+    private long _retiredLatencyTicks;
+    private long _retiredLatencyCount;
     private readonly ExtentState?[] _extents;
     private readonly List<ReplicatedVolumeQueue> _queues = [];
     private readonly Lock _lock = new();
@@ -66,6 +70,7 @@ public sealed partial class ReplicatedVolume : BlockDevice
         Connector = connector;
         _control = control;
         _options = options;
+        _recoveryPacer = new RecoveryPacer(ClientLatency, options.TimeProvider, Stopwatch.Frequency, options.RecoveryBytesPerSecond, options.RecoveryLatencyFactor);
         _extents = new ExtentState?[spec.ExtentCount];
         _tag = new KeyValuePair<string, object?>("volume", spec.Name);
         Log = new VolumeLog((options.LoggerFactory ?? NullLoggerFactory.Instance).CreateLogger<ReplicatedVolume>());
@@ -284,7 +289,31 @@ public sealed partial class ReplicatedVolume : BlockDevice
     {
         lock (_lock)
         {
-            _queues.Remove(queue);
+            if (_queues.Remove(queue))
+            {
+                _retiredLatencyTicks += Volatile.Read(ref queue.LatencyTicks);
+                _retiredLatencyCount += Volatile.Read(ref queue.LatencyCount);
+            }
+        }
+    }
+
+    /// <summary>The client's reads and writes completed on this volume so far, and their latency summed (ticks of
+    /// <see cref="System.Diagnostics.Stopwatch"/>): both only grow, queues that went away included. What recovery's
+    /// pace watches.</summary>
+    internal (long Ticks, long Count) ClientLatency()
+    {
+        lock (_lock)
+        {
+            long ticks = _retiredLatencyTicks, count = _retiredLatencyCount;
+            foreach (var queue in _queues)
+            {
+                // Count first: a queue adds the ticks before the count, so the mean is never low.
+                long n = Volatile.Read(ref queue.LatencyCount);
+                ticks += Volatile.Read(ref queue.LatencyTicks);
+                count += n;
+            }
+
+            return (ticks, count);
         }
     }
 

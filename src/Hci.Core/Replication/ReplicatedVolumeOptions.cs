@@ -27,6 +27,22 @@ public sealed class ReplicatedVolumeOptions
     /// least 4096.</remarks>
     public long ScrubBytesPerSecond { get; set; } = 32L << 20;
 
+    /// <summary>The fastest the volume copies replicas back into sync: bytes per second over all of the volume's
+    /// recovery copies together (resync of replicas that missed writes, rebuild and rebalance moves); 0 for no pace at
+    /// all (copies as fast as they go).</summary>
+    /// <remarks>Default 256 MiB/s: a 1 TiB volume's lost replica is rebuilt in about 70 minutes at that rate. Within
+    /// it, <see cref="RecoveryLatencyFactor"/> slows the copies while they hurt the client. Copies run in the
+    /// <see cref="Hci.Core.Blocks.IoClass.Background"/> class besides. Rebuilds of several volumes run side by side,
+    /// each paced on its own. Otherwise at least 4096.</remarks>
+    public long RecoveryBytesPerSecond { get; set; } = 256L << 20;
+
+    /// <summary>How much slower than before a recovery the client's reads and writes may get while it runs: the
+    /// recovery's rate halves, every 100 ms, while the client's recent latency is above this factor times its latency
+    /// before the recovery (down to 2 MiB/s, so a recovery always ends), and grows back by a quarter while it is not.
+    /// 0: a fixed rate, <see cref="RecoveryBytesPerSecond"/>.</summary>
+    /// <remarks>Default 1.5. Otherwise more than 1 and at most 100.</remarks>
+    public double RecoveryLatencyFactor { get; set; } = 1.5;
+
     /// <summary>How often the volume scrubs itself in the background while attached: the first scrub starts this long
     /// after the attach, each next one this long after the previous one ended.</summary>
     /// <remarks>Default 7 days. <see cref="TimeSpan.Zero"/> or <see cref="Timeout.InfiniteTimeSpan"/>: no background
@@ -55,6 +71,16 @@ public sealed class ReplicatedVolumeOptions
         if (ScrubBytesPerSecond < ReplicaGeometry.BlockSize)
         {
             throw new ArgumentException($"ReplicatedVolumeOptions.ScrubBytesPerSecond must be at least {ReplicaGeometry.BlockSize} (was {ScrubBytesPerSecond}).");
+        }
+
+        if (RecoveryLatencyFactor != 0 && !(RecoveryLatencyFactor > 1 && RecoveryLatencyFactor <= 100))
+        {
+            throw new ArgumentException($"ReplicatedVolumeOptions.RecoveryLatencyFactor must be 0 (a fixed rate) or more than 1 and at most 100 (was {RecoveryLatencyFactor}).");
+        }
+
+        if (RecoveryBytesPerSecond != 0 && RecoveryBytesPerSecond < ReplicaGeometry.BlockSize)
+        {
+            throw new ArgumentException($"ReplicatedVolumeOptions.RecoveryBytesPerSecond must be 0 (no pace) or at least {ReplicaGeometry.BlockSize} (was {RecoveryBytesPerSecond}).");
         }
 
         if (ScrubInterval != TimeSpan.Zero && ScrubInterval != Timeout.InfiniteTimeSpan && (ScrubInterval < TimeSpan.FromSeconds(1) || ScrubInterval > TimeSpan.FromDays(30)))

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Numerics;
 using Hci.Core.Blocks;
 using Hci.Core.Cluster;
@@ -86,6 +87,7 @@ internal sealed unsafe class ReplicatedVolumeQueue : BlockQueue, IReplicaComplet
     {
         var op = RentOp();
         op.Reset(request);
+        op.StartTicks = Stopwatch.GetTimestamp();
         switch (request.Operation)
         {
             case BlockOperation.Read:
@@ -591,8 +593,21 @@ internal sealed unsafe class ReplicatedVolumeQueue : BlockQueue, IReplicaComplet
         }
     }
 
+    /// <summary>Client reads' and writes' latency here, summed (Stopwatch ticks): written on the owner thread only,
+    /// before <see cref="LatencyCount"/>; what recovery's pace watches.</summary>
+    internal long LatencyTicks;
+
+    /// <summary>Client reads and writes completed here.</summary>
+    internal long LatencyCount;
+
     private void Finish(VolumeOp op, int result, BlockError error)
     {
+        if (result >= 0 && op.Outer.Operation != BlockOperation.Flush)
+        {
+            Volatile.Write(ref LatencyTicks, LatencyTicks + (Stopwatch.GetTimestamp() - op.StartTicks));
+            Volatile.Write(ref LatencyCount, LatencyCount + 1);
+        }
+
         if (op.Counted)
         {
             for (int p = 0; p < op.PartCount; p++)

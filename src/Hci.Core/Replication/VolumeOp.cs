@@ -22,6 +22,7 @@ internal sealed unsafe class VolumeOp : IDisposable
     public readonly List<OpFailure> Failures = new(8);
     public bool Fenced;
     public bool Counted;
+    public long StartTicks;
     public uint* Checksums;
     public int Result;
     public BlockError Error;

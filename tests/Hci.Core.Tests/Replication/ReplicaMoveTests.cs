@@ -190,6 +190,40 @@ public sealed class ReplicaMoveTests
     }
 
     [Fact]
+    public async Task AMoveCopiesNoFasterThanTheRecoveryRate()
+    {
+        using var cluster = await InProcessReplicaCluster.StartAsync(4);
+        var control = new MemoryVolumeControl(cluster.Placement(3));
+        var clock = new PendingTimerTimeProvider();
+        const long rate = 1L << 20;
+        await using var volume = await Open(cluster, control, recoveryRate: rate, time: clock);
+        var data = Pattern((int)ExtentSize, 11);
+        await volume.WriteAsync(0, data);
+        int idle = clock.Pending; // the background scrub's timer
+
+        // The clock moves only while the copy waits for its rate, one region's time at a time.
+        long regionSize = ExtentSize / ReplicaGeometry.RegionsPerExtent;
+        var start = clock.GetUtcNow();
+        var move = volume.ReplaceReplicaAsync(0, Node3, Node4);
+        while (true)
+        {
+            await Deadline.WaitUntilAsync(() => move.IsCompleted || clock.Pending > idle, "the move to wait for its rate or finish");
+            if (move.IsCompleted)
+            {
+                break;
+            }
+
+            clock.Advance(TimeSpan.FromSeconds((double)regionSize / rate));
+        }
+
+        Assert.True(await move);
+        double took = (clock.GetUtcNow() - start).TotalSeconds;
+        double expected = (double)(ExtentSize - regionSize) / rate;
+        Assert.True(took >= expected && took <= expected + 1, $"a 4 MiB extent at 1 MiB/s took {took} s of the clock (expected about {expected} s)");
+        AssertReplicasIdentical(cluster, 0, ["node1", "node2", "node4"]);
+    }
+
+    [Fact]
     public async Task AnInSyncReplicaCannotLeaveBeforeItsReplacementIsInSync()
     {
         using var cluster = await InProcessReplicaCluster.StartAsync(3);
@@ -202,7 +236,7 @@ public sealed class ReplicaMoveTests
         await Assert.ThrowsAsync<ClusterCatalogException>(() => control.SetReplicasAsync(0, [.. control.Extents[0].Take(2)], CancellationToken.None).AsTask());
     }
 
-    private static Task<ReplicatedVolume> Open(InProcessReplicaCluster cluster, MemoryVolumeControl control)
+    private static Task<ReplicatedVolume> Open(InProcessReplicaCluster cluster, MemoryVolumeControl control, long recoveryRate = 0, TimeProvider? time = null)
         => ReplicatedVolume.OpenAsync(
             new ReplicatedVolumeSpec
             {
@@ -216,7 +250,15 @@ public sealed class ReplicaMoveTests
             },
             cluster.Connector,
             control,
-            new ReplicatedVolumeOptions { ResyncInterval = TimeSpan.FromMilliseconds(100), CleanAfter = TimeSpan.FromMilliseconds(200), BufferAlignment = 1 });
+            new ReplicatedVolumeOptions
+            {
+                ResyncInterval = TimeSpan.FromMilliseconds(100),
+                CleanAfter = TimeSpan.FromMilliseconds(200),
+                BufferAlignment = 1,
+                RecoveryBytesPerSecond = recoveryRate,
+                RecoveryLatencyFactor = 0,
+                TimeProvider = time ?? TimeProvider.System,
+            });
 
     // A probe's queue belongs to one thread: this runs without an await from its creation to its disposal.
     private static void AssertOnReplica(InProcessReplicaCluster cluster, string node, IReadOnlyDictionary<long, byte[]> blocks)

@@ -1,6 +1,7 @@
 using Hci.Core.Blocks;
 using Hci.Core.Buffers;
 using Hci.Core.Replication;
+using Hci.Testing;
 using Hci.Testing.Replication;
 using Microsoft.Extensions.Time.Testing;
 
@@ -371,34 +372,6 @@ public sealed class ScrubTests
             {
                 _last = value;
             }
-        }
-    }
-
-    // A fake clock that counts the one-shot timers made on it that have not fired: one pending means the scrub waits
-    // for its rate.
-    private sealed class PendingTimerTimeProvider : FakeTimeProvider
-    {
-        private int _pending;
-
-        public int Pending => Volatile.Read(ref _pending);
-
-        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
-        {
-            Interlocked.Increment(ref _pending);
-            int fired = 0;
-            return base.CreateTimer(
-                s =>
-                {
-                    if (Interlocked.Exchange(ref fired, 1) == 0)
-                    {
-                        Interlocked.Decrement(ref _pending);
-                    }
-
-                    callback(s);
-                },
-                state,
-                dueTime,
-                period);
         }
     }
 }
