@@ -5,9 +5,10 @@ namespace Hci.Core.Replication;
 /// copy takes the next slot of the rate's schedule and waits for it when it is ahead. With a latency factor the rate
 /// adapts, every 100 ms, to the volume's clients: it halves (down to a floor) while their mean read and write latency
 /// over those 100 ms is above the factor times their latency before the recovery, and grows by a quarter (up to the
-/// configured rate) while it is not, or while they are idle. The latency before is a moving average of the clients'
-/// mean latency, second by second (<see cref="Observe"/>), over the seconds no copy ran; a recovery (copies after 2 s
-/// without one) starts at an eighth of the configured rate.
+/// configured rate) while it is not, or while they are idle. The latency before is the lowest of the clients' mean
+/// latencies over the last ten seconds in which no copy ran (<see cref="Observe"/>, once a second): a burst of other
+/// work before a recovery (a bulk rewrite) does not raise it, and a recovery starts (copies after 2 s without one) at
+/// an eighth of the configured rate.
 /// </summary>
 internal sealed class RecoveryPacer
 {
@@ -15,6 +16,7 @@ internal sealed class RecoveryPacer
     public const long FloorBytesPerSecond = 2L << 20;
 
     private const int MinSamples = 8;
+    private const int Windows = 10;
     private readonly Func<(long Ticks, long Count)> _clientLatency;
     private readonly TimeProvider _time;
     private readonly double _latencyFrequency;
@@ -28,7 +30,9 @@ internal sealed class RecoveryPacer
     private (long Ticks, long Count) _adjusted;
     private (long Ticks, long Count) _observed;
     private long _observedAt;
-    private double _baseline;
+    private readonly double[] _windows = new double[Windows];
+    private int _windowCount;
+    private int _windowNext;
     private double _rate;
 
     /// <param name="clientLatency">The clients' reads and writes completed so far and their latency summed; both only grow.</param>
@@ -68,7 +72,7 @@ internal sealed class RecoveryPacer
         {
             lock (_lock)
             {
-                return _baseline / _latencyFrequency * 1e6;
+                return Baseline() / _latencyFrequency * 1e6;
             }
         }
     }
@@ -85,8 +89,9 @@ internal sealed class RecoveryPacer
             bool copied = _lastPace != long.MinValue && _lastPace >= _observedAt - (2 * _time.TimestampFrequency);
             if (!copied && count >= MinSamples)
             {
-                double mean = (double)(now.Ticks - _observed.Ticks) / count;
-                _baseline = _baseline == 0 ? mean : (0.7 * _baseline) + (0.3 * mean);
+                _windows[_windowNext] = (double)(now.Ticks - _observed.Ticks) / count;
+                _windowNext = (_windowNext + 1) % Windows;
+                _windowCount = Math.Min(Windows, _windowCount + 1);
             }
 
             _observed = now;
@@ -118,6 +123,18 @@ internal sealed class RecoveryPacer
         return wait > TimeSpan.FromMilliseconds(1) ? new ValueTask(Task.Delay(wait, _time, cancellationToken)) : ValueTask.CompletedTask;
     }
 
+    // The lowest window mean kept (0 when none): under the lock.
+    private double Baseline()
+    {
+        double low = 0;
+        for (int i = 0; i < _windowCount; i++)
+        {
+            low = i == 0 ? _windows[i] : Math.Min(low, _windows[i]);
+        }
+
+        return low;
+    }
+
     private double Adapt(long now, long frequency)
     {
         if (_lastPace == long.MinValue || now - _lastPace > 2 * frequency)
@@ -133,7 +150,8 @@ internal sealed class RecoveryPacer
         {
             var latency = _clientLatency();
             long count = latency.Count - _adjusted.Count;
-            bool hurt = count >= MinSamples && _baseline > 0 && (double)(latency.Ticks - _adjusted.Ticks) / count > _factor * _baseline;
+            double baseline = Baseline();
+            bool hurt = count >= MinSamples && baseline > 0 && (double)(latency.Ticks - _adjusted.Ticks) / count > _factor * baseline;
             _rate = hurt ? Math.Max(_floor, _rate / 2) : Math.Min(_max, _rate * 1.25);
             _lastAdjust = now;
             _adjusted = latency;

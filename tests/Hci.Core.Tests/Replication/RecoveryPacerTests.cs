@@ -7,7 +7,7 @@ namespace Hci.Core.Tests.Replication;
 /// The recovery pace on a stepped clock with client latencies the test makes up: a fixed rate spaces copies by their
 /// size over the rate; an adapting one starts at an eighth of the rate, halves while the clients are slower than the
 /// factor allows (never below the floor), and grows back to the rate while they are not or while they are idle; the
-/// latency it keeps to is the clients' from the seconds no copy ran.
+/// latency it keeps to is the lowest of the clients' last ten seconds in which no copy ran.
 /// </summary>
 public sealed class RecoveryPacerTests
 {
@@ -115,7 +115,7 @@ public sealed class RecoveryPacerTests
 
         Assert.Equal(100, pacer.BaselineMicroseconds, 3);
 
-        // 3 s after the last copy the clients' seconds count again; the next recovery keeps to the new average.
+        // 3 s after the last copy the clients' seconds count again: the lowest of the last ten is kept to.
         clock.Advance(TimeSpan.FromSeconds(3));
         clients.Complete(1000, 1000);
         pacer.Observe();
@@ -123,9 +123,38 @@ public sealed class RecoveryPacerTests
         clock.Advance(TimeSpan.FromSeconds(1));
         clients.Complete(1000, 300);
         pacer.Observe();
-        Assert.Equal((0.7 * 100) + (0.3 * 300), pacer.BaselineMicroseconds, 3);
+        Assert.Equal(100, pacer.BaselineMicroseconds, 3);
+        for (int i = 0; i < 9; i++)
+        {
+            clock.Advance(TimeSpan.FromSeconds(1));
+            clients.Complete(1000, 400);
+            pacer.Observe();
+        }
+
+        Assert.Equal(300, pacer.BaselineMicroseconds, 3); // the 100 us second is more than ten windows back
         _ = pacer.PaceAsync(Region, default);
         Assert.Equal(Max / 8.0, pacer.Rate);
+    }
+
+    [Fact]
+    public void ABurstOfSlowerWorkBeforeARecoveryDoesNotRaiseTheLatencyKeptTo()
+    {
+        var clients = new Clients();
+        var clock = new FakeTimeProvider();
+        var pacer = new RecoveryPacer(clients.Totals, clock, Us, Max, 1.5);
+        foreach (double us in new[] { 250.0, 3000, 3000, 3000, 3000, 260 })
+        {
+            clock.Advance(TimeSpan.FromSeconds(1));
+            clients.Complete(1000, us);
+            pacer.Observe();
+        }
+
+        Assert.Equal(250, pacer.BaselineMicroseconds, 3);
+        _ = pacer.PaceAsync(Region, default);
+        clock.Advance(TimeSpan.FromMilliseconds(100));
+        clients.Complete(100, 500);
+        _ = pacer.PaceAsync(Region, default);
+        Assert.Equal(Max / 16.0, pacer.Rate);
     }
 
     private sealed class Clients
