@@ -248,7 +248,9 @@ public sealed partial class ReplicatedVolume
 
                 if (!probed.TryGetValue((target.NodeId, target.Device), out bool up))
                 {
-                    up = await ProbeAsync(target).ConfigureAwait(false);
+                    // The data path must reach the node too: a flush it cannot send to a replica being resynced makes
+                    // every region of the replica's extents missed again (what it took may not be durable).
+                    up = await ProbeAsync(target).ConfigureAwait(false) && QueuesReach(target.NodeId);
                     probed[(target.NodeId, target.Device)] = up;
                 }
 

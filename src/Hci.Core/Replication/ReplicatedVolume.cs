@@ -317,6 +317,23 @@ public sealed partial class ReplicatedVolume : BlockDevice
         }
     }
 
+    /// <summary>True when every queue's data channels to <paramref name="nodeId"/> are connected (a recent view).</summary>
+    internal bool QueuesReach(string nodeId)
+    {
+        lock (_lock)
+        {
+            foreach (var queue in _queues)
+            {
+                if (!queue.Reaches(nodeId))
+                {
+                    return false;
+                }
+            }
+        }
+
+        return true;
+    }
+
     internal void SignalQueues()
     {
         ReplicatedVolumeQueue[] queues;

@@ -25,6 +25,7 @@ internal sealed unsafe class ReplicatedVolumeQueue : BlockQueue, IReplicaComplet
     private readonly Reactor? _reactor;
     private readonly Dictionary<string, ReplicaChannel> _channels = [];
     private readonly List<ReplicaChannel> _channelList = [];
+    private volatile ReplicaChannel[] _channelSnapshot = [];
     private readonly Stack<VolumeOp> _ops = new();
     private readonly Stack<ReplicaRequest> _requests = new();
     private readonly List<VolumeOp> _parked = [];
@@ -183,6 +184,7 @@ internal sealed unsafe class ReplicatedVolumeQueue : BlockQueue, IReplicaComplet
         }
 
         _channelList.Clear();
+        _channelSnapshot = [];
         _channels.Clear();
         while (_ops.TryPop(out var op))
         {
@@ -768,9 +770,26 @@ internal sealed unsafe class ReplicatedVolumeQueue : BlockQueue, IReplicaComplet
             channel = _volume.Connector.Open(nodeId, _reactor);
             _channels.Add(nodeId, channel);
             _channelList.Add(channel);
+            _channelSnapshot = [.. _channelList];
         }
 
         return channel;
+    }
+
+    /// <summary>False while one of this queue's channels to <paramref name="nodeId"/> is not connected (any thread; a
+    /// recent view): a resync waits for the data path to reach a node, not only the control lane, or a flush the data
+    /// path fails to send there meanwhile makes the resync copy its extents whole.</summary>
+    internal bool Reaches(string nodeId)
+    {
+        foreach (var channel in _channelSnapshot)
+        {
+            if (channel.NodeId == nodeId && !channel.IsConnected)
+            {
+                return false;
+            }
+        }
+
+        return true;
     }
 
     private VolumeOp RentOp() => _ops.TryPop(out var op) ? op : new VolumeOp();
