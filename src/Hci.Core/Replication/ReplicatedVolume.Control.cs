@@ -563,19 +563,8 @@ public sealed partial class ReplicatedVolume
         {
             state.Cleaning = 1;
             Interlocked.MemoryBarrier();
-            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-            while (Volatile.Read(ref state.InFlight) != 0)
-            {
-                if (DateTime.UtcNow > deadline)
-                {
-                    return false;
-                }
-
-                await Task.Yield();
-                await Task.Delay(1, cancellationToken).ConfigureAwait(false);
-            }
-
-            return await work().ConfigureAwait(false);
+            return await DrainedAsync(() => Volatile.Read(ref state.InFlight) == 0, cancellationToken).ConfigureAwait(false)
+                && await work().ConfigureAwait(false);
         }
         finally
         {
@@ -583,6 +572,24 @@ public sealed partial class ReplicatedVolume
             state.Gate.Release();
             SignalQueues();
         }
+    }
+
+    // Waits until the writes a hold covers have finished (`drained`), for at most 30 s; false when they did not.
+    private static async Task<bool> DrainedAsync(Func<bool> drained, CancellationToken cancellationToken)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (!drained())
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                return false;
+            }
+
+            await Task.Yield();
+            await Task.Delay(1, cancellationToken).ConfigureAwait(false);
+        }
+
+        return true;
     }
 
     // Runs a region copy with that region's writes held: new writes to it wait in their queues, the copy starts once
@@ -595,19 +602,8 @@ public sealed partial class ReplicatedVolume
         try
         {
             Interlocked.Or(ref state.HeldRegions, bit);
-            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-            while (Volatile.Read(ref state.RegionInFlight[region]) != 0)
-            {
-                if (DateTime.UtcNow > deadline)
-                {
-                    return false;
-                }
-
-                await Task.Yield();
-                await Task.Delay(1, cancellationToken).ConfigureAwait(false);
-            }
-
-            return await work().ConfigureAwait(false);
+            return await DrainedAsync(() => Volatile.Read(ref state.RegionInFlight[region]) == 0, cancellationToken).ConfigureAwait(false)
+                && await work().ConfigureAwait(false);
         }
         finally
         {
