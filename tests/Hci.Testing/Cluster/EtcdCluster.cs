@@ -170,23 +170,7 @@ public sealed class EtcdMember
     /// <summary>Kills the member with SIGKILL and waits for it; its data and ports stay for <see cref="RestartAsync"/>.</summary>
     public void Kill()
     {
-        var process = _process;
-        if (process is null)
-        {
-            return;
-        }
-
-        try
-        {
-            process.Kill();
-        }
-        catch (InvalidOperationException)
-        {
-            // Already exited.
-        }
-
-        process.WaitForExit();
-        process.Dispose();
+        EtcdProcessTail.Kill(_process);
         _process = null;
     }
 

@@ -1,7 +1,7 @@
 namespace Hci.Testing;
 
 /// <summary>What an etcd process under test shares, whether it runs alone (<see cref="EtcdServer"/>) or as a member of
-/// a cluster: the last lines it printed, for failure messages, and its health probe.</summary>
+/// a cluster: the last lines it printed, for failure messages, its health probe, and how it is killed.</summary>
 internal sealed class EtcdProcessTail
 {
     private const int Lines = 40;
@@ -35,6 +35,27 @@ internal sealed class EtcdProcessTail
                 _lines.Dequeue();
             }
         }
+    }
+
+    /// <summary>Kills an etcd process with SIGKILL (if it has not exited), waits for it and releases it; null does nothing.</summary>
+    public static void Kill(System.Diagnostics.Process? process)
+    {
+        if (process is null)
+        {
+            return;
+        }
+
+        try
+        {
+            process.Kill();
+        }
+        catch (InvalidOperationException)
+        {
+            // Already exited.
+        }
+
+        process.WaitForExit();
+        process.Dispose();
     }
 
     /// <summary>True when the etcd at <paramref name="clientUrl"/> answers its health endpoint as healthy.</summary>

@@ -87,23 +87,7 @@ public sealed class EtcdServer : IAsyncDisposable
     /// <summary>Kills etcd (SIGKILL) and waits for it to exit; the data directory and ports stay for <see cref="RestartAsync"/>.</summary>
     public void Kill()
     {
-        var process = _process;
-        if (process is null)
-        {
-            return;
-        }
-
-        try
-        {
-            process.Kill();
-        }
-        catch (InvalidOperationException)
-        {
-            // Already exited.
-        }
-
-        process.WaitForExit();
-        process.Dispose();
+        EtcdProcessTail.Kill(_process);
         _process = null;
     }
 
