@@ -111,7 +111,8 @@ internal static partial class HciCommand
                 continue;
             }
 
-            double fraction = r.BytesTotal == 0 ? 1 : (double)r.BytesDone / r.BytesTotal;
+            // The record comes from the store: a damaged one must not break the status (a bar of negative length).
+            double fraction = r.BytesTotal <= 0 ? 1 : Math.Clamp((double)r.BytesDone / r.BytesTotal, 0, 1);
             string eta = Eta(r) is { } e ? DurationText.Format(e) : "unknown";
             string failed = r.ExtentsFailed > 0 ? $", {r.ExtentsFailed} failed (retried)" : string.Empty;
             string line = $"{r.ExtentsDone}/{r.ExtentsTotal} extents, {FormatSize(r.BytesDone)} of {FormatSize(r.BytesTotal)}, {rate} MB/s, ETA {eta}{failed}";
@@ -156,8 +157,15 @@ internal static partial class HciCommand
         }
     }
 
+    // Unknown when the record's rate or counts give no time a TimeSpan holds (a damaged record, or no rate yet).
     private static TimeSpan? Eta(RebuildProgress r)
-        => r.Finished ? TimeSpan.Zero
-            : r.BytesPerSecond > 0 ? TimeSpan.FromSeconds((r.BytesTotal - r.BytesDone) / r.BytesPerSecond)
-            : null;
+    {
+        if (r.Finished)
+        {
+            return TimeSpan.Zero;
+        }
+
+        double seconds = Math.Max(0, (double)r.BytesTotal - r.BytesDone) / r.BytesPerSecond;
+        return r.BytesPerSecond > 0 && double.IsFinite(seconds) && seconds < TimeSpan.MaxValue.TotalSeconds / 2 ? TimeSpan.FromSeconds(seconds) : null;
+    }
 }

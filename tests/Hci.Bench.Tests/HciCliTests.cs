@@ -196,6 +196,31 @@ public sealed class HciCliTests : IDisposable
     }
 
     [Fact]
+    public async Task ClusterStatusShowsDamagedRebuildProgressRecordsWithoutFailing()
+    {
+        await RegisterNodesAsync(2);
+        foreach (string volume in new[] { "over", "negative", "tiny-rate" })
+        {
+            Assert.Equal(0, (await Hci("volume", "create", volume, "--size", "1G", "--replicas", "2")).Code);
+        }
+
+        await using (var store = LocalClusterStore.Open(_dir))
+        {
+            var catalog = new ClusterCatalog(store);
+            foreach (var (volume, done, total, rate) in new[] { ("over", 10L << 30, 1L << 30, 1e6), ("negative", -5L, 1L << 30, 1e6), ("tiny-rate", 0L, 1L << 30, 1e-300) })
+            {
+                await catalog.PutRebuildProgressAsync(new RebuildProgress { Volume = volume, Owner = "node1", ExtentsTotal = 1, BytesDone = done, BytesTotal = total, BytesPerSecond = rate });
+            }
+        }
+
+        var (code, output, error) = await Hci("cluster", "status");
+        Assert.True(code == 0, error);
+        Assert.Contains("rebuild over (owner node1): 100.0%", output);
+        Assert.Contains("rebuild negative (owner node1): 0.0%", output);
+        Assert.Contains("ETA unknown", output);
+    }
+
+    [Fact]
     public async Task CreatingAVolumeWithoutDevicesSaysThatPlacementNeedsThem()
     {
         var (code, _, error) = await Hci("volume", "create", "v", "--size", "1G", "--replicas", "2");
