@@ -279,12 +279,19 @@ public sealed partial class ClusterScenarioTests
             var rateBefore = await RateAsync(cluster, load, writing, 500);
 
             // A slow link: every byte to and from node3 held 25 ms. Writes wait for it, none fails, node3 stays in sync.
-            link.Delay = TimeSpan.FromMilliseconds(25);
+            // Every write started after the delay took hold crosses the link twice (the write, its answer), so none
+            // may be acknowledged in under 50 ms if writes wait for node3. (A rate against the rate before is no test:
+            // a slow machine's undelayed rate is near the delayed one's ceiling, 16 writes in flight / 50 ms.)
+            var delay = TimeSpan.FromMilliseconds(25);
+            link.Delay = delay;
+            load.StartLatencyWindow();
             var rateDelayed = await RateAsync(cluster, load, writing, 200);
+            var (timedWrites, fastest) = load.LatencyWindow;
             link.Delay = TimeSpan.Zero;
             var afterDelay = await cluster.VolumeStatusAsync("v");
             Assert.True(afterDelay.Healthy, afterDelay.Json);
-            Assert.True(rateDelayed < rateBefore / 2, $"{rateDelayed:F0} writes/s with a 25 ms link to node3, {rateBefore:F0} before: the delay did not slow the writes that wait for node3");
+            Assert.True(timedWrites >= 100, $"only {timedWrites} of the writes during the delay were started after it took hold");
+            Assert.True(fastest >= 2 * delay, $"a write was acknowledged in {fastest.TotalMilliseconds:F1} ms with a {delay.TotalMilliseconds} ms link to node3 each way: it did not wait for node3");
 
             // A silent link (bytes held, connections open): the owner gives up on node3 after its request timeout.
             int mark = owner.LineCount;
@@ -312,7 +319,7 @@ public sealed partial class ClusterScenarioTests
             await stop.CancelAsync();
             await writing;
 
-            output.WriteLine($"writes/s: {rateBefore:F0} before, {rateDelayed:F0} with node3's link delayed 25 ms each way");
+            output.WriteLine($"writes/s: {rateBefore:F0} before, {rateDelayed:F0} with node3's link delayed 25 ms each way; the fastest of {timedWrites} writes started during the delay took {fastest.TotalMilliseconds:F1} ms");
             output.WriteLine($"stalled link: node3 marked out of sync {(stallMarked.At - stalledAt).TotalSeconds:F1} s after the stall; healthy again {(stallHealedAt - stallMarked.At).TotalSeconds:F1} s after the mark (resumed after 1000 writes)");
             output.WriteLine($"reset link: node3 marked out of sync {(cutMarked.At - cutAt).TotalSeconds:F1} s after the cut; healthy {(cutHealedAt - cutAt).TotalSeconds:F1} s after it");
             output.WriteLine($"{load.Writes} writes, {load.FailedWrites} failed; proxy: {link.Connections} connections, {link.ForwardedBytes} bytes");

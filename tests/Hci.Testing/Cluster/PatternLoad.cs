@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Diagnostics;
 using Hci.Core.Blocks;
 using Hci.Core.Buffers;
 
@@ -24,6 +25,9 @@ public sealed class PatternLoad
     private long _failedWrites;
     private long _failedReads;
     private long _staleReads;
+    private long _windowStart = long.MaxValue;
+    private long _windowWrites;
+    private long _windowFastest = long.MaxValue;
 
     /// <summary>A load over the first <paramref name="blocks"/> blocks of <paramref name="device"/>.</summary>
     /// <param name="device">The volume as a client sees it.</param>
@@ -62,6 +66,27 @@ public sealed class PatternLoad
 
     /// <summary>Reads that returned something other than the newest acknowledged data.</summary>
     public long StaleReads => Interlocked.Read(ref _staleReads);
+
+    /// <summary>Acknowledged writes started since <see cref="StartLatencyWindow"/>, and the shortest time one of them
+    /// took: a bound on every write's latency that does not depend on how fast the machine is.</summary>
+    public (long Writes, TimeSpan Fastest) LatencyWindow
+    {
+        get
+        {
+            long fastest = Interlocked.Read(ref _windowFastest);
+            return (Interlocked.Read(ref _windowWrites), fastest == long.MaxValue ? TimeSpan.MaxValue : TimeSpan.FromSeconds((double)fastest / Stopwatch.Frequency));
+        }
+    }
+
+    /// <summary>Starts timing the writes this load starts from now on (<see cref="LatencyWindow"/>); writes already in
+    /// flight are not counted.</summary>
+    public void StartLatencyWindow()
+    {
+        Interlocked.Exchange(ref _windowStart, long.MaxValue);
+        Interlocked.Exchange(ref _windowWrites, 0);
+        Interlocked.Exchange(ref _windowFastest, long.MaxValue);
+        Interlocked.Exchange(ref _windowStart, Stopwatch.GetTimestamp());
+    }
 
     /// <summary>The first errors seen, for failure messages.</summary>
     public string Errors
@@ -271,10 +296,16 @@ public sealed class PatternLoad
 
     private async Task<bool> TryWriteAsync(long offset, ReadOnlyMemory<byte> data)
     {
+        long started = Stopwatch.GetTimestamp();
         try
         {
             await _device.WriteAsync(offset, data).ConfigureAwait(false);
             Interlocked.Increment(ref _writes);
+            if (started >= Interlocked.Read(ref _windowStart))
+            {
+                Timed(Stopwatch.GetTimestamp() - started);
+            }
+
             return true;
         }
         catch (BlockDeviceException e)
@@ -282,6 +313,15 @@ public sealed class PatternLoad
             Interlocked.Increment(ref _failedWrites);
             Note($"write at {offset} failed: {e.Message}");
             return false;
+        }
+    }
+
+    private void Timed(long ticks)
+    {
+        Interlocked.Increment(ref _windowWrites);
+        long fastest;
+        while (ticks < (fastest = Interlocked.Read(ref _windowFastest)) && Interlocked.CompareExchange(ref _windowFastest, ticks, fastest) != fastest)
+        {
         }
     }
 
