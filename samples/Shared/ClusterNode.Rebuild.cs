@@ -9,16 +9,18 @@ namespace Hci.Samples.Shared;
 // the owner of every attached volume replaces each of its replicas there by one that placement chooses over the live
 // nodes, copied from an in-sync replica (ReplicatedVolume.ReplaceReplicaAsync), --rebuild-parallel extents at a time,
 // and reports its progress to the store (hci/rebuild/<volume>) once a second. A detached volume has no owner to do
-// this: it is rebuilt when it is attached again (hci cluster status lists it meanwhile). The same moves drain the
-// nodes marked draining (hci node drain), and, while every node is up, bring extents where placement now wants them
-// (a node joined): only the replicas placement moved, each once.
+// this: a detach stops its rebuild (the moves in flight rolled back), which goes on when it is attached again (hci
+// cluster status lists it meanwhile). The same moves drain the nodes marked draining (hci node drain), and, while
+// every node is up, bring extents where placement now wants them (a node joined): only the replicas placement moved,
+// each once.
 internal sealed partial class ClusterNode
 {
     private static readonly TimeSpan RebuildCheckInterval = TimeSpan.FromSeconds(1);
     private static readonly TimeSpan ProgressInterval = TimeSpan.FromSeconds(1);
     private static readonly TimeSpan BalanceInterval = TimeSpan.FromSeconds(10);
 
-    private readonly Dictionary<string, Task> _rebuilds = [];
+    // The rebuild or rebalance of each attached volume that has one running, and what stops it (a detach, the node's end).
+    private readonly Dictionary<string, (Task Task, CancellationTokenSource Stop)> _rebuilds = [];
     private readonly HashSet<string> _announcedDown = [];
     private long _nextRebuildCheck;
     private long _nextBalance;
@@ -44,11 +46,12 @@ internal sealed partial class ClusterNode
         }
 
         _announcedDown.RemoveWhere(n => !down.ContainsKey(n));
-        foreach (var (name, task) in _rebuilds.ToArray())
+        foreach (var (name, rebuild) in _rebuilds.ToArray())
         {
-            if (task.IsCompleted || !_attached.ContainsKey(name))
+            if (rebuild.Task.IsCompleted)
             {
                 _rebuilds.Remove(name);
+                rebuild.Stop.Dispose();
             }
         }
 
@@ -78,8 +81,21 @@ internal sealed partial class ClusterNode
             bool moveAway = volume.GetExtents().Any(e => e.Replicas.Any(r => away.Contains(r.NodeId)));
             if (moveAway || balance)
             {
-                _rebuilds[name] = Task.Run(() => RebuildVolumeAsync(name, volume, lost, draining, exclude, rebalance: !moveAway, _stop.Token), CancellationToken.None);
+                var stop = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+                _rebuilds[name] = (Task.Run(() => RebuildVolumeAsync(name, volume, lost, draining, exclude, rebalance: !moveAway, stop.Token), CancellationToken.None), stop);
             }
+        }
+    }
+
+    // Before a volume closes (detached, moved, fenced, the node's end): its rebuild stops, its moves in flight rolled
+    // back, so that nothing copies for a volume this node no longer serves.
+    private async Task StopRebuildAsync(string name)
+    {
+        if (_rebuilds.Remove(name, out var rebuild))
+        {
+            await rebuild.Stop.CancelAsync().ConfigureAwait(false);
+            await rebuild.Task.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            rebuild.Stop.Dispose();
         }
     }
 

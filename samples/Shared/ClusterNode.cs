@@ -114,9 +114,9 @@ internal sealed partial class ClusterNode : IAsyncDisposable
             }
         }
 
-        foreach (var rebuild in _rebuilds.Values)
+        foreach (var name in _rebuilds.Keys.ToArray())
         {
-            await rebuild.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            await StopRebuildAsync(name).ConfigureAwait(false);
         }
 
         foreach (var name in _attached.Keys.ToArray())
@@ -237,6 +237,7 @@ internal sealed partial class ClusterNode : IAsyncDisposable
         var (volume, _) = _attached[name];
         _attached.Remove(name);
         Volatile.Write(ref _serving, [.. _attached.Values.Select(a => a.Volume)]);
+        await StopRebuildAsync(name).ConfigureAwait(false);
         try
         {
             await VolumeDetaching(volume).ConfigureAwait(false);

@@ -19,6 +19,9 @@ public sealed partial class ReplicatedVolume
     /// <summary>Extent replicas this owner replaced by new in-sync ones so far (rebuild, rebalance).</summary>
     public long MovedReplicas => Interlocked.Read(ref _movedReplicas);
 
+    // A detach has begun: new moves are refused, and those in flight are being cancelled and waited for.
+    internal bool MovesClosed => _moves.IsClosed;
+
     /// <summary>Bytes of extents copied into new replicas by replica moves so far.</summary>
     public long MovedBytes => Interlocked.Read(ref _movedBytes);
 
@@ -27,7 +30,8 @@ public sealed partial class ReplicatedVolume
     /// record out of sync, is copied in full from in-sync replicas (never from an out-of-sync one) as
     /// <see cref="Hci.Core.Blocks.IoClass.Background"/> I/O with the extent's writes held at each region copy and at
     /// the switch, is marked in sync, and only then does <paramref name="replaced"/> leave the record; its slot is
-    /// then freed on its store (<see cref="ReplicaOperation.DropExtent"/>) when that store answers.
+    /// then freed on its store (<see cref="ReplicaOperation.DropExtent"/>) when that store answers. A detach
+    /// (<see cref="DetachAsync"/>) cancels the moves in flight and waits for their roll-back, and refuses new ones.
     /// </summary>
     /// <param name="extent">The extent's index.</param>
     /// <param name="replaced">The replica that goes (its node and device; the state is ignored).</param>
@@ -37,7 +41,7 @@ public sealed partial class ReplicatedVolume
     /// or <paramref name="replaced"/> is not one of its replicas any more).</returns>
     /// <exception cref="ReplicationException">The move failed (no in-sync replica to copy from answered, the new
     /// replica refused a write, the cluster store refused the change): the new replica was taken out of the record
-    /// again and <paramref name="replaced"/> stays.</exception>
+    /// again and <paramref name="replaced"/> stays. Also when the volume is detaching.</exception>
     public async Task<bool> ReplaceReplicaAsync(long extent, ReplicaTarget replaced, ReplicaTarget replacement, CancellationToken cancellationToken = default)
     {
         if ((ulong)extent >= (ulong)_extents.Length)
@@ -61,6 +65,23 @@ public sealed partial class ReplicatedVolume
             return false;
         }
 
+        if (!_moves.TryEnter())
+        {
+            throw new ReplicationException($"Volume '{Name}' is detaching: replica moves are the next owner's to make.");
+        }
+
+        try
+        {
+            return await MoveAsync(extent, state, replaced, replacement, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _moves.Exit();
+        }
+    }
+
+    private async Task<bool> MoveAsync(long extent, ExtentState state, ReplicaTarget replaced, ReplicaTarget replacement, CancellationToken cancellationToken)
+    {
         if (Interlocked.CompareExchange(ref state.Moving, 1, 0) != 0)
         {
             throw new ReplicationException($"Volume '{Name}', extent {extent}: another replica move is in progress; try again when it is done.");
@@ -207,8 +228,14 @@ public sealed partial class ReplicatedVolume
             return false;
         }
 
+        if (!_moves.TryEnter())
+        {
+            throw new ReplicationException($"Volume '{Name}' is detaching: replica removals are the next owner's to make.");
+        }
+
         if (Interlocked.CompareExchange(ref state.Moving, 1, 0) != 0)
         {
+            _moves.Exit();
             throw new ReplicationException($"Volume '{Name}', extent {extent}: a replica move is in progress; try again when it is done.");
         }
 
@@ -249,6 +276,7 @@ public sealed partial class ReplicatedVolume
         finally
         {
             Volatile.Write(ref state.Moving, 0);
+            _moves.Exit();
         }
     }
 
@@ -320,8 +348,14 @@ public sealed partial class ReplicatedVolume
         }
     }
 
+    // Called while a move or removal holds the gate (it enters before its first await): a detach waits for the drop.
     private async Task DropSlotAsync(long extent, ReplicaTarget target)
     {
+        if (!_moves.TryEnterNested())
+        {
+            return;
+        }
+
         try
         {
             var request = NewRequest(ReplicaOperation.DropExtent, target.Device, extent, 0, 0);
@@ -333,6 +367,10 @@ public sealed partial class ReplicatedVolume
         catch (Exception e)
         {
             Log.ControlFailed(Name, $"freeing extent {extent} on {target.NodeId}/{target.Device}: {e.Message}");
+        }
+        finally
+        {
+            _moves.Exit();
         }
     }
 

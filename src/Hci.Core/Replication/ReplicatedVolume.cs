@@ -46,6 +46,7 @@ public sealed partial class ReplicatedVolume : BlockDevice
     private readonly Lock _lock = new();
     private readonly ControlLane _lane;
     private readonly CancellationTokenSource _stop = new();
+    private readonly OperationGate _moves = new();
     private readonly KeyValuePair<string, object?> _tag;
     private ReplicaTarget[] _flushTargets = [];
     private long _stateVersion;
@@ -186,8 +187,9 @@ public sealed partial class ReplicatedVolume : BlockDevice
     }
 
     /// <summary>
-    /// Detaches cleanly: stops the background work, marks every written region clean on the replicas (a next owner has
-    /// nothing to reconcile) and closes the control channels. Queues must be closed first.
+    /// Detaches cleanly: stops the background work and the replica moves in flight (each rolled back first; new ones
+    /// are refused), marks every written region clean on the replicas (a next owner has nothing to reconcile) and
+    /// closes the control channels. Queues must be closed first.
     /// </summary>
     /// <param name="cancellationToken">Cancels the wait.</param>
     /// <returns>A task that completes when detached.</returns>
@@ -209,6 +211,9 @@ public sealed partial class ReplicatedVolume : BlockDevice
             {
             }
         }
+
+        // Replica moves in flight stop at the cancellation above and roll back through the lane: it must outlive them.
+        await _moves.CloseAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
 
         // A scrub asked for by hand stops at the cancellation above; it must be out of the lane before the lane goes.
         await _scrubGate.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -249,6 +254,7 @@ public sealed partial class ReplicatedVolume : BlockDevice
             }
 
             _scrubGate.Wait(TimeSpan.FromSeconds(30));
+            _moves.CloseAsync().Wait(TimeSpan.FromSeconds(30));
             _lane.DisposeAsync().AsTask().GetAwaiter().GetResult();
         }
 

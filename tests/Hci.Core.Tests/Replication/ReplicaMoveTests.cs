@@ -190,6 +190,60 @@ public sealed class ReplicaMoveTests
     }
 
     [Fact]
+    public async Task ADetachCancelsAMoveInFlightAndWaitsForItsRollBackAndTheFreedSlotBeforeClosing()
+    {
+        using var cluster = await InProcessReplicaCluster.StartAsync(4);
+        var control = new MemoryVolumeControl(cluster.Placement(3));
+        var volume = await Open(cluster, control);
+        try
+        {
+            await volume.WriteAsync(0, Pattern((int)ExtentSize, 5));
+            foreach (var node in new[] { "node1", "node2", "node3" })
+            {
+                cluster.Connector.HoldBackground(node, true);
+            }
+
+            var node4 = cluster.Node("node4").Stores[0];
+            long regionSize = ExtentSize / ReplicaGeometry.RegionsPerExtent;
+            var move = volume.ReplaceReplicaAsync(0, Node3, Node4);
+            Task detach;
+            try
+            {
+                // The move's copy stalls at its first region; a client write elsewhere in the extent gives node4 a slot.
+                await Deadline.WaitUntilAsync(() => new[] { "node1", "node2", "node3" }.Sum(n => cluster.Connector.HeldBackground(n)) > 0, "the copy of region 0 to stall");
+                await volume.WriteAsync(5 * regionSize, Pattern(Block, 6));
+                Assert.True(node4.FindSlot(VolumeId, 0, out _) >= 0, "the write did not reach the joining replica");
+
+                // The owner detaches (the volume moves elsewhere): the move is cancelled, and the detach waits for it.
+                detach = volume.DetachAsync();
+                await Deadline.WaitUntilAsync(() => volume.MovesClosed || detach.IsCompleted, "the detach to stop the moves");
+                Assert.False(detach.IsCompleted, "the detach completed while a replica move was still copying");
+            }
+            finally
+            {
+                foreach (var node in new[] { "node1", "node2", "node3" })
+                {
+                    cluster.Connector.HoldBackground(node, false);
+                }
+            }
+
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => move.WaitAsync(TimeSpan.FromSeconds(30)));
+            await detach.WaitAsync(TimeSpan.FromSeconds(30));
+
+            // Rolled back before the control channels closed: the record as before, node4's slot freed.
+            Assert.Equal(["node1", "node2", "node3"], control.Extents[0].Select(r => r.NodeId).ToArray());
+            Assert.All(control.Extents[0], r => Assert.Equal(ReplicaState.InSync, r.State));
+            Assert.True(node4.FindSlot(VolumeId, 0, out _) < 0, "node4 still holds the slot of the cancelled move");
+            var refused = await Assert.ThrowsAsync<ReplicationException>(() => volume.ReplaceReplicaAsync(0, Node3, Node4));
+            Assert.Contains("detaching", refused.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await volume.DisposeAsync();
+        }
+    }
+
+    [Fact]
     public async Task AMoveCopiesNoFasterThanTheRecoveryRate()
     {
         using var cluster = await InProcessReplicaCluster.StartAsync(4);
