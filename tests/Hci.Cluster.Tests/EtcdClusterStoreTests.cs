@@ -25,6 +25,19 @@ public sealed class EtcdClusterStoreTests(EtcdFixture etcd) : IClassFixture<Etcd
     }
 
     [Fact]
+    public async Task ACommitThatAlsoDeletesKeysThatDoNotExistApplies()
+    {
+        // A volume's delete also deletes its rebuild and scrub records, which most volumes never had.
+        await using var store = etcd.Store();
+        long created = (await store.TryCommitAsync([], [StoreWrite.Put("volume", Bytes("v"))]))!.Value;
+        var deleted = await store.TryCommitAsync([new StoreCondition("volume", created)], [StoreWrite.Delete("volume"), StoreWrite.Delete("rebuild/v"), StoreWrite.Delete("scrub/v")]);
+
+        Assert.NotNull(deleted);
+        Assert.Null(await store.GetAsync("volume"));
+        Assert.Empty((await store.ListAsync("rebuild/")).Entries);
+    }
+
+    [Fact]
     public async Task CompareAndSwapAppliesOnlyAtTheKeysCurrentRevision()
     {
         await using var store = etcd.Store();

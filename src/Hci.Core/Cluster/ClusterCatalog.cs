@@ -218,7 +218,7 @@ public sealed partial class ClusterCatalog
         }
     }
 
-    /// <summary>Deletes a detached volume and its extent records.</summary>
+    /// <summary>Deletes a detached volume, its extent records and its rebuild and scrub records.</summary>
     /// <param name="name">The volume's name.</param>
     /// <param name="cancellationToken">Cancels the call.</param>
     /// <returns>A task that completes when the volume is gone.</returns>
@@ -233,7 +233,9 @@ public sealed partial class ClusterCatalog
                 throw new ClusterCatalogException(CatalogError.Attached, $"Volume '{name}' is attached to node '{volume.Owner}': detach it first (hci volume detach {name}).");
             }
 
-            if (await Store.TryCommitAsync([new StoreCondition(CatalogKeys.Volume(name), revision)], [StoreWrite.Delete(CatalogKeys.Volume(name))], cancellationToken).ConfigureAwait(false) is null)
+            // Its rebuild and scrub records go with it: they are kept by name, and a new volume may take the name.
+            StoreWrite[] deletes = [StoreWrite.Delete(CatalogKeys.Volume(name)), StoreWrite.Delete(RebuildPrefix + name), StoreWrite.Delete(ScrubPrefix + name)];
+            if (await Store.TryCommitAsync([new StoreCondition(CatalogKeys.Volume(name), revision)], deletes, cancellationToken).ConfigureAwait(false) is null)
             {
                 continue;
             }

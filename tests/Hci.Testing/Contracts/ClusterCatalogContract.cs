@@ -182,6 +182,34 @@ public abstract class ClusterCatalogContract
     }
 
     [Fact]
+    public async Task ADeletedVolumesRebuildAndScrubRecordsGoWithItAndANewVolumeOfItsNameStartsWithNone()
+    {
+        await using var store = await OpenEmptyStoreAsync();
+        var catalog = new ClusterCatalog(store);
+        await RegisterNodesAsync(catalog, 3);
+        await catalog.CreateVolumeAsync("v", 64L << 20, 3);
+        await catalog.CreateVolumeAsync("w", 64L << 20, 3);
+        foreach (var name in new[] { "v", "w" })
+        {
+            await catalog.AttachAsync(name, "n1");
+            await catalog.RequestScrubAsync(name);
+            await catalog.PutRebuildProgressAsync(new RebuildProgress { Volume = name, Owner = "n1", ExtentsTotal = 4, ExtentsDone = 2 });
+        }
+
+        await catalog.DetachAsync("v");
+        await catalog.DeleteVolumeAsync("v");
+        Assert.Null(await catalog.GetScrubAsync("v"));
+        Assert.Equal(["w"], (await catalog.ListRebuildProgressAsync()).Select(p => p.Volume).ToArray());
+        Assert.Equal(["w"], (await catalog.ListScrubsAsync()).Select(s => s.Volume).ToArray());
+
+        // A volume that never had either is deleted as well.
+        await catalog.CreateVolumeAsync("v", 64L << 20, 3);
+        Assert.Null(await catalog.GetScrubAsync("v"));
+        await catalog.DeleteVolumeAsync("v");
+        Assert.Null(await catalog.GetVolumeAsync("v"));
+    }
+
+    [Fact]
     public async Task DetachAdvancesTheEpochAndDeleteNeedsADetachedVolume()
     {
         await using var store = await OpenEmptyStoreAsync();
