@@ -214,7 +214,7 @@ internal sealed partial class ClusterNode : IAsyncDisposable
                 // Every attachment takes an epoch of its own, by compare-and-swap: a previous instance of this node (one
                 // that was restarted, or cut off and still running) is fenced by every replica like any other owner.
                 record = await _catalog.AttachAsync(name, NodeId, force: false, cancellationToken).ConfigureAwait(false);
-                var volume = await CatalogVolumeControl.OpenVolumeAsync(_catalog, name, NodeId, _replicas!, new ReplicatedVolumeOptions { LoggerFactory = _logger, RecoveryBytesPerSecond = _options.RecoveryBytesPerSecond, RecoveryLatencyFactor = _options.RecoveryBytesPerSecond == 0 ? 0 : 1.5 }, cancellationToken).ConfigureAwait(false);
+                var volume = await CatalogVolumeControl.OpenVolumeAsync(_catalog, name, NodeId, _replicas!, new ReplicatedVolumeOptions { LoggerFactory = _logger, RecoveryBytesPerSecond = _options.RecoveryBytesPerSecond, RecoveryLatencyFactor = _options.RecoveryBytesPerSecond == 0 ? 0 : _options.RecoveryLatencyFactor }, cancellationToken).ConfigureAwait(false);
                 _attached[name] = (volume, record.Epoch);
                 Volatile.Write(ref _serving, [.. _attached.Values.Select(a => a.Volume)]);
                 if (_lease!.Lost.IsCompleted)

@@ -5,7 +5,7 @@ namespace Hci.Samples.Shared;
 internal sealed class ClusterNodeOptions
 {
     /// <summary>The setting names of the cluster options.</summary>
-    public static readonly string[] Keys = ["Etcd", "DataDir", "Node", "Listen", "Advertise", "Domain", "Device", "ClusterKeyFile", "RebuildAfter", "RebuildParallel", "RecoveryRate"];
+    public static readonly string[] Keys = ["Etcd", "DataDir", "Node", "Listen", "Advertise", "Domain", "Device", "ClusterKeyFile", "RebuildAfter", "RebuildParallel", "RecoveryRate", "RecoveryLatencyFactor"];
 
     /// <summary>Adds the cluster options (<c>--etcd</c>, <c>--data-dir</c>, <c>--node</c>, ...) to a host's command line.</summary>
     public static void AddOptions(SampleCommandLine cli)
@@ -19,7 +19,8 @@ internal sealed class ClusterNodeOptions
         cli.Repeatable("--device", "Device", "FILE[:SIZE]", "Cluster node: a replica store on FILE, created at SIZE (k, m, g, t) if missing (repeatable)");
         cli.Text("--cluster-key-file", "ClusterKeyFile", "FILE", "Cluster node with --etcd: the cluster's key (random bytes, mode 0600). Create one with hci cluster key --out FILE");
         cli.Text("--rebuild-after", "RebuildAfter", "DURATION", "Cluster node: a node down this long (e.g. 90s, 10m, 1h) loses its replicas: the owners rebuild them on live nodes [default: 10m]", DurationText.Check);
-        cli.Text("--recovery-rate", "RecoveryRate", "RATE|off", "Cluster node: the fastest each attached volume copies replicas back into sync (resync, rebuild, rebalance), bytes per second, e.g. 256M; within it copies slow down while the volume's clients get more than 1.5x slower than before; off: as fast as they go, unpaced [default: 256M]", RecoveryRateCheck);
+        cli.Text("--recovery-rate", "RecoveryRate", "RATE|off", "Cluster node: the fastest each attached volume copies replicas back into sync (resync, rebuild, rebalance), bytes per second, e.g. 256M; within it copies slow down while the volume's clients get more than --recovery-latency-factor times slower than before; off: as fast as they go, unpaced [default: 256M]", RecoveryRateCheck);
+        cli.Text("--recovery-latency-factor", "RecoveryLatencyFactor", "X|fixed", "Cluster node: how much slower (mean latency) a volume's clients may get during its recovery before the copies slow down, more than 1 and at most 100; fixed: copies run at --recovery-rate whatever the clients see [default: 1.5]", LatencyFactorCheck);
         cli.Text("--rebuild-parallel", "RebuildParallel", "N", "Cluster node: extents an owner copies at once per volume in a rebuild (1 to 64) [default: 4]", SampleCommandLine.WholeNumber(1, 64));
     }
 
@@ -38,6 +39,7 @@ internal sealed class ClusterNodeOptions
             RebuildAfter = SampleCommandLine.Checked(configuration, "RebuildAfter", "--rebuild-after", DurationText.Check) is { } after ? DurationText.Parse(after) : TimeSpan.FromMinutes(10),
             RebuildParallel = SampleCommandLine.Int(configuration, "RebuildParallel", "--rebuild-parallel", 1, 64, 4),
             RecoveryBytesPerSecond = SampleCommandLine.Checked(configuration, "RecoveryRate", "--recovery-rate", RecoveryRateCheck) is { } rate ? ParseRecoveryRate(rate) : 256L << 20,
+            RecoveryLatencyFactor = SampleCommandLine.Checked(configuration, "RecoveryLatencyFactor", "--recovery-latency-factor", LatencyFactorCheck) is { } factor ? ParseLatencyFactor(factor) : 1.5,
         };
         foreach (string text in SampleCommandLine.Strings(configuration, "Device"))
         {
@@ -84,6 +86,18 @@ internal sealed class ClusterNodeOptions
         => text == "off" || (SizeText.TryParse(text, out long rate) && rate >= 4096)
             ? null
             : $"'{text}' is not a rate: give bytes per second of at least 4096 (e.g. 64M, 200M) or off";
+
+    /// <summary>How much slower the clients may get before recovery copies slow down; 0 for a fixed rate
+    /// (--recovery-latency-factor).</summary>
+    public double RecoveryLatencyFactor { get; set; } = 1.5;
+
+    private static double ParseLatencyFactor(string text)
+        => text == "fixed" ? 0 : double.Parse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture);
+
+    private static string? LatencyFactorCheck(string text)
+        => text == "fixed" || (double.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double factor) && factor > 1 && factor <= 100)
+            ? null
+            : $"'{text}' is not a factor: give a number more than 1 and at most 100 (e.g. 1.5, 3) or fixed";
 
     /// <summary>Extents an owner copies at once per volume in a rebuild (--rebuild-parallel).</summary>
     public int RebuildParallel { get; set; } = 4;
