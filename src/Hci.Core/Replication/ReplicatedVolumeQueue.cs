@@ -518,6 +518,7 @@ internal sealed unsafe class ReplicatedVolumeQueue : BlockQueue, IReplicaComplet
 
         var targets = _volume.FlushTargets;
         ulong epoch = _volume.Epoch;
+        op.FlushTargets = targets;
         op.Pending = targets.Length;
         if (targets.Length == 0)
         {
@@ -552,7 +553,7 @@ internal sealed unsafe class ReplicatedVolumeQueue : BlockQueue, IReplicaComplet
         }
         else if (status != ReplicaStatus.Ok)
         {
-            var t = _volume.FlushTargets[target];
+            var t = op.FlushTargets[target];
             op.Failures.Add(new OpFailure(-1, -1, status, t.NodeId, t.Device));
         }
 

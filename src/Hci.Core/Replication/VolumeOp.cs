@@ -22,6 +22,10 @@ internal sealed unsafe class VolumeOp : IDisposable
     public readonly List<OpFailure> Failures = new(8);
     public bool Fenced;
     public bool Counted;
+
+    // A flush's targets as it sent them: the volume's list is replaced when replica sets change, and an answer's
+    // position (its tag) means a replica only in the list it was sent from.
+    public ReplicaTarget[] FlushTargets = [];
     public long StartTicks;
     public uint* Checksums;
     public int Result;
@@ -35,6 +39,7 @@ internal sealed unsafe class VolumeOp : IDisposable
         Failures.Clear();
         Fenced = false;
         Counted = false;
+        FlushTargets = [];
         Result = 0;
         Error = BlockError.None;
         Array.Clear(Parts);

@@ -244,6 +244,36 @@ public sealed class ReplicaMoveTests
     }
 
     [Fact]
+    public async Task AFlushThatFailsOnAReplicaAfterAMoveChangedTheFlushTargetsIsChargedToThatReplica()
+    {
+        using var cluster = await InProcessReplicaCluster.StartAsync(4);
+        var control = new MemoryVolumeControl(cluster.Placement(3));
+        await using var volume = await Open(cluster, control);
+        await volume.WriteAsync(0, Pattern((int)ExtentSize, 12));
+
+        // A flush is sent to node1, node2 and node3 (the third target); node3's answer is held.
+        cluster.Connector.HoldFlushes("node3", true);
+        var flush = volume.FlushAsync().AsTask();
+        await Deadline.WaitUntilAsync(() => cluster.Connector.Held("node3") > 0, "the flush to node3 to be held");
+
+        // Meanwhile node3's replica moves to node4: the volume's flush targets become node1, node2, node4.
+        Assert.True(await volume.ReplaceReplicaAsync(0, Node3, Node4));
+        Assert.Equal(["node1", "node2", "node4"], control.Extents[0].Select(r => r.NodeId).ToArray());
+
+        // node3's flush then fails. It is node3's failure (no extent holds it now), not the third target's of today.
+        var marks = new ConcurrentQueue<(long Extent, int Replica, ReplicaState State)>();
+        control.BeforeStateChange = (extent, replica, state) => marks.Enqueue((extent, replica, state));
+        cluster.Connector.SetDown("node3", true);
+        cluster.Connector.HoldFlushes("node3", false);
+
+        // The held request goes at the channel's next poll: a read makes the volume's queue poll its channels.
+        await volume.ReadAsync(0, new byte[Block]);
+        await flush.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Empty(marks);
+        Assert.All(control.Extents[0], r => Assert.Equal(ReplicaState.InSync, r.State));
+    }
+
+    [Fact]
     public async Task AMoveCopiesNoFasterThanTheRecoveryRate()
     {
         using var cluster = await InProcessReplicaCluster.StartAsync(4);

@@ -22,8 +22,15 @@ public sealed class FaultyReplicaConnector(IReplicaConnector inner) : IReplicaCo
     /// released (they are sent at the channel's next poll after that).</summary>
     public void HoldBackground(string nodeId, bool hold) => Faults(nodeId).HoldBackground = hold;
 
+    /// <summary>Holds a node's flushes at the channel like <see cref="HoldBackground"/>; a held request released while
+    /// the node is down (<see cref="SetDown"/>) is answered unreachable.</summary>
+    public void HoldFlushes(string nodeId, bool hold) => Faults(nodeId).HoldFlushes = hold;
+
     /// <summary>Background requests held for a node now.</summary>
     public int HeldBackground(string nodeId) => Volatile.Read(ref Faults(nodeId).Held);
+
+    /// <summary>Requests held for a node now (background and flushes).</summary>
+    public int Held(string nodeId) => Volatile.Read(ref Faults(nodeId).Held);
 
     /// <summary>Requests that reached a node (not counting those answered unreachable).</summary>
     public long Delivered(string nodeId, ReplicaOperation operation) => Interlocked.Read(ref Faults(nodeId).Counts[(int)operation]);
@@ -40,6 +47,7 @@ public sealed class FaultyReplicaConnector(IReplicaConnector inner) : IReplicaCo
     {
         public volatile bool Down;
         public volatile bool HoldBackground;
+        public volatile bool HoldFlushes;
         public int Held;
         public readonly long[] Counts = new long[16];
         public readonly long[] Bytes = new long[16];
@@ -64,7 +72,7 @@ public sealed class FaultyReplicaConnector(IReplicaConnector inner) : IReplicaCo
                 return;
             }
 
-            if (faults.HoldBackground && request.Class == IoClass.Background)
+            if (Holds(request))
             {
                 _held.Enqueue(request);
                 Interlocked.Increment(ref faults.Held);
@@ -73,6 +81,9 @@ public sealed class FaultyReplicaConnector(IReplicaConnector inner) : IReplicaCo
 
             Send(request);
         }
+
+        private bool Holds(ReplicaRequest request)
+            => (faults.HoldBackground && request.Class == IoClass.Background) || (faults.HoldFlushes && request.Operation == ReplicaOperation.Flush);
 
         private void Send(ReplicaRequest request)
         {
@@ -83,10 +94,18 @@ public sealed class FaultyReplicaConnector(IReplicaConnector inner) : IReplicaCo
 
         public override int Poll()
         {
-            while (!faults.HoldBackground && _held.TryDequeue(out var held))
+            while (_held.TryPeek(out var held) && !Holds(held))
             {
+                _held.Dequeue();
                 Interlocked.Decrement(ref faults.Held);
-                Send(held);
+                if (faults.Down)
+                {
+                    _refused.Enqueue(held);
+                }
+                else
+                {
+                    Send(held);
+                }
             }
 
             int done = 0;
