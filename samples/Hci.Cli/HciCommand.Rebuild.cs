@@ -67,12 +67,13 @@ internal static partial class HciCommand
             w.WriteNumber("bytesTotal", r.BytesTotal);
             w.WriteNumber("bytesDone", r.BytesDone);
             w.WriteNumber("bytesPerSecond", Math.Round(r.BytesPerSecond));
-            if (Eta(r) is { } eta)
+            if (!Stalled(r, status.Now) && Eta(r) is { } eta)
             {
                 w.WriteNumber("etaSeconds", Math.Round(eta.TotalSeconds, 1));
             }
 
             w.WriteBoolean("finished", r.Finished);
+            w.WriteBoolean("stalled", Stalled(r, status.Now));
             w.WriteString("startedAt", r.StartedAt);
             w.WriteString("updatedAt", r.UpdatedAt);
             w.WriteEndObject();
@@ -115,7 +116,9 @@ internal static partial class HciCommand
             double fraction = r.BytesTotal <= 0 ? 1 : Math.Clamp((double)r.BytesDone / r.BytesTotal, 0, 1);
             string eta = Eta(r) is { } e ? DurationText.Format(e) : "unknown";
             string failed = r.ExtentsFailed > 0 ? $", {r.ExtentsFailed} failed (retried)" : string.Empty;
-            string line = $"{r.ExtentsDone}/{r.ExtentsTotal} extents, {FormatSize(r.BytesDone)} of {FormatSize(r.BytesTotal)}, {rate} MB/s, ETA {eta}{failed}";
+            string line = Stalled(r, status.Now)
+                ? $"{r.ExtentsDone}/{r.ExtentsTotal} extents, {FormatSize(r.BytesDone)} of {FormatSize(r.BytesTotal)}; stalled: no report from its owner since {r.UpdatedAt:u} (the owner is down, or the volume was detached); it goes on when the volume is served again"
+                : $"{r.ExtentsDone}/{r.ExtentsTotal} extents, {FormatSize(r.BytesDone)} of {FormatSize(r.BytesTotal)}, {rate} MB/s, ETA {eta}{failed}";
             if (terminal)
             {
                 const int Width = 30;
@@ -133,6 +136,12 @@ internal static partial class HciCommand
             output.WriteLine($"volume {volume} is detached and has {extents} extents with replicas on down nodes: it is rebuilt when it is attached (hci volume attach {volume} --node ID).");
         }
     }
+
+    // An owner reports its rebuild once a second: a record this much older was left by an owner that stopped (killed,
+    // or the volume detached), and its rate and ETA mean nothing now.
+    private static readonly TimeSpan StalledAfter = TimeSpan.FromSeconds(15);
+
+    private static bool Stalled(RebuildProgress r, DateTimeOffset now) => !r.Finished && now - r.UpdatedAt > StalledAfter;
 
     private static string Off(RebuildProgress r) => r.LostNodes.Count == 0 ? string.Empty : $", off {string.Join(",", r.LostNodes)}";
 

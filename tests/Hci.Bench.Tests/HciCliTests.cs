@@ -209,7 +209,7 @@ public sealed class HciCliTests : IDisposable
             var catalog = new ClusterCatalog(store);
             foreach (var (volume, done, total, rate) in new[] { ("over", 10L << 30, 1L << 30, 1e6), ("negative", -5L, 1L << 30, 1e6), ("tiny-rate", 0L, 1L << 30, 1e-300) })
             {
-                await catalog.PutRebuildProgressAsync(new RebuildProgress { Volume = volume, Owner = "node1", ExtentsTotal = 1, BytesDone = done, BytesTotal = total, BytesPerSecond = rate });
+                await catalog.PutRebuildProgressAsync(new RebuildProgress { Volume = volume, Owner = "node1", ExtentsTotal = 1, BytesDone = done, BytesTotal = total, BytesPerSecond = rate, UpdatedAt = DateTimeOffset.UtcNow });
             }
         }
 
@@ -218,6 +218,42 @@ public sealed class HciCliTests : IDisposable
         Assert.Contains("rebuild over (owner node1): 100.0%", output);
         Assert.Contains("rebuild negative (owner node1): 0.0%", output);
         Assert.Contains("ETA unknown", output);
+    }
+
+    [Fact]
+    public async Task ClusterStatusShowsARebuildWhoseOwnerStoppedReportingAsStalledWithoutAnEta()
+    {
+        await RegisterNodesAsync(2);
+        Assert.Equal(0, (await Hci("volume", "create", "v", "--size", "1G", "--replicas", "2")).Code);
+        Assert.Equal(0, (await Hci("volume", "create", "w", "--size", "1G", "--replicas", "2")).Code);
+        var started = DateTimeOffset.UtcNow - TimeSpan.FromMinutes(5);
+        await using (var store = LocalClusterStore.Open(_dir))
+        {
+            var catalog = new ClusterCatalog(store);
+
+            // v's owner was killed a minute ago in the middle of its rebuild; w's reported a second ago.
+            await catalog.PutRebuildProgressAsync(new RebuildProgress { Volume = "v", Owner = "node1", ExtentsTotal = 8, ExtentsDone = 3, BytesTotal = 8L << 22, BytesDone = 3L << 22, BytesPerSecond = 4e6, StartedAt = started, UpdatedAt = DateTimeOffset.UtcNow - TimeSpan.FromMinutes(1) });
+            await catalog.PutRebuildProgressAsync(new RebuildProgress { Volume = "w", Owner = "node2", ExtentsTotal = 8, ExtentsDone = 3, BytesTotal = 8L << 22, BytesDone = 3L << 22, BytesPerSecond = 4e6, StartedAt = started, UpdatedAt = DateTimeOffset.UtcNow });
+        }
+
+        var (code, output, error) = await Hci("cluster", "status");
+        Assert.True(code == 0, error);
+        var v = Assert.Single(output.Split('\n'), l => l.StartsWith("rebuild v ", StringComparison.Ordinal));
+        Assert.Contains("3/8 extents", v);
+        Assert.Contains("stalled: no report from its owner since", v);
+        Assert.DoesNotContain("ETA", v);
+        var w = Assert.Single(output.Split('\n'), l => l.StartsWith("rebuild w ", StringComparison.Ordinal));
+        Assert.Contains("ETA 5s", w);
+        Assert.DoesNotContain("stalled", w);
+
+        (code, output, error) = await Hci("cluster", "status", "--json");
+        Assert.True(code == 0, error);
+        using var json = System.Text.Json.JsonDocument.Parse(output);
+        var rebuilds = json.RootElement.GetProperty("rebuilds").EnumerateArray().ToDictionary(r => r.GetProperty("volume").GetString()!);
+        Assert.True(rebuilds["v"].GetProperty("stalled").GetBoolean());
+        Assert.False(rebuilds["v"].TryGetProperty("etaSeconds", out _));
+        Assert.False(rebuilds["w"].GetProperty("stalled").GetBoolean());
+        Assert.Equal(5.2, rebuilds["w"].GetProperty("etaSeconds").GetDouble());
     }
 
     [Fact]
