@@ -18,12 +18,14 @@ internal sealed partial class ClusterNode
     private static readonly TimeSpan RebuildCheckInterval = TimeSpan.FromSeconds(1);
     private static readonly TimeSpan ProgressInterval = TimeSpan.FromSeconds(1);
     private static readonly TimeSpan BalanceInterval = TimeSpan.FromSeconds(10);
+    private static readonly TimeSpan SweepInterval = TimeSpan.FromMinutes(1);
 
     // The rebuild or rebalance of each attached volume that has one running, and what stops it (a detach, the node's end).
     private readonly Dictionary<string, (Task Task, CancellationTokenSource Stop)> _rebuilds = [];
     private readonly HashSet<string> _announcedDown = [];
     private long _nextRebuildCheck;
     private long _nextBalance;
+    private long _nextSweep;
 
     // Called from the node's loop: records down nodes, and starts a rebuild of every attached volume that holds a
     // replica on a node that has been down past the interval.
@@ -64,6 +66,13 @@ internal sealed partial class ClusterNode
             _nextBalance = now + (long)(BalanceInterval.TotalSeconds * Stopwatch.Frequency);
         }
 
+        // With every node up, now and then: free the slots moves left on stores that were away (see SweepAsync).
+        bool sweep = balance && now >= _nextSweep;
+        if (sweep)
+        {
+            _nextSweep = now + (long)(SweepInterval.TotalSeconds * Stopwatch.Frequency);
+        }
+
         if (lost.Count == 0 && draining.Count == 0 && !balance)
         {
             return;
@@ -82,7 +91,16 @@ internal sealed partial class ClusterNode
             if (moveAway || balance)
             {
                 var stop = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
-                _rebuilds[name] = (Task.Run(() => RebuildVolumeAsync(name, volume, lost, draining, exclude, rebalance: !moveAway, stop.Token), CancellationToken.None), stop);
+                bool sweepThis = sweep && !moveAway;
+                _rebuilds[name] = (Task.Run(async () =>
+                {
+                    if (sweepThis)
+                    {
+                        await SweepAsync(name, volume, stop.Token).ConfigureAwait(false);
+                    }
+
+                    await RebuildVolumeAsync(name, volume, lost, draining, exclude, rebalance: !moveAway, stop.Token).ConfigureAwait(false);
+                }, CancellationToken.None), stop);
             }
         }
     }
@@ -96,6 +114,35 @@ internal sealed partial class ClusterNode
             await rebuild.Stop.CancelAsync().ConfigureAwait(false);
             await rebuild.Task.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
             rebuild.Stop.Dispose();
+        }
+    }
+
+    // A store that was away (down, cut off) while a move took a replica off it keeps that replica's slot: the drop
+    // could not reach it. With every node up, the owner asks each store which extents of the volume it holds and
+    // frees those whose sets no longer include it (ReplicatedVolume.DropOrphanSlotsAsync, moves held off per extent).
+    private async Task SweepAsync(string name, ReplicatedVolume volume, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var map = await _catalog!.GetMapAsync(cancellationToken).ConfigureAwait(false);
+            foreach (var device in map.Devices.Where(d => map.FindNode(d.NodeId) is { Alive: true }))
+            {
+                try
+                {
+                    await volume.DropOrphanSlotsAsync(device.NodeId, device.Index, cancellationToken).ConfigureAwait(false);
+                }
+                catch (ReplicationException e)
+                {
+                    SampleLog.NodeSyncFailed(_logger, NodeId, $"freeing orphaned slots of {name} on {device.Id}: {e.Message}");
+                }
+            }
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+        }
+        catch (Exception e) when (e is ClusterStoreException or ClusterCatalogException)
+        {
+            SampleLog.NodeSyncFailed(_logger, NodeId, $"freeing orphaned slots of {name}: {e.Message}");
         }
     }
 

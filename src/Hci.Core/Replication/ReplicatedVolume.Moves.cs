@@ -1,4 +1,6 @@
+using System.Buffers.Binary;
 using System.Diagnostics.Metrics;
+using Hci.Core.Blocks;
 using Hci.Core.Cluster;
 
 namespace Hci.Core.Replication;
@@ -348,12 +350,125 @@ public sealed partial class ReplicatedVolume
         }
     }
 
-    // Called while a move or removal holds the gate (it enters before its first await): a detach waits for the drop.
-    private async Task DropSlotAsync(long extent, ReplicaTarget target)
+    /// <summary>
+    /// Frees the slots that a replica store holds for this volume's extents and that their replica sets no longer
+    /// include: those of a node that comes back after its replicas were rebuilt elsewhere, or a slot drop that did not
+    /// reach its store. Each extent is checked and freed with its moves held off, so a replica that joins a set is never
+    /// freed; extents this owner has not allocated are left alone.
+    /// </summary>
+    /// <param name="nodeId">The node whose store is swept.</param>
+    /// <param name="device">The store's device index on that node.</param>
+    /// <param name="cancellationToken">Cancels the sweep (slots freed so far stay free).</param>
+    /// <returns>How many slots were freed; 0 when the volume is fenced or detaching.</returns>
+    /// <exception cref="ReplicationException">The store could not be asked, or answered a list no volume of this
+    /// size has.</exception>
+    public async Task<int> DropOrphanSlotsAsync(string nodeId, int device, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(nodeId);
+        if (IsFenced || !_moves.TryEnter())
+        {
+            return 0;
+        }
+
+        try
+        {
+            int freed = 0;
+            var target = new ReplicaTarget(nodeId, device, ReplicaState.InSync);
+            foreach (long extent in await ListStoredExtentsAsync(target).ConfigureAwait(false))
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                var state = TryGetExtent(extent);
+                if (state?.View == null || IndexOf(state.View, target) >= 0 || Interlocked.CompareExchange(ref state.Moving, 1, 0) != 0)
+                {
+                    continue; // not allocated here, still a replica, or a move runs (the next sweep looks again)
+                }
+
+                try
+                {
+                    if (IndexOf(state.View!, target) < 0 && await DropSlotAsync(extent, target).ConfigureAwait(false))
+                    {
+                        freed++;
+                    }
+                }
+                finally
+                {
+                    Volatile.Write(ref state.Moving, 0);
+                }
+            }
+
+            if (freed > 0)
+            {
+                ReplicationLog.OrphansDropped(Log.Logger, Name, nodeId, device, freed);
+            }
+
+            return freed;
+        }
+        finally
+        {
+            _moves.Exit();
+        }
+    }
+
+    // The extents a store holds slots for, of this volume (indices checked against its size).
+    private async Task<List<long>> ListStoredExtentsAsync(ReplicaTarget target)
+    {
+        int capacity = 64 * 1024;
+        while (true)
+        {
+            var buffer = new NativeBuffer(capacity);
+            try
+            {
+                var request = NewRequest(ReplicaOperation.ListExtents, target.Device, 0, 0, 0);
+                request.Class = IoClass.Background;
+                buffer.AddTo(request);
+                var answer = await _lane.ExecuteAsync(target.NodeId, request).ConfigureAwait(false);
+                var status = answer.Status;
+                int count = answer.Result;
+                answer.Dispose();
+                if (status != ReplicaStatus.Ok || count < 0)
+                {
+                    throw new ReplicationException($"Volume '{Name}': replica store {target.NodeId}/{target.Device} did not list its extents ({status}).");
+                }
+
+                if ((long)count * 8 > capacity)
+                {
+                    // A store holds at most one slot per extent of the volume: more is a broken or hostile answer.
+                    if (count > _extents.Length)
+                    {
+                        throw new ReplicationException($"Volume '{Name}': replica store {target.NodeId}/{target.Device} listed {count} extents, more than the volume's {_extents.Length}.");
+                    }
+
+                    capacity = (int)((long)count * 8);
+                    continue;
+                }
+
+                var list = new List<long>(count);
+                var span = buffer.Span;
+                for (int i = 0; i < count; i++)
+                {
+                    long extent = BinaryPrimitives.ReadInt64LittleEndian(span[(i * 8)..]);
+                    if ((ulong)extent < (ulong)_extents.Length)
+                    {
+                        list.Add(extent);
+                    }
+                }
+
+                return list;
+            }
+            finally
+            {
+                buffer.Dispose();
+            }
+        }
+    }
+
+    // Called while a move, removal or sweep holds the gate (it enters before its first await): a detach waits for the
+    // drop. True when the store freed the slot.
+    private async Task<bool> DropSlotAsync(long extent, ReplicaTarget target)
     {
         if (!_moves.TryEnterNested())
         {
-            return;
+            return false;
         }
 
         try
@@ -363,10 +478,12 @@ public sealed partial class ReplicatedVolume
             var status = answer.Status;
             answer.Dispose();
             ReplicationLog.SlotDropped(Log.Logger, Name, extent, target.NodeId, target.Device, status.ToString());
+            return status == ReplicaStatus.Ok;
         }
         catch (Exception e)
         {
             Log.ControlFailed(Name, $"freeing extent {extent} on {target.NodeId}/{target.Device}: {e.Message}");
+            return false;
         }
         finally
         {

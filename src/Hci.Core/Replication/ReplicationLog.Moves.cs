@@ -16,4 +16,7 @@ internal static partial class ReplicationLog
 
     [LoggerMessage(EventId = 1233, Level = LogLevel.Debug, Message = "Volume {Volume}: freeing extent {Extent} on {Node}/{Device} after it left the record: {Status}", EventName = "SlotDropped")]
     public static partial void SlotDropped(ILogger logger, string volume, long extent, string node, int device, string status);
+
+    [LoggerMessage(EventId = 1234, Level = LogLevel.Information, Message = "Volume {Volume}: freed {Slots} slots on {Node}/{Device} that no replica set of it includes any more (left by moves while that store was away)", EventName = "OrphanSlotsDropped")]
+    public static partial void OrphansDropped(ILogger logger, string volume, string node, int device, int slots);
 }

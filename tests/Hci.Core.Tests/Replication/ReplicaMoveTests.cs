@@ -274,6 +274,45 @@ public sealed class ReplicaMoveTests
     }
 
     [Fact]
+    public async Task ASweepFreesTheSlotsOfExtentsWhoseSetsLeftAStoreAndKeepsEveryReplicasSlot()
+    {
+        using var cluster = await InProcessReplicaCluster.StartAsync(4);
+        var control = new MemoryVolumeControl(cluster.Placement(3));
+        await using var volume = await Open(cluster, control);
+        for (int e = 0; e < 4; e++)
+        {
+            await volume.WriteAsync(e * ExtentSize, Pattern(Block, 20 + e));
+        }
+
+        Assert.True(await volume.ReplaceReplicaAsync(0, Node3, Node4));
+        var node3 = cluster.Node("node3").Stores[0];
+        await Deadline.WaitUntilAsync(() => node3.FindSlot(VolumeId, 0, out _) < 0, "node3's slot of extent 0 to be freed after the move");
+
+        // As if node3 had been away when that slot was to be freed: it holds extent 0 again, outside extent 0's set.
+        using (var probe = new ReplicaProbe(cluster.Connector, "node3"))
+        {
+            Assert.Equal(ReplicaStatus.Ok, probe.Write(VolumeId, 0, 0, Pattern(Block, 30)));
+        }
+
+        Assert.True(node3.FindSlot(VolumeId, 0, out _) >= 0);
+        var kept = control.Extents.Where(e => e.Value.Any(r => r.NodeId == "node3")).Select(e => e.Key).ToArray();
+        Assert.NotEmpty(kept);
+
+        Assert.Equal(1, await volume.DropOrphanSlotsAsync("node3", 0));
+        Assert.True(node3.FindSlot(VolumeId, 0, out _) < 0, "the orphaned slot is still there");
+        Assert.All(kept, e => Assert.True(node3.FindSlot(VolumeId, e, out _) >= 0, $"node3's replica of extent {e} lost its slot"));
+
+        // Nothing else is an orphan: a second sweep, and one of a node that holds only replicas, free nothing.
+        Assert.Equal(0, await volume.DropOrphanSlotsAsync("node3", 0));
+        Assert.Equal(0, await volume.DropOrphanSlotsAsync("node1", 0));
+        AssertReplicasIdentical(cluster, 0, ["node1", "node2", "node4"]);
+        foreach (var e in kept)
+        {
+            AssertReplicasIdentical(cluster, e, [.. control.Extents[e].Select(r => r.NodeId)]);
+        }
+    }
+
+    [Fact]
     public async Task AMoveCopiesNoFasterThanTheRecoveryRate()
     {
         using var cluster = await InProcessReplicaCluster.StartAsync(4);
