@@ -105,6 +105,14 @@ public sealed unsafe partial class ReplicaStore
         lock (_sync)
         {
             bool known = _volumes.TryGetValue(volume, out int e);
+            if (!known && r.Operation == ReplicaOperation.ListExtents)
+            {
+                // A store that never saw the volume holds none of its extents. Asking must not make it known: an owner
+                // asks every store when it looks for orphaned slots, and each volume the store knows takes an entry of
+                // its volume table and a durable metadata write.
+                return ReplicaStatus.Ok;
+            }
+
             ulong current = known ? _volumeEpoch[e] : 0;
             if (epoch < current)
             {

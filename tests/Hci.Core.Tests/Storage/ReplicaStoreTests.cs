@@ -423,6 +423,26 @@ public sealed unsafe class ReplicaStoreTests
     }
 
     [Fact]
+    public void ListingTheExtentsOfAVolumeTheStoreNeverSawTakesNoEntryOfItsVolumeTable()
+    {
+        using var device = new MemoryBlockDevice(8L << 20);
+        using var store = StoreHarness.Format(device, maxVolumes: 2);
+        using var h = new StoreHarness(store);
+        Assert.Equal(ReplicaStatus.Ok, h.Simple(ReplicaOperation.Fence, 1, epoch: 1));
+        foreach (ulong unknown in new ulong[] { 3, 4, 5 })
+        {
+            var r = h.Prepare(ReplicaOperation.ListExtents, unknown, 0, 0, 64, epoch: 7);
+            Assert.Equal(ReplicaStatus.Ok, h.Run(r));
+            Assert.Equal(0, r.Result);
+            Assert.Equal(0UL, store.GetEpoch(unknown));
+        }
+
+        // The second entry is still free, and the list fenced nothing: an older epoch is taken.
+        Assert.Equal(ReplicaStatus.Ok, h.Simple(ReplicaOperation.Fence, 3, epoch: 2));
+        Assert.Equal(2UL, store.GetEpoch(3));
+    }
+
+    [Fact]
     public void AFullVolumeTableAnswersNoSpace()
     {
         using var device = new MemoryBlockDevice(8L << 20);
@@ -485,7 +505,7 @@ public sealed unsafe class ReplicaStoreTests
             Assert.Equal(ReplicaStatus.Ok, h.Simple(ReplicaOperation.DropVolume, 5));
             Assert.Equal(1, store.AllocatedExtents);
             Assert.Equal(0UL, store.GetEpoch(5));
-            r = h.Prepare(ReplicaOperation.ListExtents, 5, 0, 0, 64, epoch: 0); // (a newer epoch would make the store know the volume again)
+            r = h.Prepare(ReplicaOperation.ListExtents, 5, 0, 0, 64, epoch: 0); // the store no longer knows the volume
             Assert.Equal(ReplicaStatus.Ok, h.Run(r));
             Assert.Equal(0, r.Result);
         }
