@@ -129,7 +129,23 @@ public sealed partial class ReplicatedVolume
         ReplicationLog.Attached(Log.Logger, Name, Epoch, regions, bytes);
     }
 
-    private async Task ReadDirtyRegionsAsync(ReplicaTarget target, Dictionary<long, ulong> dirty)
+    private Task ReadDirtyRegionsAsync(ReplicaTarget target, Dictionary<long, ulong> dirty) =>
+        ListAsync(target, ReplicaOperation.GetDirtyRegions, 16, "its activity log", "cannot reconcile. Check the node and attach again.", (entries, count) =>
+        {
+            for (int i = 0; i < count; i++)
+            {
+                long extent = BinaryPrimitives.ReadInt64LittleEndian(entries[(i * 16)..]);
+                ulong mask = BinaryPrimitives.ReadUInt64LittleEndian(entries[((i * 16) + 8)..]);
+                dirty[extent] = dirty.GetValueOrDefault(extent) | mask;
+            }
+        });
+
+    private delegate void ListReader(ReadOnlySpan<byte> entries, int count);
+
+    // Asks a store for one of its lists of this volume (entries of entryBytes each), growing the buffer to the count
+    // it answers. A store lists at most one entry per extent of the volume: more is a broken or hostile answer, which
+    // must not make the owner grow its buffer (or loop) without end.
+    private async Task ListAsync(ReplicaTarget target, ReplicaOperation operation, int entryBytes, string what, string otherwise, ListReader read)
     {
         int capacity = DirtyBufferBytes;
         while (true)
@@ -137,39 +153,30 @@ public sealed partial class ReplicatedVolume
             var buffer = new NativeBuffer(capacity);
             try
             {
-                var request = NewRequest(ReplicaOperation.GetDirtyRegions, target.Device, 0, 0, 0);
+                var request = NewRequest(operation, target.Device, 0, 0, 0);
                 request.Class = IoClass.Background;
                 buffer.AddTo(request);
                 var answer = await _lane.ExecuteAsync(target.NodeId, request).ConfigureAwait(false);
                 var status = answer.Status;
                 int count = answer.Result;
                 answer.Dispose();
-                if (status != ReplicaStatus.Ok)
+                if (status != ReplicaStatus.Ok || count < 0)
                 {
-                    throw new ReplicationException($"Volume '{Name}': replica {target.NodeId}/{target.Device} did not list its activity log ({status}); cannot reconcile. Check the node and attach again.");
+                    throw new ReplicationException($"Volume '{Name}': replica {target.NodeId}/{target.Device} did not list {what} ({status}); {otherwise}");
                 }
 
-                if ((long)count * 16 > capacity)
+                if ((long)count * entryBytes > capacity)
                 {
-                    // A replica lists at most one entry per extent of the volume; more is a broken or hostile answer,
-                    // which must not make the attach grow its buffer (or loop) without end.
-                    if (count > _extents.Length || (long)count * 16 > 64L << 20)
+                    if (count > _extents.Length || (long)count * entryBytes > 64L << 20)
                     {
-                        throw new ReplicationException($"Volume '{Name}': replica {target.NodeId}/{target.Device} listed {count} extents in its activity log, more than the volume's {_extents.Length}; check that node's store.");
+                        throw new ReplicationException($"Volume '{Name}': replica {target.NodeId}/{target.Device} answered {count} entries for {what}, more than the volume's {_extents.Length} extents; check that node's store.");
                     }
 
-                    capacity = (int)((long)count * 16);
+                    capacity = (int)((long)count * entryBytes);
                     continue;
                 }
 
-                var span = buffer.Span;
-                for (int i = 0; i < count; i++)
-                {
-                    long extent = BinaryPrimitives.ReadInt64LittleEndian(span[(i * 16)..]);
-                    ulong mask = BinaryPrimitives.ReadUInt64LittleEndian(span[((i * 16) + 8)..]);
-                    dirty[extent] = dirty.GetValueOrDefault(extent) | mask;
-                }
-
+                read(buffer.Span, count);
                 return;
             }
             finally

@@ -412,54 +412,19 @@ public sealed partial class ReplicatedVolume
     // The extents a store holds slots for, of this volume (indices checked against its size).
     private async Task<List<long>> ListStoredExtentsAsync(ReplicaTarget target)
     {
-        int capacity = 64 * 1024;
-        while (true)
+        var list = new List<long>();
+        await ListAsync(target, ReplicaOperation.ListExtents, 8, "its extents", "its orphaned slots stay until the next sweep.", (entries, count) =>
         {
-            var buffer = new NativeBuffer(capacity);
-            try
+            for (int i = 0; i < count; i++)
             {
-                var request = NewRequest(ReplicaOperation.ListExtents, target.Device, 0, 0, 0);
-                request.Class = IoClass.Background;
-                buffer.AddTo(request);
-                var answer = await _lane.ExecuteAsync(target.NodeId, request).ConfigureAwait(false);
-                var status = answer.Status;
-                int count = answer.Result;
-                answer.Dispose();
-                if (status != ReplicaStatus.Ok || count < 0)
+                long extent = BinaryPrimitives.ReadInt64LittleEndian(entries[(i * 8)..]);
+                if ((ulong)extent < (ulong)_extents.Length)
                 {
-                    throw new ReplicationException($"Volume '{Name}': replica store {target.NodeId}/{target.Device} did not list its extents ({status}).");
+                    list.Add(extent);
                 }
-
-                if ((long)count * 8 > capacity)
-                {
-                    // A store holds at most one slot per extent of the volume: more is a broken or hostile answer.
-                    if (count > _extents.Length)
-                    {
-                        throw new ReplicationException($"Volume '{Name}': replica store {target.NodeId}/{target.Device} listed {count} extents, more than the volume's {_extents.Length}.");
-                    }
-
-                    capacity = (int)((long)count * 8);
-                    continue;
-                }
-
-                var list = new List<long>(count);
-                var span = buffer.Span;
-                for (int i = 0; i < count; i++)
-                {
-                    long extent = BinaryPrimitives.ReadInt64LittleEndian(span[(i * 8)..]);
-                    if ((ulong)extent < (ulong)_extents.Length)
-                    {
-                        list.Add(extent);
-                    }
-                }
-
-                return list;
             }
-            finally
-            {
-                buffer.Dispose();
-            }
-        }
+        }).ConfigureAwait(false);
+        return list;
     }
 
     // Called while a move, removal or sweep holds the gate (it enters before its first await): a detach waits for the
