@@ -11,7 +11,7 @@ namespace Hci.Core.Replication;
 // Background I/O.
 public sealed partial class ReplicatedVolume
 {
-    private const int DirtyBufferBytes = 64 * 1024;
+    private const int ListBufferBytes = 64 * 1024;
 
     private long RegionSize => ExtentSize / ReplicaGeometry.RegionsPerExtent;
 
@@ -147,7 +147,7 @@ public sealed partial class ReplicatedVolume
     // must not make the owner grow its buffer (or loop) without end.
     private async Task ListAsync(ReplicaTarget target, ReplicaOperation operation, int entryBytes, string what, string otherwise, ListReader read)
     {
-        int capacity = DirtyBufferBytes;
+        int capacity = ListBufferBytes;
         while (true)
         {
             var buffer = new NativeBuffer(capacity);

@@ -378,13 +378,14 @@ public sealed partial class ReplicatedVolume
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 var state = TryGetExtent(extent);
-                if (state?.View == null || IndexOf(state.View, target) >= 0 || Interlocked.CompareExchange(ref state.Moving, 1, 0) != 0)
+                if (state?.View == null || Interlocked.CompareExchange(ref state.Moving, 1, 0) != 0)
                 {
-                    continue; // not allocated here, still a replica, or a move runs (the next sweep looks again)
+                    continue; // not allocated here, or a move runs (the next sweep looks again)
                 }
 
                 try
                 {
+                    // Read with moves held off: a replica joining the set is in the view before it has a slot.
                     if (IndexOf(state.View!, target) < 0 && await DropSlotAsync(extent, target).ConfigureAwait(false))
                     {
                         freed++;
