@@ -8,6 +8,13 @@ namespace Hci.Scheduling;
 /// throttled to a small share that adapts to the device's rate and the number of busy VMs, and their waiting
 /// I/O is released in batches. A VM never starves (a floor rate per VM and a bound on the delay added to any
 /// I/O), and when containers are idle VMs run as under FIFO. Background work gets what is left, above a floor.
+/// While containers press, VMs may also use the device slots the containers leave idle, as many at once as the
+/// containers' latency allows: a window that grows while the containers' latency stays within
+/// <see cref="HybridSchedulerOptions.ContainerLatencyTolerance"/> of its level with the window shut (the median of
+/// the last five measurements, taken again every half second) and halves when it does not; when even one VM I/O at
+/// a time costs the containers more than that, the window stays shut for twice as long each time (up to 64
+/// windows), so that VMs get a fraction of a slot. On a device with idle channels that is nearly all the device
+/// the containers leave; on one where every VM I/O slows the containers it is little beyond the VMs' share.
 /// </summary>
 /// <typeparam name="T">The caller's handle for an I/O.</typeparam>
 public sealed class HybridScheduler<T> : IoScheduler<T>
@@ -35,6 +42,30 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
     private int _rateBusyVms = -1;
     private double _rateDevice = -1;
 
+    // The slack window: VM I/Os allowed at the device on slots the containers leave idle, steered by the containers'
+    // latency in windows of at least SlackWindowCompletions completions and SlackWindowNs.
+    private const int SlackWindowCompletions = 256;
+    private const long SlackWindowNs = 4_000_000;
+    private const long BaselineEveryNs = 500_000_000;
+    private const int MaxSlack = 4096;
+    private const int MaxShutWindows = 64;
+    private readonly double _tolerance;
+    private int _vmAtDevice;
+    private int _slack;
+    private int _slackPeak;
+    private long _slackWindowStartNs = long.MinValue;
+    private double _slackWindowSumNs;
+    private int _slackWindowCount;
+    private double _baselineNs;
+    private long _baselineAtNs;
+    private int _shutLeft = 2; // shut at first: one window to settle, one to measure the containers' level
+    private int _shutWindows = 2;
+    private readonly double[] _levels = new double[5];
+    private int _levelNext;
+    private int _levelCount;
+    private int _shutFor = 1;
+    private int _slackBeforeShut;
+
     /// <summary>Creates the scheduler.</summary>
     /// <param name="options">Options; validated here.</param>
     public HybridScheduler(HybridSchedulerOptions options)
@@ -46,6 +77,7 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
         _holdNs = (long)options.PressureHold.TotalNanoseconds;
         _vms = new TenantTable<VmTenant>(tenant => new VmTenant(tenant, options.VmFloorIops, options.VmBatchSize));
         _backgroundFloor = new TokenBucket(options.BackgroundFloorIops, 1);
+        _tolerance = options.ContainerLatencyTolerance;
     }
 
     /// <inheritdoc/>
@@ -56,6 +88,9 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
 
     /// <summary>The device's completion rate as last measured, in I/Os per second.</summary>
     public double MeasuredDeviceRate => _deviceRate;
+
+    /// <summary>VM I/Os the scheduler now lets reach the device on slots containers leave idle while they press (0: none).</summary>
+    public int VmSlackWindow => _slack;
 
     /// <summary>True when containers press at <paramref name="nowNs"/>, so VMs are throttled.</summary>
     /// <param name="nowNs">The current time.</param>
@@ -171,6 +206,12 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
             return Take(_containers, out item, out io);
         }
 
+        // 4b. While containers press, VMs use the slots they leave idle, as many at once as the slack window allows.
+        if (pressing && _vmWaiting > 0 && _vmAtDevice < _slack)
+        {
+            return TakeVm(NextBusyVm(), out item, out io);
+        }
+
         // 5. VMs at full speed when containers are quiet: work-conserving.
         if (!pressing && _vmWaiting > 0)
         {
@@ -210,7 +251,7 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
 
         if (_vmWaiting > 0)
         {
-            if (!ContainersPressing(nowNs))
+            if (!ContainersPressing(nowNs) || _vmAtDevice < _slack)
             {
                 return nowNs;
             }
@@ -243,6 +284,11 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
             _containerOutstanding--;
             double latency = nowNs - io.EnqueuedNs;
             _containerLatencyNs = _containerLatencyNs == 0 ? latency : (_containerLatencyNs * 0.95) + (latency * 0.05);
+            CountForSlack(latency, nowNs);
+        }
+        else if (io.Class != IoClass.Background && _vmAtDevice > 0)
+        {
+            _vmAtDevice--;
         }
 
         // The device's rate over windows of 10 ms, smoothed: the base of the VMs' share.
@@ -265,7 +311,7 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
     /// <inheritdoc/>
     public override bool IsThrottled(int tenant, long nowNs)
     {
-        if (!ContainersPressing(nowNs) || !_vms.TryGet(tenant, out var vm))
+        if (!ContainersPressing(nowNs) || _vmAtDevice < _slack || !_vms.TryGet(tenant, out var vm))
         {
             return false;
         }
@@ -277,6 +323,104 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
     /// <param name="tenant">A VM tenant.</param>
     /// <returns>The count.</returns>
     public long BatchesReleased(int tenant) => _vms.TryGet(tenant, out var vm) ? vm.Batches : 0;
+
+    private void CountForSlack(double latencyNs, long nowNs)
+    {
+        if (_tolerance <= 0)
+        {
+            return;
+        }
+
+        if (_slackWindowStartNs == long.MinValue)
+        {
+            _slackWindowStartNs = nowNs;
+        }
+
+        _slackWindowSumNs += latencyNs;
+        if (++_slackWindowCount < SlackWindowCompletions || nowNs - _slackWindowStartNs < SlackWindowNs)
+        {
+            return;
+        }
+
+        double mean = _slackWindowSumNs / _slackWindowCount;
+        _slackWindowStartNs = nowNs;
+        _slackWindowSumNs = 0;
+        _slackWindowCount = 0;
+        if (_shutLeft > 0)
+        {
+            // Shut: the first window lets VM I/O already at the device finish, each later one measures the level.
+            // The level is the median of the last few such measurements, so that one stalled or lucky window
+            // (a preempted thread, a device hiccup) neither opens the VMs' way wide nor shuts it for long.
+            bool draining = _shutLeft == _shutWindows;
+            if (!draining)
+            {
+                _levels[_levelNext] = mean;
+                _levelNext = (_levelNext + 1) % _levels.Length;
+                _levelCount = Math.Min(_levelCount + 1, _levels.Length);
+                _baselineNs = Median(_levels.AsSpan(0, _levelCount));
+                _baselineAtNs = nowNs;
+            }
+
+            if (--_shutLeft == 0)
+            {
+                _slack = Math.Max(1, _slackBeforeShut);
+            }
+        }
+        else
+        {
+            // With the window open the containers' latency can only be at or above their level: a level above this
+            // window's mean was measured in a bad moment, so it gives way to the mean until the next measurement.
+            _baselineNs = Math.Min(_baselineNs, mean);
+            if (mean > _baselineNs * (1 + _tolerance))
+            {
+                if (_slack <= 1)
+                {
+                    // Even one VM I/O at a time costs the containers too much: stay shut longer each time it does
+                    // (a fraction of a slot, in time), up to MaxShutWindows.
+                    _shutFor = _slack == 1 ? Math.Min(_shutFor * 2, MaxShutWindows) : _shutFor;
+                    Shut(_shutFor, 0);
+                }
+                else
+                {
+                    _slack /= 2;
+                }
+            }
+            else
+            {
+                if (_slack == 1)
+                {
+                    _shutFor = 1;
+                }
+
+                if (_slackPeak >= _slack && mean <= _baselineNs * (1 + (_tolerance / 2)))
+                {
+                    _slack = Math.Min(MaxSlack, _slack + Math.Max(1, _slack / 4)); // grow only a window that was used
+                }
+
+                if (nowNs - _baselineAtNs >= BaselineEveryNs)
+                {
+                    Shut(1, _slack); // the containers' own level moves with their depth and the device: measure it again
+                }
+            }
+        }
+
+        _slackPeak = _vmAtDevice;
+    }
+
+    private void Shut(int windows, int reopenAt)
+    {
+        _slackBeforeShut = reopenAt;
+        _slack = 0;
+        _shutLeft = _shutWindows = windows + 1;
+    }
+
+    private static double Median(ReadOnlySpan<double> values)
+    {
+        Span<double> sorted = stackalloc double[values.Length];
+        values.CopyTo(sorted);
+        sorted.Sort();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
+    }
 
     private void UpdateVmRates()
     {
@@ -344,6 +488,11 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
     {
         var entry = vm.Queue.Dequeue();
         _vmWaiting--;
+        if (++_vmAtDevice > _slackPeak)
+        {
+            _slackPeak = _vmAtDevice;
+        }
+
         if (vm.Queue.Count == 0)
         {
             _busyVms--;

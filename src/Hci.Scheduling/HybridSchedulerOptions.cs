@@ -3,8 +3,16 @@ namespace Hci.Scheduling;
 /// <summary>Options of <see cref="HybridScheduler{T}"/>, the paper's VM/container scheduler.</summary>
 public sealed class HybridSchedulerOptions
 {
-    /// <summary>Container I/Os outstanding (waiting or at the device) from which containers count as pressing. <remarks>Default: 2.</remarks></summary>
-    public int ContainerPressureDepth { get; set; } = 2;
+    /// <summary>Container I/Os outstanding (waiting or at the device) from which containers count as pressing. <remarks>Default: 1.</remarks></summary>
+    public int ContainerPressureDepth { get; set; } = 1;
+
+    /// <summary>
+    /// How far the containers' mean latency may rise above its level with VMs held to their share (measured every
+    /// half second) while VMs use the device slots containers leave idle; past it the VMs' use of idle slots halves.
+    /// 0 keeps VMs to their share while containers press. A tolerance below the noise of the device's latency only
+    /// makes the scheduler more careful: VMs then get less of the idle slots. <remarks>Default: 0.03 (3%).</remarks>
+    /// </summary>
+    public double ContainerLatencyTolerance { get; set; } = 0.03;
 
     /// <summary>
     /// Container latency (moving average) above which containers count as pressing even at a lower depth.
@@ -46,6 +54,11 @@ public sealed class HybridSchedulerOptions
         if (ContainerPressureDepth < 1)
         {
             throw new ArgumentException($"ContainerPressureDepth must be at least 1 (was {ContainerPressureDepth}).");
+        }
+
+        if (ContainerLatencyTolerance < 0 || ContainerLatencyTolerance > 10 || double.IsNaN(ContainerLatencyTolerance))
+        {
+            throw new ArgumentException($"ContainerLatencyTolerance must be from 0 to 10 (was {ContainerLatencyTolerance}); 0.03 lets the containers' latency rise 3%.");
         }
 
         if (VmFloorIops <= 0 || double.IsNaN(VmFloorIops))

@@ -150,15 +150,13 @@ public sealed class SchedulerSimulationTests
         Assert.True(hybrid["c"].Iops >= 0.95 * solo["c"].Iops, $"QD{depth}: container {hybrid["c"].Iops:F0} vs solo {solo["c"].Iops:F0}");
     }
 
-    private const string IdleChannels = "Open (issue 12, item 2): the container's depth alone makes it press, so the VM is held to its share even while the device has idle channels; the total falls to 58-71% of FIFO's at QD 2-32 on this 46-channel model.";
-
     [Theory]
     [InlineData(1)]
-    [InlineData(2, Skip = IdleChannels)]
-    [InlineData(4, Skip = IdleChannels)]
-    [InlineData(8, Skip = IdleChannels)]
-    [InlineData(16, Skip = IdleChannels)]
-    [InlineData(32, Skip = IdleChannels)]
+    [InlineData(2)]
+    [InlineData(4)]
+    [InlineData(8)]
+    [InlineData(16)]
+    [InlineData(32)]
     [InlineData(64)]
     [InlineData(128)]
     public void HybridKeepsTheDevicesTotalAtNinetyPercentOfFifosAgainstAVmAtEveryDepth(int depth)
@@ -255,6 +253,67 @@ public sealed class SchedulerSimulationTests
         double small = VmIops(0.02);
         double large = VmIops(0.10);
         Assert.InRange(large / small, 4, 6);
+    }
+
+    [Theory]
+    [InlineData(0.0, 64, 64)] // the containers' latency does not depend on the VMs: the window opens to every VM I/O waiting
+    [InlineData(0.01, 1, 4)] // each VM I/O at the device costs the containers 1%: the window stays near the 3% tolerance
+    [InlineData(0.10, 1, 1)] // each costs 10%: the window shuts, and opens to one at a time between measurements
+    public void HybridOpensIdleSlotsToVmsAsFarAsTheContainersLatencyAllows(double costPerVmIo, int atLeast, int atMost)
+    {
+        // VMs get no share and no floor to speak of, so every VM I/O that reaches the device went through the slack
+        // window. A container I/O completes every 10 us with a latency of 100 us, plus costPerVmIo for every VM I/O
+        // at the device; VM I/Os complete after one step and 64 wait at all times.
+        var options = new HybridSchedulerOptions { VmFloorIops = 1, VmShareWhenPressed = 0, VmBatchSize = 1, MaxAddedDelay = TimeSpan.FromSeconds(100) };
+        var s = new HybridScheduler<object>(options);
+        var item = new object();
+        var atDevice = new Queue<IoDescriptor>();
+        int waiting = 0;
+        long now = 1_000_000_000;
+        int mostAtDevice = 0;
+        double latencySum = 0;
+        int latencyCount = 0;
+        for (int step = 0; step < 200_000; step++, now += 10_000)
+        {
+            int vmsBeside = atDevice.Count; // at the device beside the container I/O that completes in this step
+            while (atDevice.Count > 0)
+            {
+                s.OnCompleted(atDevice.Dequeue(), now);
+            }
+
+            for (; waiting < 64; waiting++)
+            {
+                s.Enqueue(item, new IoDescriptor(IoClass.Vm, 7, BlockOperation.Read, 0, 4096, now));
+            }
+
+            long latency = (long)(100_000 * (1 + (costPerVmIo * vmsBeside)));
+            var container = new IoDescriptor(IoClass.Container, 1, BlockOperation.Read, 0, 4096, now - latency);
+            s.Enqueue(item, container);
+            while (s.TryDequeue(now, out _, out var io))
+            {
+                if (io.Class == IoClass.Vm)
+                {
+                    atDevice.Enqueue(io);
+                    waiting--;
+                }
+            }
+
+            if (step >= 100_000)
+            {
+                mostAtDevice = Math.Max(mostAtDevice, atDevice.Count);
+                latencySum += latency;
+                latencyCount++;
+            }
+
+            s.OnCompleted(container, now);
+        }
+
+        Assert.InRange(mostAtDevice, atLeast, atMost);
+        if (costPerVmIo > 0)
+        {
+            double rise = (latencySum / latencyCount / 100_000) - 1;
+            Assert.True(rise <= options.ContainerLatencyTolerance, $"the containers' latency rose {rise:P1} on average, tolerance {options.ContainerLatencyTolerance:P0}");
+        }
     }
 
     [Theory]
