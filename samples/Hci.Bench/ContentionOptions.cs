@@ -29,6 +29,12 @@ internal sealed class ContentionOptions
 
     public int Rounds { get; set; } = 1;
 
+    /// <summary>The hybrid scheduler's container latency tolerance; null: its default.</summary>
+    public double? LatencyTolerance { get; set; }
+
+    /// <summary>The hybrid scheduler's container pressure depth; null: its default.</summary>
+    public int? PressureDepth { get; set; }
+
     public const string Description = """
         hci-bench contention: a container-class load (direct) and a VM-class load (with a per-I/O virtualization
         cost on both sides of each I/O) on one io_uring device, each alone and then together, under a scheduler.
@@ -42,12 +48,14 @@ internal sealed class ContentionOptions
         new("--filename", "PATH", "File or block device [default: a temporary file of --size]", (o, v) => o.FileName = v),
         new("--size", "BYTES", "Its size; suffixes k, m, g, t [default: 1g]", (o, v) => o.Size = BenchOptions.ParseBytes("size", v)),
         new("--runtime", "SECONDS", "Per phase (solo container, solo VM, together) [default: 5]", (o, v) => o.RuntimeSeconds = ParseRuntime(v)),
-        new("--iodepth", "N", "Queue depth of each load, 1 to 1024 [default: 32]", (o, v) => o.IoDepth = ParseDepth(v)),
+        new("--iodepth", "N", "Queue depth of each load, 1 to 1024 [default: 32]", (o, v) => o.IoDepth = ParseDepth("iodepth", v)),
         new("--scheduler", "fifo|limits|mclock|hybrid", "The scheduler both loads go through [default: hybrid]", (o, v) => o.Scheduler = ParseScheduler(v)),
         new("--vm-overhead-us", "US", "Virtualization cost added before and after each VM I/O, 0 to 1000000 [default: 16]", (o, v) => o.VmOverheadUs = ParseOverhead(v)),
         new("--bs", "BYTES", "Block size, a multiple of 512 up to 1 MiB [default: 4k]", (o, v) => o.BlockSize = ParseBlockSize(v)),
         new("--rounds", "N", "Repeat the three phases N times (1 to 100), alternating, and report medians [default: 1]", (o, v) => o.Rounds = ParseRounds(v)),
         new("--sweep", "0|1", "iodepth 1, 2, 4 ... 128: prints the paper's Fig. 6 table and writes CSV (alone: 1)", (o, v) => o.Sweep = BenchOptions.ParseBool("sweep", v), OptionalValue: true),
+        new("--latency-tolerance", "X", "Hybrid: how far VMs on idle slots may raise the container's latency, 0 to 10; 0 holds VMs to their share [default: 0.03]", (o, v) => o.LatencyTolerance = ParseTolerance(v)),
+        new("--pressure-depth", "N", "Hybrid: container I/Os outstanding from which VMs are held to their share, 1 to 1024 [default: 1]", (o, v) => o.PressureDepth = ParseDepth("pressure-depth", v)),
         new("--csv", "PATH", "Where --sweep writes [default: contention-SCHEDULER.csv]", (o, v) => o.CsvPath = v),
         new("--output-format", "normal|json", "The report's format [default: normal]", (o, v) => o.Json = ParseFormat(v)),
     ];
@@ -78,10 +86,10 @@ internal sealed class ContentionOptions
             ? rt
             : throw new BenchUsageException($"--runtime={runtime}: expected a positive number of seconds");
 
-    private static int ParseDepth(string depth) =>
+    private static int ParseDepth(string name, string depth) =>
         int.TryParse(depth, NumberStyles.None, CultureInfo.InvariantCulture, out int qd) && qd is >= 1 and <= 1024
             ? qd
-            : throw new BenchUsageException($"--iodepth={depth}: expected 1 to 1024");
+            : throw new BenchUsageException($"--{name}={depth}: expected 1 to 1024");
 
     private static SchedulerKind ParseScheduler(string text) => text switch
     {
@@ -96,6 +104,11 @@ internal sealed class ContentionOptions
         double.TryParse(overhead, NumberStyles.Float, CultureInfo.InvariantCulture, out double us) && us is >= 0 and <= 1_000_000
             ? us
             : throw new BenchUsageException($"--vm-overhead-us={overhead}: expected 0 to 1000000");
+
+    private static double ParseTolerance(string text) =>
+        double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double x) && x is >= 0 and <= 10
+            ? x
+            : throw new BenchUsageException($"--latency-tolerance={text}: expected 0 to 10 (0.03 lets the container's latency rise 3%)");
 
     private static int ParseBlockSize(string text)
     {

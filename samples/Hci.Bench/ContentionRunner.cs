@@ -36,6 +36,8 @@ internal static class ContentionRunner
             }
 
             var schedulerOptions = new SchedulerOptions { Kind = options.Scheduler };
+            schedulerOptions.Hybrid.ContainerLatencyTolerance = options.LatencyTolerance ?? schedulerOptions.Hybrid.ContainerLatencyTolerance;
+            schedulerOptions.Hybrid.ContainerPressureDepth = options.PressureDepth ?? schedulerOptions.Hybrid.ContainerPressureDepth;
             using var device = new ScheduledBlockDevice(inner, schedulerOptions, ownsInner: false);
             if (!options.Sweep)
             {

@@ -1,3 +1,4 @@
+using System.Globalization;
 using Hci.Core.Devices;
 using Hci.Samples.Shared;
 using Hci.Scheduling;
@@ -30,6 +31,11 @@ internal sealed class HybridOptions
 
     private static readonly Func<string, string?> s_schedulers = SampleCommandLine.OneOf("fifo", "limits", "mclock", "hybrid");
 
+    private static readonly Func<string, string?> s_tolerance = text =>
+        double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double x) && x is >= 0 and <= 10
+            ? null
+            : "expected a number from 0 to 10 (0.03 lets the containers' latency rise 3%; 0 keeps VMs to their share)";
+
     public List<string> VmSockets { get; } = [];
 
     public List<string> ContainerSockets { get; } = [];
@@ -41,6 +47,9 @@ internal sealed class HybridOptions
     public string IoEngine { get; set; } = "io_uring";
 
     public string Scheduler { get; set; } = "hybrid";
+
+    /// <summary>The hybrid scheduler's <see cref="HybridSchedulerOptions.ContainerLatencyTolerance"/>.</summary>
+    public double LatencyTolerance { get; set; } = new HybridSchedulerOptions().ContainerLatencyTolerance;
 
     public List<uint> ContainerUsers { get; } = [];
 
@@ -80,6 +89,9 @@ internal sealed class HybridOptions
         _ => SchedulerKind.Hybrid, // checked when read
     };
 
+    /// <summary>The scheduler's options from these settings.</summary>
+    public SchedulerOptions SchedulerOptions() => new() { Kind = SchedulerKind, Hybrid = { ContainerLatencyTolerance = LatencyTolerance } };
+
     /// <summary>The command line.</summary>
     public static SampleCommandLine CommandLine()
     {
@@ -90,6 +102,7 @@ internal sealed class HybridOptions
         cli.Text("--size", "Size", "SIZE", "Its size (k, m, g, t: powers of 1024); needed for a new file and for memory and null", SampleCommandLine.Size);
         cli.Text("--ioengine", "IoEngine", "io_uring|file|memory|null", "How the device is driven [default: io_uring]", s_engines);
         cli.Text("--scheduler", "Scheduler", "hybrid|fifo|limits|mclock", "hybrid: containers first, VMs throttled and batched while they press; fifo, limits or mclock for comparison [default: hybrid]", s_schedulers);
+        cli.Text("--latency-tolerance", "LatencyTolerance", "X", "hybrid: how far VM I/O on device slots the containers leave idle may raise the containers' latency, 0 to 10; 0 keeps VMs to their share while containers press [default: 0.03]", s_tolerance);
         cli.Repeatable("--container-allow", "ContainerAllow", "uid:N|gid:N", "A user or group admitted on the container sockets, checked with SO_PEERCRED at connect (repeatable) [default: only this process's own uid]", Peer);
         cli.Repeatable("--vm-allow", "VmAllow", "uid:N|gid:N", "The same for the VM sockets (repeatable) [default: anyone who can open them (mode 0600)]", Peer);
         cli.Text("--reactors", "Reactors", "N", "Data-plane threads shared by every socket, 1 to 64 [default: 1]", SampleCommandLine.WholeNumber(1, 64));
@@ -133,6 +146,9 @@ internal sealed class HybridOptions
             IoEngine = SampleCommandLine.Checked(c, "IoEngine", "--ioengine", s_engines) ?? "io_uring",
             Scheduler = SampleCommandLine.Checked(c, "Scheduler", "--scheduler", s_schedulers) ?? "hybrid",
             Reactors = SampleCommandLine.Int(c, "Reactors", "--reactors", 1, 64, 1),
+            LatencyTolerance = SampleCommandLine.Checked(c, "LatencyTolerance", "--latency-tolerance", s_tolerance) is { } tolerance
+                ? double.Parse(tolerance, NumberStyles.Float, CultureInfo.InvariantCulture)
+                : new HybridSchedulerOptions().ContainerLatencyTolerance,
             PollMicroseconds = SampleCommandLine.Int(c, "PollUs", "--poll-us", 0, 1_000_000, 32),
             Buffered = SampleCommandLine.Bool(c, "Buffered", "--buffered"),
             Verbose = SampleCommandLine.Bool(c, "Verbose", "--verbose"),

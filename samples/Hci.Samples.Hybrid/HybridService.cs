@@ -36,7 +36,7 @@ internal sealed class HybridService(HybridOptions options, ConsoleLogger logger)
                     VolumeAttached = volume =>
                     {
                         // The volume under the node's scheduler, a VM and a container socket on the shared reactors.
-                        var scheduled = new ScheduledBlockDevice(volume, new SchedulerOptions { Kind = options.SchedulerKind }, ownsInner: false);
+                        var scheduled = new ScheduledBlockDevice(volume, options.SchedulerOptions(), ownsInner: false);
                         string vm = Path.Combine(options.SocketDir!, volume.Name + ".vm.sock");
                         string ct = Path.Combine(options.SocketDir!, volume.Name + ".ct.sock");
                         var pair = new[] { Serve(scheduled, vm, IoClass.Vm, volume.Name), Serve(scheduled, ct, IoClass.Container, volume.Name) };
@@ -77,7 +77,7 @@ internal sealed class HybridService(HybridOptions options, ConsoleLogger logger)
                 var inner = BlockDevices.Open(
                     new BlockDeviceOptions { Engine = options.Engine, Path = options.Backing, Size = options.Size, Direct = !options.Buffered },
                     logger);
-                var device = new ScheduledBlockDevice(inner, new SchedulerOptions { Kind = options.SchedulerKind });
+                var device = new ScheduledBlockDevice(inner, options.SchedulerOptions());
                 _devices.Add(device);
                 foreach (var (socket, cls) in options.VmSockets.Select(s => (s, IoClass.Vm)).Concat(options.ContainerSockets.Select(s => (s, IoClass.Container))))
                 {

@@ -84,6 +84,11 @@ public sealed class ContentionTests(Xunit.Abstractions.ITestOutputHelper output)
     [InlineData("--iodepth=0", "expected 1 to 1024")]
     [InlineData("--vm-overhead-us=-1", "expected 0 to 1000000")]
     [InlineData("--runtime=0", "positive number of seconds")]
+    [InlineData("--latency-tolerance=-0.1", "expected 0 to 10")]
+    [InlineData("--latency-tolerance=NaN", "expected 0 to 10")]
+    [InlineData("--latency-tolerance=11", "expected 0 to 10")]
+    [InlineData("--pressure-depth=0", "--pressure-depth=0: expected 1 to 1024")]
+    [InlineData("--pressure-depth=1025", "--pressure-depth=1025: expected 1 to 1024")]
     public void BadContentionOptionsSayWhatToFix(string arg, string message)
     {
         var ex = Assert.Throws<BenchUsageException>(() => ContentionOptions.Parse([arg]));

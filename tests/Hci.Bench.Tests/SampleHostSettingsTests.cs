@@ -71,7 +71,7 @@ public sealed class SampleHostSettingsTests : IDisposable
 
         Assert.Equal(0, code);
         Assert.Contains("hci-bench contention [options]", output);
-        foreach (string flag in new[] { "--filename", "--size", "--runtime", "--iodepth", "--scheduler <fifo|limits|mclock|hybrid>", "--vm-overhead-us", "--bs", "--rounds", "--sweep", "--csv", "--output-format", "--config" })
+        foreach (string flag in new[] { "--filename", "--size", "--runtime", "--iodepth", "--scheduler <fifo|limits|mclock|hybrid>", "--vm-overhead-us", "--bs", "--rounds", "--latency-tolerance", "--pressure-depth", "--sweep", "--csv", "--output-format", "--config" })
         {
             Assert.Contains("  " + flag, output);
         }
@@ -176,6 +176,9 @@ public sealed class SampleHostSettingsTests : IDisposable
     [InlineData("Hci.Samples.HostType", "hci-hosttype.dll", new[] { "--config", "missing.json" }, "hci-hosttype: --config missing.json: The configuration file 'missing.json' was not found")]
     [InlineData("Hci.Samples.Hybrid", "hci-hybrid.dll", new[] { "--vm-socket", "v.sock", "--backing", "b.img", "--container-allow", "uid:alice" }, "hci-hybrid: --container-allow uid:alice: expected uid:N or gid:N (a number, e.g. uid:1000)")]
     [InlineData("Hci.Samples.Hybrid", "hci-hybrid.dll", new[] { "--data-dir", "d", "--node", "n1", "--device", "x.img:1g" }, "hci-hybrid: a cluster node needs --socket-dir DIR")]
+    [InlineData("Hci.Samples.Hybrid", "hci-hybrid.dll", new[] { "--vm-socket", "v.sock", "--backing", "b.img", "--latency-tolerance", "-1" }, "hci-hybrid: --latency-tolerance -1: expected a number from 0 to 10")]
+    [InlineData("Hci.Samples.Hybrid", "hci-hybrid.dll", new[] { "--vm-socket", "v.sock", "--backing", "b.img", "--latency-tolerance", "10.5" }, "hci-hybrid: --latency-tolerance 10.5: expected a number from 0 to 10")]
+    [InlineData("Hci.Samples.Hybrid", "hci-hybrid.dll", new[] { "--vm-socket", "v.sock", "--backing", "b.img", "--latency-tolerance", "NaN" }, "hci-hybrid: --latency-tolerance NaN: expected a number from 0 to 10")]
     [InlineData("Hci.Samples.HostType", "hci-hosttype.dll", new[] { "--data-dir", "d", "--node", "n1", "--device", "x.img:1g", "--recovery-latency-factor", "1" }, "hci-hosttype: --recovery-latency-factor 1: '1' is not a factor: give a number more than 1 and at most 100 (e.g. 1.5, 3) or fixed")]
     [InlineData("Hci.Samples.HostType", "hci-hosttype.dll", new[] { "--data-dir", "d", "--node", "n1", "--device", "x.img:1g", "--recovery-rate", "1k" }, "hci-hosttype: --recovery-rate 1k: '1k' is not a rate: give bytes per second of at least 4096 (e.g. 64M, 200M) or off")]
     [InlineData("Hci.Samples.VmType", "hci-vmtype.dll", new[] { "--iqn", "iqn.2026-01.org.example:t", "--size", "4m", "--ioengine", "memory" }, "hci-vmtype: no authentication: give --chap-user with --chap-secret-file (or HCI_CHAP_SECRET), or --insecure")]
