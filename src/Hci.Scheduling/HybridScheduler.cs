@@ -46,6 +46,8 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
     // latency in windows of at least SlackWindowCompletions completions and SlackWindowNs.
     private const int SlackWindowCompletions = 256;
     private const long SlackWindowNs = 4_000_000;
+    private const int SlackWindowFewCompletions = 32;
+    private const long SlackWindowLongNs = 50_000_000;
     private const long BaselineEveryNs = 500_000_000;
     private const int MaxSlack = 4096;
     private const int MaxShutWindows = 64;
@@ -54,6 +56,8 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
     private int _slack;
     private int _slackPeak;
     private long _slackWindowStartNs = long.MinValue;
+    private long _lastSlackWindowNs;
+    private long _lastContainerDoneNs = long.MinValue;
     private double _slackWindowSumNs;
     private int _slackWindowCount;
     private double _baselineNs;
@@ -114,6 +118,11 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
         switch (io.Class)
         {
             case IoClass.Container:
+                if (_containerOutstanding == 0 && _lastContainerDoneNs != long.MinValue && io.EnqueuedNs - _lastContainerDoneNs > BaselineEveryNs)
+                {
+                    ContainersBackAfterQuiet();
+                }
+
                 _containers.Enqueue((item, io));
                 _containerOutstanding++;
                 break;
@@ -284,6 +293,7 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
             _containerOutstanding--;
             double latency = nowNs - io.EnqueuedNs;
             _containerLatencyNs = _containerLatencyNs == 0 ? latency : (_containerLatencyNs * 0.95) + (latency * 0.05);
+            _lastContainerDoneNs = nowNs;
             CountForSlack(latency, nowNs);
         }
         else if (io.Class != IoClass.Background && _vmAtDevice > 0)
@@ -337,12 +347,17 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
         }
 
         _slackWindowSumNs += latencyNs;
-        if (++_slackWindowCount < SlackWindowCompletions || nowNs - _slackWindowStartNs < SlackWindowNs)
+        long elapsed = nowNs - _slackWindowStartNs;
+        ++_slackWindowCount;
+        bool closes = (_slackWindowCount >= SlackWindowCompletions && elapsed >= SlackWindowNs)
+            || (_slackWindowCount >= SlackWindowFewCompletions && elapsed >= SlackWindowLongNs); // light containers
+        if (!closes)
         {
             return;
         }
 
         double mean = _slackWindowSumNs / _slackWindowCount;
+        _lastSlackWindowNs = elapsed;
         _slackWindowStartNs = nowNs;
         _slackWindowSumNs = 0;
         _slackWindowCount = 0;
@@ -394,10 +409,10 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
 
                 if (_slackPeak >= _slack && mean <= _baselineNs * (1 + (_tolerance / 2)))
                 {
-                    _slack = Math.Min(MaxSlack, _slack + Math.Max(1, _slack / 4)); // grow only a window that was used
+                    _slack = Math.Min(MaxSlack, _slack + Math.Max(1, _slack / 4)); // grow only a window VMs filled
                 }
 
-                if (nowNs - _baselineAtNs >= BaselineEveryNs)
+                if (nowNs - _baselineAtNs >= Math.Max(BaselineEveryNs, 16 * _lastSlackWindowNs))
                 {
                     Shut(1, _slack); // the containers' own level moves with their depth and the device: measure it again
                 }
@@ -405,6 +420,19 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
         }
 
         _slackPeak = _vmAtDevice;
+    }
+
+    private void ContainersBackAfterQuiet()
+    {
+        // Containers were quiet for longer than the level is trusted: what the window and the level say is stale, so
+        // start from half the window, behind a fresh measurement, rather than let VMs fill the old window at once.
+        _slackWindowStartNs = long.MinValue;
+        _slackWindowSumNs = 0;
+        _slackWindowCount = 0;
+        if (_tolerance > 0 && _shutLeft == 0)
+        {
+            Shut(1, Math.Max(1, _slack / 2));
+        }
     }
 
     private void Shut(int windows, int reopenAt)
@@ -501,6 +529,13 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
         else if (vm.BatchLeft > 0)
         {
             vm.BatchLeft--;
+        }
+        else
+        {
+            // Taken outside a batch (overdue, an idle slot, or unthrottled): the VM now needs fewer tokens for its
+            // next batch than when its ready time was noted, so look again rather than wait for the older time
+            // (NextEligibleNs already counts the smaller batch: "now" with nothing given would be a busy loop).
+            _nextVmReadyNs = 0;
         }
 
         item = entry.Item;

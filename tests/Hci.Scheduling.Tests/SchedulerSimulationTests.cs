@@ -256,14 +256,16 @@ public sealed class SchedulerSimulationTests
     }
 
     [Theory]
-    [InlineData(0.0, 64, 64)] // the containers' latency does not depend on the VMs: the window opens to every VM I/O waiting
-    [InlineData(0.01, 1, 4)] // each VM I/O at the device costs the containers 1%: the window stays near the 3% tolerance
-    [InlineData(0.10, 1, 1)] // each costs 10%: the window shuts, and opens to one at a time between measurements
-    public void HybridOpensIdleSlotsToVmsAsFarAsTheContainersLatencyAllows(double costPerVmIo, int atLeast, int atMost)
+    [InlineData(0.0, 64, 64, 10)] // the containers' latency does not depend on the VMs: the window opens to every VM I/O waiting
+    [InlineData(0.01, 1, 4, 10)] // each VM I/O at the device costs the containers 1%: the window stays near the 3% tolerance
+    [InlineData(0.10, 1, 1, 10)] // each costs 10%: the window shuts, and opens to one at a time between measurements
+    [InlineData(0.0, 64, 64, 1000)] // a light container (1000 IOPS): the window opens within a second too
+    public void HybridOpensIdleSlotsToVmsAsFarAsTheContainersLatencyAllows(double costPerVmIo, int atLeast, int atMost, int stepUs)
     {
         // VMs get no share and no floor to speak of, so every VM I/O that reaches the device went through the slack
-        // window. A container I/O completes every 10 us with a latency of 100 us, plus costPerVmIo for every VM I/O
-        // at the device; VM I/Os complete after one step and 64 wait at all times.
+        // window. A container I/O completes every step (10 us, or 1 ms for a light container) with a latency of
+        // 100 us, plus costPerVmIo for every VM I/O at the device; VM I/Os complete after one step and 64 wait at all
+        // times. What the VMs got is read over the second half.
         var options = new HybridSchedulerOptions { VmFloorIops = 1, VmShareWhenPressed = 0, VmBatchSize = 1, MaxAddedDelay = TimeSpan.FromSeconds(100) };
         var s = new HybridScheduler<object>(options);
         var item = new object();
@@ -273,7 +275,8 @@ public sealed class SchedulerSimulationTests
         int mostAtDevice = 0;
         double latencySum = 0;
         int latencyCount = 0;
-        for (int step = 0; step < 200_000; step++, now += 10_000)
+        int steps = stepUs == 10 ? 200_000 : 2_000;
+        for (int step = 0; step < steps; step++, now += stepUs * 1000L)
         {
             int vmsBeside = atDevice.Count; // at the device beside the container I/O that completes in this step
             while (atDevice.Count > 0)
@@ -298,7 +301,7 @@ public sealed class SchedulerSimulationTests
                 }
             }
 
-            if (step >= 100_000)
+            if (step >= steps / 2)
             {
                 mostAtDevice = Math.Max(mostAtDevice, atDevice.Count);
                 latencySum += latency;
@@ -314,6 +317,58 @@ public sealed class SchedulerSimulationTests
             double rise = (latencySum / latencyCount / 100_000) - 1;
             Assert.True(rise <= options.ContainerLatencyTolerance, $"the containers' latency rose {rise:P1} on average, tolerance {options.ContainerLatencyTolerance:P0}");
         }
+    }
+
+    [Fact]
+    public void HybridNeverSaysNowWhileItGivesNothingWithTheSlackWindowInPlay()
+    {
+        // A reactor sleeps until NextEligibleNs: "now" with nothing to give is a busy loop. Containers press and
+        // complete steadily (so the slack window opens and moves), VMs keep a few I/Os waiting, fewer than a batch,
+        // and VM I/Os at the device complete a few steps later, so the window is at times full and at times not.
+        var options = new HybridSchedulerOptions { VmFloorIops = 20_000, VmBatchSize = 8 };
+        var s = new HybridScheduler<object>(options);
+        var item = new object();
+        var vmsAtDevice = new Queue<(IoDescriptor Io, long DoneAt)>();
+        int vmWaiting = 0;
+        int spins = 0;
+        int widest = 0;
+        long now = 1_000_000_000;
+        for (int step = 0; step < 100_000; step++, now += 10_000)
+        {
+            widest = Math.Max(widest, s.VmSlackWindow);
+            while (vmsAtDevice.Count > 0 && vmsAtDevice.Peek().DoneAt <= now)
+            {
+                s.OnCompleted(vmsAtDevice.Dequeue().Io, now);
+            }
+
+            for (; vmWaiting < 1 + (step % 5); vmWaiting++)
+            {
+                s.Enqueue(item, new IoDescriptor(IoClass.Vm, 7 + (vmWaiting % 2), BlockOperation.Read, 0, 4096, now));
+            }
+
+            var container = new IoDescriptor(IoClass.Container, 1, BlockOperation.Read, 0, 4096, now - 100_000);
+            s.Enqueue(item, container);
+            s.Enqueue(item, container);
+            while (s.TryDequeue(now, out _, out var io))
+            {
+                if (io.Class == IoClass.Vm)
+                {
+                    vmsAtDevice.Enqueue((io, now + (30_000 * (1 + (step % 3)))));
+                    vmWaiting--;
+                }
+            }
+
+            if (s.Count > 0 && s.NextEligibleNs(now) <= now)
+            {
+                spins++;
+            }
+
+            s.OnCompleted(container, now);
+            s.OnCompleted(container, now);
+        }
+
+        Assert.True(widest >= 4, $"the slack window opened to {widest} at most: the test proves little");
+        Assert.Equal(0, spins);
     }
 
     [Theory]
