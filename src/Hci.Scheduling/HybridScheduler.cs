@@ -151,7 +151,7 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
         var overdue = FindOverdueVm(nowNs);
         if (overdue != null)
         {
-            return TakeVm(overdue, out item, out io);
+            return TakeVm(overdue, nowNs, out item, out io);
         }
 
         // 2. Background work at its floor rate, so rebuilds finish even on a busy node.
@@ -169,7 +169,7 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
             UpdateVmRates();
             if (_batchVm != null && _batchVm.BatchLeft > 0 && _batchVm.Queue.Count > 0)
             {
-                return TakeVm(_batchVm, out item, out io);
+                return TakeVm(_batchVm, nowNs, out item, out io);
             }
 
             // Scan only when some VM may have tokens for a batch: the scan records when the next one will.
@@ -199,7 +199,7 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
                         _batchVm = vm;
                         _cursor = (_cursor + i + 1) % n;
                         _nextVmReadyNs = 0;
-                        return TakeVm(vm, out item, out io);
+                        return TakeVm(vm, nowNs, out item, out io);
                     }
 
                     nextReady = Math.Min(nextReady, vm.Bucket.ReadyAt(want, nowNs));
@@ -218,13 +218,13 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
         // 4b. While containers press, VMs use the slots they leave idle, as many at once as the slack window allows.
         if (pressing && _vmWaiting > 0 && _vmAtDevice < _slack)
         {
-            return TakeVm(NextBusyVm(), out item, out io);
+            return TakeVm(NextBusyVm(), nowNs, out item, out io);
         }
 
         // 5. VMs at full speed when containers are quiet: work-conserving.
         if (!pressing && _vmWaiting > 0)
         {
-            return TakeVm(NextBusyVm(), out item, out io);
+            return TakeVm(NextBusyVm(), nowNs, out item, out io);
         }
 
         // 6. Background work takes what is left.
@@ -363,63 +363,74 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
         _slackWindowCount = 0;
         if (_shutLeft > 0)
         {
-            // Shut: the first window lets VM I/O already at the device finish, each later one measures the level.
-            // The level is the median of the last few such measurements, so that one stalled or lucky window
-            // (a preempted thread, a device hiccup) neither opens the VMs' way wide nor shuts it for long.
-            bool draining = _shutLeft == _shutWindows;
-            if (!draining)
-            {
-                _levels[_levelNext] = mean;
-                _levelNext = (_levelNext + 1) % _levels.Length;
-                _levelCount = Math.Min(_levelCount + 1, _levels.Length);
-                _baselineNs = Median(_levels.AsSpan(0, _levelCount));
-                _baselineAtNs = nowNs;
-            }
+            MeasureLevel(mean, nowNs);
+        }
+        else
+        {
+            Steer(mean, nowNs);
+        }
 
-            if (--_shutLeft == 0)
+        _slackPeak = _vmAtDevice;
+    }
+
+    // A window while shut: the first lets VM I/O already at the device finish, each later one measures the level.
+    private void MeasureLevel(double mean, long nowNs)
+    {
+        // The level is the median of the last few such measurements, so that one stalled or lucky window
+        // (a preempted thread, a device hiccup) neither opens the VMs' way wide nor shuts it for long.
+        bool draining = _shutLeft == _shutWindows;
+        if (!draining)
+        {
+            _levels[_levelNext] = mean;
+            _levelNext = (_levelNext + 1) % _levels.Length;
+            _levelCount = Math.Min(_levelCount + 1, _levels.Length);
+            _baselineNs = Median(_levels.AsSpan(0, _levelCount));
+            _baselineAtNs = nowNs;
+        }
+
+        if (--_shutLeft == 0)
+        {
+            _slack = Math.Max(1, _slackBeforeShut);
+        }
+    }
+
+    // A window while open: narrow it if the containers felt the VMs, widen it if they did not and VMs filled it.
+    private void Steer(double mean, long nowNs)
+    {
+        // With the window open the containers' latency can only be at or above their level: a level above this
+        // window's mean was measured in a bad moment, so it gives way to the mean until the next measurement.
+        _baselineNs = Math.Min(_baselineNs, mean);
+        if (mean > _baselineNs * (1 + _tolerance))
+        {
+            if (_slack <= 1)
             {
-                _slack = Math.Max(1, _slackBeforeShut);
+                // Even one VM I/O at a time costs the containers too much: stay shut longer each time it does
+                // (a fraction of a slot, in time), up to MaxShutWindows.
+                _shutFor = _slack == 1 ? Math.Min(_shutFor * 2, MaxShutWindows) : _shutFor;
+                Shut(_shutFor, 0);
+            }
+            else
+            {
+                _slack /= 2;
             }
         }
         else
         {
-            // With the window open the containers' latency can only be at or above their level: a level above this
-            // window's mean was measured in a bad moment, so it gives way to the mean until the next measurement.
-            _baselineNs = Math.Min(_baselineNs, mean);
-            if (mean > _baselineNs * (1 + _tolerance))
+            if (_slack == 1)
             {
-                if (_slack <= 1)
-                {
-                    // Even one VM I/O at a time costs the containers too much: stay shut longer each time it does
-                    // (a fraction of a slot, in time), up to MaxShutWindows.
-                    _shutFor = _slack == 1 ? Math.Min(_shutFor * 2, MaxShutWindows) : _shutFor;
-                    Shut(_shutFor, 0);
-                }
-                else
-                {
-                    _slack /= 2;
-                }
+                _shutFor = 1;
             }
-            else
+
+            if (_slackPeak >= _slack && mean <= _baselineNs * (1 + (_tolerance / 2)))
             {
-                if (_slack == 1)
-                {
-                    _shutFor = 1;
-                }
+                _slack = Math.Min(MaxSlack, _slack + Math.Max(1, _slack / 4)); // grow only a window VMs filled
+            }
 
-                if (_slackPeak >= _slack && mean <= _baselineNs * (1 + (_tolerance / 2)))
-                {
-                    _slack = Math.Min(MaxSlack, _slack + Math.Max(1, _slack / 4)); // grow only a window VMs filled
-                }
-
-                if (nowNs - _baselineAtNs >= Math.Max(BaselineEveryNs, 16 * _lastSlackWindowNs))
-                {
-                    Shut(1, _slack); // the containers' own level moves with their depth and the device: measure it again
-                }
+            if (nowNs - _baselineAtNs >= Math.Max(BaselineEveryNs, 16 * _lastSlackWindowNs))
+            {
+                Shut(1, _slack); // the containers' own level moves with their depth and the device: measure it again
             }
         }
-
-        _slackPeak = _vmAtDevice;
     }
 
     private void ContainersBackAfterQuiet()
@@ -512,7 +523,7 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
         throw new InvalidOperationException("No VM I/O waits.");
     }
 
-    private bool TakeVm(VmTenant vm, out T item, out IoDescriptor io)
+    private bool TakeVm(VmTenant vm, long nowNs, out T item, out IoDescriptor io)
     {
         var entry = vm.Queue.Dequeue();
         _vmWaiting--;
@@ -533,9 +544,9 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
         else
         {
             // Taken outside a batch (overdue, an idle slot, or unthrottled): the VM now needs fewer tokens for its
-            // next batch than when its ready time was noted, so look again rather than wait for the older time
-            // (NextEligibleNs already counts the smaller batch: "now" with nothing given would be a busy loop).
-            _nextVmReadyNs = 0;
+            // next batch than when the scan noted when one would be ready. Note the earlier time, as NextEligibleNs
+            // counts it ("now" with nothing given would be a busy loop), without a scan of every VM per I/O.
+            _nextVmReadyNs = Math.Min(_nextVmReadyNs, vm.Bucket.ReadyAt(Math.Min(vm.Queue.Count, _options.VmBatchSize), nowNs));
         }
 
         item = entry.Item;

@@ -166,7 +166,7 @@ public sealed class ReplicaMoveTests
         Task heldWrite;
         try
         {
-            await Deadline.WaitUntilAsync(() => new[] { "node1", "node2", "node3" }.Sum(n => cluster.Connector.HeldBackground(n)) > 0, "the copy of region 0 to stall");
+            await Deadline.WaitUntilAsync(() => new[] { "node1", "node2", "node3" }.Sum(n => cluster.Connector.Held(n)) > 0, "the copy of region 0 to stall");
 
             // A write to region 0 waits for the copy; a write to another region of the same extent does not.
             heldWrite = volume.WriteAsync(Block, held).AsTask();
@@ -210,7 +210,7 @@ public sealed class ReplicaMoveTests
             try
             {
                 // The move's copy stalls at its first region; a client write elsewhere in the extent gives node4 a slot.
-                await Deadline.WaitUntilAsync(() => new[] { "node1", "node2", "node3" }.Sum(n => cluster.Connector.HeldBackground(n)) > 0, "the copy of region 0 to stall");
+                await Deadline.WaitUntilAsync(() => new[] { "node1", "node2", "node3" }.Sum(n => cluster.Connector.Held(n)) > 0, "the copy of region 0 to stall");
                 await volume.WriteAsync(5 * regionSize, Pattern(Block, 6));
                 Assert.True(node4.FindSlot(VolumeId, 0, out _) >= 0, "the write did not reach the joining replica");
 

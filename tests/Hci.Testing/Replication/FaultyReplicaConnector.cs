@@ -26,9 +26,6 @@ public sealed class FaultyReplicaConnector(IReplicaConnector inner) : IReplicaCo
     /// the node is down (<see cref="SetDown"/>) is answered unreachable.</summary>
     public void HoldFlushes(string nodeId, bool hold) => Faults(nodeId).HoldFlushes = hold;
 
-    /// <summary>Background requests held for a node now.</summary>
-    public int HeldBackground(string nodeId) => Volatile.Read(ref Faults(nodeId).Held);
-
     /// <summary>Requests held for a node now (background and flushes).</summary>
     public int Held(string nodeId) => Volatile.Read(ref Faults(nodeId).Held);
 
