@@ -134,6 +134,8 @@ internal sealed unsafe class ReplicatedVolumeQueue : BlockQueue, IReplicaComplet
                 spin.SpinOnce(sleep1Threshold: -1);
             }
 
+            // Remote channels read their sockets when the reactor's watch says so; this wait holds the reactor.
+            _reactor?.DispatchReady();
             PollOnce();
         }
 

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Net.Sockets;
 using Tmds.Linux;
 
@@ -8,10 +9,11 @@ internal static class ReactorSocket
 {
     /// <summary>
     /// A socket that was used with async I/O (the connect, the handshake) is registered with .NET's socket engine,
-    /// whose epoll thread then queues a thread-pool work item on every event the socket raises, although the reactor
-    /// reads and writes it itself: one work item per replica request was counted (dotnet-counters). The reactor gets a
-    /// duplicate descriptor in a fresh <see cref="Socket"/> that no async call ever touched, and the original is
-    /// closed, which takes it out of the engine.
+    /// whose epoll thread then wakes on every event the socket raises, although the reactor reads and writes it
+    /// itself. The reactor gets a duplicate descriptor in a fresh <see cref="Socket"/> that no async call ever touched.
+    /// Closing the original does not take the socket out of the engine's epoll set: a registration lasts while any
+    /// descriptor of the open file remains, and the duplicate is one. So before the original is closed, every other
+    /// epoll set of this process that watches it drops it (<see cref="DropForeignWatches"/>).
     /// </summary>
     /// <param name="socket">The connected socket, used asynchronously so far; closed on success.</param>
     /// <returns>The socket for the reactor (the original when the descriptor cannot be duplicated).</returns>
@@ -36,7 +38,103 @@ internal static class ReactorSocket
         }
 
         fresh.NoDelay = true;
+        DropForeignWatches(fd);
         socket.Dispose();
         return fresh;
+    }
+
+    /// <summary>
+    /// Removes descriptor <paramref name="fd"/> from every epoll set of this process that watches it (the kernel lists
+    /// them in <c>/proc/self/fdinfo</c>: <c>tfd</c>, the watched descriptor, and <c>ino</c>, its file). Measured on a
+    /// 3-replica volume at QD1: without it .NET's socket thread woke once per frame on each replica connection.
+    /// </summary>
+    /// <param name="fd">A descriptor about to be closed while a duplicate of it lives on.</param>
+    /// <returns>How many watches were removed.</returns>
+    internal static unsafe int DropForeignWatches(int fd)
+    {
+        stat st;
+        if (LibC.fstat(fd, &st) != 0)
+        {
+            return 0;
+        }
+
+        string tfd = fd.ToString(CultureInfo.InvariantCulture);
+        string ino = ((ulong)st.st_ino).ToString("x", CultureInfo.InvariantCulture);
+        int removed = 0;
+        IEnumerable<string> entries;
+        try
+        {
+            entries = Directory.EnumerateFiles("/proc/self/fdinfo");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return 0;
+        }
+
+        foreach (string path in entries)
+        {
+            if (!int.TryParse(Path.GetFileName(path), NumberStyles.None, CultureInfo.InvariantCulture, out int epoll) || epoll == fd)
+            {
+                continue;
+            }
+
+            string text;
+            try
+            {
+                text = File.ReadAllText(path);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                continue; // closed meanwhile
+            }
+
+            if (!text.Contains("tfd:", StringComparison.Ordinal) || !Watches(text, tfd, ino))
+            {
+                continue;
+            }
+
+            // The descriptor still names the same file here, so the kernel finds the registration by it.
+            if (LibC.epoll_ctl(epoll, LibC.EPOLL_CTL_DEL, fd, null) == 0)
+            {
+                removed++;
+            }
+        }
+
+        return removed;
+    }
+
+    // An epoll fdinfo line: "tfd:       12 events:       19 data:        0  pos:0 ino:2ca9 sdev:9".
+    private static bool Watches(string fdinfo, string tfd, string ino)
+    {
+        foreach (var line in fdinfo.AsSpan().EnumerateLines())
+        {
+            var rest = line.TrimStart();
+            if (!rest.StartsWith("tfd:", StringComparison.Ordinal))
+            {
+                continue;
+            }
+
+            rest = rest[4..].TrimStart();
+            int end = rest.IndexOf(' ');
+            if (end <= 0 || !rest[..end].SequenceEqual(tfd))
+            {
+                continue;
+            }
+
+            int at = rest.IndexOf(" ino:", StringComparison.Ordinal);
+            if (at < 0)
+            {
+                continue;
+            }
+
+            var value = rest[(at + 5)..];
+            int stop = value.IndexOf(' ');
+            if ((stop < 0 ? value : value[..stop]).SequenceEqual(ino))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 }

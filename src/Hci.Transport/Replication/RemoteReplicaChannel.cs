@@ -49,6 +49,7 @@ internal sealed unsafe class RemoteReplicaChannel : ReplicaChannel, IFdWatcher, 
     private bool _connecting;
     private bool _firstAttempt = true;
     private bool _wantWrite;
+    private bool _readable = true;
     private volatile bool _disposed;
     private long _nextAttempt;
     private TimeSpan _backoff;
@@ -114,7 +115,26 @@ internal sealed unsafe class RemoteReplicaChannel : ReplicaChannel, IFdWatcher, 
 
         // While a new channel makes its first connection, requests wait for it (a new queue's first writes must not
         // find every remote replica "unavailable"); they are answered Unavailable if that attempt fails.
-        if (_socket == null || _waitHead != null || !TrySend(request))
+        bool idle = _sent == 0 && _writer.IsEmpty && !_wantWrite;
+        if (_socket != null && _waitHead == null && TrySend(request))
+        {
+            if (idle && _reactor != null)
+            {
+                // A request that finds the channel idle goes out at once: the owner submits its local write after
+                // the remote ones, and that submission (a system call and a device kick) would otherwise delay the
+                // send by the whole local write. With requests in flight, what a turn submits batches and leaves with
+                // the turn's poll, one send for all.
+                try
+                {
+                    Flush();
+                }
+                catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
+                {
+                    Lose(e.Message);
+                }
+            }
+        }
+        else
         {
             if (_waitTail == null)
             {
@@ -143,7 +163,13 @@ internal sealed unsafe class RemoteReplicaChannel : ReplicaChannel, IFdWatcher, 
             Adopt();
             if (_socket != null)
             {
-                delivered += Receive();
+                // On a reactor the socket's watch says when answers arrived (OnReady); reading on every turn cost
+                // one failed recv per channel per look, about ten per replicated write at QD1.
+                if (_readable || _reactor == null)
+                {
+                    delivered += Receive();
+                }
+
                 SendWaiting();
                 Flush();
                 CheckTimeouts();
@@ -208,6 +234,7 @@ internal sealed unsafe class RemoteReplicaChannel : ReplicaChannel, IFdWatcher, 
 
         try
         {
+            _readable = true;
             Receive();
             Flush();
         }
@@ -348,9 +375,11 @@ internal sealed unsafe class RemoteReplicaChannel : ReplicaChannel, IFdWatcher, 
         for (int reads = 0; reads < 8 && _socket != null && !_disposed; reads++)
         {
             _reader.Compact();
-            long n = ReceiveInto(_reader.Tail, _reader.FreeBytes);
+            int room = _reader.FreeBytes;
+            long n = ReceiveInto(_reader.Tail, room);
             if (n < 0)
             {
+                _readable = false;
                 break;
             }
 
@@ -362,6 +391,13 @@ internal sealed unsafe class RemoteReplicaChannel : ReplicaChannel, IFdWatcher, 
 
             _reader.Advance((int)n);
             delivered += HandleFrames();
+            if (n < room)
+            {
+                // A short read emptied the socket: the next recv would only fail. The watch is level-triggered, so
+                // what arrives from here on is reported again.
+                _readable = false;
+                break;
+            }
         }
 
         return delivered;
@@ -632,6 +668,7 @@ internal sealed unsafe class RemoteReplicaChannel : ReplicaChannel, IFdWatcher, 
         }
 
         _socket = h.Socket;
+        _readable = true;
         _relay = h.Relay;
         _reader.Reset();
         _writer.Clear();

@@ -216,10 +216,18 @@ internal sealed unsafe class ReplicaServerConnection : IReactorMessage, IFdWatch
                 return;
             }
 
-            long n = ReceiveInto(reader.Tail, reader.FreeBytes);
+            int room = reader.FreeBytes;
+            long n = ReceiveInto(reader.Tail, room);
             if (n > 0)
             {
                 reader.Advance((int)n);
+                if (n < room)
+                {
+                    // A short read emptied the socket: another recv would only fail (the watch is level-triggered,
+                    // so what arrives next is reported again).
+                    break;
+                }
+
                 continue;
             }
 
