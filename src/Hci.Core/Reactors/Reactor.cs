@@ -547,17 +547,6 @@ public sealed unsafe class Reactor : IDisposable
 
     internal void Assign(int delta) => Interlocked.Add(ref _assigned, delta);
 
-    /// <summary>
-    /// On the reactor's thread, from inside a handler that waits without returning to the loop (a blocking poll of a
-    /// queue that completes through the reactor): hands the ready descriptors to their watchers now.
-    /// </summary>
-    internal void DispatchReady()
-    {
-        CheckThread();
-        var events = stackalloc epoll_event[MaxEvents];
-        DispatchDescriptors(0, events);
-    }
-
     private static ulong Token(FdWatch watch) => ((ulong)watch.Generation << 32) | (uint)watch.Id;
 
     private static int s_generation;

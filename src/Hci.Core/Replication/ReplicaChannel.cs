@@ -32,6 +32,14 @@ public abstract class ReplicaChannel : IDisposable
     /// <returns>How many requests were answered.</returns>
     public abstract int Poll();
 
+    /// <summary>
+    /// Like <see cref="Poll"/>, for a caller that holds the channel's reactor thread while it waits for answers (a
+    /// blocking poll of a queue on that reactor): also looks for answers the reactor would otherwise report. A remote
+    /// channel on a reactor reads its socket only when the reactor's watch says it is readable; here it reads anyway.
+    /// </summary>
+    /// <returns>How many requests were answered.</returns>
+    public virtual int PollInWait() => Poll();
+
     /// <summary>Answers every request in flight with <see cref="ReplicaStatus.Unavailable"/> (if any) and closes.</summary>
     public void Dispose()
     {

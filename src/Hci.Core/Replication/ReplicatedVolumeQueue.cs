@@ -135,14 +135,13 @@ internal sealed unsafe class ReplicatedVolumeQueue : BlockQueue, IReplicaComplet
             }
 
             // Remote channels read their sockets when the reactor's watch says so; this wait holds the reactor.
-            _reactor?.DispatchReady();
-            PollOnce();
+            PollOnce(inWait: true);
         }
 
         return _completions;
     }
 
-    private void PollOnce()
+    private void PollOnce(bool inWait = false)
     {
         while (_finished.TryDequeue(out var op))
         {
@@ -152,7 +151,14 @@ internal sealed unsafe class ReplicatedVolumeQueue : BlockQueue, IReplicaComplet
         var channels = _channelList;
         for (int i = 0; i < channels.Count; i++)
         {
-            channels[i].Poll();
+            if (inWait)
+            {
+                channels[i].PollInWait();
+            }
+            else
+            {
+                channels[i].Poll();
+            }
         }
 
         int parked = _parked.Count;

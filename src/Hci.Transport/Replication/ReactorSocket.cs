@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net.Sockets;
+using Microsoft.Extensions.Logging;
 using Tmds.Linux;
 
 namespace Hci.Transport.Replication;
@@ -16,8 +17,10 @@ internal static class ReactorSocket
     /// epoll set of this process that watches it drops it (<see cref="DropForeignWatches"/>).
     /// </summary>
     /// <param name="socket">The connected socket, used asynchronously so far; closed on success.</param>
+    /// <param name="logger">Where the number of watches dropped is logged (Debug).</param>
+    /// <param name="peer">The peer, for the log.</param>
     /// <returns>The socket for the reactor (the original when the descriptor cannot be duplicated).</returns>
-    public static unsafe Socket Detach(Socket socket)
+    public static unsafe Socket Detach(Socket socket, ILogger logger, string peer)
     {
         int fd = (int)socket.Handle;
         int copy = LibC.fcntl(fd, LibC.F_DUPFD_CLOEXEC, 0);
@@ -38,7 +41,7 @@ internal static class ReactorSocket
         }
 
         fresh.NoDelay = true;
-        DropForeignWatches(fd);
+        ReplicaProtocolLog.SocketDetached(logger, peer, DropForeignWatches(fd));
         socket.Dispose();
         return fresh;
     }
@@ -103,8 +106,11 @@ internal static class ReactorSocket
         return removed;
     }
 
-    // An epoll fdinfo line: "tfd:       12 events:       19 data:        0  pos:0 ino:2ca9 sdev:9".
-    private static bool Watches(string fdinfo, string tfd, string ino)
+    /// <summary>
+    /// True when the fdinfo text of an epoll descriptor has a watch of descriptor <paramref name="tfd"/> on the file
+    /// with inode <paramref name="ino"/> (hex). A line: <c>tfd:       12 events:       19 data:        0  pos:0 ino:2ca9 sdev:9</c>.
+    /// </summary>
+    internal static bool Watches(string fdinfo, string tfd, string ino)
     {
         foreach (var line in fdinfo.AsSpan().EnumerateLines())
         {

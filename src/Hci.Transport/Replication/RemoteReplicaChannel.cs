@@ -11,9 +11,11 @@ namespace Hci.Transport.Replication;
 /// <summary>
 /// A <see cref="ReplicaChannel"/> to another node over the node-to-node protocol, owned by one thread. Submit encodes
 /// the request into the channel's <see cref="ReplicaFrameWriter"/> (or queues it while the connection is at its
-/// in-flight limit) and never calls a handler; <see cref="Poll"/> (or the reactor's turn: the channel is a poller and
-/// watches its socket there) sends, receives, matches answers to requests by id and calls their handlers. Requests
-/// are held in a fixed slot table: steady I/O allocates nothing.
+/// in-flight limit) and never calls a handler; on a reactor, a request that finds the channel idle is also sent at
+/// once. <see cref="Poll"/> (or the reactor's turn: the channel is a poller and watches its socket there) sends,
+/// receives, matches answers to requests by id and calls their handlers; on a reactor it reads the socket only when
+/// the watch reported it readable (<see cref="PollInWait"/> reads regardless). Requests are held in a fixed slot
+/// table: steady I/O allocates nothing.
 /// </summary>
 internal sealed unsafe class RemoteReplicaChannel : ReplicaChannel, IFdWatcher, IPoller, IReactorMessage
 {
@@ -185,6 +187,13 @@ internal sealed unsafe class RemoteReplicaChannel : ReplicaChannel, IFdWatcher, 
         }
 
         return delivered + DeliverAnswered();
+    }
+
+    /// <summary>For a caller that holds the reactor's thread while it waits: reads the socket whatever the watch said.</summary>
+    public override int PollInWait()
+    {
+        _readable = true;
+        return Poll();
     }
 
     PollStatus IPoller.Poll()
@@ -560,14 +569,32 @@ internal sealed unsafe class RemoteReplicaChannel : ReplicaChannel, IFdWatcher, 
         }
 
         _nextCheck = now + _checkTicks;
+        if (!Overdue(now))
+        {
+            return;
+        }
+
+        // Before giving up, take what the socket holds: after a stall of the reactor (a long handler, a pause) the
+        // answers may be there, and the watch that would report them is looked at after the pollers in a turn.
+        _readable = true;
+        Receive();
+        if (_socket != null && Overdue(now))
+        {
+            Lose($"no answer within {_options.RequestTimeout.TotalSeconds} s");
+        }
+    }
+
+    private bool Overdue(long now)
+    {
         for (int i = 0; i < _slots.Length; i++)
         {
             if (_slots[i] != null && _deadlines[i] <= now)
             {
-                Lose($"no answer within {_options.RequestTimeout.TotalSeconds} s");
-                return;
+                return true;
             }
         }
+
+        return false;
     }
 
     // ---- answers given here ----

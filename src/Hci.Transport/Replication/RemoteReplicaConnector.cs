@@ -98,7 +98,7 @@ public sealed class RemoteReplicaConnector : IReplicaConnector, IDisposable
                 return (served, relay, address);
             }
 
-            return (ReactorSocket.Detach(socket), null, address);
+            return (ReactorSocket.Detach(socket, _logger, address), null, address);
         }
         catch (OperationCanceledException) when (deadline.IsCancellationRequested)
         {

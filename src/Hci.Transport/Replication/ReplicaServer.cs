@@ -236,7 +236,7 @@ public sealed class ReplicaServer : IAsyncDisposable
             }
             else
             {
-                served = ReactorSocket.Detach(client);
+                served = ReactorSocket.Detach(client, _logger, peer);
             }
 
             ReplicaProtocolLog.Accepted(_logger, clientNode, peer);

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using Hci.Transport.Replication;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Hci.Transport.Tests.Replication;
 
@@ -29,7 +30,7 @@ public sealed class ReactorSocketTests
         string inode = Inode(client);
         Assert.NotEmpty(EpollSetsWatching(inode)); // the engine's: what Detach must take the socket out of
 
-        using var detached = ReactorSocket.Detach(client);
+        using var detached = ReactorSocket.Detach(client, NullLogger.Instance, "test");
         Assert.Empty(EpollSetsWatching(inode));
         Assert.Equal(inode, Inode(detached));
 
@@ -44,7 +45,7 @@ public sealed class ReactorSocketTests
 
         Assert.Equal(new byte[] { 7, 8, 9 }, got);
         await server.SendAsync(new byte[] { 5 });
-        Hci.Testing.Deadline.WaitUntil(() => RawReceive(detached, one) == 1, "the byte sent back");
+        await Hci.Testing.Deadline.WaitUntilAsync(() => RawReceive(detached, one) == 1, "the byte sent back");
         Assert.Equal(5, one[0]);
     }
 
@@ -54,6 +55,25 @@ public sealed class ReactorSocketTests
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         Assert.Equal(0, ReactorSocket.DropForeignWatches((int)socket.Handle));
         Assert.Equal(0, ReactorSocket.DropForeignWatches(-1));
+    }
+
+    [Theory]
+    [InlineData("tfd:       12 events:       19 data:        0  pos:0 ino:2ca9 sdev:9", "12", "2ca9", true)]
+    [InlineData("tfd:      161 events: 8000001d data:                3  pos:0 ino:2ca9 sdev:9", "161", "2ca9", true)]
+    [InlineData("tfd:      112 events:       19 data:        0  pos:0 ino:2ca9 sdev:9", "12", "2ca9", false)] // 12 is not 112
+    [InlineData("tfd:       12 events:       19 data:        0  pos:0 ino:2ca90 sdev:9", "12", "2ca9", false)] // nor ino a prefix
+    [InlineData("tfd:       12 events:       19 data:        0  pos:0 ino:1 sdev:9", "12", "2ca9", false)] // same number, another file
+    [InlineData("tfd:       12 events:       19 data:        0  pos:0", "12", "2ca9", false)] // no inode
+    [InlineData("tfd:", "12", "2ca9", false)]
+    [InlineData("tfd:12", "12", "2ca9", false)]
+    [InlineData("pos:\t0\nflags:\t02\nmnt_id:\t15\nino:\t2ca9", "12", "2ca9", false)] // not an epoll descriptor
+    [InlineData("", "12", "2ca9", false)]
+    public void TheFdinfoParserFindsExactlyTheWatchOfThatDescriptorOnThatFile(string text, string tfd, string ino, bool expected)
+    {
+        string fdinfo = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\n"
+            + "tfd:        7 events:       19 data:        0  pos:0 ino:2ca9 sdev:9\n" // another descriptor, same file
+            + text + "\n";
+        Assert.Equal(expected, ReactorSocket.Watches(fdinfo, tfd, ino));
     }
 
     private static unsafe long RawSend(Socket socket, byte[] data)
