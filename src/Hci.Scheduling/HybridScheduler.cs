@@ -545,8 +545,13 @@ public sealed class HybridScheduler<T> : IoScheduler<T>
         {
             // Taken outside a batch (overdue, an idle slot, or unthrottled): the VM now needs fewer tokens for its
             // next batch than when the scan noted when one would be ready. Note the earlier time, as NextEligibleNs
-            // counts it ("now" with nothing given would be a busy loop), without a scan of every VM per I/O.
-            _nextVmReadyNs = Math.Min(_nextVmReadyNs, vm.Bucket.ReadyAt(Math.Min(vm.Queue.Count, _options.VmBatchSize), nowNs));
+            // counts it ("now" with nothing given would be a busy loop), without a scan of every VM per I/O. A VM left
+            // with nothing queued has no next batch (its next I/O resets the gate), and noting "now" for it would
+            // bring the scan back on every I/O of a VM at depth 1.
+            if (vm.Queue.Count > 0)
+            {
+                _nextVmReadyNs = Math.Min(_nextVmReadyNs, vm.Bucket.ReadyAt(Math.Min(vm.Queue.Count, _options.VmBatchSize), nowNs));
+            }
         }
 
         item = entry.Item;

@@ -91,7 +91,7 @@ internal static class ReactorSocket
                 continue; // closed meanwhile
             }
 
-            if (!text.Contains("tfd:", StringComparison.Ordinal) || !Watches(text, tfd, ino))
+            if (!Watches(text, tfd, ino))
             {
                 continue;
             }

@@ -44,9 +44,9 @@ internal static partial class ReplicaProtocolLog
     [LoggerMessage(EventId = 2222, Level = LogLevel.Warning, Message = "Replica channel to node {Node}: connection lost ({Reason}); {InFlight} requests answered Unavailable.", EventName = "ConnectionLost")]
     public static partial void ConnectionLost(ILogger logger, string node, string reason, int inFlight);
 
-    [LoggerMessage(EventId = 2224, Level = LogLevel.Debug, Message = "Replica connection with {Peer}: handed to the reactor; {Count} other epoll sets of the process watched it and dropped it (0 where .NET's socket engine did not watch it, or /proc/self/fdinfo could not be read: then its thread wakes on every frame).", EventName = "SocketDetached")]
-    public static partial void SocketDetached(ILogger logger, string peer, int count);
-
     [LoggerMessage(EventId = 2223, Level = LogLevel.Warning, Message = "Replica channel to node {Node}: a read's payload failed its checksum (volume {Volume}, extent {Extent}); answered BadPayload.", EventName = "ReadBadPayload")]
     public static partial void ReadBadPayload(ILogger logger, string node, ulong volume, long extent);
+
+    [LoggerMessage(EventId = 2224, Level = LogLevel.Debug, Message = "Replica connection with {Peer}: handed to the reactor; {Count} other epoll sets of the process watched it and dropped it (0 where .NET's socket engine did not watch it, or /proc/self/fdinfo could not be read: then its thread wakes on every frame).", EventName = "SocketDetached")]
+    public static partial void SocketDetached(ILogger logger, string peer, int count);
 }
