@@ -87,7 +87,7 @@ public sealed class FaultRigTests
         proxy.Stall();
         await client.SendAsync(new byte[] { 1 });
         var held = client.ReceiveAsync(new byte[1]);
-        Assert.NotSame(held, await Task.WhenAny(held, Task.Delay(300)));
+        Assert.False(await Deadline.CompletesWithinAsync(held, TimeSpan.FromMilliseconds(300)));
         proxy.Resume();
         Assert.Equal(1, await held.WaitAsync(TimeSpan.FromSeconds(10)));
 
@@ -186,12 +186,7 @@ public sealed class FaultRigTests
 
     private static async Task WaitReachableAsync(NetworkHost? from, NetworkHost to)
     {
-        var watch = Stopwatch.StartNew();
-        while (!Reaches(from, to))
-        {
-            Assert.True(watch.Elapsed < Deadline.Default, $"{to.Name}'s server did not answer within {Deadline.Default.TotalSeconds} s");
-            await Task.Delay(50);
-        }
+        await Deadline.WaitUntilAsync(() => Reaches(from, to), $"{to.Name}'s server to answer");
     }
 
     // Whether a connection from `from` (null: the test's own namespace) to `to`'s server gets its "ok" within 1.5 s.

@@ -193,8 +193,7 @@ public sealed partial class ClusterScenarioTests
             var revoked = await oldOwner.WaitForLineAsync(l => l.Contains("Volume v: ownership at epoch", StringComparison.Ordinal) && l.Contains("revoked", StringComparison.Ordinal), "node1 to revoke its volume", oldMark, FaultDeadline);
             Assert.True(revoked.At <= lapsedAt, $"node1 revoked its volume {(revoked.At - lapsedAt).TotalSeconds:F1} s after the test saw its lease lapse: a new owner could have served by then");
             await stop.CancelAsync();
-            var ended = await Task.WhenAny(writing, Task.Delay(FaultDeadline));
-            Assert.True(ended == writing, $"the cut-off owner's client writes still hang {FaultDeadline.TotalSeconds} s after it revoked the volume\n{oldOwner.Tail}");
+            Assert.True(await Deadline.CompletesWithinAsync(writing, FaultDeadline), $"the cut-off owner's client writes still hang {FaultDeadline.TotalSeconds} s after it revoked the volume\n{oldOwner.Tail}");
             var writesEndedAt = cluster.Now;
 
             // The majority side takes the volume over, without --force: node1's lease has lapsed.
@@ -220,8 +219,7 @@ public sealed partial class ClusterScenarioTests
             long failedBeforeHeal = load.FailedWrites;
             network.Rejoin("node1");
             var healedAt = cluster.Now;
-            var finished = await Task.WhenAny(writing, Task.Delay(FaultDeadline));
-            Assert.True(finished == writing, $"the old owner's client writes still hang {FaultDeadline.TotalSeconds} s after healing\n{cluster.Tails}");
+            Assert.True(await Deadline.CompletesWithinAsync(writing, FaultDeadline), $"the old owner's client writes still hang {FaultDeadline.TotalSeconds} s after healing\n{cluster.Tails}");
             var stoppedAt = cluster.Now;
             long oldAcked = load.Writes;
             output.WriteLine($"isolated node1 at {isolatedAt.TotalSeconds:F1} s after {atIsolation} acknowledged writes; its lease lapsed {(lapsedAt - isolatedAt).TotalSeconds:F1} s later ({atLapse - atIsolation} writes acknowledged meanwhile)");

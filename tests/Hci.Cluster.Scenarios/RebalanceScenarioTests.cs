@@ -80,19 +80,23 @@ public sealed partial class ClusterScenarioTests
 
     private static async Task<VolumeStatus> WaitForAsync(ClusterFixture cluster, string volume, Func<VolumeStatus, bool> condition, Task writing)
     {
-        var watch = System.Diagnostics.Stopwatch.StartNew();
-        while (true)
-        {
-            var status = await cluster.VolumeStatusAsync(volume);
-            if (condition(status))
+        VolumeStatus? status = null;
+        await Hci.Testing.Deadline.WaitUntilAsync(
+            async () =>
             {
-                return status;
-            }
+                status = await cluster.VolumeStatusAsync(volume);
+                if (condition(status))
+                {
+                    return true;
+                }
 
-            Assert.False(writing.IsCompleted, "the client stopped writing");
-            Assert.True(watch.Elapsed < TimeSpan.FromSeconds(120), $"the volume did not get there within 120 s: {status.Json}\n{cluster.Tails}");
-            await Task.Delay(200);
-        }
+                Assert.False(writing.IsCompleted, "the client stopped writing");
+                return false;
+            },
+            "the volume to get there",
+            TimeSpan.FromSeconds(120),
+            () => $"{status?.Json}\n{cluster.Tails}");
+        return status!;
     }
 
     // Healthy, and nothing left to move: every extent's replica set is the one placement gives it now (what the owners'
@@ -101,20 +105,19 @@ public sealed partial class ClusterScenarioTests
     {
         await using var store = await EtcdClusterStore.ConnectAsync(new EtcdClusterStoreOptions { Endpoints = [cluster.Etcd!.ClientUrl] });
         var catalog = new ClusterCatalog(store);
-        var watch = System.Diagnostics.Stopwatch.StartNew();
-        while (true)
-        {
-            var status = await WaitForAsync(cluster, volume, s => s.Healthy, writing);
-            var record = (await catalog.GetVolumeAsync(volume))!;
-            var planner = await catalog.GetReplacementPlannerAsync(record.DomainLevel, await catalog.ListDrainingNodesAsync(), includeDown: true);
-            var extents = await catalog.GetExtentsAsync(record.Id);
-            if (extents.All(e => planner.Rebalance(record.Id, e.Index, record.Replicas, [.. e.Replicas.Select(r => new ReplicaTarget(r.NodeId, r.Device, r.State))]).Count == 0))
+        VolumeStatus? status = null;
+        await Hci.Testing.Deadline.WaitUntilAsync(
+            async () =>
             {
-                return status;
-            }
-
-            Assert.True(watch.Elapsed < TimeSpan.FromSeconds(120), $"the volume's replica sets did not settle on placement within 120 s: {status.Json}\n{cluster.Tails}");
-            await Task.Delay(200);
-        }
+                status = await WaitForAsync(cluster, volume, s => s.Healthy, writing);
+                var record = (await catalog.GetVolumeAsync(volume))!;
+                var planner = await catalog.GetReplacementPlannerAsync(record.DomainLevel, await catalog.ListDrainingNodesAsync(), includeDown: true);
+                var extents = await catalog.GetExtentsAsync(record.Id);
+                return extents.All(e => planner.Rebalance(record.Id, e.Index, record.Replicas, [.. e.Replicas.Select(r => new ReplicaTarget(r.NodeId, r.Device, r.State))]).Count == 0);
+            },
+            "the volume's replica sets to settle on placement",
+            TimeSpan.FromSeconds(120),
+            () => $"{status?.Json}\n{cluster.Tails}");
+        return status!;
     }
 }

@@ -38,18 +38,20 @@ public sealed partial class ClusterScenarioTests
 
             // Every node and hci agree on the countdown: hci cluster status shows node3 down with its rebuild time.
             double? countdown = null;
-            var watch = System.Diagnostics.Stopwatch.StartNew();
-            while (countdown is null)
-            {
-                using var doc = JsonDocument.Parse(await cluster.HciAsync("cluster", "status", "--json"));
-                foreach (var down in doc.RootElement.GetProperty("down").EnumerateArray().Where(d => d.GetProperty("node").GetString() == "node3"))
+            await Hci.Testing.Deadline.WaitUntilAsync(
+                async () =>
                 {
-                    countdown = down.GetProperty("secondsToRebuild").GetDouble();
-                }
+                    using var doc = JsonDocument.Parse(await cluster.HciAsync("cluster", "status", "--json"));
+                    foreach (var down in doc.RootElement.GetProperty("down").EnumerateArray().Where(d => d.GetProperty("node").GetString() == "node3"))
+                    {
+                        countdown = down.GetProperty("secondsToRebuild").GetDouble();
+                    }
 
-                Assert.True(watch.Elapsed < TimeSpan.FromSeconds(60), "hci cluster status did not show node3 down within 60 s");
-                await Task.Delay(100);
-            }
+                    return countdown is not null;
+                },
+                "hci cluster status to show node3 down",
+                TimeSpan.FromSeconds(60),
+                every: TimeSpan.FromMilliseconds(100));
 
             Assert.True(countdown is >= 0 and <= 5, $"countdown {countdown} s");
             output.WriteLine($"node3 killed at {killedAt.TotalSeconds:F2} s; at {cluster.Now.TotalSeconds:F2} s hci cluster status showed it down with {countdown:F1} s to its rebuild");
@@ -57,21 +59,30 @@ public sealed partial class ClusterScenarioTests
             // The rebuild: the volume becomes healthy with no replica on node3, while the client keeps writing.
             VolumeStatus? rebuilt = null;
             string progress = string.Empty;
-            watch.Restart();
-            while (rebuilt is null && !writing.IsCompleted)
-            {
-                var current = await cluster.VolumeStatusAsync("v");
-                if (current.Healthy && current.Extents.Values.All(r => r.Count == 3 && r.All(x => x.Node != "node3")))
+            VolumeStatus? current = null;
+            await Hci.Testing.Deadline.WaitUntilAsync(
+                async () =>
                 {
-                    rebuilt = current;
-                    break;
-                }
+                    if (writing.IsCompleted)
+                    {
+                        return true; // the client stopped: said below
+                    }
 
-                string text = await cluster.HciAsync("cluster", "status");
-                progress = text.Split('\n').FirstOrDefault(l => l.StartsWith("rebuild v", StringComparison.Ordinal)) ?? progress;
-                Assert.True(watch.Elapsed < TimeSpan.FromSeconds(180), $"the volume was not rebuilt without node3 within 180 s: {current.Json}\n{cluster.Tails}");
-                await Task.Delay(100);
-            }
+                    current = await cluster.VolumeStatusAsync("v");
+                    if (current.Healthy && current.Extents.Values.All(r => r.Count == 3 && r.All(x => x.Node != "node3")))
+                    {
+                        rebuilt = current;
+                        return true;
+                    }
+
+                    string text = await cluster.HciAsync("cluster", "status");
+                    progress = text.Split('\n').FirstOrDefault(l => l.StartsWith("rebuild v", StringComparison.Ordinal)) ?? progress;
+                    return false;
+                },
+                "the volume to be rebuilt without node3",
+                TimeSpan.FromSeconds(180),
+                () => $"{current?.Json}\n{cluster.Tails}",
+                TimeSpan.FromMilliseconds(100));
 
             var rebuiltAt = cluster.Now;
             long writesDuring = load.Writes - started;

@@ -157,13 +157,7 @@ public sealed class IscsiHostileTests
         await fresh.ConnectAsync(endpoint);
         Assert.True(await Login(fresh, 1, isid: 3));
         Assert.Equal(0, await Command(fresh, 1, [0x00], 0));
-        var deadline = Stopwatch.StartNew();
-        while (target.ConnectionCount > 2 && deadline.Elapsed < TimeSpan.FromSeconds(30))
-        {
-            await Task.Delay(50);
-        }
-
-        Assert.True(target.ConnectionCount <= 2, $"{target.ConnectionCount} connections still open after {connections} mangled ones closed");
+        await Hci.Testing.Deadline.WaitUntilAsync(() => target.ConnectionCount <= 2, $"the {connections} mangled connections to close", detail: () => $"{target.ConnectionCount} connections still open");
     }
 
     private static async Task<int> Flood(IPEndPoint endpoint)
