@@ -52,6 +52,10 @@ internal sealed class ExtentState(int maxReplicas)
 
     /// <summary>The value of <see cref="Started"/> at the cleaner's last look.</summary>
     public long CleanerSeen = -1;
+
+    /// <summary>The cleaner's pass that last saw <see cref="Started"/> move (the least recently written extents
+    /// leave the activity log first).</summary>
+    public long LastActivePass;
 }
 
 /// <summary>An extent's replica set as the data path sees it: immutable, replaced as a whole.</summary>

@@ -13,6 +13,8 @@ public sealed partial class ReplicatedVolume
 {
     private const int ListBufferBytes = 64 * 1024;
 
+    private long _cleanPasses;
+
     private long RegionSize => ExtentSize / ReplicaGeometry.RegionsPerExtent;
 
     // ---- attach
@@ -351,7 +353,12 @@ public sealed partial class ReplicatedVolume
 
     private async Task CleanPassAsync(CancellationToken cancellationToken)
     {
-        for (long i = 0; i < _extents.Length && !cancellationToken.IsCancellationRequested; i++)
+        // Extents written since the last look are active; the idle ones leave the activity log, least recently
+        // written first, only while more than ActivityLogExtents written extents are in it.
+        long pass = ++_cleanPasses;
+        int written = 0;
+        List<(long LastActive, long Extent)>? idle = null;
+        for (long i = 0; i < _extents.Length; i++)
         {
             var state = Volatile.Read(ref _extents[i]);
             if (state?.View == null || Volatile.Read(ref state.Written) == 0)
@@ -359,13 +366,36 @@ public sealed partial class ReplicatedVolume
                 continue;
             }
 
+            written++;
             long started = Interlocked.Read(ref state.Started);
-            if (started == state.CleanerSeen && Volatile.Read(ref state.InFlight) == 0)
+            if (started != state.CleanerSeen)
             {
-                await CleanExtentAsync(i, state, cancellationToken).ConfigureAwait(false);
+                state.CleanerSeen = started;
+                state.LastActivePass = pass;
+            }
+            else if (Volatile.Read(ref state.InFlight) == 0)
+            {
+                (idle ??= []).Add((state.LastActivePass, i));
+            }
+        }
+
+        if (idle == null || written <= _options.ActivityLogExtents)
+        {
+            return;
+        }
+
+        idle.Sort();
+        foreach (var (_, i) in idle)
+        {
+            if (written <= _options.ActivityLogExtents || cancellationToken.IsCancellationRequested)
+            {
+                break;
             }
 
-            state.CleanerSeen = started;
+            if (await CleanExtentAsync(i, _extents[i]!, cancellationToken).ConfigureAwait(false))
+            {
+                written--;
+            }
         }
     }
 

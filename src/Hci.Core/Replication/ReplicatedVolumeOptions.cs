@@ -9,12 +9,26 @@ public sealed class ReplicatedVolumeOptions
     /// <remarks>Default 1 s.</remarks>
     public TimeSpan ResyncInterval { get; set; } = TimeSpan.FromSeconds(1);
 
-    /// <summary>How long an extent must see no write before its regions are marked clean in the replicas' activity
-    /// logs (what a next owner would reconcile after a crash).</summary>
+    /// <summary>How long an extent must see no write before its regions may be marked clean in the replicas' activity
+    /// logs (what a next owner would reconcile after a crash); <see cref="ActivityLogExtents"/> says how many idle
+    /// extents stay in the logs all the same.</summary>
     /// <remarks>Default 30 s. A region marked clean costs one more durable metadata write on each replica when it is
-    /// written again, so a short interval taxes a working set that moves slowly (DRBD keeps its activity log as an
-    /// LRU of hot extents for the same reason); a long one makes a next owner copy more after a crash.</remarks>
+    /// written again, so a short interval taxes a working set that moves slowly; a long one makes a next owner copy
+    /// more after a crash.</remarks>
     public TimeSpan CleanAfter { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How many written extents stay in the replicas' activity logs once idle: every
+    /// <see cref="CleanAfter"/>, the extents idle since the previous look are marked clean, least recently written
+    /// first, only while the volume holds more than this many written extents. 0: every idle extent is marked clean.
+    /// </summary>
+    /// <remarks>Default 256 (1 GiB of the default 4 MiB extents). An extent marked clean pays one more durable
+    /// metadata write on each replica, before the data, for the first write to each of its regions afterwards: random
+    /// writes over a volume whose extents were all marked clean after a pause paid it on most writes (a 4 KiB write at
+    /// queue depth 1 with 3 replicas went from 0.26 to 0.8 ms on a shared disk). Keeping the recently written extents
+    /// in the log, as DRBD keeps its activity log as a bounded set of hot extents, spares a working set up to this
+    /// size; what it costs is what a next owner reconciles after a crash, at most this many extents' written regions
+    /// beyond the ones written in the last <see cref="CleanAfter"/>. At most 1,048,576.</remarks>
+    public int ActivityLogExtents { get; set; } = 256;
 
     /// <summary>The memory alignment the volume asks of request buffers (the local devices' O_DIRECT alignment).</summary>
     /// <remarks>Default 4096.</remarks>
@@ -66,6 +80,11 @@ public sealed class ReplicatedVolumeOptions
         if (CleanAfter <= TimeSpan.Zero || CleanAfter > TimeSpan.FromHours(1))
         {
             throw new ArgumentException($"ReplicatedVolumeOptions.CleanAfter must be more than 0 and at most 1 hour (was {CleanAfter}).");
+        }
+
+        if (ActivityLogExtents < 0 || ActivityLogExtents > 1 << 20)
+        {
+            throw new ArgumentException($"ReplicatedVolumeOptions.ActivityLogExtents must be 0 (mark every idle extent clean) to 1048576 (was {ActivityLogExtents}).");
         }
 
         if (ScrubBytesPerSecond < ReplicaGeometry.BlockSize)

@@ -309,6 +309,67 @@ public sealed class ReplicatedVolumeTests
     }
 
     [Fact]
+    public async Task IdleExtentsLeaveTheActivityLogOnlyBeyondItsBoundAndExtentsBeingWrittenStay()
+    {
+        using var cluster = await InProcessReplicaCluster.StartAsync(3);
+        var control = new MemoryVolumeControl(cluster.Placement(3));
+        await using var volume = await Open(cluster, control, epoch: 1, activityLogExtents: 3);
+        for (int e = 0; e < 5; e++)
+        {
+            await volume.WriteAsync(e * ExtentSize, Pattern(Block, e + 1));
+        }
+
+        Assert.Equal(5, DirtyExtents(cluster, "node2").Count);
+
+        // Extents 0 and 1 go on being written and the other three go idle: idle ones leave the log, the least
+        // recently written first (on a tie, the lowest index), only down to the bound of 3; the two being written stay.
+        await Deadline.WaitUntilAsync(
+            async () =>
+            {
+                await volume.WriteAsync(0, Pattern(Block, 6));
+                await volume.WriteAsync(ExtentSize, Pattern(Block, 7));
+                return DirtyExtents(cluster, "node2").Count <= 3;
+            },
+            "the idle extents to leave the activity log",
+            detail: () => string.Join(", ", DirtyExtents(cluster, "node2").Keys));
+        foreach (var node in cluster.NodeIds)
+        {
+            // The marks reach the replicas one after another.
+            await Deadline.WaitUntilAsync(() => DirtyExtents(cluster, node).Keys.Order().SequenceEqual([0L, 1L, 4L]), $"extents 0, 1 and 4 to be the ones left in {node}'s log", detail: () => string.Join(", ", DirtyExtents(cluster, node).Keys));
+        }
+    }
+
+    [Fact]
+    public async Task WithAnActivityLogOfNoExtentsEveryIdleExtentIsMarkedClean()
+    {
+        using var cluster = await InProcessReplicaCluster.StartAsync(3);
+        var control = new MemoryVolumeControl(cluster.Placement(3));
+        await using var volume = await Open(cluster, control, epoch: 1, activityLogExtents: 0);
+        for (int e = 0; e < 3; e++)
+        {
+            await volume.WriteAsync(e * ExtentSize, Pattern(Block, e + 1));
+        }
+
+        foreach (var node in cluster.NodeIds)
+        {
+            await Deadline.WaitUntilAsync(() => DirtyExtents(cluster, node).Count == 0, $"every extent on {node} to be marked clean");
+        }
+    }
+
+    [Fact]
+    public void AnActivityLogBoundOutOfRangeIsRefusedWithWhatToFix()
+    {
+        foreach (int bad in new[] { -1, int.MinValue, (1 << 20) + 1, int.MaxValue })
+        {
+            var e = Assert.Throws<ArgumentException>(() => new ReplicatedVolumeOptions { ActivityLogExtents = bad }.Validate());
+            Assert.Contains("ActivityLogExtents", e.Message);
+        }
+
+        new ReplicatedVolumeOptions { ActivityLogExtents = 1 << 20 }.Validate();
+        new ReplicatedVolumeOptions { ActivityLogExtents = 0 }.Validate();
+    }
+
+    [Fact]
     public async Task AVolumeRequestAllocatesNothingInSteadyState()
     {
         using var cluster = await InProcessReplicaCluster.StartAsync(3);
@@ -349,7 +410,7 @@ public sealed class ReplicatedVolumeTests
         Assert.True(perIo == 0, $"{perIo} bytes allocated per replicated I/O on the owner's queue thread");
     }
 
-    private static Task<ReplicatedVolume> Open(InProcessReplicaCluster cluster, MemoryVolumeControl control, ulong epoch, int minInSync = 2, TimeSpan? resync = null)
+    private static Task<ReplicatedVolume> Open(InProcessReplicaCluster cluster, MemoryVolumeControl control, ulong epoch, int minInSync = 2, TimeSpan? resync = null, int activityLogExtents = 256)
         => ReplicatedVolume.OpenAsync(
             new ReplicatedVolumeSpec
             {
@@ -363,7 +424,20 @@ public sealed class ReplicatedVolumeTests
             },
             cluster.Connector,
             control,
-            new ReplicatedVolumeOptions { ResyncInterval = resync ?? TimeSpan.FromMilliseconds(100), CleanAfter = TimeSpan.FromMilliseconds(200), BufferAlignment = 1 });
+            new ReplicatedVolumeOptions
+            {
+                ResyncInterval = resync ?? TimeSpan.FromMilliseconds(100),
+                CleanAfter = TimeSpan.FromMilliseconds(200),
+                ActivityLogExtents = activityLogExtents,
+                BufferAlignment = 1,
+            });
+
+    // A probe belongs to the thread that made it: one per look.
+    private static Dictionary<long, ulong> DirtyExtents(InProcessReplicaCluster cluster, string node)
+    {
+        using var probe = new ReplicaProbe(cluster.Connector, node);
+        return probe.DirtyRegions(VolumeId);
+    }
 
     private static async Task AssertReplicasIdentical(InProcessReplicaCluster cluster, long extent, ulong epoch = 1)
     {

@@ -55,6 +55,26 @@ public sealed unsafe class ReplicaProbe : IDisposable, IReplicaCompletionHandler
         return Run(operation, volume, extent, 0, 0, epoch, device, null, keep: true);
     }
 
+    /// <summary>The volume's extents in the device's activity log, each with the mask of its dirty regions.</summary>
+    public Dictionary<long, ulong> DirtyRegions(ulong volume, ulong epoch = 1, int device = 0)
+    {
+        int capacity = _capacity / 16 * 16;
+        var status = Run(ReplicaOperation.GetDirtyRegions, volume, 0, 0, capacity, epoch, device, null);
+        if (status != ReplicaStatus.Ok)
+        {
+            throw new InvalidOperationException($"GetDirtyRegions on {_channel.NodeId} answered {status}");
+        }
+
+        var dirty = new Dictionary<long, ulong>();
+        var pairs = (long*)_buffer;
+        for (int i = 0; i < Math.Min(_request.Result, capacity / 16); i++)
+        {
+            dirty[pairs[2 * i]] = (ulong)pairs[(2 * i) + 1];
+        }
+
+        return dirty;
+    }
+
     /// <summary>The observed epoch of the last answer.</summary>
     public ulong ObservedEpoch => _request.ObservedEpoch;
 
@@ -81,7 +101,7 @@ public sealed unsafe class ReplicaProbe : IDisposable, IReplicaCompletionHandler
         _request.Argument = argument;
         _request.Checksums = checksums;
         _request.Handler = this;
-        if (operation is ReplicaOperation.Read or ReplicaOperation.Write)
+        if (operation is ReplicaOperation.Read or ReplicaOperation.Write or ReplicaOperation.GetDirtyRegions)
         {
             data.CopyTo(new Span<byte>(_buffer, length));
             _request.AddSegment(_buffer, length);
