@@ -354,10 +354,13 @@ public sealed partial class ReplicatedVolume
     private async Task CleanPassAsync(CancellationToken cancellationToken)
     {
         // Extents written since the last look are active; the idle ones leave the activity log, least recently
-        // written first, only while more than ActivityLogExtents written extents are in it.
+        // written first, while more than ActivityLogExtents written extents are in it or once idle for
+        // ActivityLogIdleLimit (a dirty region's checksums are recomputed from its data when a store opens, so a
+        // region should not stay in the log for ever).
         long pass = ++_cleanPasses;
+        long expiry = Math.Max(1, (long)Math.Ceiling(_options.ActivityLogIdleLimit.Ticks / (double)_options.CleanAfter.Ticks));
         int written = 0;
-        List<(long LastActive, long Extent)>? idle = null;
+        List<(long LastActive, long Extent, long Seen)>? idle = null;
         for (long i = 0; i < _extents.Length; i++)
         {
             var state = Volatile.Read(ref _extents[i]);
@@ -375,33 +378,40 @@ public sealed partial class ReplicatedVolume
             }
             else if (Volatile.Read(ref state.InFlight) == 0)
             {
-                (idle ??= []).Add((state.LastActivePass, i));
+                (idle ??= []).Add((state.LastActivePass, i, started));
             }
         }
 
-        if (idle == null || written <= _options.ActivityLogExtents)
+        if (idle == null)
         {
             return;
         }
 
-        idle.Sort();
-        foreach (var (_, i) in idle)
+        idle.Sort(); // the least recently written first, so the ones idle past the limit come first
+        foreach (var (lastActive, i, seen) in idle)
         {
-            if (written <= _options.ActivityLogExtents || cancellationToken.IsCancellationRequested)
+            if (cancellationToken.IsCancellationRequested || (written <= _options.ActivityLogExtents && pass - lastActive < expiry))
             {
                 break;
             }
 
-            if (await CleanExtentAsync(i, _extents[i]!, cancellationToken).ConfigureAwait(false))
+            if (await CleanExtentAsync(i, _extents[i]!, cancellationToken, seen).ConfigureAwait(false))
             {
                 written--;
             }
         }
     }
 
-    private Task<bool> CleanExtentAsync(long extent, ExtentState state, CancellationToken cancellationToken)
+    // With seen, an extent written since the pass saw it idle stays in the log (checked while its writes are held, so
+    // no write can start in between).
+    private Task<bool> CleanExtentAsync(long extent, ExtentState state, CancellationToken cancellationToken, long? seen = null)
         => WithWritesHeldAsync(state, async () =>
         {
+            if (seen is { } s && Interlocked.Read(ref state.Started) != s)
+            {
+                return false;
+            }
+
             ulong mask = Interlocked.Exchange(ref state.Written, 0);
             if (mask != 0 && !await MarkCleanAsync(extent, state.View!, mask).ConfigureAwait(false))
             {

@@ -30,6 +30,15 @@ public sealed class ReplicatedVolumeOptions
     /// beyond the ones written in the last <see cref="CleanAfter"/>. At most 1,048,576.</remarks>
     public int ActivityLogExtents { get; set; } = 256;
 
+    /// <summary>How long an idle extent may stay in the activity log within <see cref="ActivityLogExtents"/>: once
+    /// idle this long it is marked clean all the same.</summary>
+    /// <remarks>Default 10 minutes; at least <see cref="CleanAfter"/> and at most 1 day. A store that opens recomputes
+    /// the checksums of the blocks of its dirty regions that do not match their data (a torn write there is expected)
+    /// and reads every dirty region to do so: a region that stays in the log keeps rot there from being told apart
+    /// from a torn write, and makes the store's open longer. The limit bounds both to what was written recently.
+    /// </remarks>
+    public TimeSpan ActivityLogIdleLimit { get; set; } = TimeSpan.FromMinutes(10);
+
     /// <summary>The memory alignment the volume asks of request buffers (the local devices' O_DIRECT alignment).</summary>
     /// <remarks>Default 4096.</remarks>
     public int BufferAlignment { get; set; } = 4096;
@@ -85,6 +94,11 @@ public sealed class ReplicatedVolumeOptions
         if (ActivityLogExtents < 0 || ActivityLogExtents > 1 << 20)
         {
             throw new ArgumentException($"ReplicatedVolumeOptions.ActivityLogExtents must be 0 (mark every idle extent clean) to 1048576 (was {ActivityLogExtents}).");
+        }
+
+        if (ActivityLogIdleLimit < CleanAfter || ActivityLogIdleLimit > TimeSpan.FromDays(1))
+        {
+            throw new ArgumentException($"ReplicatedVolumeOptions.ActivityLogIdleLimit must be at least CleanAfter ({CleanAfter}) and at most 1 day (was {ActivityLogIdleLimit}).");
         }
 
         if (ScrubBytesPerSecond < ReplicaGeometry.BlockSize)

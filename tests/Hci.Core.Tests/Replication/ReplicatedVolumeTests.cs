@@ -331,11 +331,29 @@ public sealed class ReplicatedVolumeTests
                 return DirtyExtents(cluster, "node2").Count <= 3;
             },
             "the idle extents to leave the activity log",
-            detail: () => string.Join(", ", DirtyExtents(cluster, "node2").Keys));
+            detail: () => string.Join(", ", DirtyExtents(cluster, "node2").Keys),
+            every: TimeSpan.FromMilliseconds(10));
         foreach (var node in cluster.NodeIds)
         {
             // The marks reach the replicas one after another.
             await Deadline.WaitUntilAsync(() => DirtyExtents(cluster, node).Keys.Order().SequenceEqual([0L, 1L, 4L]), $"extents 0, 1 and 4 to be the ones left in {node}'s log", detail: () => string.Join(", ", DirtyExtents(cluster, node).Keys));
+        }
+    }
+
+    [Fact]
+    public async Task AnExtentIdlePastTheLimitLeavesTheActivityLogWithinTheBound()
+    {
+        using var cluster = await InProcessReplicaCluster.StartAsync(3);
+        var control = new MemoryVolumeControl(cluster.Placement(3));
+        await using var volume = await Open(cluster, control, epoch: 1, activityLogIdleLimit: TimeSpan.FromMilliseconds(600));
+        await volume.WriteAsync(0, Pattern(Block, 1));
+        await volume.WriteAsync(ExtentSize, Pattern(Block, 2));
+        Assert.Equal(2, DirtyExtents(cluster, "node2").Count);
+
+        // Two extents are far below the bound of 256, and idle: they leave the log once idle for 0.6 s.
+        foreach (var node in cluster.NodeIds)
+        {
+            await Deadline.WaitUntilAsync(() => DirtyExtents(cluster, node).Count == 0, $"the idle extents on {node} to be marked clean");
         }
     }
 
@@ -367,6 +385,14 @@ public sealed class ReplicatedVolumeTests
 
         new ReplicatedVolumeOptions { ActivityLogExtents = 1 << 20 }.Validate();
         new ReplicatedVolumeOptions { ActivityLogExtents = 0 }.Validate();
+
+        foreach (var bad in new[] { TimeSpan.Zero, TimeSpan.FromSeconds(29), TimeSpan.FromDays(1) + TimeSpan.FromTicks(1), TimeSpan.MaxValue })
+        {
+            var e = Assert.Throws<ArgumentException>(() => new ReplicatedVolumeOptions { ActivityLogIdleLimit = bad }.Validate());
+            Assert.Contains("ActivityLogIdleLimit", e.Message);
+        }
+
+        new ReplicatedVolumeOptions { ActivityLogIdleLimit = TimeSpan.FromSeconds(30) }.Validate();
     }
 
     [Fact]
@@ -410,7 +436,7 @@ public sealed class ReplicatedVolumeTests
         Assert.True(perIo == 0, $"{perIo} bytes allocated per replicated I/O on the owner's queue thread");
     }
 
-    private static Task<ReplicatedVolume> Open(InProcessReplicaCluster cluster, MemoryVolumeControl control, ulong epoch, int minInSync = 2, TimeSpan? resync = null, int activityLogExtents = 256)
+    private static Task<ReplicatedVolume> Open(InProcessReplicaCluster cluster, MemoryVolumeControl control, ulong epoch, int minInSync = 2, TimeSpan? resync = null, int activityLogExtents = 256, TimeSpan? activityLogIdleLimit = null)
         => ReplicatedVolume.OpenAsync(
             new ReplicatedVolumeSpec
             {
@@ -429,6 +455,7 @@ public sealed class ReplicatedVolumeTests
                 ResyncInterval = resync ?? TimeSpan.FromMilliseconds(100),
                 CleanAfter = TimeSpan.FromMilliseconds(200),
                 ActivityLogExtents = activityLogExtents,
+                ActivityLogIdleLimit = activityLogIdleLimit ?? TimeSpan.FromHours(1),
                 BufferAlignment = 1,
             });
 
