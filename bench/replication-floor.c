@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,6 +26,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -65,16 +67,51 @@ static int open_file(const char *path, uint64_t *blocks)
     return fd;
 }
 
+// receive: 0 send, 1 receive (the peer closing is a failure), 2 receive in a child's loop (the peer closing between
+// frames is the end of the run).
 static void all(int fd, void *buf, size_t n, int receive)
 {
     for (size_t done = 0; done < n;) {
         ssize_t r = receive ? recv(fd, (char *)buf + done, n - done, MSG_WAITALL) : send(fd, (char *)buf + done, n - done, 0);
         if (r <= 0) {
-            if (receive && r == 0 && done == 0)
-                _exit(0); // the peer closed between frames: the end of the run
+            if (receive == 2 && r == 0 && done == 0)
+                _exit(0);
+            if (r == 0) {
+                fprintf(stderr, "replication-floor: the peer closed its connection (did it fail?)\n");
+                exit(1);
+            }
             die(receive ? "recv" : "send");
         }
         done += (size_t)r;
+    }
+}
+
+// A child dies with its parent (a killed run leaves nothing behind holding the files).
+static pid_t child(void)
+{
+    pid_t parent = getpid(), pid = fork();
+    if (pid < 0)
+        die("fork");
+    if (pid == 0 && (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent))
+        _exit(1);
+    return pid;
+}
+
+// Waits for fd to be readable or a child to be gone: a child that failed must not leave its parent waiting.
+static void wait_readable(int fd, const char *what)
+{
+    for (;;) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        int r = poll(&p, 1, 1000);
+        if (r > 0)
+            return;
+        if (r < 0)
+            die("poll");
+        int status;
+        if (waitpid(-1, &status, WNOHANG) > 0) {
+            fprintf(stderr, "replication-floor: a process of the run ended while waiting for %s\n", what);
+            exit(1);
+        }
     }
 }
 
@@ -147,13 +184,14 @@ int main(int argc, char **argv)
     } else if (!strcmp(mode, "rtt")) {
         int port, l = listen_loopback(&port);
         char b[64] = { 0 };
-        if (fork() == 0) {
+        if (child() == 0) {
             int c = dial_loopback(port);
             for (;;) {
-                all(c, b, sizeof b, 1);
+                all(c, b, sizeof b, 2);
                 all(c, b, sizeof b, 0);
             }
         }
+        wait_readable(l, "the echo process to connect");
         int s = no_delay(accept(l, NULL, NULL));
         for (end = now_ns() + seconds * 1e9; (t = now_ns()) < end && n < MAX_SAMPLES;) {
             all(s, b, sizeof b, 0);
@@ -167,22 +205,23 @@ int main(int argc, char **argv)
             close(open_file(argv[i], &blocks));
         int port, l = listen_loopback(&port), rep[2];
         for (int r = 0; r < 2; r++) {
-            if (fork() == 0) { // a replica: receive, write, answer
+            if (child() == 0) { // a replica: receive, write, answer
                 int fd = open_file(argv[4 + r], &blocks), c = dial_loopback(port);
                 for (;;) {
-                    all(c, f, sizeof *f, 1);
+                    all(c, f, sizeof *f, 2);
                     if (pwrite(fd, f->data, BS, (off_t)f->off) != BS)
                         die("replica pwrite");
                     all(c, &f->id, sizeof f->id, 0);
                 }
             }
+            wait_readable(l, "a replica to connect");
             rep[r] = no_delay(accept(l, NULL, NULL));
         }
         struct shared *sh = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         int kick = eventfd(0, 0), call = eventfd(0, 0);
         if (sh == MAP_FAILED || kick < 0 || call < 0)
             die("shared memory");
-        pid_t owner = fork();
+        pid_t owner = child();
         if (owner == 0) { // the owner: send to both replicas, write locally, collect both answers, answer the client
             int fd = open_file(argv[3], &blocks);
             uint64_t v, ack;
@@ -208,7 +247,10 @@ int main(int argc, char **argv)
         for (end = now_ns() + seconds * 1e9; (t = now_ns()) < end && n < MAX_SAMPLES;) {
             sh->off = random_block(blocks) * BS;
             v = 1;
-            if (write(kick, &v, 8) != 8 || read(call, &v, 8) != 8)
+            if (write(kick, &v, 8) != 8)
+                die("client");
+            wait_readable(call, "the owner's answer");
+            if (read(call, &v, 8) != 8)
                 die("client");
             lat[n++] = now_ns() - t;
         }
